@@ -10,13 +10,13 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 find_python() {
-    local candidates=(python3.13 python3.12 python3)
+    local candidates=(python3.12 python3.13 python3)
     for c in "${candidates[@]}"; do
         if command -v "$c" >/dev/null 2>&1 && "$c" -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null; then
             command -v "$c"; return 0
         fi
     done
-    for p in "${PYENV_ROOT:-$HOME/.pyenv}"/versions/3.13*/bin/python3 "${PYENV_ROOT:-$HOME/.pyenv}"/versions/3.12*/bin/python3; do
+    for p in "${PYENV_ROOT:-$HOME/.pyenv}"/versions/3.12*/bin/python3 "${PYENV_ROOT:-$HOME/.pyenv}"/versions/3.13*/bin/python3; do
         if [ -x "$p" ]; then echo "$p"; return 0; fi
     done
     echo "dev.sh: no Python >= 3.12 found on PATH or under pyenv; install one (e.g. pyenv install 3.12)" >&2

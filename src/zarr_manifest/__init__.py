@@ -1,0 +1,44 @@
+"""zarr-manifest: virtual Zarr through chunk manifests.
+
+Read chunks of legacy files (HDF5/netCDF4, netCDF3, TIFF, FITS, GRIB, kerchunk references,
+Zarr stores) in place, through zarr-python, without copying data.
+"""
+
+from zarr_manifest.array import InlineArray, ManifestArray
+from zarr_manifest.errors import (
+    BuildError,
+    ChunkReadError,
+    CombineError,
+    ManifestError,
+    ManifestFormatError,
+    MetadataError,
+    ShortReadError,
+    SourceNotAllowedError,
+    StaleReferenceError,
+    UnsupportedError,
+    ZarrManifestError,
+)
+from zarr_manifest.group import ManifestGroup
+from zarr_manifest.manifest import ChunkEntry, ChunkManifest
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BuildError",
+    "ChunkEntry",
+    "ChunkManifest",
+    "ChunkReadError",
+    "CombineError",
+    "InlineArray",
+    "ManifestArray",
+    "ManifestError",
+    "ManifestFormatError",
+    "ManifestGroup",
+    "MetadataError",
+    "ShortReadError",
+    "SourceNotAllowedError",
+    "StaleReferenceError",
+    "UnsupportedError",
+    "ZarrManifestError",
+    "__version__",
+]

@@ -1,0 +1,381 @@
+"""`ManifestArray` (Zarr v3 metadata + a chunk manifest) and `InlineArray` (metadata + data).
+
+The metadata is zarr-python's own `ArrayV3Metadata`, as zarr sees the array: without the
+chunk-manifest storage transformer, which belongs to the on-disk form only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from zarr.core.metadata.v3 import (
+    ArrayV3Metadata,
+    RectilinearChunkGridMetadata,
+    RegularChunkGridMetadata,
+)
+
+from zarr_manifest.errors import CombineError, MetadataError
+from zarr_manifest.manifest import ChunkManifest
+
+__all__ = ["InlineArray", "ManifestArray", "chunk_grid_shape", "parse_array_metadata"]
+
+
+def parse_array_metadata(metadata: ArrayV3Metadata | Mapping[str, Any]) -> ArrayV3Metadata:
+    """Zarr v3 array metadata from an `ArrayV3Metadata` or a zarr.json dict.
+
+    Raises
+    ------
+    MetadataError
+        The document is not valid Zarr v3 array metadata, or declares storage transformers.
+    """
+    if isinstance(metadata, ArrayV3Metadata):
+        meta = metadata
+    elif isinstance(metadata, Mapping):
+        doc = {"zarr_format": 3, "node_type": "array", **metadata}
+        try:
+            meta = ArrayV3Metadata.from_dict(doc)
+        except (ValueError, TypeError, KeyError) as e:
+            raise MetadataError(f"invalid Zarr v3 array metadata: {e}") from e
+    else:
+        raise MetadataError(f"metadata must be ArrayV3Metadata or a dict, got {type(metadata)}")
+    if meta.storage_transformers:
+        raise MetadataError(
+            "array metadata in the model must not declare storage transformers "
+            f"(got {list(meta.storage_transformers)}); the manifest carries the references"
+        )
+    return meta
+
+
+def chunk_grid_shape(metadata: ArrayV3Metadata) -> tuple[int, ...]:
+    """The number of chunks along each dimension of an array's (outer) chunk grid."""
+    grid = metadata.chunk_grid
+    if isinstance(grid, RegularChunkGridMetadata):
+        return tuple(
+            math.ceil(s / c) if c else 0 for s, c in zip(metadata.shape, grid.chunk_shape, strict=True)
+        )
+    if isinstance(grid, RectilinearChunkGridMetadata):
+        return tuple(_rectilinear_count(edges, s) for edges, s in zip(grid.chunk_shapes, metadata.shape, strict=True))
+    raise MetadataError(f"unsupported chunk grid {grid!r}")
+
+
+def _rectilinear_count(edges: Any, extent: int) -> int:
+    if isinstance(edges, int):
+        return math.ceil(extent / edges) if edges else 0
+    return len(edges)
+
+
+class ManifestArray:
+    """A virtual Zarr v3 array: its metadata and the manifest of where its chunks live.
+
+    Parameters
+    ----------
+    metadata
+        Zarr v3 array metadata (`ArrayV3Metadata` or the zarr.json dict) without storage
+        transformers.
+    manifest
+        The chunk references; its grid must equal the metadata's chunk grid.
+
+    Raises
+    ------
+    MetadataError
+        Invalid metadata, or a manifest grid that does not match the chunk grid.
+    """
+
+    __slots__ = ("_manifest", "_metadata")
+
+    def __init__(self, metadata: ArrayV3Metadata | Mapping[str, Any], manifest: ChunkManifest):
+        meta = parse_array_metadata(metadata)
+        if not isinstance(manifest, ChunkManifest):
+            raise MetadataError(f"manifest must be a ChunkManifest, got {type(manifest)}")
+        grid = chunk_grid_shape(meta)
+        if manifest.shape_chunk_grid != grid:
+            raise MetadataError(
+                f"the manifest's chunk grid {manifest.shape_chunk_grid} does not match the "
+                f"array's chunk grid {grid} (shape {meta.shape})"
+            )
+        self._metadata = meta
+        self._manifest = manifest
+
+    @property
+    def metadata(self) -> ArrayV3Metadata:
+        """The Zarr v3 array metadata, as zarr sees it."""
+        return self._metadata
+
+    @property
+    def manifest(self) -> ChunkManifest:
+        """Where the chunks live."""
+        return self._manifest
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self._metadata.shape
+
+    @property
+    def ndim(self) -> int:
+        return len(self._metadata.shape)
+
+    @property
+    def dtype(self) -> np.dtype[Any]:
+        """The numpy data type."""
+        return self._metadata.data_type.to_native_dtype()
+
+    @property
+    def chunks(self) -> tuple[int, ...]:
+        """The chunk shape of a regular chunk grid."""
+        return self._metadata.chunks
+
+    @property
+    def fill_value(self) -> Any:
+        return self._metadata.fill_value
+
+    @property
+    def codecs(self) -> tuple[Any, ...]:
+        return self._metadata.codecs
+
+    @property
+    def dimension_names(self) -> tuple[str | None, ...] | None:
+        return self._metadata.dimension_names
+
+    @property
+    def attributes(self) -> dict[str, Any]:
+        return dict(self._metadata.attributes)
+
+    def replace(self, **changes: Any) -> ManifestArray:
+        """A copy with metadata fields replaced (e.g. ``attributes=``, ``dimension_names=``)."""
+        doc = {**self._metadata.to_dict(), **changes}
+        return ManifestArray(doc, self._manifest)
+
+    def rename_paths(self, new: str | Callable[[str], str]) -> ManifestArray:
+        """A copy whose manifest paths are renamed (see `ChunkManifest.rename_paths`)."""
+        return ManifestArray(self._metadata, self._manifest.rename_paths(new))
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, ManifestArray):
+            return NotImplemented
+        return _metadata_equal(self._metadata, other._metadata) and self._manifest == other._manifest
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return (
+            f"ManifestArray<shape={self.shape}, dtype={self._metadata.data_type}, "
+            f"chunks={chunk_grid_shape(self._metadata)} grid, references={len(self._manifest)}>"
+        )
+
+    # ---- combining ----------------------------------------------------------------------
+
+    @staticmethod
+    def concat(arrays: Sequence[ManifestArray], axis: int = 0) -> ManifestArray:
+        """Join arrays along an existing axis.
+
+        Every input but the last must fill whole chunks along ``axis`` so the result has a
+        regular chunk grid.
+
+        Raises
+        ------
+        CombineError
+            The inputs differ in dtype, codecs, chunk shape, fill value, dimension names or
+            shape off the axis, or do not fit one regular chunk grid; the message says which.
+        """
+        arrays = _check_combinable(arrays, "concat")
+        first = arrays[0]
+        ndim = first.ndim
+        if ndim == 0 or not -ndim <= axis < ndim:
+            raise CombineError(f"concat: axis {axis} is out of range for {ndim}-d arrays")
+        axis %= ndim
+        for i, a in enumerate(arrays[1:], start=1):
+            off = [d for d in range(ndim) if a.shape[d] != first.shape[d] and d != axis]
+            if a.ndim != ndim or off:
+                raise CombineError(
+                    f"concat: array {i} has shape {a.shape}, array 0 has {first.shape}; "
+                    f"they must agree off axis {axis}"
+                )
+        chunk = first.chunks[axis]
+        for i, a in enumerate(arrays[:-1]):
+            if a.shape[axis] % chunk:
+                raise CombineError(
+                    f"concat: array {i} has length {a.shape[axis]} along axis {axis}, not a "
+                    f"multiple of the chunk size {chunk}, so the result has no regular chunk grid"
+                )
+        shape = list(first.shape)
+        shape[axis] = sum(a.shape[axis] for a in arrays)
+        manifest = ChunkManifest.concat([a.manifest for a in arrays], axis=axis)
+        meta = dataclasses.replace(first.metadata, shape=tuple(shape))
+        return ManifestArray(meta, manifest)
+
+    @staticmethod
+    def stack(
+        arrays: Sequence[ManifestArray], axis: int = 0, *, dimension_name: str | None = None
+    ) -> ManifestArray:
+        """Join arrays of the same shape along a new axis (chunk length 1 along it).
+
+        Raises
+        ------
+        CombineError
+            As for `concat`, or the shapes differ.
+        """
+        arrays = _check_combinable(arrays, "stack")
+        first = arrays[0]
+        for i, a in enumerate(arrays[1:], start=1):
+            if a.shape != first.shape:
+                raise CombineError(f"stack: array {i} has shape {a.shape}, array 0 has {first.shape}")
+        ndim = first.ndim + 1
+        if not -ndim <= axis < ndim:
+            raise CombineError(f"stack: axis {axis} is out of range for {ndim - 1}-d arrays")
+        axis %= ndim
+        shape = list(first.shape)
+        shape.insert(axis, len(arrays))
+        chunks = list(first.chunks)
+        chunks.insert(axis, 1)
+        names = first.dimension_names
+        if names is not None:
+            names = (*names[:axis], dimension_name, *names[axis:])
+        manifest = ChunkManifest.stack([a.manifest for a in arrays], axis=axis)
+        doc = first.metadata.to_dict()
+        doc.update(
+            shape=shape,
+            chunk_grid={"name": "regular", "configuration": {"chunk_shape": chunks}},
+            dimension_names=names,
+        )
+        return ManifestArray(doc, manifest)
+
+
+def _metadata_equal(a: ArrayV3Metadata, b: ArrayV3Metadata) -> bool:
+    # fill values may be NaN, which compares unequal to itself in the dataclass __eq__
+    da, db = a.to_dict(), b.to_dict()
+    return da == db
+
+
+def _check_combinable(arrays: Sequence[ManifestArray], what: str) -> list[ManifestArray]:
+    arrays = list(arrays)
+    if not arrays:
+        raise CombineError(f"{what} needs at least one array")
+    for i, a in enumerate(arrays):
+        if not isinstance(a, ManifestArray):
+            raise CombineError(f"{what}: input {i} is a {type(a).__name__}, not a ManifestArray")
+    first = arrays[0].metadata
+    if not isinstance(first.chunk_grid, RegularChunkGridMetadata):
+        raise CombineError(f"{what}: only arrays with a regular chunk grid can be combined here")
+    f = first.to_dict()
+    for i, a in enumerate(arrays[1:], start=1):
+        d = a.metadata.to_dict()
+        for field, label in (
+            ("data_type", "dtype"),
+            ("codecs", "codecs"),
+            ("fill_value", "fill value"),
+            ("chunk_key_encoding", "chunk key encoding"),
+            ("dimension_names", "dimension names"),
+        ):
+            if d.get(field) != f.get(field):
+                raise CombineError(
+                    f"{what}: array {i} has {label} {d.get(field)!r}, array 0 has {f.get(field)!r}"
+                )
+        if a.metadata.chunk_grid != first.chunk_grid:
+            raise CombineError(
+                f"{what}: array {i} has chunk grid {d['chunk_grid']!r}, array 0 has {f['chunk_grid']!r}"
+            )
+    return arrays
+
+
+class InlineArray:
+    """A small array whose values are stored in the manifest store itself, not referenced.
+
+    Used for variables that cannot be referenced (variable-length strings, compact HDF5
+    datasets) or that the user asked to load (coordinates).  Written as an ordinary Zarr v3
+    array, chunks and all.
+
+    Parameters
+    ----------
+    metadata
+        Zarr v3 array metadata (codecs, chunking, fill value, attributes...).
+    data
+        The values; must have the metadata's shape and a dtype castable to it.
+    """
+
+    __slots__ = ("_data", "_metadata")
+
+    def __init__(self, metadata: ArrayV3Metadata | Mapping[str, Any], data: np.ndarray):
+        meta = parse_array_metadata(metadata)
+        arr = np.asarray(data)
+        if arr.shape != meta.shape:
+            raise MetadataError(f"inline data has shape {arr.shape}, metadata says {meta.shape}")
+        native = meta.data_type.to_native_dtype()
+        if arr.dtype != native:
+            try:
+                arr = arr.astype(native)
+            except (TypeError, ValueError) as e:
+                raise MetadataError(f"inline data of dtype {arr.dtype} does not fit {native}") from e
+        arr = arr.copy()
+        arr.flags.writeable = False
+        self._metadata = meta
+        self._data = arr
+
+    @classmethod
+    def from_numpy(
+        cls,
+        data: np.ndarray,
+        *,
+        dimension_names: Sequence[str | None] | None = None,
+        attributes: Mapping[str, Any] | None = None,
+        fill_value: Any = None,
+    ) -> InlineArray:
+        """An uncompressed, single-chunk inline array holding ``data``."""
+        import zarr
+
+        arr = np.asarray(data)
+        spec = zarr.create_array(
+            zarr.storage.MemoryStore(),
+            shape=arr.shape,
+            dtype=arr.dtype,
+            chunks=arr.shape if arr.ndim and all(arr.shape) else None,
+            compressors=None,
+            fill_value=fill_value,
+            dimension_names=dimension_names,
+            attributes=dict(attributes or {}),
+        )
+        return cls(spec.metadata, arr)
+
+    @property
+    def metadata(self) -> ArrayV3Metadata:
+        return self._metadata
+
+    @property
+    def data(self) -> np.ndarray:
+        """The values (read-only)."""
+        return self._data
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self._metadata.shape
+
+    @property
+    def ndim(self) -> int:
+        return len(self._metadata.shape)
+
+    @property
+    def dtype(self) -> np.dtype[Any]:
+        return self._data.dtype
+
+    @property
+    def dimension_names(self) -> tuple[str | None, ...] | None:
+        return self._metadata.dimension_names
+
+    @property
+    def attributes(self) -> dict[str, Any]:
+        return dict(self._metadata.attributes)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, InlineArray):
+            return NotImplemented
+        return _metadata_equal(self._metadata, other._metadata) and np.array_equal(
+            self._data, other._data, equal_nan=self._data.dtype.kind in "fc"
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"InlineArray<shape={self.shape}, dtype={self._metadata.data_type}>"

@@ -1,0 +1,99 @@
+"""Where a manifest store lives: a local directory, a URL or an obstore store."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import obstore
+from obstore.store import HTTPStore, LocalStore, MemoryStore, ObjectStore
+
+__all__ = ["StoreLocation", "open_location"]
+
+
+class StoreLocation:
+    """An obstore store holding a manifest store, and the URL of its root.
+
+    Attributes
+    ----------
+    store
+        The obstore store; keys are relative to the manifest store's root.
+    url
+        The root as a URL ending in "/", against which relative references resolve.
+    """
+
+    __slots__ = ("store", "url")
+
+    def __init__(self, store: ObjectStore, url: str):
+        self.store = store
+        self.url = url if url.endswith("/") else url + "/"
+
+    def __repr__(self) -> str:
+        return f"StoreLocation({self.url!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, StoreLocation) and self.url == other.url
+
+
+def open_location(
+    root: str | os.PathLike[str] | ObjectStore, *, mkdir: bool = False, **obstore_kwargs: Any
+) -> StoreLocation:
+    """Open the root of a manifest store.
+
+    Parameters
+    ----------
+    root
+        A local path, a URL (``file://``, ``s3://``, ``gs://``, ``az://``, ``http(s)://``,
+        ``memory://``) or an obstore store.
+    mkdir
+        Create a local directory that does not exist yet (for writing).
+    **obstore_kwargs
+        Passed to `obstore.store.from_url` for URLs (credentials, ``client_options``...);
+        plain ``http://`` gets ``allow_http`` automatically.
+    """
+    if isinstance(root, os.PathLike) or (isinstance(root, str) and "://" not in root):
+        path = Path(root).expanduser().absolute()
+        if mkdir:
+            path.mkdir(parents=True, exist_ok=True)
+        return StoreLocation(LocalStore(path, mkdir=mkdir), path.as_uri())
+    if isinstance(root, str):
+        if root.startswith("file://"):
+            return open_location(Path(_file_url_path(root)), mkdir=mkdir)
+        if root.startswith("memory://"):
+            return StoreLocation(MemoryStore(), root)
+        kwargs = dict(obstore_kwargs)
+        if root.startswith("http://"):
+            options = dict(kwargs.get("client_options") or {})
+            options.setdefault("allow_http", True)
+            kwargs["client_options"] = options
+        return StoreLocation(obstore.store.from_url(root, **kwargs), root)
+    return StoreLocation(root, store_url(root))
+
+
+def store_url(store: ObjectStore) -> str:
+    """A URL for the root of an obstore store (best effort for store kinds without one)."""
+    if isinstance(store, LocalStore):
+        return Path(store.prefix or "/").as_uri() + "/" if store.prefix else "file:///"
+    if isinstance(store, HTTPStore):
+        return store.url
+    if isinstance(store, MemoryStore):
+        return f"memory://{id(store):x}/"
+    config = getattr(store, "config", {}) or {}
+    prefix = str(getattr(store, "prefix", "") or "").strip("/")
+    tail = f"/{prefix}/" if prefix else "/"
+    if "bucket" in config:
+        scheme = "gs" if type(store).__name__ == "GCSStore" else "s3"
+        return f"{scheme}://{config['bucket']}{tail}"
+    if "container_name" in config:
+        return f"az://{config['container_name']}{tail}"
+    return f"{type(store).__name__.lower()}://{id(store):x}{tail}"
+
+
+def _file_url_path(url: str) -> str:
+    from urllib.parse import unquote, urlsplit
+
+    parts = urlsplit(url)
+    if parts.netloc not in ("", "localhost"):
+        raise ValueError(f"file URL with a host is not a local path: {url}")
+    return unquote(parts.path)

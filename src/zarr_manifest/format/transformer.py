@@ -1,0 +1,169 @@
+"""The ``chunk-manifest-json`` storage transformer in an array's zarr.json.
+
+On disk, a virtual array declares::
+
+    "storage_transformers": [
+        {"name": "chunk-manifest-json", "configuration": {"manifest": "./manifest.json"}}
+    ]
+
+Zarr libraries must not see it (zarr-python 3.4 refuses any array that lists a storage
+transformer), so readers take it out before serving the document.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from typing import Any
+
+import orjson
+from zarr.core.metadata.v3 import ArrayV3Metadata
+
+from zarr_manifest.errors import ManifestFormatError
+
+__all__ = [
+    "MANIFEST_FILE",
+    "TRANSFORMER_NAME",
+    "ArrayDocument",
+    "array_document",
+    "parse_array_document",
+    "parse_node_document",
+]
+
+TRANSFORMER_NAME = "chunk-manifest-json"
+MANIFEST_FILE = "manifest.json"
+#: the configuration members this reader understands
+_KNOWN_CONFIGURATION = {"manifest"}
+
+
+class ArrayDocument:
+    """An array's zarr.json split into what zarr sees and where its manifest is.
+
+    Attributes
+    ----------
+    document
+        The zarr.json object without the chunk-manifest-json transformer.
+    metadata
+        ``document`` parsed by zarr.
+    manifest
+        The manifest file's path relative to the array directory (``"manifest.json"``), or
+        None for an ordinary (inline) array.
+    """
+
+    __slots__ = ("document", "manifest", "metadata")
+
+    def __init__(self, document: dict[str, Any], metadata: ArrayV3Metadata, manifest: str | None):
+        self.document = document
+        self.metadata = metadata
+        self.manifest = manifest
+
+    def to_bytes(self) -> bytes:
+        """The zarr.json that a Zarr library is shown (no storage transformer)."""
+        return orjson.dumps(self.document, option=orjson.OPT_INDENT_2)
+
+
+def array_document(metadata: ArrayV3Metadata, *, virtual: bool) -> bytes:
+    """The on-disk zarr.json of an array; ``virtual`` adds the chunk-manifest transformer."""
+    doc = metadata.to_dict()
+    doc.pop("storage_transformers", None)
+    if virtual:
+        doc["storage_transformers"] = [
+            {"name": TRANSFORMER_NAME, "configuration": {"manifest": f"./{MANIFEST_FILE}"}}
+        ]
+    return orjson.dumps(doc, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY)
+
+
+def parse_node_document(data: bytes, *, location: str) -> dict[str, Any]:
+    """Parse a zarr.json into a dict, checking it is a Zarr v3 node document.
+
+    Raises
+    ------
+    ManifestFormatError
+        Not JSON, not an object, or not ``zarr_format`` 3 with a known ``node_type``.
+    """
+    try:
+        doc = orjson.loads(data)
+    except orjson.JSONDecodeError as e:
+        raise ManifestFormatError(f"{location} is not valid JSON: {e}", location=location) from e
+    if not isinstance(doc, dict):
+        raise ManifestFormatError(f"{location} must hold a JSON object", location=location)
+    if doc.get("zarr_format") != 3:
+        raise ManifestFormatError(
+            f"{location}: zarr_format must be 3, got {doc.get('zarr_format')!r}", location=location
+        )
+    if doc.get("node_type") not in ("array", "group"):
+        raise ManifestFormatError(
+            f"{location}: node_type must be 'array' or 'group', got {doc.get('node_type')!r}",
+            location=location,
+        )
+    return doc
+
+
+def parse_array_document(doc: dict[str, Any], *, location: str) -> ArrayDocument:
+    """Split an array's zarr.json into the zarr-visible document and its manifest path.
+
+    Raises
+    ------
+    ManifestFormatError
+        The transformer entry is malformed, names an unknown configuration member that
+        must be understood, points outside the array directory, another storage transformer
+        is listed, or zarr rejects the remaining metadata.
+    """
+    transformers = doc.get("storage_transformers", [])
+    if not isinstance(transformers, list):
+        raise ManifestFormatError(
+            f"{location}: storage_transformers must be a list", location=location, field="storage_transformers"
+        )
+    manifest: str | None = None
+    for t in transformers:
+        name = t.get("name") if isinstance(t, dict) else t
+        if name != TRANSFORMER_NAME:
+            raise ManifestFormatError(
+                f"{location}: unsupported storage transformer {name!r}",
+                location=location,
+                field="storage_transformers",
+            )
+        if manifest is not None:
+            raise ManifestFormatError(
+                f"{location}: {TRANSFORMER_NAME} is listed twice", location=location, field="storage_transformers"
+            )
+        manifest = _parse_configuration(t, location)
+    visible = {k: v for k, v in doc.items() if k != "storage_transformers"}
+    try:
+        metadata = ArrayV3Metadata.from_dict(visible)
+    except (ValueError, TypeError, KeyError) as e:
+        raise ManifestFormatError(f"{location}: invalid Zarr v3 array metadata: {e}", location=location) from e
+    return ArrayDocument(visible, metadata, manifest)
+
+
+def _parse_configuration(entry: Any, location: str) -> str:
+    config = entry.get("configuration") if isinstance(entry, dict) else None
+    if not isinstance(config, dict):
+        raise ManifestFormatError(
+            f"{location}: {TRANSFORMER_NAME} needs a configuration object", location=location, field="configuration"
+        )
+    for member, value in config.items():
+        if member in _KNOWN_CONFIGURATION:
+            continue
+        if isinstance(value, dict) and value.get("must_understand") is False:
+            continue
+        raise ManifestFormatError(
+            f"{location}: unknown {TRANSFORMER_NAME} configuration member {member!r} "
+            "(not marked must_understand: false); this reader does not support it",
+            location=location,
+            field=member,
+        )
+    path = config.get("manifest")
+    if not isinstance(path, str) or not path:
+        raise ManifestFormatError(
+            f"{location}: {TRANSFORMER_NAME} configuration 'manifest' must be a relative path",
+            location=location,
+            field="manifest",
+        )
+    normal = posixpath.normpath(path)
+    if ":" in path or "\\" in path or "%" in path or path.startswith("/") or normal.startswith(".."):
+        raise ManifestFormatError(
+            f"{location}: manifest path {path!r} must stay inside the array directory",
+            location=location,
+            field="manifest",
+        )
+    return normal
