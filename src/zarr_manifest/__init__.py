@@ -20,6 +20,7 @@ from zarr_manifest.errors import (
 )
 from zarr_manifest.group import ManifestGroup
 from zarr_manifest.manifest import ChunkEntry, ChunkManifest
+from zarr_manifest.store import ManifestStore, SourceRegistry
 
 __version__ = "0.1.0"
 
@@ -34,9 +35,11 @@ __all__ = [
     "ManifestError",
     "ManifestFormatError",
     "ManifestGroup",
+    "ManifestStore",
     "MetadataError",
     "ShortReadError",
     "SourceNotAllowedError",
+    "SourceRegistry",
     "StaleReferenceError",
     "UnsupportedError",
     "ZarrManifestError",

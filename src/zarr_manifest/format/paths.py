@@ -231,7 +231,13 @@ def resolve_reference(path: str, base_url: str | None = None) -> str:
         base_path += "/"
     # Merge (RFC 3986 5.2.3) with a directory base is concatenation; the canonical pass
     # then decodes and removes dot segments, which cannot climb above the root.
-    return canonical_url(f"{scheme}://{authority}{base_path}{path}")
+    merged = f"{scheme}://{authority}{base_path}{path}"
+    try:
+        return canonical_url(merged)
+    except ManifestFormatError as exc:
+        # Name the reference as the manifest wrote it, not the merged URL.
+        reason = str(exc).rsplit(": ", 1)[0]
+        raise _fail(f"{reason} (resolved against {base_url!r})", path) from exc
 
 
 def _path_segments(url: str) -> tuple[str, str, list[str]]:

@@ -1,0 +1,12 @@
+"""Benchmark scenarios; importing a module registers its scenario and its peer implementations.
+
+Modules are imported in this order, which is also the report order.
+"""
+
+SCENARIO_MODULES = (
+    "scenarios.a_full_read",
+    "scenarios.r_http",
+    "scenarios.b_combine",
+    "scenarios.c_many_refs",
+    "scenarios.random_reads",
+)

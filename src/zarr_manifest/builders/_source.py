@@ -1,0 +1,91 @@
+"""Opening a legacy file for a builder: a local path or an obstore URL, as a file object.
+
+Builders record every reference under the file's canonical URL (``file:///abs/path`` for
+local files), so a manifest never depends on the working directory it was built in.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import obstore
+
+from zarr_manifest.format.location import open_location
+from zarr_manifest.format.paths import canonical_url, is_absolute_url, url_to_local_path
+
+__all__ = ["Source", "open_source"]
+
+
+class Source:
+    """A legacy file to build from.
+
+    Attributes
+    ----------
+    url
+        The canonical URL recorded in manifests.
+    local_path
+        The local file path, for ``file://`` sources (None for remote ones).
+    """
+
+    __slots__ = ("_obstore_kwargs", "local_path", "url")
+
+    def __init__(self, url: str, local_path: str | None, obstore_kwargs: dict[str, Any]):
+        self.url = url
+        self.local_path = local_path
+        self._obstore_kwargs = obstore_kwargs
+
+    def __repr__(self) -> str:
+        return f"Source({self.url!r})"
+
+    def open(self) -> BinaryIO:
+        """A seekable binary file object over the source (close it when done)."""
+        if self.local_path is not None:
+            return open(self.local_path, "rb")
+        parent, name = self.url.rsplit("/", 1)
+        location = open_location(parent + "/", **self._obstore_kwargs)
+        return obstore.open_reader(location.store, name)  # type: ignore[return-value]
+
+    def read_range(self, start: int, length: int) -> bytes:
+        """``length`` bytes at ``start``."""
+        with self.open() as f:
+            f.seek(start)
+            return bytes(f.read(length))
+
+    def size(self) -> int:
+        """The file's size in bytes."""
+        if self.local_path is not None:
+            return os.path.getsize(self.local_path)
+        parent, name = self.url.rsplit("/", 1)
+        location = open_location(parent + "/", **self._obstore_kwargs)
+        return int(obstore.head(location.store, name)["size"])
+
+
+def open_source(path_or_url: str | os.PathLike[str], **obstore_kwargs: Any) -> Source:
+    """A `Source` for a local path or URL.
+
+    Parameters
+    ----------
+    path_or_url
+        A local path (relative ones are made absolute) or a URL that obstore can open.
+    **obstore_kwargs
+        Passed to `obstore.store.from_url` for remote URLs (credentials, endpoint...).
+
+    Raises
+    ------
+    FileNotFoundError
+        A local file does not exist.
+    """
+    if isinstance(path_or_url, os.PathLike) or not is_absolute_url(str(path_or_url)):
+        path = Path(path_or_url).expanduser().resolve()
+        if not path.is_file():
+            raise FileNotFoundError(f"no such file: {path}")
+        return Source(path.as_uri(), str(path), {})
+    url = canonical_url(str(path_or_url))
+    if url.startswith("file://"):
+        local = url_to_local_path(url)
+        if not os.path.isfile(local):
+            raise FileNotFoundError(f"no such file: {local}")
+        return Source(url, local, {})
+    return Source(url, None, dict(obstore_kwargs))

@@ -1,0 +1,441 @@
+"""Where chunk bytes may come from: URL prefixes mapped to obstore stores, default-deny.
+
+A `SourceRegistry` holds a list of allowed URL prefixes, each with the obstore store that
+reads under it.  `SourceRegistry.resolve` turns the canonical URL of a chunk reference
+into a `Source` -- the store, the path inside it, and for local files the real filesystem
+path the fetch module reads with ``os.pread``.  A URL under no registered prefix is
+refused with `SourceNotAllowedError`, so a manifest cannot make a reader fetch arbitrary
+files or hosts.
+
+Prefixes match segment-wise on canonical URLs (see `zarr_manifest.format.paths`):
+``"s3://b/data"`` allows ``"s3://b/data"`` and ``"s3://b/data/x.nc"`` but not
+``"s3://b/database/x.nc"``; the longest matching prefix wins.  For ``file://`` prefixes
+the match is made on real paths (``os.path.realpath`` of both the prefix and the
+reference), so a symlink inside an allowed directory that points outside it is refused,
+and one pointing into another allowed directory is read from there.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from obstore.store import HTTPStore, LocalStore, from_url
+
+from zarr_manifest.errors import ManifestFormatError, SourceNotAllowedError
+from zarr_manifest.format.paths import (
+    canonical_url,
+    decode_path_segments,
+    local_path_to_url,
+    split_url,
+    url_to_local_path,
+)
+
+__all__ = ["Source", "SourceRegistry"]
+
+# Schemes whose obstore stores take credentials/config (S3Config, GCSConfig, AzureConfig).
+_CLOUD_SCHEMES = frozenset({"s3", "s3a", "gs", "az", "azure", "abfs", "abfss", "adl"})
+_HTTP_SCHEMES = frozenset({"http", "https"})
+
+# resolve() results are cached per URL: a manifest references few files with many chunks,
+# and for file:// URLs each resolve costs a realpath (one lstat per path component).
+_RESOLVE_CACHE_SIZE = 4096
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Source:
+    """One object that chunk bytes are read from, as `SourceRegistry.resolve` returns it.
+
+    Attributes
+    ----------
+    url
+        The canonical URL of the object (for messages and as identity).
+    store
+        The obstore store that reads it.
+    path
+        The object's path inside ``store`` (percent-decoded, as obstore expects).
+    local_path
+        For ``file://`` sources: the object's real filesystem path (symlinks resolved and
+        checked to lie under the allowed prefix), which the fetch module reads with
+        ``os.pread`` instead of going through obstore.  ``None`` for every other scheme.
+
+    Two sources are equal when they name the same object through the same store object,
+    so requests for them can be merged into one fetch.
+    """
+
+    url: str
+    store: Any
+    path: str
+    local_path: str | None = None
+
+    def _identity(self) -> tuple[str, str, str | None, int]:
+        return (self.url, self.path, self.local_path, id(self.store))
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Source):
+            return NotImplemented
+        return self._identity() == other._identity()
+
+    def __hash__(self) -> int:
+        return hash(self._identity())
+
+    def __repr__(self) -> str:
+        local = f", local_path={self.local_path!r}" if self.local_path is not None else ""
+        return f"Source(url={self.url!r}, store={self.store!r}, path={self.path!r}{local})"
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    """A registered prefix.
+
+    ``prefix`` is the canonical allowed URL (no trailing slash unless it is a root);
+    ``segments`` its path segments; ``root`` the directory URL the store's paths are
+    relative to; ``real_root`` / ``real_prefix`` the realpath'd forms for file sources.
+    """
+
+    prefix: str
+    scheme: str
+    authority: str
+    segments: tuple[str, ...]
+    root_len: int  # number of leading segments that make up the store's root
+    store: Any
+    real_root: str | None = None
+    real_prefix: str | None = None
+
+
+def _segments_of(canon: str) -> tuple[str, str, tuple[str, ...]]:
+    scheme, authority, path = split_url(canon)
+    segs = path.split("/")[1:]
+    if segs and segs[-1] == "":
+        segs = segs[:-1]
+    return scheme, authority, tuple(segs)
+
+
+def _canonical_prefix(prefix: str) -> str:
+    """Canonical URL of a prefix; a plain local path is accepted and made a file:// URL."""
+    if not isinstance(prefix, str) or not prefix:
+        raise ManifestFormatError(f"invalid source prefix {prefix!r}", location=str(prefix))
+    if "://" not in prefix and (prefix.startswith(("/", ".", "~")) or os.path.exists(prefix)):
+        return local_path_to_url(os.path.expanduser(prefix))
+    return canonical_url(prefix)
+
+
+def _is_under_real(real: str, real_prefix: str) -> bool:
+    return real == real_prefix or real.startswith(real_prefix.rstrip(os.sep) + os.sep)
+
+
+class SourceRegistry:
+    """URL prefixes that chunk bytes may be read from, each with its obstore store.
+
+    Parameters
+    ----------
+    stores
+        Initial ``{prefix: store}`` mapping (a store of ``None`` is built from the prefix
+        URL, as `register` does).
+
+    Notes
+    -----
+    Default-deny: an empty registry allows nothing.  The registry pickles when its stores
+    do (``LocalStore``, ``HTTPStore``, ``S3Store`` ... do; ``MemoryStore`` does not), so
+    it can travel to dask workers with the store that holds it.  It is safe to use from
+    several threads; `register` after `resolve` is allowed (the resolve cache is cleared).
+    """
+
+    def __init__(self, stores: Mapping[str, Any] | None = None) -> None:
+        self._entries: list[_Entry] = []
+        self._lock = threading.Lock()
+        self._cache: dict[str, Source] = {}
+        if stores:
+            for prefix, store in stores.items():
+                self.register(prefix, store)
+
+    # -- construction -----------------------------------------------------------------
+
+    @classmethod
+    def from_urls(
+        cls,
+        urls: Iterable[str],
+        *,
+        config: Mapping[str, Any] | None = None,
+        client_options: Mapping[str, Any] | None = None,
+        retry_config: Mapping[str, Any] | None = None,
+        credential_provider: Any = None,
+    ) -> SourceRegistry:
+        """Allow each of ``urls``, with stores built by ``obstore.store.from_url``.
+
+        Parameters
+        ----------
+        urls
+            Prefixes to allow (``"s3://bucket/data/"``, ``"https://host/files"``,
+            ``"file:///data"``, or a local directory path).
+        config
+            Store config for cloud prefixes (``S3Config`` / ``GCSConfig`` /
+            ``AzureConfig`` keys: credentials, ``region``, ``endpoint``,
+            ``skip_signature=True`` for anonymous access ...).  Ignored for ``file``,
+            ``memory`` and ``http(s)`` prefixes, whose stores take no such config.
+        client_options
+            obstore ``ClientConfig`` (timeouts, ``allow_http``, proxies ...), for cloud
+            and http(s) prefixes.  ``allow_http`` is set automatically for ``http://``.
+        retry_config
+            obstore ``RetryConfig``, for cloud and http(s) prefixes.
+        credential_provider
+            A credential provider callback, for cloud prefixes.
+        """
+        registry = cls()
+        for url in urls:
+            canon = _canonical_prefix(url)
+            scheme = split_url(canon)[0]
+            kwargs: dict[str, Any] = {}
+            if scheme in _CLOUD_SCHEMES or scheme in _HTTP_SCHEMES:
+                if client_options is not None:
+                    kwargs["client_options"] = dict(client_options)
+                if retry_config is not None:
+                    kwargs["retry_config"] = dict(retry_config)
+            if scheme in _CLOUD_SCHEMES:
+                if config is not None:
+                    kwargs["config"] = dict(config)
+                if credential_provider is not None:
+                    kwargs["credential_provider"] = credential_provider
+            registry.register(canon, **kwargs)
+        return registry
+
+    def register(self, prefix: str, store: Any = None, **obstore_kwargs: Any) -> None:
+        """Allow reading under ``prefix``.
+
+        Parameters
+        ----------
+        prefix
+            The URL prefix (or a local directory path, made a ``file://`` URL).  Matching
+            is segment-wise; a prefix that names a single object allows that object.
+        store
+            The obstore store to read with, rooted at ``prefix`` taken as a directory
+            (``LocalStore("/data")`` for ``"file:///data/"``).  ``None`` builds one with
+            ``obstore.store.from_url`` (``LocalStore`` at the real path for ``file://``),
+            rooted at the prefix's directory.
+        **obstore_kwargs
+            Passed to ``from_url`` when ``store`` is ``None`` (``config``,
+            ``client_options``, ``retry_config``, ``credential_provider``, or store
+            config keys such as ``region`` / ``skip_signature``).  For ``http://``,
+            ``client_options={"allow_http": True}`` is merged in.
+
+        Notes
+        -----
+        Registering a prefix again replaces its store.
+        """
+        if store is not None and obstore_kwargs:
+            raise TypeError("pass either a store or obstore keyword arguments, not both")
+        canon = _canonical_prefix(prefix)
+        scheme, authority, segs = _segments_of(canon)
+        is_dir = canon.endswith("/")
+        # A prefix naming one object is served by a store rooted at its directory.
+        root_len = len(segs) if (is_dir or store is not None) else len(segs) - 1
+        root_segs = segs[:root_len]
+        root_url = f"{scheme}://{authority}/" + "".join(s + "/" for s in root_segs)
+        normalized = f"{scheme}://{authority}/" + "/".join(segs)
+
+        real_root = real_prefix = None
+        if scheme == "file":
+            # Local sources are matched and read by real path: resolve the prefix's
+            # symlinks once here; a prefix naming a file is served from its directory.
+            real_prefix = os.path.realpath(url_to_local_path(normalized))
+            real_root = real_prefix
+            if store is None and not is_dir and not os.path.isdir(real_prefix):
+                real_root = os.path.dirname(real_prefix)
+        if store is None:
+            store = self._build_store(scheme, root_url, real_root, dict(obstore_kwargs))
+        entry = _Entry(
+            prefix=normalized,
+            scheme=scheme,
+            authority=authority,
+            segments=segs,
+            root_len=root_len,
+            store=store,
+            real_root=real_root,
+            real_prefix=real_prefix,
+        )
+        with self._lock:
+            entries = [e for e in self._entries if e.prefix != normalized]
+            entries.append(entry)
+            self._entries = entries
+            self._cache = {}
+
+    @staticmethod
+    def _build_store(
+        scheme: str, root_url: str, real_root: str | None, kwargs: dict[str, Any]
+    ) -> Any:
+        if scheme == "file":
+            assert real_root is not None
+            return LocalStore(real_root, **kwargs)
+        if scheme in _HTTP_SCHEMES:
+            options = dict(kwargs.pop("client_options", None) or {})
+            if scheme == "http":
+                options.setdefault("allow_http", True)
+            kwargs["client_options"] = options
+            # HTTPStore joins paths with "/" itself: a trailing slash would double it.
+            base = root_url if root_url.count("/") <= 3 else root_url.rstrip("/")
+            store = from_url(base, **kwargs)
+            if not isinstance(store, HTTPStore):
+                # from_url maps some https hosts (amazonaws.com, blob.core.windows.net) to
+                # cloud stores, whose paths are keys: keep the trailing-slash form there.
+                store = from_url(root_url, **kwargs)
+            return store
+        return from_url(root_url, **kwargs)
+
+    def copy(self) -> SourceRegistry:
+        """A new registry allowing the same prefixes with the same store objects.
+
+        Registering on the copy leaves this one unchanged.
+        """
+        new = SourceRegistry()
+        new._entries = list(self._entries)
+        return new
+
+    # -- lookup -----------------------------------------------------------------------
+
+    @property
+    def prefixes(self) -> tuple[str, ...]:
+        """The allowed prefixes (canonical URLs), in registration order."""
+        return tuple(e.prefix for e in self._entries)
+
+    def resolve(self, url: str, *, key: str | None = None) -> Source:
+        """The `Source` to read ``url`` from, if it lies under an allowed prefix.
+
+        Parameters
+        ----------
+        url
+            An absolute URL (canonicalized here; manifests' paths already are).
+        key
+            The store key being read, only to name it in errors.
+
+        Raises
+        ------
+        SourceNotAllowedError
+            If ``url`` is under no registered prefix (for ``file://``: if its real path,
+            symlinks resolved, is under no registered real path), or is not a valid
+            absolute URL.  The message names ``key`` and ``url``.
+        """
+        cached = self._cache.get(url)
+        if cached is not None:
+            return cached
+        source = self._resolve_uncached(url, key)
+        cache = self._cache
+        if len(cache) >= _RESOLVE_CACHE_SIZE:
+            cache.clear()
+        cache[url] = source
+        return source
+
+    def _refuse(self, url: str, key: str | None, why: str) -> SourceNotAllowedError:
+        where = f" for key {key!r}" if key is not None else ""
+        allowed = ", ".join(self.prefixes) or "none"
+        return SourceNotAllowedError(
+            f"reference {url!r}{where} is not allowed: {why} (allowed prefixes: {allowed})",
+            key=key,
+            path=url,
+        )
+
+    def _resolve_uncached(self, url: str, key: str | None) -> Source:
+        try:
+            canon = canonical_url(url)
+        except ManifestFormatError as exc:
+            raise self._refuse(url, key, str(exc)) from exc
+        scheme, authority, segs = _segments_of(canon)
+        if canon.endswith("/"):
+            raise self._refuse(url, key, "it names a directory, not an object")
+        entries = self._entries
+        if scheme == "file":
+            return self._resolve_file(url, canon, key, entries)
+        best: _Entry | None = None
+        for e in entries:
+            if (
+                e.scheme == scheme
+                and e.authority == authority
+                and segs[: len(e.segments)] == e.segments
+                and (best is None or len(e.segments) > len(best.segments))
+            ):
+                best = e
+        if best is None:
+            raise self._refuse(url, key, "it is under no registered prefix")
+        rel = segs[best.root_len :]
+        if not rel:
+            raise self._refuse(url, key, "it names the store root, not an object")
+        path = decode_path_segments("/".join(rel))
+        return Source(url=canon, store=best.store, path=path, local_path=None)
+
+    def _resolve_file(self, url: str, canon: str, key: str | None, entries: list[_Entry]) -> Source:
+        real = os.path.realpath(url_to_local_path(canon))
+        best: _Entry | None = None
+        for e in entries:
+            if (
+                e.scheme == "file"
+                and e.real_prefix is not None
+                and _is_under_real(real, e.real_prefix)
+                and (best is None or len(e.real_prefix) > len(best.real_prefix or ""))
+            ):
+                best = e
+        if best is None or best.real_root is None:
+            why = "it is under no registered prefix"
+            if real != url_to_local_path(canon):
+                why += f" (its real path, symlinks resolved, is {real!r})"
+            raise self._refuse(url, key, why)
+        rel = os.path.relpath(real, best.real_root)
+        if rel == "." or rel.startswith(".." + os.sep) or rel == "..":
+            raise self._refuse(url, key, "it names the store root, not an object")
+        path = rel.replace(os.sep, "/")
+        return Source(url=canon, store=best.store, path=path, local_path=real)
+
+    # -- protocol ---------------------------------------------------------------------
+
+    def __contains__(self, url: object) -> bool:
+        if not isinstance(url, str):
+            return False
+        try:
+            self.resolve(url)
+        except SourceNotAllowedError:
+            return False
+        return True
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def copy(self) -> SourceRegistry:
+        """An independent registry with the same prefixes and stores (registering on the
+        copy leaves this one unchanged)."""
+        new = SourceRegistry()
+        new._entries = list(self._entries)
+        return new
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, SourceRegistry):
+            return NotImplemented
+        mine = sorted(self._entries, key=lambda e: e.prefix)
+        theirs = sorted(other._entries, key=lambda e: e.prefix)
+        return len(mine) == len(theirs) and all(
+            a.prefix == b.prefix
+            and a.root_len == b.root_len
+            and (a.store is b.store or _stores_equal(a.store, b.store))
+            for a, b in zip(mine, theirs, strict=True)
+        )
+
+    __hash__ = None  # type: ignore[assignment]  # mutable (register)
+
+    def __repr__(self) -> str:
+        inner = ", ".join(f"{e.prefix!r}: {e.store!r}" for e in self._entries)
+        return f"SourceRegistry({{{inner}}})"
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"entries": self._entries}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self._entries = list(state["entries"])
+        self._lock = threading.Lock()
+        self._cache = {}
+
+
+def _stores_equal(a: Any, b: Any) -> bool:
+    try:
+        return bool(a == b)
+    except Exception:
+        return False

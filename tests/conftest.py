@@ -1,0 +1,83 @@
+"""Shared pytest fixtures: local remote servers (HTTP ranges, S3) and small helpers.
+
+Servers are session-scoped (started once, stopped at the end); tests get them through
+function-scoped fixtures that clear faults and counters, and write their files under
+unique names so tests cannot see each other's data.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from zarr_manifest.testing import Faults, RangeServer, S3Server
+
+
+def unique_name(stem: str = "t") -> str:
+    """A name no other test uses, e.g. ``t-3f9c1a2b``."""
+    return f"{stem}-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture(scope="session")
+def range_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The directory the session's `RangeServer` serves."""
+    return tmp_path_factory.mktemp("range_root")
+
+
+@pytest.fixture(scope="session")
+def range_server(range_root: Path) -> Iterator[RangeServer]:
+    """A `RangeServer` on 127.0.0.1 serving ``range_root``, for the whole session.
+
+    Prefer `clean_range_server` in tests, which clears faults and counters around each test.
+    """
+    with RangeServer(range_root, shutdown_timeout=1.0) as server:
+        yield server
+
+
+@pytest.fixture
+def clean_range_server(range_server: RangeServer) -> Iterator[RangeServer]:
+    """The session `RangeServer` with no faults and empty counters, reset again afterwards."""
+    range_server.set_faults(Faults(), seed=0)
+    range_server.wait_idle(timeout=5.0)
+    range_server.reset_counters()
+    yield range_server
+    range_server.clear_faults()
+    # Requests a client gave up on (timeouts) may still be sleeping; let them finish so
+    # they are not counted in the next test.
+    range_server.wait_idle(timeout=5.0)
+    range_server.reset_counters()
+
+
+@pytest.fixture
+def serve_bytes(range_root: Path) -> Callable[[bytes, str], str]:
+    """Write bytes into the served directory under a unique folder; returns the path.
+
+    ``path = serve_bytes(data, "a.bin")`` gives ``"t-1a2b3c4d/a.bin"``, readable at
+    ``range_server.url_for(path)``.  Every call of one test shares the folder.
+    """
+    folder = unique_name()
+
+    def write(data: bytes, name: str = "data.bin") -> str:
+        rel = f"{folder}/{name}"
+        target = range_root / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+        return rel
+
+    return write
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    """moto's S3 on 127.0.0.1, for the whole session (use `s3_bucket` for a fresh bucket)."""
+    with S3Server() as server:
+        yield server
+
+
+@pytest.fixture
+def s3_bucket(s3_server: S3Server) -> str:
+    """A new, empty bucket on the session's `S3Server`."""
+    return s3_server.create_bucket(unique_name("bucket"))
