@@ -153,7 +153,9 @@ def _tree(root: Path) -> dict[str, bytes]:
 
 
 def test_examples_are_what_generate_py_writes(tmp_path: Path) -> None:
-    spec = importlib.util.spec_from_file_location("spec_examples_generate", EXAMPLES / "generate.py")
+    spec = importlib.util.spec_from_file_location(
+        "spec_examples_generate", EXAMPLES / "generate.py"
+    )
     assert spec is not None and spec.loader is not None
     generate = importlib.util.module_from_spec(spec)
     # dataclasses look their module up in sys.modules while the class is being made.

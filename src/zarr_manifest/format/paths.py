@@ -23,7 +23,8 @@ object compare equal and prefix checks cannot be fooled by escapes:
   ``%``, ``?``, ``#``, non-ASCII as UTF-8 ...) is ``%XX`` with upper-case hex;
 - dot segments are removed *after* decoding, so ``%2e%2e`` is a ``..`` segment and cannot
   smuggle a parent step past a prefix check; a segment that decodes to something holding
-  ``/``, ``\\`` or NUL is refused (it would split into other segments once decoded).
+  ``/`` or NUL is refused (it would split into other segments once decoded), and so is
+  one holding ``\\`` in ``http(s)`` URLs (some servers take it for ``/``).
 
 A ``%`` that does not start a valid escape is taken literally (encoded as ``%25``).  For
 ``http``/``https`` a ``?`` or ``#`` would be a query or fragment, which a byte-range
@@ -83,8 +84,11 @@ _BAD_PERCENT_RE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 _SEGMENT_SAFE = "!$&'()*+,;=:@"
 
 # Bytes that a decoded segment must not contain: they would change the segment structure
-# (or truncate a C string) once the path is handed to a filesystem or object store.
-_FORBIDDEN_DECODED = (b"/", b"\\", b"\x00")
+# (or truncate a C string) once the path is handed to a filesystem or object store.  A
+# backslash is an ordinary character of POSIX file names and object keys, but a separator
+# to Windows and to some HTTP servers.
+_FORBIDDEN_DECODED = (b"/", b"\x00")
+_FORBIDDEN_DECODED_SEP = (b"/", b"\x00", b"\\")
 
 
 def _fail(message: str, path: str) -> ManifestFormatError:
@@ -96,12 +100,12 @@ def is_absolute_url(path: str) -> bool:
     return _SCHEME_RE.match(path) is not None
 
 
-def _canonical_segment(segment: str, original: str) -> str:
+def _canonical_segment(segment: str, original: str, forbidden: tuple[bytes, ...]) -> str:
     """Decode one path segment and re-encode it in the canonical form."""
     if "%" not in segment and segment.isascii() and segment.isalnum():
         return segment  # fast path: nothing to decode or encode
     raw = unquote_to_bytes(_BAD_PERCENT_RE.sub("%25", segment))
-    for bad in _FORBIDDEN_DECODED:
+    for bad in forbidden:
         if bad in raw:
             raise _fail(
                 f"path segment {segment!r} contains an encoded or literal {bad.decode()!r}",
@@ -127,12 +131,12 @@ def _remove_dot_segments(segments: list[str]) -> list[str]:
     return ["", *out]
 
 
-def _canonical_path(path: str, original: str) -> str:
+def _canonical_path(path: str, original: str, forbidden: tuple[bytes, ...]) -> str:
     """Canonical form of an absolute path ("/..." or "")."""
     if not path:
         return "/"
     # Decode first, then remove dot segments: "%2e%2e" must act as "..".
-    segments = [_canonical_segment(s, original) for s in path.split("/")]
+    segments = [_canonical_segment(s, original, forbidden) for s in path.split("/")]
     segments[0] = ""
     return "/".join(_remove_dot_segments(segments))
 
@@ -186,7 +190,9 @@ def canonical_url(url: str) -> str:
         if authority not in ("", "localhost"):
             raise _fail("file URLs must name the local host (file:///path)", url)
         authority = ""
-    return f"{scheme}://{authority}{_canonical_path(path, url)}"
+    backslash_separates = scheme in _HTTP_SCHEMES or (scheme == "file" and os.sep == "\\")
+    forbidden = _FORBIDDEN_DECODED_SEP if backslash_separates else _FORBIDDEN_DECODED
+    return f"{scheme}://{authority}{_canonical_path(path, url, forbidden)}"
 
 
 def resolve_reference(path: str, base_url: str | None = None) -> str:
@@ -295,8 +301,9 @@ def relative_reference(url: str, base_url: str) -> str | None:
     if rest == [""]:
         return None  # the directory itself
     ref = "/".join(rest)
-    # A first segment holding ':' would read as a scheme (RFC 3986 section 4.2).
-    if ":" in rest[0]:
+    # A first segment holding ':' would read as a scheme, an empty one as an absolute
+    # path (RFC 3986 section 4.2): "./" keeps the reference relative.
+    if ":" in rest[0] or rest[0] == "":
         ref = "./" + ref
     return ref
 
