@@ -55,10 +55,14 @@ def chunk_grid_shape(metadata: ArrayV3Metadata) -> tuple[int, ...]:
     grid = metadata.chunk_grid
     if isinstance(grid, RegularChunkGridMetadata):
         return tuple(
-            math.ceil(s / c) if c else 0 for s, c in zip(metadata.shape, grid.chunk_shape, strict=True)
+            math.ceil(s / c) if c else 0
+            for s, c in zip(metadata.shape, grid.chunk_shape, strict=True)
         )
     if isinstance(grid, RectilinearChunkGridMetadata):
-        return tuple(_rectilinear_count(edges, s) for edges, s in zip(grid.chunk_shapes, metadata.shape, strict=True))
+        return tuple(
+            _rectilinear_count(edges, s)
+            for edges, s in zip(grid.chunk_shapes, metadata.shape, strict=True)
+        )
     raise MetadataError(f"unsupported chunk grid {grid!r}")
 
 
@@ -156,7 +160,9 @@ class ManifestArray:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, ManifestArray):
             return NotImplemented
-        return _metadata_equal(self._metadata, other._metadata) and self._manifest == other._manifest
+        return (
+            _metadata_equal(self._metadata, other._metadata) and self._manifest == other._manifest
+        )
 
     __hash__ = None  # type: ignore[assignment]
 
@@ -222,7 +228,9 @@ class ManifestArray:
         first = arrays[0]
         for i, a in enumerate(arrays[1:], start=1):
             if a.shape != first.shape:
-                raise CombineError(f"stack: array {i} has shape {a.shape}, array 0 has {first.shape}")
+                raise CombineError(
+                    f"stack: array {i} has shape {a.shape}, array 0 has {first.shape}"
+                )
         ndim = first.ndim + 1
         if not -ndim <= axis < ndim:
             raise CombineError(f"stack: axis {axis} is out of range for {ndim - 1}-d arrays")
@@ -276,7 +284,8 @@ def _check_combinable(arrays: Sequence[ManifestArray], what: str) -> list[Manife
                 )
         if a.metadata.chunk_grid != first.chunk_grid:
             raise CombineError(
-                f"{what}: array {i} has chunk grid {d['chunk_grid']!r}, array 0 has {f['chunk_grid']!r}"
+                f"{what}: array {i} has chunk grid {d['chunk_grid']!r}, "
+                f"array 0 has {f['chunk_grid']!r}"
             )
     return arrays
 
@@ -308,7 +317,9 @@ class InlineArray:
             try:
                 arr = arr.astype(native)
             except (TypeError, ValueError) as e:
-                raise MetadataError(f"inline data of dtype {arr.dtype} does not fit {native}") from e
+                raise MetadataError(
+                    f"inline data of dtype {arr.dtype} does not fit {native}"
+                ) from e
         arr = arr.copy()
         arr.flags.writeable = False
         self._metadata = meta

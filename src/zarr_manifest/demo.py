@@ -37,7 +37,11 @@ def make_sample_files(directory: Path, n_files: int = 3) -> list[Path]:
             lon = ds.createVariable("lon", "f4", ("lon",))
             lon.units = "degrees_east"
             air = ds.createVariable(
-                "air", "f4", ("time", "lat", "lon"), chunksizes=(1, 16, 32), zlib=True,
+                "air",
+                "f4",
+                ("time", "lat", "lon"),
+                chunksizes=(1, 16, 32),
+                zlib=True,
                 fill_value=np.float32(-9999.0),
             )
             air.units = "K"

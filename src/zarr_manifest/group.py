@@ -52,7 +52,9 @@ class ManifestGroup:
         for name, node in groups.items():
             _check_name(name)
             if not isinstance(node, ManifestGroup):
-                raise MetadataError(f"group {name!r} is a {type(node).__name__}, not a ManifestGroup")
+                raise MetadataError(
+                    f"group {name!r} is a {type(node).__name__}, not a ManifestGroup"
+                )
         both = sorted(set(arrays) & set(groups))
         if both:
             raise MetadataError(f"{both[0]!r} names both an array and a group")
@@ -105,7 +107,9 @@ class ManifestGroup:
     def __len__(self) -> int:
         return len(self._arrays) + len(self._groups)
 
-    def walk(self, prefix: str = "") -> Iterator[tuple[str, ManifestArray | InlineArray | ManifestGroup]]:
+    def walk(
+        self, prefix: str = ""
+    ) -> Iterator[tuple[str, ManifestArray | InlineArray | ManifestGroup]]:
         """Every descendant as ``(path, node)``, depth first, groups before their members."""
         for name, array in self._arrays.items():
             yield f"{prefix}{name}", array
@@ -158,7 +162,9 @@ class ManifestGroup:
     # ---- on disk ------------------------------------------------------------------------
     # The model does not know the on-disk form; these entry points hand over to format/.
 
-    def to_store(self, dest: str | os.PathLike[str] | ObjectStore, *, overwrite: bool = False) -> None:
+    def to_store(
+        self, dest: str | os.PathLike[str] | ObjectStore, *, overwrite: bool = False
+    ) -> None:
         """Write this hierarchy as a manifest store.
 
         Parameters
@@ -188,5 +194,11 @@ class ManifestGroup:
 
 
 def _check_name(name: str) -> None:
-    if not isinstance(name, str) or not name or "/" in name or name.startswith("__") or name in {".", ".."}:
+    if (
+        not isinstance(name, str)
+        or not name
+        or "/" in name
+        or name.startswith("__")
+        or name in {".", ".."}
+    ):
         raise MetadataError(f"invalid member name {name!r}")

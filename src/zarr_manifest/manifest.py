@@ -60,11 +60,17 @@ class ChunkManifest:
 
     def __init__(self, entries: Mapping[str, ChunkEntry], shape: tuple[int, ...] | None = None):
         if not isinstance(entries, Mapping):
-            raise ManifestError(f"entries must be a dict of chunk key -> entry, got {type(entries)}")
+            raise ManifestError(
+                f"entries must be a dict of chunk key -> entry, got {type(entries)}"
+            )
         ndim = None if shape is None else len(shape)
         decoded = decode_entries(dict(entries), ndim=ndim)
         self._init_from_rows(
-            decoded.indices, decoded.path_table, decoded.path_ids, decoded.offsets, decoded.lengths,
+            decoded.indices,
+            decoded.path_table,
+            decoded.path_ids,
+            decoded.offsets,
+            decoded.lengths,
             shape,
         )
 
@@ -149,8 +155,13 @@ class ChunkManifest:
         decoded = decode_manifest(data, ndim=ndim, location=location or "<bytes>")
         self = cls.__new__(cls)
         self._init_from_rows(
-            decoded.indices, decoded.path_table, decoded.path_ids, decoded.offsets, decoded.lengths,
-            shape, location=location or "<bytes>",
+            decoded.indices,
+            decoded.path_table,
+            decoded.path_ids,
+            decoded.offsets,
+            decoded.lengths,
+            shape,
+            location=location or "<bytes>",
         )
         return self
 
@@ -158,7 +169,10 @@ class ChunkManifest:
     def empty(cls, shape: tuple[int, ...]) -> ChunkManifest:
         """A manifest of ``shape`` where every chunk is missing."""
         return cls._new(
-            (), np.full(shape, -1, dtype=np.int8), np.zeros(shape, np.uint8), np.zeros(shape, np.uint8)
+            (),
+            np.full(shape, -1, dtype=np.int8),
+            np.zeros(shape, np.uint8),
+            np.zeros(shape, np.uint8),
         )
 
     @classmethod
@@ -198,7 +212,8 @@ class ChunkManifest:
             raise ManifestError(f"chunk grid shape must be non-negative, got {shape}")
         if n and len(shape) != ndim:
             raise ManifestError(
-                f"chunk keys{where} have {ndim} dimensions but the grid shape {shape} has {len(shape)}"
+                f"chunk keys{where} have {ndim} dimensions but the grid shape {shape} "
+                f"has {len(shape)}"
             )
         if n:
             outside = (indices >= np.array(shape, dtype=np.int64)).any(axis=1)
@@ -345,7 +360,9 @@ class ChunkManifest:
     def _unravel(self, flat: np.ndarray) -> Iterator[tuple[int, ...]]:
         if self.ndim_chunk_grid == 0:
             return iter([()] * len(flat))
-        return zip(*(a.tolist() for a in np.unravel_index(flat, self.shape_chunk_grid)), strict=True)
+        return zip(
+            *(a.tolist() for a in np.unravel_index(flat, self.shape_chunk_grid)), strict=True
+        )
 
     # ---- comparison ---------------------------------------------------------------------
 
@@ -374,7 +391,9 @@ class ChunkManifest:
     def __getstate__(self) -> tuple[tuple[str, ...], np.ndarray, np.ndarray, np.ndarray]:
         return self._path_table, self._path_ids, self._offsets, self._lengths
 
-    def __setstate__(self, state: tuple[tuple[str, ...], np.ndarray, np.ndarray, np.ndarray]) -> None:
+    def __setstate__(
+        self, state: tuple[tuple[str, ...], np.ndarray, np.ndarray, np.ndarray]
+    ) -> None:
         table, ids, offs, lens = state
         self._path_table = table
         self._path_ids = _frozen(ids)
@@ -460,7 +479,9 @@ def _key(index: tuple[int, ...]) -> str:
 
 def _parse_key(key: str | tuple[int, ...], ndim: int) -> tuple[int, ...] | None:
     if isinstance(key, tuple):
-        return key if len(key) == ndim and all(isinstance(i, int | np.integer) for i in key) else None
+        return (
+            key if len(key) == ndim and all(isinstance(i, int | np.integer) for i in key) else None
+        )
     if not isinstance(key, str):
         return None
     if ndim == 0:
@@ -530,7 +551,9 @@ def _check_sum(offs: np.ndarray, lens: np.ndarray, ids: np.ndarray) -> None:
     over = (offs + lens > MAX_OFFSET) & (ids >= 0)
     if over.any():
         bad = _key(tuple(int(i) for i in np.unravel_index(int(np.argmax(over)), over.shape)))
-        raise ManifestError(f"chunk {bad!r}: offset + length exceeds 2**63-1", key=bad, field="length")
+        raise ManifestError(
+            f"chunk {bad!r}: offset + length exceeds 2**63-1", key=bad, field="length"
+        )
 
 
 def _factorize_paths(paths: np.ndarray) -> tuple[list[str], np.ndarray]:
@@ -583,12 +606,20 @@ def _combine(manifests: Sequence[ChunkManifest], axis: int, *, stack: bool) -> C
     first = manifests[0].shape_chunk_grid
     for i, m in enumerate(manifests[1:], start=1):
         shape = m.shape_chunk_grid
-        same = shape == first if stack else (
-            len(shape) == ndim and all(a == b for d, (a, b) in enumerate(zip(shape, first, strict=True)) if d != axis)
+        same = (
+            shape == first
+            if stack
+            else (
+                len(shape) == ndim
+                and all(
+                    a == b for d, (a, b) in enumerate(zip(shape, first, strict=True)) if d != axis
+                )
+            )
         )
         if not same:
             raise ManifestError(
-                f"{what}: manifest {i} has chunk grid {shape}, which does not fit manifest 0's {first}"
+                f"{what}: manifest {i} has chunk grid {shape}, "
+                f"which does not fit manifest 0's {first}"
                 + ("" if stack else f" off axis {axis}")
             )
     table, remaps = _merge_tables([m.path_table for m in manifests])

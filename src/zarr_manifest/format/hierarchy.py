@@ -48,11 +48,7 @@ def encode_inline_chunks(array: InlineArray) -> dict[str, bytes]:
     target = zarr.open_array(memory, mode="r+")
     if array.data.size:
         target[...] = array.data
-    return {
-        key: value.to_bytes()
-        for key, value in memory._store_dict.items()
-        if key != ZARR_JSON
-    }
+    return {key: value.to_bytes() for key, value in memory._store_dict.items() if key != ZARR_JSON}
 
 
 def write_group(
@@ -127,7 +123,11 @@ def _read_node_group(location: StoreLocation, prefix: str, keys: set[str]) -> Ma
         raise ManifestFormatError(f"{where}: expected a group", location=where)
     attributes = doc.get("attributes", {})
     children = sorted(
-        {k[len(prefix) :].split("/", 1)[0] for k in keys if k.startswith(prefix) and k.endswith("/" + ZARR_JSON)}
+        {
+            k[len(prefix) :].split("/", 1)[0]
+            for k in keys
+            if k.startswith(prefix) and k.endswith("/" + ZARR_JSON)
+        }
     )
     arrays: dict[str, ManifestArray | InlineArray] = {}
     groups: dict[str, ManifestGroup] = {}

@@ -111,7 +111,9 @@ def parse_array_document(doc: dict[str, Any], *, location: str) -> ArrayDocument
     transformers = doc.get("storage_transformers", [])
     if not isinstance(transformers, list):
         raise ManifestFormatError(
-            f"{location}: storage_transformers must be a list", location=location, field="storage_transformers"
+            f"{location}: storage_transformers must be a list",
+            location=location,
+            field="storage_transformers",
         )
     manifest: str | None = None
     for t in transformers:
@@ -124,14 +126,18 @@ def parse_array_document(doc: dict[str, Any], *, location: str) -> ArrayDocument
             )
         if manifest is not None:
             raise ManifestFormatError(
-                f"{location}: {TRANSFORMER_NAME} is listed twice", location=location, field="storage_transformers"
+                f"{location}: {TRANSFORMER_NAME} is listed twice",
+                location=location,
+                field="storage_transformers",
             )
         manifest = _parse_configuration(t, location)
     visible = {k: v for k, v in doc.items() if k != "storage_transformers"}
     try:
         metadata = ArrayV3Metadata.from_dict(visible)
     except (ValueError, TypeError, KeyError) as e:
-        raise ManifestFormatError(f"{location}: invalid Zarr v3 array metadata: {e}", location=location) from e
+        raise ManifestFormatError(
+            f"{location}: invalid Zarr v3 array metadata: {e}", location=location
+        ) from e
     return ArrayDocument(visible, metadata, manifest)
 
 
@@ -139,7 +145,9 @@ def _parse_configuration(entry: Any, location: str) -> str:
     config = entry.get("configuration") if isinstance(entry, dict) else None
     if not isinstance(config, dict):
         raise ManifestFormatError(
-            f"{location}: {TRANSFORMER_NAME} needs a configuration object", location=location, field="configuration"
+            f"{location}: {TRANSFORMER_NAME} needs a configuration object",
+            location=location,
+            field="configuration",
         )
     for member, value in config.items():
         if member in _KNOWN_CONFIGURATION:
@@ -160,7 +168,13 @@ def _parse_configuration(entry: Any, location: str) -> str:
             field="manifest",
         )
     normal = posixpath.normpath(path)
-    if ":" in path or "\\" in path or "%" in path or path.startswith("/") or normal.startswith(".."):
+    if (
+        ":" in path
+        or "\\" in path
+        or "%" in path
+        or path.startswith("/")
+        or normal.startswith("..")
+    ):
         raise ManifestFormatError(
             f"{location}: manifest path {path!r} must stay inside the array directory",
             location=location,
