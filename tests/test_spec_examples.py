@@ -83,7 +83,8 @@ def _xarray_groups() -> list[Any]:
                 and _load(child / "zarr.json")["node_type"] == "array"
             ]
             if arrays and all(a.get("dimension_names") is not None for a in arrays):
-                path = group_dir.relative_to(store).as_posix().strip(".")
+                rel = group_dir.relative_to(store).as_posix()
+                path = "" if rel == "." else rel
                 out.append(pytest.param(example, path, id=f"{example.name}:/{path}"))
     return out
 

@@ -20,10 +20,11 @@ examples check a reader against an independent encoder.
 from __future__ import annotations
 
 import argparse
-import gzip
 import os
 import shutil
+import struct
 import urllib.parse
+import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -113,6 +114,19 @@ def manifest_key(index: ChunkIndex) -> str:
     return ".".join(str(i) for i in index) if index else "0"
 
 
+def gzip_member(data: bytes, level: int) -> bytes:
+    """One gzip member (RFC 1952) with a fixed header: no time stamp, no name, OS "unknown".
+
+    numcodecs.GZip stamps the current time into the header and ``gzip.compress`` the OS of
+    the Python build; a fixed header keeps the examples identical wherever they are made.
+    Any gzip decoder (numcodecs.GZip, so zarr's ``gzip`` codec) reads it.
+    """
+    deflate = zlib.compressobj(level, zlib.DEFLATED, -zlib.MAX_WBITS)
+    body = deflate.compress(data) + deflate.flush()
+    header = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"  # magic, deflate, no flags, mtime 0
+    return header + body + struct.pack("<II", zlib.crc32(data), len(data) & 0xFFFFFFFF)
+
+
 def encode_chunk(block: np.ndarray, codecs: list[dict[str, JSON]]) -> bytes:
     """Encode one full-size chunk with a ``bytes`` codec followed by bytes-to-bytes codecs.
 
@@ -131,9 +145,7 @@ def encode_chunk(block: np.ndarray, codecs: list[dict[str, JSON]]) -> bytes:
             order = {"little": "<", "big": ">"}.get(conf.get("endian", ""), "|")
             data = np.ascontiguousarray(block, dtype=block.dtype.newbyteorder(order)).tobytes()
         elif name == "gzip":
-            # numcodecs.GZip stamps the current time into the gzip header; mtime=0 keeps the
-            # examples reproducible.  Both decode the same way (RFC 1952).
-            data = gzip.compress(data, compresslevel=conf["level"], mtime=0)
+            data = gzip_member(data, conf["level"])
         elif name == "zstd":
             data = numcodecs.Zstd(level=conf["level"], checksum=conf["checksum"]).encode(data)
         else:

@@ -15,7 +15,7 @@ from typing import Any, TypedDict
 import numpy as np
 
 from zarr_manifest._json_codec import MAX_OFFSET, decode_entries, decode_manifest, encode_manifest
-from zarr_manifest.errors import ManifestError
+from zarr_manifest.errors import ManifestError, ManifestFormatError
 
 __all__ = ["ChunkEntry", "ChunkManifest"]
 
@@ -154,15 +154,22 @@ class ChunkManifest:
         ndim = None if shape is None else len(shape)
         decoded = decode_manifest(data, ndim=ndim, location=location or "<bytes>")
         self = cls.__new__(cls)
-        self._init_from_rows(
-            decoded.indices,
-            decoded.path_table,
-            decoded.path_ids,
-            decoded.offsets,
-            decoded.lengths,
-            shape,
-            location=location or "<bytes>",
-        )
+        where = location or "<bytes>"
+        try:
+            self._init_from_rows(
+                decoded.indices,
+                decoded.path_table,
+                decoded.path_ids,
+                decoded.offsets,
+                decoded.lengths,
+                shape,
+                location=where,
+            )
+        except ManifestFormatError:
+            raise
+        except ManifestError as e:
+            # a file's error names the file: the documented type for on-disk manifests
+            raise ManifestFormatError(str(e), location=where, key=e.key, field=e.field) from e
         return self
 
     @classmethod

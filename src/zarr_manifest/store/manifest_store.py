@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Self
 
 import numpy as np
 import obstore
+from obstore.store import LocalStore
 from zarr.abc.store import (
     ByteRequest,
     OffsetByteRequest,
@@ -26,7 +27,7 @@ from zarr.abc.store import (
 from zarr.core.buffer import Buffer, BufferPrototype, default_buffer_prototype
 
 from zarr_manifest.array import ManifestArray, chunk_grid_shape
-from zarr_manifest.errors import ChunkReadError, ManifestFormatError
+from zarr_manifest.errors import ChunkReadError, ManifestFormatError, SourceNotAllowedError
 from zarr_manifest.format.location import StoreLocation, open_location
 from zarr_manifest.format.paths import local_path_to_url, resolve_reference
 from zarr_manifest.format.transformer import parse_array_document, parse_node_document
@@ -126,6 +127,7 @@ class ManifestStore(Store):
         self._nodes: dict[str, _Node | None] = {}
         self._batcher = RangeBatcher(max_gap_bytes=max_gap_bytes, max_request_bytes=max_request_bytes)
         self._blocks = _BlockCache(cache_bytes)
+        self._local_root: str | None = None
         if isinstance(root, ManifestGroup):
             self._location = None
             self._memory = _memory_objects(root)
@@ -146,6 +148,8 @@ class ManifestStore(Store):
         else:
             self._location = open_location(root, **obstore_kwargs)
             self._memory = None
+            if isinstance(self._location.store, LocalStore) and self._location.store.prefix:
+                self._local_root = os.path.realpath(self._location.store.prefix)
             self._url = self._location.url
             self._registry.register(self._url, self._location.store)
         for prefix in allowed_prefixes or ():
@@ -457,7 +461,20 @@ class ManifestStore(Store):
         assert self._location is not None
         return sorted(m["path"] for m in obstore.list(self._location.store).collect())
 
+    def _check_contained(self, key: str) -> None:
+        """Refuse an object of a local root that is a symlink leading out of the root."""
+        if self._local_root is None:
+            return
+        real = os.path.realpath(os.path.join(self._local_root, key))
+        if real != self._local_root and not real.startswith(self._local_root + os.sep):
+            raise SourceNotAllowedError(
+                f"object {key!r} of {self._url} resolves to {real!r}, outside the store root",
+                key=key,
+                path=real,
+            )
+
     def _read_object_sync(self, key: str, byte_range: ByteRequest | None) -> bytes | None:
+        self._check_contained(key)
         if self._memory is not None:
             data = self._memory.get(key)
             return None if data is None else _slice(data, byte_range, key)
@@ -470,6 +487,7 @@ class ManifestStore(Store):
             return None
 
     async def _read_object_async(self, key: str, byte_range: ByteRequest | None) -> bytes | None:
+        self._check_contained(key)
         if self._memory is not None:
             return self._read_object_sync(key, byte_range)
         assert self._location is not None
@@ -530,6 +548,7 @@ class _Node:
         "_lock",
         "_manifest",
         "_reader",
+        "_in_memory",
         "_sources",
         "base_url",
         "is_array",
@@ -558,6 +577,9 @@ class _Node:
         self._reader = reader
         self.manifest_key = "manifest.json" if manifest is not None else manifest_key
         self._manifest = manifest
+        # Only manifests the user built in memory may hold plain local paths; on disk the
+        # spec forbids them, so they are a format error there, never a file to read.
+        self._in_memory = manifest is not None
         self._lock = threading.Lock()
         self._sources: dict[int, Source] = {}
         self._blocks: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
@@ -607,7 +629,7 @@ class _Node:
         except KeyError:
             pass
         path = self.manifest.path_table[pid]
-        if path.startswith("/"):  # only in-memory manifests may hold local paths
+        if path.startswith("/") and not path.startswith("//") and self._in_memory:
             path = local_path_to_url(path)
         url = resolve_reference(path, self.base_url)
         source = registry.resolve(url, key=key)
