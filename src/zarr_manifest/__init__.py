@@ -5,6 +5,7 @@ Zarr stores) in place, through zarr-python, without copying data.
 """
 
 from zarr_manifest.array import InlineArray, ManifestArray
+from zarr_manifest.combine import combine_by_coords, concat, stack
 from zarr_manifest.errors import (
     BuildError,
     ChunkReadError,
@@ -44,4 +45,7 @@ __all__ = [
     "UnsupportedError",
     "ZarrManifestError",
     "__version__",
+    "combine_by_coords",
+    "concat",
+    "stack",
 ]

@@ -178,14 +178,20 @@ class ManifestArray:
     def concat(arrays: Sequence[ManifestArray], axis: int = 0) -> ManifestArray:
         """Join arrays along an existing axis.
 
-        Every input but the last must fill whole chunks along ``axis`` so the result has a
-        regular chunk grid.
+        The result keeps a regular chunk grid wherever it can.  Where the inputs do not fit
+        one (a length along ``axis`` that is not a multiple of the chunk size, e.g. monthly
+        files of 28-31 daily steps), it gets zarr's rectilinear chunk grid, which zarr 3.4
+        reads with ``zarr.config.set({"array.rectilinear_chunks": True})``.  Every chunk
+        must then decode to its declared size: an input's padded edge chunk that ends up
+        inside the sequence is trimmed when the data is uncompressed and ``axis`` is the
+        outermost, and refused otherwise (zarr-specs #394).
 
         Raises
         ------
         CombineError
-            The inputs differ in dtype, codecs, chunk shape, fill value, dimension names or
-            shape off the axis, or do not fit one regular chunk grid; the message says which.
+            The inputs differ in dtype, codecs, chunking, fill value, dimension names or
+            shape off the axis, or a padded edge chunk cannot be trimmed; the message says
+            which input and why.
         """
         arrays = _check_combinable(arrays, "concat")
         first = arrays[0]
@@ -200,18 +206,27 @@ class ManifestArray:
                     f"concat: array {i} has shape {a.shape}, array 0 has {first.shape}; "
                     f"they must agree off axis {axis}"
                 )
-        chunk = first.chunks[axis]
-        for i, a in enumerate(arrays[:-1]):
-            if a.shape[axis] % chunk:
-                raise CombineError(
-                    f"concat: array {i} has length {a.shape[axis]} along axis {axis}, not a "
-                    f"multiple of the chunk size {chunk}, so the result has no regular chunk grid"
-                )
+            for d in range(ndim):
+                if d != axis and _edges(a.metadata, d) != _edges(first.metadata, d):
+                    raise CombineError(
+                        f"concat: array {i} is chunked differently from array 0 along axis {d}"
+                    )
+        edges: list[int] = []
+        manifests = []
+        for i, a in enumerate(arrays):
+            own = _edges(a.metadata, axis)
+            manifest = a.manifest
+            data_last = a.shape[axis] - sum(own[:-1])
+            if i < len(arrays) - 1 and own and data_last < own[-1]:
+                manifest = _trim_last_chunks(a, axis, data_last, i)
+                own = [*own[:-1], data_last]
+            edges.extend(own)
+            manifests.append(manifest)
         shape = list(first.shape)
         shape[axis] = sum(a.shape[axis] for a in arrays)
-        manifest = ChunkManifest.concat([a.manifest for a in arrays], axis=axis)
-        meta = dataclasses.replace(first.metadata, shape=tuple(shape))
-        return ManifestArray(meta, manifest)
+        grid = _grid_with_axis(first.metadata, axis, edges, shape[axis])
+        meta = dataclasses.replace(first.metadata, shape=tuple(shape), chunk_grid=grid)
+        return ManifestArray(meta, ChunkManifest.concat(manifests, axis=axis))
 
     @staticmethod
     def stack(
@@ -266,8 +281,6 @@ def _check_combinable(arrays: Sequence[ManifestArray], what: str) -> list[Manife
         if not isinstance(a, ManifestArray):
             raise CombineError(f"{what}: input {i} is a {type(a).__name__}, not a ManifestArray")
     first = arrays[0].metadata
-    if not isinstance(first.chunk_grid, RegularChunkGridMetadata):
-        raise CombineError(f"{what}: only arrays with a regular chunk grid can be combined here")
     f = first.to_dict()
     for i, a in enumerate(arrays[1:], start=1):
         d = a.metadata.to_dict()
@@ -282,12 +295,93 @@ def _check_combinable(arrays: Sequence[ManifestArray], what: str) -> list[Manife
                 raise CombineError(
                     f"{what}: array {i} has {label} {d.get(field)!r}, array 0 has {f.get(field)!r}"
                 )
-        if a.metadata.chunk_grid != first.chunk_grid:
+        if what == "stack" and a.metadata.chunk_grid != first.chunk_grid:
             raise CombineError(
                 f"{what}: array {i} has chunk grid {d['chunk_grid']!r}, "
                 f"array 0 has {f['chunk_grid']!r}"
             )
     return arrays
+
+
+def _edges(metadata: ArrayV3Metadata, axis: int) -> list[int]:
+    """The declared chunk lengths along ``axis`` (a regular grid's last one is full-size)."""
+    grid = metadata.chunk_grid
+    extent = metadata.shape[axis]
+    if isinstance(grid, RegularChunkGridMetadata):
+        size = grid.chunk_shape[axis]
+        return [size] * (math.ceil(extent / size) if size else 0)
+    if isinstance(grid, RectilinearChunkGridMetadata):
+        edges = grid.chunk_shapes[axis]
+        if isinstance(edges, int):
+            return [edges] * (math.ceil(extent / edges) if edges else 0)
+        return list(edges)
+    raise CombineError(f"unsupported chunk grid {grid!r}")
+
+
+def _grid_with_axis(
+    metadata: ArrayV3Metadata, axis: int, edges: list[int], extent: int
+) -> RegularChunkGridMetadata | RectilinearChunkGridMetadata:
+    """The chunk grid of ``metadata`` with ``edges`` along ``axis``: regular if it can be."""
+    per_dim: list[Any] = []
+    for d in range(len(metadata.shape)):
+        own = edges if d == axis else _edges(metadata, d)
+        per_dim.append(own)
+    regular = []
+    for d, own in enumerate(per_dim):
+        size = own[0] if own else (metadata.shape[d] or 1)
+        # regular: every chunk full-size but the last, which may overhang the extent
+        length = extent if d == axis else metadata.shape[d]
+        if all(e == size for e in own) and len(own) == math.ceil(length / size):
+            regular.append(size)
+        else:
+            break
+    else:
+        return RegularChunkGridMetadata(chunk_shape=tuple(regular))
+    shapes = tuple(
+        own[0] if own and all(e == own[0] for e in own) and d != axis else tuple(own)
+        for d, own in enumerate(per_dim)
+    )
+    return RectilinearChunkGridMetadata(chunk_shapes=shapes)
+
+
+def _trim_last_chunks(array: ManifestArray, axis: int, keep: int, index: int) -> ChunkManifest:
+    """Shorten the references of an input's padded last chunks along ``axis`` to ``keep``
+    rows, or explain why that cannot be done exactly."""
+    meta = array.metadata
+    edge = _edges(meta, axis)[-1]
+    codecs = [c.to_dict()["name"] for c in meta.codecs]
+    reason = None
+    if codecs != ["bytes"]:
+        reason = (
+            f"its chunks are encoded with {codecs}, so a shorter byte range is not a valid chunk"
+        )
+    elif axis != 0:
+        reason = f"axis {axis} is not the outermost, so the kept rows are not one byte range"
+    if reason is not None:
+        raise CombineError(
+            f"concat: input {index} has {array.shape[axis]} elements along axis {axis}, which "
+            f"leaves its last chunk padded ({keep} of {edge}); in the combined array that chunk "
+            f"would sit inside the chunk sequence, where it must decode to exactly {keep} "
+            f"(zarr-specs #394), and it cannot be trimmed: {reason}"
+        )
+    manifest = array.manifest
+    lengths = manifest.lengths.copy()
+    last = [slice(None)] * manifest.ndim_chunk_grid
+    last[axis] = slice(-1, None)
+    tail = lengths[tuple(last)]
+    present = manifest.path_ids[tuple(last)] >= 0
+    item = meta.data_type.to_native_dtype().itemsize
+    other = math.prod(_edges(meta, d)[0] for d in range(array.ndim) if d != axis)
+    full = edge * other * item
+    if np.any(tail[present] != full):
+        raise CombineError(
+            f"concat: input {index}: its last chunks along axis {axis} are not {full} bytes "
+            "long, so they cannot be trimmed exactly"
+        )
+    lengths[tuple(last)] = np.where(present, keep * other * item, 0)
+    return ChunkManifest.from_arrays(
+        paths=manifest.paths, offsets=manifest.offsets, lengths=lengths
+    )
 
 
 class InlineArray:
