@@ -5,6 +5,8 @@ Zarr stores) in place, through zarr-python, without copying data.
 """
 
 from zarr_manifest.array import InlineArray, ManifestArray
+from zarr_manifest.build import build
+from zarr_manifest.builders import open_virtual
 from zarr_manifest.combine import combine_by_coords, concat, stack
 from zarr_manifest.errors import (
     BuildError,
@@ -45,7 +47,9 @@ __all__ = [
     "UnsupportedError",
     "ZarrManifestError",
     "__version__",
+    "build",
     "combine_by_coords",
     "concat",
+    "open_virtual",
     "stack",
 ]

@@ -1,0 +1,194 @@
+"""`build`: many legacy files → one virtual dataset, parsing in parallel on any executor."""
+
+from __future__ import annotations
+
+import glob
+import os
+from collections.abc import Callable, Collection, Iterable, Sequence
+from concurrent.futures import Executor, Future, as_completed
+from typing import Any, Literal
+
+from zarr_manifest.combine import combine_by_coords, concat
+from zarr_manifest.errors import BuildError
+from zarr_manifest.group import ManifestGroup
+
+__all__ = ["build", "expand_inputs"]
+
+
+def expand_inputs(
+    urls_or_glob: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
+) -> list[str]:
+    """The input list: a glob pattern (local, or a URL whose last parts hold wildcards) is
+    expanded and sorted; a list is taken as given.
+
+    Raises
+    ------
+    BuildError
+        A pattern matches nothing.
+    """
+    if isinstance(urls_or_glob, str | os.PathLike):
+        text = os.fspath(urls_or_glob)
+        if not any(c in text for c in "*?["):
+            return [text]
+        matches = _glob_url(text) if "://" in text else sorted(glob.glob(os.path.expanduser(text)))
+        if not matches:
+            raise BuildError(f"no input matches {text!r}")
+        return matches
+    return [os.fspath(u) for u in urls_or_glob]
+
+
+def build(
+    urls_or_glob: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
+    *,
+    concat_dim: str | None = None,
+    combine: Literal["nested", "by_coords"] = "nested",
+    executor: Executor | None = None,
+    progress: bool | Callable[[int, int, str], None] = False,
+    format: str | None = None,
+    group: str | None = None,
+    drop: Collection[str] = (),
+    load: Collection[str] = (),
+    **obstore_kwargs: Any,
+) -> ManifestGroup:
+    """Parse every file into a virtual dataset and combine them into one.
+
+    Parameters
+    ----------
+    urls_or_glob
+        Local paths or URLs, or one glob pattern (``"data/*.nc"``, ``"s3://b/p/*.nc"``).
+    concat_dim
+        For ``combine="nested"``: the dimension to concatenate along, in input order.
+    combine
+        ``"nested"`` (input order along ``concat_dim``) or ``"by_coords"`` (ordered by the
+        values of 1-D coordinates, over several dimensions if need be).
+    executor
+        Where files are parsed: any `concurrent.futures.Executor` — a thread or process
+        pool, or a dask.distributed ``Client.get_executor()`` to parse on a cluster.
+        Default: in this thread, one file after the other.
+    progress
+        True for a progress bar on stderr (rich if installed), or a callable
+        ``(done, total, url)`` called after each file.
+    format, group, drop, load, **obstore_kwargs
+        Passed to `open_virtual` for every file.
+
+    Raises
+    ------
+    BuildError
+        One or more files failed to parse: the message lists every file with its cause
+        (nothing is combined or written in that case).
+    CombineError
+        The parsed datasets cannot be combined as asked.
+    """
+    urls = expand_inputs(urls_or_glob)
+    if not urls:
+        raise BuildError("build needs at least one input")
+    if combine not in ("nested", "by_coords"):
+        raise BuildError(f"combine must be 'nested' or 'by_coords', got {combine!r}")
+    if combine == "nested" and concat_dim is None and len(urls) > 1:
+        raise BuildError("combine='nested' over several files needs concat_dim")
+    options = {"format": format, "group": group, "drop": tuple(drop), "load": tuple(load)}
+    groups = _parse_all(urls, options, obstore_kwargs, executor, _reporter(progress, len(urls)))
+    if len(groups) == 1:
+        return groups[0]
+    labels = [repr(u.rsplit("/", 1)[-1]) for u in urls]
+    if combine == "by_coords":
+        return combine_by_coords(groups, labels=labels)
+    assert concat_dim is not None
+    return concat(groups, concat_dim, labels=labels)
+
+
+def parse_one(url: str, options: dict[str, Any], obstore_kwargs: dict[str, Any]) -> ManifestGroup:
+    """Parse one file (the unit of work sent to executors; importable and picklable)."""
+    from zarr_manifest.builders import open_virtual
+
+    return open_virtual(url, **options, **obstore_kwargs)
+
+
+def _parse_all(
+    urls: Sequence[str],
+    options: dict[str, Any],
+    obstore_kwargs: dict[str, Any],
+    executor: Executor | None,
+    report: Callable[[str], None],
+) -> list[ManifestGroup]:
+    results: list[ManifestGroup | None] = [None] * len(urls)
+    failures: list[tuple[str, BaseException]] = []
+    if executor is None:
+        for i, url in enumerate(urls):
+            try:
+                results[i] = parse_one(url, options, obstore_kwargs)
+            except Exception as e:
+                failures.append((url, e))
+            report(url)
+    else:
+        futures: dict[Future[ManifestGroup], int] = {
+            executor.submit(parse_one, url, options, obstore_kwargs): i
+            for i, url in enumerate(urls)
+        }
+        for future in as_completed(futures):
+            i = futures[future]
+            try:
+                results[i] = future.result()
+            except Exception as e:
+                failures.append((urls[i], e))
+            report(urls[i])
+    if failures:
+        failures.sort(key=lambda f: urls.index(f[0]))
+        lines = "\n".join(f"  {url}: {type(e).__name__}: {e}" for url, e in failures)
+        error = BuildError(f"{len(failures)} of {len(urls)} files failed to parse:\n{lines}")
+        raise error from failures[0][1]
+    return [g for g in results if g is not None]
+
+
+def _reporter(
+    progress: bool | Callable[[int, int, str], None], total: int
+) -> Callable[[str], None]:
+    done = 0
+    if callable(progress):
+
+        def call(url: str) -> None:
+            nonlocal done
+            done += 1
+            progress(done, total, url)
+
+        return call
+    if not progress:
+        return lambda url: None
+    try:
+        from rich.progress import Progress
+    except ImportError:
+        import sys
+
+        def plain(url: str) -> None:
+            nonlocal done
+            done += 1
+            print(f"\r[{done}/{total}] {url}", end="\n" if done == total else "", file=sys.stderr)
+
+        return plain
+    bar = Progress(transient=False)
+    task = bar.add_task("parsing", total=total)
+    bar.start()
+
+    def rich_step(url: str) -> None:
+        nonlocal done
+        done += 1
+        bar.update(task, advance=1, description=f"parsing {url.rsplit('/', 1)[-1]}")
+        if done == total:
+            bar.stop()
+
+    return rich_step
+
+
+def _glob_url(pattern: str) -> list[str]:
+    import fnmatch
+
+    import obstore
+
+    from zarr_manifest.format.location import open_location
+
+    first = min(i for i, c in enumerate(pattern) if c in "*?[")
+    base = pattern[: pattern.rfind("/", 0, first) + 1]
+    location = open_location(base)
+    names = [m["path"] for m in obstore.list(location.store).collect()]
+    rest = pattern[len(base) :]
+    return sorted(base + n for n in names if fnmatch.fnmatchcase(n, rest))

@@ -1,0 +1,332 @@
+"""The ``zarr-manifest`` command: build, info, validate, convert.
+
+Exit codes: 0 success; 1 ``validate`` found problems; 2 bad command line; 3 bad input
+(a file that cannot be parsed, a store that breaks the spec, a refused source).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from zarr_manifest.errors import ZarrManifestError
+
+__all__ = ["main"]
+
+EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_INPUT = 0, 1, 2, 3
+
+_TARGETS = ("manifest", "kerchunk-json", "kerchunk-parquet", "icechunk")
+
+_EPILOGS = {
+    "build": """examples:
+  zarr-manifest build data/*.nc -o air.manifest --concat-dim time
+  zarr-manifest build 'tiles/*.nc' -o tiles.manifest --by-coords --workers 4
+  zarr-manifest build data/*.nc -o refs.json --concat-dim time --to kerchunk-json""",
+    "info": """example:
+  zarr-manifest info air.manifest""",
+    "validate": """examples:
+  zarr-manifest validate air.manifest
+  zarr-manifest validate air.manifest --check-sources --allow data/""",
+    "convert": """examples:
+  zarr-manifest convert refs.json air.manifest
+  zarr-manifest convert air.manifest refs.parq --to kerchunk-parquet""",
+}
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="zarr-manifest",
+        description="Virtual Zarr from legacy files: build, inspect, validate and convert "
+        "manifest stores.",
+        epilog="exit codes: 0 ok, 1 validation problems, 2 usage error, 3 bad input",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        return sub.add_parser(
+            name,
+            help=help,
+            description=help,
+            epilog=_EPILOGS[name],
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+
+    b = command("build", "parse legacy files and write one virtual dataset")
+    b.add_argument("files", nargs="+", help="files or URLs, or one quoted glob pattern")
+    b.add_argument("-o", "--output", required=True, help="destination path or URL")
+    how = b.add_mutually_exclusive_group()
+    how.add_argument("--concat-dim", help="concatenate along this dimension, in input order")
+    how.add_argument("--by-coords", action="store_true", help="order by coordinate values")
+    b.add_argument("--format", help="input format (default: detected from magic bytes)")
+    b.add_argument("--workers", type=int, default=1, help="parse files on N processes")
+    b.add_argument("--load", action="append", default=[], help="store this variable inline")
+    b.add_argument("--drop", action="append", default=[], help="leave this variable out")
+    b.add_argument("--to", choices=_TARGETS, default="manifest", help="output kind")
+    b.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    b.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    i = command("info", "describe a manifest store (or kerchunk references)")
+    i.add_argument("src")
+
+    v = command("validate", "check a manifest store against the spec")
+    v.add_argument("src")
+    v.add_argument(
+        "--check-sources",
+        action="store_true",
+        help="also check every referenced file exists and every range lies inside it",
+    )
+    v.add_argument("--allow", action="append", default=[], help="allowed source prefix")
+
+    c = command("convert", "convert between manifest store, kerchunk JSON/parquet, icechunk")
+    c.add_argument("src")
+    c.add_argument("dest")
+    c.add_argument("--to", choices=_TARGETS, help="output kind (default: from DEST's suffix)")
+    c.add_argument("--overwrite", action="store_true")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit code."""
+    parser = _parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:
+        return int(e.code or 0) if e.code in (0, None) else EXIT_USAGE
+    try:
+        return int(_COMMANDS[args.command](args))
+    except ZarrManifestError as e:
+        print(f"zarr-manifest {args.command}: {type(e).__name__}: {e}", file=sys.stderr)
+        return EXIT_INPUT
+    except (FileNotFoundError, FileExistsError) as e:
+        print(f"zarr-manifest {args.command}: {e}", file=sys.stderr)
+        return EXIT_INPUT
+
+
+def _build(args: argparse.Namespace) -> int:
+    from zarr_manifest.build import build
+
+    files: Any = args.files[0] if len(args.files) == 1 else args.files
+    executor = None
+    if args.workers > 1:
+        from concurrent.futures import ProcessPoolExecutor
+
+        executor = ProcessPoolExecutor(args.workers)
+    try:
+        group = build(
+            files,
+            concat_dim=args.concat_dim,
+            combine="by_coords" if args.by_coords else "nested",
+            executor=executor,
+            progress=not args.no_progress,
+            format=args.format,
+            load=args.load,
+            drop=args.drop,
+        )
+    finally:
+        if executor is not None:
+            executor.shutdown()
+    _write(group, args.output, args.to, overwrite=args.overwrite)
+    print(f"wrote {args.to} {args.output}")
+    return EXIT_OK
+
+
+def _write(group: Any, dest: str, kind: str, *, overwrite: bool) -> None:
+    if kind == "manifest":
+        group.to_store(dest, overwrite=overwrite)
+    elif kind in ("kerchunk-json", "kerchunk-parquet"):
+        from zarr_manifest.writers.kerchunk import to_kerchunk
+
+        to_kerchunk(group, dest, format=kind.split("-")[1], overwrite=overwrite)  # type: ignore[arg-type]
+    else:
+        _write_icechunk(group, dest)
+
+
+def _write_icechunk(group: Any, dest: str) -> None:
+    """A new local icechunk repository at ``dest`` with the group as virtual references.
+
+    Sources must be local files (one virtual chunk container per source directory); remote
+    sources need credentials the command line does not take: use `to_icechunk` directly.
+    """
+    import icechunk
+
+    from zarr_manifest.array import ManifestArray
+    from zarr_manifest.errors import UnsupportedError
+    from zarr_manifest.writers.icechunk import to_icechunk
+
+    dirs: set[str] = set()
+    for path, node in group.walk():
+        if isinstance(node, ManifestArray):
+            for url in node.manifest.path_table:
+                if not url.startswith("file:///"):
+                    raise UnsupportedError(
+                        f"{path}: source {url} is not a local file; the command line writes "
+                        "icechunk repositories for local sources only"
+                    )
+                dirs.add(url.rsplit("/", 1)[0] + "/")
+    config = icechunk.RepositoryConfig.default()
+    for prefix in sorted(dirs):
+        local = prefix[len("file://") :]
+        config.set_virtual_chunk_container(
+            icechunk.VirtualChunkContainer(prefix, icechunk.local_filesystem_store(local))
+        )
+    credentials = icechunk.containers_credentials(
+        {p: icechunk.credentials.LocalFileSystemAccess for p in sorted(dirs)}
+    )
+    repo = icechunk.Repository.create(
+        icechunk.local_filesystem_storage(os.path.abspath(dest)),
+        config=config,
+        authorize_virtual_chunk_access=credentials,
+    )
+    session = repo.writable_session("main")
+    to_icechunk(group, session.store, commit_message="zarr-manifest")
+
+
+def _read(src: str) -> Any:
+    """A ManifestGroup from a manifest store, or from kerchunk references / a legacy file."""
+    from zarr_manifest.group import ManifestGroup
+
+    is_store = os.path.isdir(src) and os.path.exists(os.path.join(src, "zarr.json"))
+    if is_store or (src.endswith("/") and "://" in src):
+        return ManifestGroup.from_store(src)
+    from zarr_manifest.builders import open_virtual
+
+    return open_virtual(src)
+
+
+def _info(args: argparse.Namespace) -> int:
+    from zarr_manifest.array import ManifestArray
+    from zarr_manifest.group import ManifestGroup
+
+    group = _read(args.src)
+    sources: set[str] = set()
+    total_refs = total_bytes = 0
+    print(f"{args.src}")
+    for key, value in sorted(group.attributes.items())[:10]:
+        print(f"  @{key} = {value!r}"[:100])
+    for path, node in group.walk():
+        depth = path.count("/") + 1
+        pad = "  " * depth
+        if isinstance(node, ManifestGroup):
+            print(f"{pad}{path.rsplit('/', 1)[-1]}/")
+            continue
+        name = path.rsplit("/", 1)[-1]
+        codecs = ",".join(c.to_dict()["name"] for c in node.metadata.codecs)
+        dims = ",".join(str(d) for d in node.dimension_names or ())
+        line = f"{pad}{name} {node.dtype} {node.shape} ({dims}) codecs={codecs}"
+        if isinstance(node, ManifestArray):
+            m = node.manifest
+            size = 1
+            for s in m.shape_chunk_grid:
+                size *= s
+            refs = len(m)
+            nbytes = int(m.lengths.sum())
+            total_refs += refs
+            total_bytes += nbytes
+            sources.update(m.path_table)
+            line += f" references={refs} missing={size - refs} bytes={nbytes}"
+        else:
+            line += " inline"
+        print(line)
+    print(
+        f"total: {total_refs} references, {total_bytes} bytes referenced, "
+        f"{len(sources)} source files"
+    )
+    for s in sorted(sources)[:20]:
+        print(f"  {s}")
+    if len(sources) > 20:
+        print(f"  ... and {len(sources) - 20} more")
+    return EXIT_OK
+
+
+def _validate(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from zarr_manifest.array import ManifestArray
+    from zarr_manifest.format.location import open_location
+    from zarr_manifest.format.paths import resolve_reference
+    from zarr_manifest.group import ManifestGroup
+    from zarr_manifest.store.sources import SourceRegistry
+
+    group = ManifestGroup.from_store(args.src)
+    root = open_location(args.src)
+    registry = SourceRegistry()
+    registry.register(root.url, root.store)
+    for prefix in args.allow:
+        registry.register(prefix)
+    problems: list[str] = []
+    sizes: dict[str, int | None] = {}
+    for path, node in group.walk():
+        if not isinstance(node, ManifestArray):
+            continue
+        m = node.manifest
+        base = f"{root.url}{path}/"
+        for pid, ref in enumerate(m.path_table):
+            try:
+                url = resolve_reference(ref, base)
+                source = registry.resolve(url, key=path)
+            except ZarrManifestError as e:
+                problems.append(f"{path}: {e}")
+                continue
+            if not args.check_sources:
+                continue
+            if url not in sizes:
+                sizes[url] = _source_size(source)
+            size = sizes[url]
+            if size is None:
+                problems.append(f"{path}: source {url} does not exist")
+                continue
+            mask = m.path_ids == pid
+            ends = m.offsets[mask] + m.lengths[mask]
+            beyond = int(np.count_nonzero(ends > size))
+            if beyond:
+                problems.append(
+                    f"{path}: {beyond} chunk ranges end beyond the {size} bytes of {url}"
+                )
+    for p in problems:
+        print(f"PROBLEM {p}")
+    print(f"{args.src}: {'valid' if not problems else f'{len(problems)} problem(s)'}")
+    return EXIT_OK if not problems else EXIT_INVALID
+
+
+def _source_size(source: Any) -> int | None:
+    import obstore
+
+    if source.local_path is not None:
+        try:
+            return os.path.getsize(source.local_path)
+        except OSError:
+            return None
+    try:
+        return int(obstore.head(source.store, source.path)["size"])
+    except FileNotFoundError:
+        return None
+
+
+def _convert(args: argparse.Namespace) -> int:
+    kind = args.to
+    if kind is None:
+        dest = args.dest.rstrip("/")
+        kind = (
+            "kerchunk-json"
+            if dest.endswith(".json")
+            else "kerchunk-parquet"
+            if dest.endswith((".parq", ".parquet"))
+            else "icechunk"
+            if dest.endswith(".icechunk")
+            else "manifest"
+        )
+    group = _read(args.src)
+    _write(group, args.dest, kind, overwrite=args.overwrite)
+    print(f"wrote {kind} {args.dest}")
+    return EXIT_OK
+
+
+_COMMANDS = {"build": _build, "info": _info, "validate": _validate, "convert": _convert}
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
