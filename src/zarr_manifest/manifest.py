@@ -261,7 +261,8 @@ class ChunkManifest:
         """Grid of paths (numpy StringDType), ``""`` where the chunk is missing."""
         # index -1 picks the trailing "", so missing chunks need no special case
         table = np.array([*self._path_table, ""], dtype=_STRINGS)
-        return table[self._path_ids]
+        # through a flat index so a 0-d grid stays an array (not a scalar str)
+        return table[self._path_ids.reshape(-1)].reshape(self._path_ids.shape)
 
     @property
     def offsets(self) -> np.ndarray:

@@ -364,8 +364,9 @@ def _layouts(header: Netcdf3Header, source: Source) -> tuple[dict[str, _Layout],
         is_record = bool(var.dimids) and var.dimids[0] == record_dim
         shapes[var.name] = (tuple(header.dimensions[d].length for d in var.dimids), is_record)
     draft = {
-        v.name: _Layout(shapes[v.name][0], np.dtype(_NC_TYPES[v.nc_type][0]), shapes[v.name][1],
-                        v.begin, 0)
+        v.name: _Layout(
+            shapes[v.name][0], np.dtype(_NC_TYPES[v.nc_type][0]), shapes[v.name][1], v.begin, 0
+        )
         for v in header.variables
     }
     stride = _record_stride(header, draft)
@@ -424,9 +425,7 @@ def _block_chunks(
     return (1,) * k + (rows,) + tuple(shape[k + 1 :])
 
 
-def _chunk_offsets(
-    shape: tuple[int, ...], chunks: tuple[int, ...], itemsize: int
-) -> np.ndarray:
+def _chunk_offsets(shape: tuple[int, ...], chunks: tuple[int, ...], itemsize: int) -> np.ndarray:
     """Byte offset of every chunk of a contiguous C-ordered block, relative to its start."""
     grid = tuple(-(-s // c) if c else 0 for s, c in zip(shape, chunks, strict=True))
     strides = [itemsize * math.prod(shape[i + 1 :]) for i in range(len(shape))]
