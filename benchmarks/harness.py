@@ -7,7 +7,7 @@ set-up: opening files, parsing, filling stores). ``work`` is what gets timed:
 - a :class:`Phase` (a callable plus timing options),
 - a mapping ``phase name -> callable | Phase`` (phases are timed in insertion order), or
 - whatever the scenario's own ``measure`` function expects (the ``random`` scenario takes a
-  ``read(chunk_index)`` callable).
+  ``read(selection)`` callable).
 
 A factory may also be a generator function: it ``yield``\\ s the work, and the code after the
 ``yield`` runs as teardown once the harness is done with it. A factory that raises
@@ -100,7 +100,7 @@ class Scenario:
         Optional ``context(data) -> context manager yielding data`` entered around all the
         implementations of the scenario (e.g. an HTTP server in front of the files).
     check
-        Optional ``check(phase, result, data)`` raising ``AssertionError`` when an
+        Optional ``check(phase, result, data)`` raising :class:`CheckError` when an
         implementation returns wrong values.
     measure
         Optional ``measure(work, data, config) -> metrics`` replacing phase timing.
@@ -119,6 +119,19 @@ class Scenario:
     check: Callable[[str, Any, Any], None] | None = None
     measure: Callable[[Any, Any, RunConfig], dict[str, dict[str, Any]]] | None = None
     cache_key: str | None = None
+
+
+class CheckError(Exception):
+    """An implementation returned values that differ from the data written."""
+
+
+def expect(condition: bool, message: str) -> None:
+    """Raise :class:`CheckError` with ``message`` unless ``condition`` holds.
+
+    (Not ``assert``: checks must also run under ``python -O``.)
+    """
+    if not condition:
+        raise CheckError(message)
 
 
 SCENARIOS: dict[str, Scenario] = {}
@@ -199,8 +212,9 @@ def time_call(fn: Callable[[], Any], repeats: int, warmup: bool) -> tuple[list[f
 def memory_call(fn: Callable[[], Any]) -> tuple[int, int, Any]:
     """Run ``fn`` once under tracemalloc; return (peak bytes, retained bytes, result).
 
-    Retained bytes are those still allocated after the call, i.e. the size of what ``fn``
-    returns (numpy reports its buffers to tracemalloc, so arrays count).
+    Retained bytes were allocated during the call and are still alive after it: what ``fn``
+    built and returns, not its inputs (numpy reports its buffers to tracemalloc, so arrays
+    count).
     """
     gc.collect()
     tracemalloc.start()
@@ -212,7 +226,8 @@ def memory_call(fn: Callable[[], Any]) -> tuple[int, int, Any]:
     return peak, retained, result
 
 
-def _as_phases(work: Any, default_phase: str) -> dict[str, Phase]:
+def as_phases(work: Any, default_phase: str) -> dict[str, Phase]:
+    """Normalise what a factory returned (callable, Phase or mapping) to named phases."""
     if isinstance(work, Phase):
         return {default_phase: work}
     if callable(work):
@@ -229,7 +244,7 @@ def measure_phases(
 ) -> dict[str, dict[str, Any]]:
     """Time each phase of ``work`` (best of repeats) and check its result."""
     metrics: dict[str, dict[str, Any]] = {}
-    for name, phase in _as_phases(work, scenario.default_phase).items():
+    for name, phase in as_phases(work, scenario.default_phase).items():
         repeats = phase.repeats if phase.repeats is not None else config.repeats
         times, result = time_call(phase.fn, repeats, phase.warmup)
         if scenario.check is not None:
@@ -295,6 +310,8 @@ def run_scenario(
     """Generate (or reuse) the data and run every registered implementation on it."""
     params, directory = cached_data_dir(scenario, config)
     data = scenario.load(params, directory, config)
+    # other work on the machine inflates times; record how busy it was
+    load_before = os.getloadavg()[0]
     results: dict[str, ImplResult] = {}
     context = scenario.context(data) if scenario.context else nullcontext(data)
     with context as live_data:
@@ -311,6 +328,7 @@ def run_scenario(
         "baseline": scenario.baseline,
         "params": params,
         "data_dir": str(directory),
+        "load_average_1min": [load_before, os.getloadavg()[0]],
         "implementations": {
             name: {"status": r.status, "message": r.message, "metrics": r.metrics}
             for name, r in results.items()
@@ -337,15 +355,19 @@ def add_ratios(report: dict[str, Any]) -> None:
 def format_value(value: float, unit: str) -> str:
     """Human-readable figure: seconds shown in s or ms, bytes in KiB/MiB."""
     if unit == "s":
-        return f"{value * 1e3:.1f} ms" if value < 1 else f"{value:.2f} s"
+        if value < 1e-3:
+            return f"{value * 1e6:.3g} us"
+        return f"{value * 1e3:.3g} ms" if value < 1 else f"{value:.3g} s"
     if unit == "B":
         for scale, suffix in ((2**30, "GiB"), (2**20, "MiB"), (2**10, "KiB")):
             if abs(value) >= scale:
                 return f"{value / scale:.1f} {suffix}"
         return f"{value:.0f} B"
+    if unit == "cpu s":
+        return format_value(value, "s") + " CPU"
     if unit == "ms":
-        return f"{value:.3f} ms" if value < 1 else f"{value:.1f} ms"
-    return f"{value:.2f} {unit}"
+        return f"{value * 1e3:.3g} us" if value < 0.1 else f"{value:.3g} ms"
+    return f"{value:.3g} {unit}" if abs(value) < 1000 else f"{value:,.0f} {unit}"
 
 
 def format_table(key: str, report: dict[str, Any]) -> str:
@@ -367,6 +389,9 @@ def format_table(key: str, report: dict[str, Any]) -> str:
         f"== {key}: {report['title']}",
         f"   params {json.dumps(report['params'])}; ratio = value / {report['baseline']}'s",
     ]
+    if "load_average_1min" in report:
+        before, after = report["load_average_1min"]
+        lines.append(f"   1-min load average {before:.1f} before, {after:.1f} after")
     for n, row in enumerate(rows):
         cells = [c.ljust(w) for c, w in zip(row, widths, strict=False)] + [row[3]]
         lines.append("  ".join(cells).rstrip())
@@ -376,7 +401,7 @@ def format_table(key: str, report: dict[str, Any]) -> str:
 
 
 def plot(reports: dict[str, dict[str, Any]], path: Path) -> None:
-    """Write a PNG with one grouped bar chart (log scale) of time metrics per scenario."""
+    """Write a PNG with one grouped bar chart of time metrics per scenario."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -406,8 +431,19 @@ def plot(reports: dict[str, dict[str, Any]], path: Path) -> None:
                         fontsize=7,
                     )
         ax.set_xticks(range(len(metric_names)), metric_names, rotation=10, fontsize=8)
-        ax.set_yscale("log")
-        ax.set_ylabel("seconds (log)")
+        shown = [
+            v
+            for impl in impls
+            for m in metric_names
+            if (v := _in_seconds(report["implementations"][impl]["metrics"].get(m)))
+        ]
+        if shown and max(shown) / min(shown) > 30:
+            # a log scale only where the figures span orders of magnitude
+            ax.set_yscale("log")
+            ax.set_ylim(bottom=min(shown) / 2)
+            ax.set_ylabel("seconds (log scale)")
+        else:
+            ax.set_ylabel("seconds")
         ax.set_title(f"{key}: {report['title']}", fontsize=10)
         ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.tight_layout()

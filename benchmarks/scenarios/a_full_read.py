@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from harness import IMPLEMENTATIONS, RunConfig, Scenario, register_scenario
+from harness import IMPLEMENTATIONS, RunConfig, Scenario, expect, register_scenario
 
 DATASET = "data"
 FILE_NAME = "a.h5"
@@ -91,8 +91,8 @@ def load(p: dict[str, Any], directory: Path, config: RunConfig) -> ArrayFile:
 def check(phase: str, result: Any, data: ArrayFile) -> None:
     """The array read must equal the array written."""
     result = np.asarray(result)
-    assert result.shape == data.shape, f"{phase}: shape {result.shape} != {data.shape}"
-    assert np.array_equal(result, data.expected), f"{phase}: values differ from the file"
+    expect(result.shape == data.shape, f"{phase}: shape {result.shape} != {data.shape}")
+    expect(np.array_equal(result, data.expected), f"{phase}: values differ from the file")
 
 
 # --------------------------------------------------------------------------- shared helpers
