@@ -45,13 +45,20 @@ class Source:
             return open(self.local_path, "rb")
         parent, name = self.url.rsplit("/", 1)
         location = open_location(parent + "/", **self._obstore_kwargs)
-        return obstore.open_reader(location.store, name)  # type: ignore[return-value]
+        return _Reader(obstore.open_reader(location.store, name))  # type: ignore[return-value]
 
     def read_range(self, start: int, length: int) -> bytes:
         """``length`` bytes at ``start``."""
-        with self.open() as f:
+        if self.local_path is not None:
+            with open(self.local_path, "rb") as local:
+                local.seek(start)
+                return local.read(length)
+        f = self.open()  # obstore's reader has close() but is no context manager
+        try:
             f.seek(start)
             return bytes(f.read(length))
+        finally:
+            f.close()
 
     def size(self) -> int:
         """The file's size in bytes."""
@@ -60,6 +67,40 @@ class Source:
         parent, name = self.url.rsplit("/", 1)
         location = open_location(parent + "/", **self._obstore_kwargs)
         return int(obstore.head(location.store, name)["size"])
+
+
+class _Reader:
+    """obstore's file reader, usable in ``with`` like a builtin file."""
+
+    def __init__(self, reader: Any):
+        self._reader = reader
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._reader, name)
+
+    def __enter__(self) -> _Reader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._reader.close()
+
+    def read(self, size: int = -1) -> bytes:
+        # obstore returns its own Bytes; h5py's file driver wants builtin bytes
+        return bytes(
+            self._reader.read(size) if size is not None and size >= 0 else self._reader.read()
+        )
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        data = self._reader.read(len(view))
+        view[: len(data)] = memoryview(data)
+        return len(data)
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
 
 
 def open_source(path_or_url: str | os.PathLike[str], **obstore_kwargs: Any) -> Source:
