@@ -436,7 +436,8 @@ class InlineArray:
             zarr.storage.MemoryStore(),
             shape=arr.shape,
             dtype=arr.dtype,
-            chunks=arr.shape if arr.ndim and all(arr.shape) else None,
+            # one chunk holding everything; a zero-length axis still needs chunk length 1
+            chunks=tuple(max(n, 1) for n in arr.shape),
             compressors=None,
             fill_value=fill_value,
             dimension_names=dimension_names,

@@ -193,12 +193,17 @@ class ManifestGroup:
         return read_group(src)
 
 
+_RESERVED_NAMES = {".", "..", "zarr.json", "manifest.json"}
+
+
 def _check_name(name: str) -> None:
+    """Member names become path segments of the store: no "/", backslash, control
+    characters, reserved file names, or the "__" prefix zarr reserves."""
     if (
         not isinstance(name, str)
         or not name
-        or "/" in name
         or name.startswith("__")
-        or name in {".", ".."}
+        or name in _RESERVED_NAMES
+        or any(c in "/\\" or ord(c) < 32 or ord(c) == 127 for c in name)
     ):
         raise MetadataError(f"invalid member name {name!r}")

@@ -8,6 +8,7 @@ that holds its values.  A reference into a few files costs 9-17 bytes.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, TypedDict
@@ -20,6 +21,10 @@ from zarr_manifest.errors import ManifestError, ManifestFormatError
 __all__ = ["ChunkEntry", "ChunkManifest"]
 
 _STRINGS = np.dtypes.StringDType()
+
+#: the most chunks one manifest grid may have (a guard against absurd keys and shapes:
+#: the grid is held dense, at 3+ bytes a cell)
+MAX_GRID_CELLS = 2**33
 
 
 class ChunkEntry(TypedDict):
@@ -232,7 +237,12 @@ class ChunkManifest:
         flat = np.ravel_multi_index(tuple(indices.T), shape) if ndim else np.zeros(n, np.int64)
         if n and np.unique(flat).size != n:
             raise ManifestError(f"duplicate chunk keys{where}")
-        size = int(np.prod(shape, dtype=np.int64))
+        size = math.prod(shape)
+        if size > MAX_GRID_CELLS:
+            raise ManifestError(
+                f"chunk grid {shape}{where} has {size} cells, more than the {MAX_GRID_CELLS} "
+                "a manifest may hold in memory"
+            )
         ids = np.full(size, -1, dtype=_signed_for(len(path_table)))
         offs = np.zeros(size, dtype=np.uint64)
         lens = np.zeros(size, dtype=np.uint64)
@@ -495,9 +505,14 @@ def _parse_key(key: str | tuple[int, ...], ndim: int) -> tuple[int, ...] | None:
     if ndim == 0:
         return () if key == "0" else None
     parts = key.split(".")
-    if len(parts) != ndim or not all(p.isdigit() and p.isascii() for p in parts):
+    if len(parts) != ndim or not all(_canonical_index(p) for p in parts):
         return None
     return tuple(int(p) for p in parts)
+
+
+def _canonical_index(part: str) -> bool:
+    # the same form the constructor accepts: "0", or digits without a leading zero
+    return part.isascii() and part.isdigit() and (part == "0" or part[0] != "0")
 
 
 def _frozen(a: np.ndarray) -> np.ndarray:
@@ -627,8 +642,7 @@ def _combine(manifests: Sequence[ChunkManifest], axis: int, *, stack: bool) -> C
         if not same:
             raise ManifestError(
                 f"{what}: manifest {i} has chunk grid {shape}, "
-                f"which does not fit manifest 0's {first}"
-                + ("" if stack else f" off axis {axis}")
+                f"which does not fit manifest 0's {first}" + ("" if stack else f" off axis {axis}")
             )
     table, remaps = _merge_tables([m.path_table for m in manifests])
     ids = [_remap_ids(m.path_ids, r) for m, r in zip(manifests, remaps, strict=True)]
