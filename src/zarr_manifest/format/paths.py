@@ -1,35 +1,33 @@
 """Chunk reference paths: how a manifest ``path`` becomes the URL of the bytes.
 
-A manifest ``path`` is either
+Implements section 7 of ``spec/chunk-manifest-json.md``.  A manifest ``path`` is either
 
 - an absolute URL with one of the schemes in `SCHEMES` (``file``, ``s3``, ``gs``, ``az`` /
   ``abfs`` ..., ``http``, ``https``, ``memory``), or
 - a relative reference (no scheme, not starting with ``/``), resolved RFC 3986-style
   against a base URL: the URL of the array's directory, with a trailing ``/``.
 
-Absolute local paths without a scheme (``/data/x.nc``) are refused in on-disk manifests
-because they mean different files on different machines; writers and builders turn local
-paths into ``file://`` URLs with `local_path_to_url`.
+Absolute local paths without a scheme (``/data/x.nc``, ``//host/x``) are refused because
+they mean different files on different machines; writers and builders turn local paths
+into ``file://`` URLs with `local_path_to_url`.  Fragments (``#``) are refused; only
+``http(s)`` URLs may carry a query (presigned URLs), which is kept verbatim.  Userinfo
+(``user@``) is refused except the ``container@`` of ``abfs``/``abfss`` URLs.
 
 Canonical form
 --------------
 Every URL this module returns is in one canonical form, so that two spellings of the same
-object compare equal and prefix checks cannot be fooled by escapes:
+target compare equal and prefix checks cannot be fooled by escapes:
 
-- the scheme is lower case (and so is the host of ``http``/``https`` URLs);
-  ``file://localhost/`` becomes ``file:///``;
-- each path segment is percent-decoded and re-encoded with one fixed rule: unreserved
-  characters, sub-delimiters, ``:`` and ``@`` stay literal, everything else (space,
-  ``%``, ``?``, ``#``, non-ASCII as UTF-8 ...) is ``%XX`` with upper-case hex;
-- dot segments are removed *after* decoding, so ``%2e%2e`` is a ``..`` segment and cannot
-  smuggle a parent step past a prefix check; a segment that decodes to something holding
-  ``/`` or NUL is refused (it would split into other segments once decoded), and so is
-  one holding ``\\`` in ``http(s)`` URLs (some servers take it for ``/``).
-
-A ``%`` that does not start a valid escape is taken literally (encoded as ``%25``).  For
-``http``/``https`` a ``?`` or ``#`` would be a query or fragment, which a byte-range
-source cannot use, so they are refused there; for the other schemes (object keys, file
-names) they are ordinary characters of the path.
+- scheme and authority are lower case; a default port (``:80`` for http, ``:443`` for
+  https) is dropped; ``file://localhost/`` becomes ``file:///``;
+- the path is percent-decoded exactly once (a ``%`` that does not start a valid escape is
+  literal), dot segments are removed from the *decoded* path -- so ``%2e%2e/`` and
+  ``..%2F`` act as ``../`` and cannot smuggle a parent step past a prefix check -- and each
+  segment is re-encoded with one fixed rule: unreserved characters, sub-delimiters, ``:``
+  and ``@`` stay literal, everything else (space, ``%``, ``?``, ``#``, non-ASCII as UTF-8
+  ...) becomes ``%XX`` with upper-case hex;
+- a path that decodes to a NUL byte is refused, and so is a backslash in ``http(s)`` paths
+  (some servers take it for ``/``; on POSIX it is an ordinary file-name character).
 """
 
 from __future__ import annotations
@@ -83,12 +81,11 @@ _BAD_PERCENT_RE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 # quote() always keeps ALPHA / DIGIT / "_.-~".
 _SEGMENT_SAFE = "!$&'()*+,;=:@"
 
-# Bytes that a decoded segment must not contain: they would change the segment structure
-# (or truncate a C string) once the path is handed to a filesystem or object store.  A
-# backslash is an ordinary character of POSIX file names and object keys, but a separator
-# to Windows and to some HTTP servers.
-_FORBIDDEN_DECODED = (b"/", b"\x00")
-_FORBIDDEN_DECODED_SEP = (b"/", b"\x00", b"\\")
+_DEFAULT_PORTS = {"http": ":80", "https": ":443"}
+_USERINFO_SCHEMES = frozenset({"abfs", "abfss"})  # abfs://container@account.../path
+
+# Characters re-encoded in a kept query: only those RFC 3986 never allows there.
+_QUERY_SAFE = "!$&'()*+,;=:@/?%"
 
 
 def _fail(message: str, path: str) -> ManifestFormatError:
@@ -100,58 +97,8 @@ def is_absolute_url(path: str) -> bool:
     return _SCHEME_RE.match(path) is not None
 
 
-def _canonical_segment(segment: str, original: str, forbidden: tuple[bytes, ...]) -> str:
-    """Decode one path segment and re-encode it in the canonical form."""
-    if "%" not in segment and segment.isascii() and segment.isalnum():
-        return segment  # fast path: nothing to decode or encode
-    raw = unquote_to_bytes(_BAD_PERCENT_RE.sub("%25", segment))
-    for bad in forbidden:
-        if bad in raw:
-            raise _fail(
-                f"path segment {segment!r} contains an encoded or literal {bad.decode()!r}",
-                original,
-            )
-    return quote(raw, safe=_SEGMENT_SAFE)
-
-
-def _remove_dot_segments(segments: list[str]) -> list[str]:
-    """RFC 3986 section 5.2.4 on an already split absolute path (first item is "")."""
-    out: list[str] = []
-    for seg in segments[1:]:
-        if seg == ".":
-            continue
-        if seg == "..":
-            if out:
-                out.pop()
-            continue
-        out.append(seg)
-    # A trailing "." or ".." names a directory: keep the trailing slash.
-    if segments[-1] in (".", "..") and len(segments) > 1:
-        out.append("")
-    return ["", *out]
-
-
-def _canonical_path(path: str, original: str, forbidden: tuple[bytes, ...]) -> str:
-    """Canonical form of an absolute path ("/..." or "")."""
-    if not path:
-        return "/"
-    # Decode first, then remove dot segments: "%2e%2e" must act as "..".
-    segments = [_canonical_segment(s, original, forbidden) for s in path.split("/")]
-    segments[0] = ""
-    return "/".join(_remove_dot_segments(segments))
-
-
-def split_url(url: str) -> tuple[str, str, str]:
-    """Split an absolute URL into ``(scheme, authority, path)``.
-
-    The scheme is lower-cased; nothing else is normalized.  The path keeps ``?`` and
-    ``#`` (see the module notes); it is ``""`` or starts with ``/``.
-
-    Raises
-    ------
-    ManifestFormatError
-        If ``url`` has no scheme, or an unknown one, or no ``//authority`` part.
-    """
+def _split(url: str) -> tuple[str, str, str, str | None]:
+    """``(scheme, authority, path, query)`` of an absolute URL; refuses fragments."""
     m = _SCHEME_RE.match(url)
     if m is None:
         raise _fail("not an absolute URL", url)
@@ -162,10 +109,77 @@ def split_url(url: str) -> tuple[str, str, str]:
     if not rest.startswith("//"):
         raise _fail("URL has no '//' authority part", url)
     rest = rest[2:]
+    if "#" in rest:
+        raise _fail("references must not carry a fragment ('#'; encode it as %23)", url)
+    query = None
+    if "?" in rest:
+        if scheme not in _HTTP_SCHEMES:
+            raise _fail("only http(s) URLs may carry a query ('?'; encode it as %3F)", url)
+        rest, query = rest.split("?", 1)
     slash = rest.find("/")
     if slash < 0:
-        return scheme, rest, ""
-    return scheme, rest[:slash], rest[slash:]
+        return scheme, rest, "", query
+    return scheme, rest[:slash], rest[slash:], query
+
+
+def split_url(url: str) -> tuple[str, str, str]:
+    """Split an absolute URL into ``(scheme, authority, path)``.
+
+    The scheme is lower-cased; nothing else is normalized.  The path is ``""`` or starts
+    with ``/``; a query (http(s) only) is not part of it.
+
+    Raises
+    ------
+    ManifestFormatError
+        If ``url`` has no scheme, or an unknown one, no ``//authority`` part, a fragment,
+        or a query on a scheme other than http(s).
+    """
+    scheme, authority, path, _ = _split(url)
+    return scheme, authority, path
+
+
+def _canonical_path(path: str, original: str, backslash_separates: bool) -> str:
+    """Decode once, remove dot segments, re-encode: the canonical form of an absolute path."""
+    if not path:
+        return "/"
+    if "%" not in path and path.isascii():
+        raw = path.encode()  # fast path: nothing to decode
+    else:
+        raw = unquote_to_bytes(_BAD_PERCENT_RE.sub("%25", path))
+    if b"\x00" in raw:
+        raise _fail("the path decodes to a NUL byte", original)
+    if backslash_separates and b"\\" in raw:
+        raise _fail("the path holds a backslash, a separator to some servers", original)
+    segments = raw.split(b"/")
+    # RFC 3986 section 5.2.4, on the decoded segments (the first one is the empty root).
+    out: list[bytes] = []
+    for seg in segments[1:]:
+        if seg == b".":
+            continue
+        if seg == b"..":
+            if out:
+                out.pop()
+            continue
+        out.append(seg)
+    if segments[-1] in (b".", b"..") and len(segments) > 1:
+        out.append(b"")  # a trailing "." or ".." names a directory
+    return "/" + "/".join(quote(seg, safe=_SEGMENT_SAFE) for seg in out)
+
+
+def _canonical_authority(scheme: str, authority: str, url: str) -> str:
+    authority = authority.lower()
+    if "@" in authority and scheme not in _USERINFO_SCHEMES:
+        raise _fail("references must not carry userinfo (credentials)", url)
+    port = _DEFAULT_PORTS.get(scheme)
+    if port and authority.endswith(port):
+        authority = authority[: -len(port)]
+    if scheme in _HTTP_SCHEMES and not authority:
+        raise _fail("http(s) URL has no host", url)
+    if scheme == "file":
+        if authority not in ("", "localhost"):
+            raise _fail("file URLs must name the local host (file:///path)", url)
+        authority = ""
+    return authority
 
 
 def canonical_url(url: str) -> str:
@@ -176,23 +190,17 @@ def canonical_url(url: str) -> str:
     Raises
     ------
     ManifestFormatError
-        Unknown scheme, a ``file`` URL on another host, a query or fragment on an
-        ``http(s)`` URL, or a segment that decodes to hold ``/``, ``\\`` or NUL.
+        Unknown scheme, a fragment, a query outside http(s), userinfo, a ``file`` URL on
+        another host, a path decoding to NUL (or holding ``\\`` for http(s)).  The message
+        and the error's ``location`` name the URL.
     """
-    scheme, authority, path = split_url(url)
-    if scheme in _HTTP_SCHEMES:
-        if "?" in path or "#" in path or "?" in authority or "#" in authority:
-            raise _fail("query strings and fragments are not supported in references", url)
-        authority = authority.lower()
-        if not authority:
-            raise _fail("http(s) URL has no host", url)
-    elif scheme == "file":
-        if authority not in ("", "localhost"):
-            raise _fail("file URLs must name the local host (file:///path)", url)
-        authority = ""
+    scheme, authority, path, query = _split(url)
+    authority = _canonical_authority(scheme, authority, url)
     backslash_separates = scheme in _HTTP_SCHEMES or (scheme == "file" and os.sep == "\\")
-    forbidden = _FORBIDDEN_DECODED_SEP if backslash_separates else _FORBIDDEN_DECODED
-    return f"{scheme}://{authority}{_canonical_path(path, url, forbidden)}"
+    canon = f"{scheme}://{authority}{_canonical_path(path, url, backslash_separates)}"
+    if query is not None:
+        canon += "?" + quote(query, safe=_QUERY_SAFE)
+    return canon
 
 
 def resolve_reference(path: str, base_url: str | None = None) -> str:
@@ -246,11 +254,10 @@ def resolve_reference(path: str, base_url: str | None = None) -> str:
         raise _fail(f"{reason} (resolved against {base_url!r})", path) from exc
 
 
-def _path_segments(url: str) -> tuple[str, str, list[str]]:
-    """Canonical (scheme, authority, segments) of a URL, for segment-wise comparison."""
-    canon = canonical_url(url)
-    scheme, authority, path = split_url(canon)
-    return scheme, authority, path.split("/")[1:]
+def _path_segments(url: str) -> tuple[str, str, list[str], str | None]:
+    """Canonical (scheme, authority, segments, query) of a URL, for segment-wise comparison."""
+    scheme, authority, path, query = _split(canonical_url(url))
+    return scheme, authority, path.split("/")[1:], query
 
 
 def is_url_under(url: str, prefix: str) -> bool:
@@ -258,15 +265,16 @@ def is_url_under(url: str, prefix: str) -> bool:
 
     Both are canonicalized first, so escapes and dot segments cannot fool the check;
     ``"s3://b/data"`` (with or without a trailing ``/``) covers ``"s3://b/data/x"`` but
-    not ``"s3://b/database/x"``.
+    not ``"s3://b/database/x"``.  Queries play no part (they do not change which host and
+    path a request goes to).
 
     Raises
     ------
     ManifestFormatError
         If either argument is not a valid absolute URL.
     """
-    u_scheme, u_auth, u_segs = _path_segments(url)
-    p_scheme, p_auth, p_segs = _path_segments(prefix)
+    u_scheme, u_auth, u_segs, _ = _path_segments(url)
+    p_scheme, p_auth, p_segs, _ = _path_segments(prefix)
     if (u_scheme, u_auth) != (p_scheme, p_auth):
         return False
     if p_segs and p_segs[-1] == "":
@@ -288,8 +296,8 @@ def relative_reference(url: str, base_url: str) -> str | None:
         ``url`` is not strictly under ``base_url`` (other scheme/host, outside, or the
         directory itself).
     """
-    u_scheme, u_auth, u_segs = _path_segments(url)
-    b_scheme, b_auth, b_segs = _path_segments(base_url)
+    u_scheme, u_auth, u_segs, query = _path_segments(url)
+    b_scheme, b_auth, b_segs, _ = _path_segments(base_url)
     if (u_scheme, u_auth) != (b_scheme, b_auth):
         return None
     if b_segs and b_segs[-1] == "":
@@ -305,7 +313,7 @@ def relative_reference(url: str, base_url: str) -> str | None:
     # path (RFC 3986 section 4.2): "./" keeps the reference relative.
     if ":" in rest[0] or rest[0] == "":
         ref = "./" + ref
-    return ref
+    return ref if query is None else f"{ref}?{query}"
 
 
 def local_path_to_url(path: str | os.PathLike[str]) -> str:
@@ -333,8 +341,9 @@ def local_path_to_url(path: str | os.PathLike[str]) -> str:
 def decode_path_segments(path: str) -> str:
     """Percent-decode a canonical URL path (``"a%20b/c"`` -> ``"a b/c"``).
 
-    Safe because canonical segments never decode to hold ``/``; bytes that are not UTF-8
-    come back as surrogate escapes (as `os.fsdecode` does).
+    Unambiguous because canonical paths are decoded before their segments are split, so
+    no segment holds an escaped ``/``; bytes that are not UTF-8 come back as surrogate
+    escapes (as `os.fsdecode` does).
     """
     return unquote_to_bytes(path).decode("utf-8", "surrogateescape")
 
@@ -347,8 +356,7 @@ def url_to_local_path(url: str) -> str:
     ManifestFormatError
         If ``url`` is not a ``file://`` URL (or not a valid one).
     """
-    canon = canonical_url(url)
-    scheme, _, path = split_url(canon)
+    scheme, _, path = split_url(canonical_url(url))
     if scheme != "file":
         raise _fail("not a file:// URL", url)
     local = os.fsdecode(unquote_to_bytes(path))

@@ -7,6 +7,8 @@ Three layers:
 - `read_ranges_sync` / `read_ranges_async` -- one fetch call for the merged ranges of one
   source (``obstore.get_ranges[_async]``, or ``os.pread`` on a cached file descriptor for
   local files), sliced back per input in input order as zero-copy ``memoryview`` objects.
+  Small batches (up to 64 ranges) are planned in plain Python, where numpy's per-call
+  cost would dominate.  `read_range_sync` is the one-range shortcut.
 - `RangeBatcher` -- many concurrent single-range ``await batcher.read(...)`` calls made in
   the same event-loop turn are merged into coalesced fetches per source.
 
@@ -19,7 +21,10 @@ range, with the underlying error chained.
 from __future__ import annotations
 
 import asyncio
+import bisect
+import itertools
 import os
+import re
 import threading
 import weakref
 from collections import OrderedDict
@@ -34,14 +39,15 @@ from zarr_manifest.errors import ChunkReadError, ManifestError, ShortReadError, 
 from zarr_manifest.store.sources import Source
 
 __all__ = [
-    "read_range_sync",
     "DEFAULT_LOCAL_MAX_GAP_BYTES",
     "DEFAULT_MAX_GAP_BYTES",
     "DEFAULT_MAX_REQUEST_BYTES",
     "LOCAL_INLINE_MAX_BYTES",
     "CoalescedPlan",
     "RangeBatcher",
+    "close_local_files",
     "plan_coalesced",
+    "read_range_sync",
     "read_ranges_async",
     "read_ranges_sync",
 ]
@@ -49,8 +55,8 @@ __all__ = [
 #: Remote sources: a request costs a round trip, so reading up to 64 KiB of unused bytes
 #: between two ranges is cheaper than a second request.
 DEFAULT_MAX_GAP_BYTES = 64 * 1024
-#: Local files: a ``pread`` costs about a microsecond, copying 64 KiB several, so only
-#: small gaps are worth bridging.
+#: Local files: one more ``pread`` costs a few microseconds, about as much as copying a
+#: few KiB of unused bytes, so only small gaps are worth bridging.
 DEFAULT_LOCAL_MAX_GAP_BYTES = 4 * 1024
 #: Upper bound on one merged request (a single range larger than this is read alone).
 DEFAULT_MAX_REQUEST_BYTES = 16 * 1024 * 1024
@@ -78,6 +84,9 @@ _LENGTH_ERROR_MARKERS = (
 _RANGE_SPECIFIC_MARKERS = _LENGTH_ERROR_MARKERS
 
 _MAX_KEYS_IN_MESSAGE = 8
+# Up to this many ranges are planned in plain Python: numpy's fixed cost per call (tens of
+# microseconds for the ~20 array operations) would dominate reading one or a few chunks.
+_SMALL_BATCH = 64
 
 
 class CoalescedPlan(NamedTuple):
@@ -181,21 +190,23 @@ def plan_coalesced(
         clean = np.empty(n, dtype=bool)
         clean[0] = True
         np.greater_equal(ss[1:], reach[:-1], out=clean[1:])
-        cuts = np.flatnonzero(clean)  # where a piece may start
+        # bisect on lists: numpy's per-call cost would dominate this per-piece loop.
+        cuts = np.flatnonzero(clean).tolist()  # where a piece may start
+        reach_l = reach.tolist()
+        ss_l = ss.tolist()
         for r in too_long.tolist():
             i, stop = int(heads[r]), int(tails[r])
             while True:
                 # First index whose inclusion would make the piece too long.
-                j = i + int(np.searchsorted(reach[i:stop], ss[i] + max_request_bytes, side="right"))
+                j = bisect.bisect_right(reach_l, ss_l[i] + max_request_bytes, i, stop)
                 if j >= stop:
                     break
-                k = int(np.searchsorted(cuts, j, side="right")) - 1
-                c = int(cuts[k])
+                c = cuts[bisect.bisect_right(cuts, j) - 1]
                 if c <= i:  # no cut in (i, j]: take the first one after i, if any
-                    k = int(np.searchsorted(cuts, i, side="right"))
-                    if k >= cuts.size or cuts[k] >= stop:
+                    k = bisect.bisect_right(cuts, i)
+                    if k >= len(cuts) or cuts[k] >= stop:
                         break
-                    c = int(cuts[k])
+                    c = cuts[k]
                 new[c] = True
                 i = c
 
@@ -211,12 +222,13 @@ def plan_coalesced(
 
 
 class _OpenFile:
-    __slots__ = ("dev", "evicted", "fd", "ino", "users")
+    __slots__ = ("dev", "evicted", "fd", "ino", "size", "users")
 
-    def __init__(self, fd: int, dev: int, ino: int) -> None:
+    def __init__(self, fd: int, dev: int, ino: int, size: int) -> None:
         self.fd = fd
         self.dev = dev
         self.ino = ino
+        self.size = size  # as of the last acquire
         self.users = 0
         self.evicted = False
 
@@ -239,12 +251,13 @@ class _FdCache:
         with self._lock:
             f = self._files.get(path)
             if f is not None and f.dev == st.st_dev and f.ino == st.st_ino:
+                f.size = st.st_size
                 self._files.move_to_end(path)
                 f.users += 1
                 return f
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
         fst = os.fstat(fd)
-        new = _OpenFile(fd, fst.st_dev, fst.st_ino)
+        new = _OpenFile(fd, fst.st_dev, fst.st_ino, fst.st_size)
         new.users = 1
         with self._lock:
             old = self._files.pop(path, None)
@@ -313,12 +326,18 @@ def _fetch_local(source: Source, ms: list[int], me: list[int]) -> list[Any]:
         return [exc] * len(ms)
     try:
         out: list[Any] = []
+        size = f.size
         for a, b in zip(ms, me, strict=True):
-            if b == a:
+            if b > size:
+                # Never allocate for bytes the file does not hold (a manifest may claim a
+                # 1 TiB chunk): read up to the end; the length check reports the rest.
+                size = f.size = os.fstat(f.fd).st_size
+            hi = min(b, size)
+            if hi <= a:
                 out.append(b"")
                 continue
             try:
-                out.append(_pread_full(f.fd, a, b - a))
+                out.append(_pread_full(f.fd, a, hi - a))
             except OSError as exc:
                 out.append(exc)
         return out
@@ -329,65 +348,92 @@ def _fetch_local(source: Source, ms: list[int], me: list[int]) -> list[Any]:
 # -- remote sources: obstore -------------------------------------------------------------
 
 
+_UNEXPECTED_RANGE_RE = re.compile(r"requested \d+\.\.\d+, got \d+\.\.\d+")
+
+
 def _is_range_error(exc: BaseException) -> bool:
     text = f"{type(exc).__name__} {exc}".lower()
-    return any(m in text for m in _RANGE_SPECIFIC_MARKERS)
+    return any(m in text for m in _RANGE_SPECIFIC_MARKERS) or bool(
+        _UNEXPECTED_RANGE_RE.search(text)
+    )
 
 
-def _fetch_remote_sync(source: Source, ms: list[int], me: list[int]) -> list[Any]:
+def _waves(ms: list[int], me: list[int]) -> list[list[int]]:
+    """Split the non-empty merged ranges into calls in which no two ranges touch.
+
+    ``get_ranges(coalesce=0)`` still joins ranges that touch (gap 0), which would undo the
+    ``max_request_bytes`` split of a long contiguous run into parallel requests.  Sorted
+    disjoint ranges k and k+2 are separated by range k+1, so alternate ranges never touch.
+    """
     idx = [i for i in range(len(ms)) if me[i] > ms[i]]
-    out: list[Any] = [b""] * len(ms)
-    if not idx:
-        return out
+    if any(me[a] == ms[b] for a, b in itertools.pairwise(idx)):
+        return [idx[0::2], idx[1::2]]
+    return [idx] if idx else []
+
+
+def _fetch_wave_sync(source: Source, ms: list[int], me: list[int], idx: list[int]) -> list[Any]:
     qs = [ms[i] for i in idx]
     qe = [me[i] for i in idx]
     try:
-        got = obstore.get_ranges(source.store, source.path, starts=qs, ends=qe, coalesce=0)
+        return list(obstore.get_ranges(source.store, source.path, starts=qs, ends=qe, coalesce=0))
     except Exception as exc:
         if len(idx) == 1 or not _is_range_error(exc):
-            for i in idx:
-                out[i] = exc
-            return out
-        # A range-specific failure: find out which merged ranges fail.
-        for i in idx:
-            try:
-                out[i] = obstore.get_range(source.store, source.path, start=ms[i], end=me[i])
-            except Exception as one:
-                out[i] = one
-        return out
-    for i, buf in zip(idx, got, strict=True):
-        out[i] = buf
+            return [exc] * len(idx)
+    # A range-specific failure: find out which merged ranges fail.
+    out: list[Any] = []
+    for i in idx:
+        try:
+            out.append(obstore.get_range(source.store, source.path, start=ms[i], end=me[i]))
+        except Exception as one:
+            out.append(one)
     return out
 
 
-async def _fetch_remote_async(source: Source, ms: list[int], me: list[int]) -> list[Any]:
-    idx = [i for i in range(len(ms)) if me[i] > ms[i]]
+def _fetch_remote_sync(source: Source, ms: list[int], me: list[int]) -> list[Any]:
+    """obstore reads of the merged ranges; a failure is returned in its slot."""
     out: list[Any] = [b""] * len(ms)
-    if not idx:
-        return out
+    for idx in _waves(ms, me):
+        for i, res in zip(idx, _fetch_wave_sync(source, ms, me, idx), strict=True):
+            out[i] = res
+    return out
+
+
+async def _fetch_wave_async(
+    source: Source, ms: list[int], me: list[int], idx: list[int]
+) -> list[Any]:
     qs = [ms[i] for i in idx]
     qe = [me[i] for i in idx]
     try:
-        got = await obstore.get_ranges_async(
-            source.store, source.path, starts=qs, ends=qe, coalesce=0
+        return list(
+            await obstore.get_ranges_async(
+                source.store, source.path, starts=qs, ends=qe, coalesce=0
+            )
         )
     except Exception as exc:
         if len(idx) == 1 or not _is_range_error(exc):
-            for i in idx:
-                out[i] = exc
-            return out
-        singles = await asyncio.gather(
+            return [exc] * len(idx)
+    return list(
+        await asyncio.gather(
             *(
                 obstore.get_range_async(source.store, source.path, start=ms[i], end=me[i])
                 for i in idx
             ),
             return_exceptions=True,
         )
-        for i, res in zip(idx, singles, strict=True):
-            out[i] = res
-        return out
-    for i, buf in zip(idx, got, strict=True):
-        out[i] = buf
+    )
+
+
+async def _fetch_remote_async(source: Source, ms: list[int], me: list[int]) -> list[Any]:
+    """Async `_fetch_remote_sync`; the waves run concurrently."""
+    out: list[Any] = [b""] * len(ms)
+    waves = _waves(ms, me)
+    if len(waves) == 1:
+        results = [await _fetch_wave_async(source, ms, me, waves[0])]
+    else:
+        results = await asyncio.gather(*(_fetch_wave_async(source, ms, me, w) for w in waves))
+    for idx, res in zip(waves, results, strict=True):
+        for i, r in zip(idx, res, strict=True):
+            out[i] = r
     return out
 
 
@@ -398,9 +444,17 @@ def _keys_text(keys: list[str | None]) -> str:
     named = [k for k in keys if k is not None]
     if not named:
         return ""
+    if len(named) == 1:
+        return f" for key {named[0]!r}"
     shown = ", ".join(repr(k) for k in named[:_MAX_KEYS_IN_MESSAGE])
     more = len(named) - _MAX_KEYS_IN_MESSAGE
-    return f" for key(s) {shown}" + (f" (+{more} more)" if more > 0 else "")
+    return f" for keys {shown}" + (f" (+{more} more)" if more > 0 else "")
+
+
+def _cause_text(exc: BaseException) -> str:
+    # obstore appends a multi-line Rust debug dump; the chained cause keeps it.
+    text = str(exc).split("\n\nDebug source:", 1)[0].strip()
+    return f"{type(exc).__name__}: {text}"
 
 
 def _range_error(
@@ -430,7 +484,7 @@ def _range_error(
     cls = ShortReadError if short else ChunkReadError
     label = "short read" if short else "reading failed"
     err = cls(
-        f"{label}: {what}: {type(cause).__name__}: {cause}",
+        f"{label}: {what}: {_cause_text(cause)}",
         key=key,
         url=source.url,
         start=s,
@@ -440,20 +494,115 @@ def _range_error(
     return err
 
 
+class _Plan(NamedTuple):
+    """A checked, planned request as plain lists (what the fetch loop works on)."""
+
+    s: list[int]  # input starts, input order
+    e: list[int]  # input ends
+    ms: list[int]  # merged starts, sorted
+    me: list[int]  # merged ends
+    group: list[int]  # merged range of each input
+
+
+def _plan_small(s: list[int], e: list[int], gap: int, limit: int) -> tuple[list[int], ...]:
+    """`plan_coalesced` in plain Python, for small batches where numpy's per-call cost
+    dominates; same result (tested against it)."""
+    n = len(s)
+    order = sorted(range(n), key=s.__getitem__)
+    ss = [s[i] for i in order]
+    reach = list(itertools.accumulate((e[i] for i in order), max))
+    new = [True] + [ss[k] - reach[k - 1] > gap for k in range(1, n)]
+    heads = [k for k in range(n) if new[k]]
+    for h, t in zip(heads, [*heads[1:], n], strict=True):
+        if reach[t - 1] - ss[h] <= limit:
+            continue
+        i = h
+        while True:
+            j = bisect.bisect_right(reach, ss[i] + limit, i, t)
+            if j >= t:
+                break
+            c = j  # the last clean cut in (i, j], else the first after j
+            while c > i and ss[c] < reach[c - 1]:
+                c -= 1
+            if c <= i:
+                c = j + 1
+                while c < t and ss[c] < reach[c - 1]:
+                    c += 1
+                if c >= t:
+                    break
+            new[c] = True
+            i = c
+    ms: list[int] = []
+    me: list[int] = []
+    group = [0] * n
+    g = -1
+    for k in range(n):
+        if new[k]:
+            g += 1
+            ms.append(ss[k])
+            me.append(reach[k])
+        else:
+            me[g] = reach[k]
+        group[order[k]] = g
+    return ms, me, group
+
+
+def _prepare(
+    source: Source,
+    starts: npt.ArrayLike,
+    ends: npt.ArrayLike,
+    keys: Sequence[str | None] | None,
+    max_gap_bytes: int | None,
+    max_request_bytes: int,
+) -> _Plan:
+    if max_gap_bytes is None:
+        local = source.local_path is not None
+        max_gap_bytes = DEFAULT_LOCAL_MAX_GAP_BYTES if local else DEFAULT_MAX_GAP_BYTES
+    n = len(starts)  # type: ignore[arg-type]
+    if n > _SMALL_BATCH:
+        sa, ea = _as_ranges(starts, ends)
+        if keys is not None and len(keys) != sa.size:
+            raise ManifestError(f"{len(keys)} keys for {sa.size} byte ranges")
+        _check_ranges(sa, ea, keys)
+        plan = plan_coalesced(
+            sa, ea, max_gap_bytes=max_gap_bytes, max_request_bytes=max_request_bytes
+        )
+        return _Plan(
+            sa.tolist(), ea.tolist(), plan.starts.tolist(), plan.ends.tolist(), plan.group.tolist()
+        )
+    s = [int(x) for x in starts]  # type: ignore[union-attr]
+    e = [int(x) for x in ends]  # type: ignore[union-attr]
+    if len(e) != n:
+        raise ManifestError(f"{n} range starts but {len(e)} range ends")
+    if keys is not None and len(keys) != n:
+        raise ManifestError(f"{len(keys)} keys for {n} byte ranges")
+    for i in range(n):
+        if s[i] < 0 or e[i] < s[i]:
+            key = keys[i] if keys is not None else None
+            raise ManifestError(
+                f"invalid byte range [{s[i]}, {e[i]}) of {source.url}" + _keys_text([key]),
+                key=key,
+                field="offset",
+            )
+    if n <= 1:
+        return _Plan(s, e, s, e, [0] * n)
+    if max_gap_bytes < 0 or max_request_bytes < 1:
+        raise ValueError("max_gap_bytes must be >= 0 and max_request_bytes >= 1")
+    ms, me, group = _plan_small(s, e, max_gap_bytes, max_request_bytes)
+    return _Plan(s, e, ms, me, group)
+
+
 def _distribute(
     source: Source,
-    s: np.ndarray,
-    e: np.ndarray,
+    p: _Plan,
     keys: Sequence[str | None] | None,
-    plan: CoalescedPlan,
     results: list[Any],
 ) -> tuple[list[memoryview | None], list[ChunkReadError | None] | None]:
     """Slice merged buffers back per input; per-input errors where a merged read failed."""
-    ms = plan.starts
-    expected = (plan.ends - ms).tolist()
+    ms, me = p.ms, p.me
     views: list[Any] = []
     ok = True
-    for res, want in zip(results, expected, strict=True):
+    for res, a, b in zip(results, ms, me, strict=True):
         if isinstance(res, BaseException):
             views.append(res)
             ok = False
@@ -461,34 +610,31 @@ def _distribute(
         mv = memoryview(res)
         if mv.ndim != 1 or mv.itemsize != 1:
             mv = mv.cast("B")
-        if mv.nbytes != want:
+        if mv.nbytes != b - a:
             ok = False
         views.append(mv)
-    g = plan.group
-    rel_s = (s - ms[g]).tolist()
-    rel_e = (e - ms[g]).tolist()
-    gl = g.tolist()
     if ok:  # the hot path: every merged read came back whole
-        return [views[gi][a:b] for gi, a, b in zip(gl, rel_s, rel_e, strict=True)], None
+        return [
+            views[g][a - ms[g] : b - ms[g]] for g, a, b in zip(p.group, p.s, p.e, strict=True)
+        ], None
 
     out: list[memoryview | None] = []
     errors: list[ChunkReadError | None] = []
-    for i, (gi, a, b) in enumerate(zip(gl, rel_s, rel_e, strict=True)):
-        v = views[gi]
+    for i, (g, a, b) in enumerate(zip(p.group, p.s, p.e, strict=True)):
+        v = views[g]
         key = keys[i] if keys is not None else None
-        req = (int(ms[gi]), int(plan.ends[gi]))
+        req = (ms[g], me[g])
+        want = me[g] - ms[g]
         if isinstance(v, BaseException):
             out.append(None)
-            errors.append(_range_error(source, v, int(s[i]), int(e[i]), key, req=req))
-        elif v.nbytes == expected[gi] or (v.nbytes < expected[gi] and b <= v.nbytes):
+            errors.append(_range_error(source, v, a, b, key, req=req))
+        elif v.nbytes == want or (v.nbytes < want and b - ms[g] <= v.nbytes):
             # A merged read cut short at end of file still holds the inputs before the cut.
-            out.append(v[a:b])
+            out.append(v[a - ms[g] : b - ms[g]])
             errors.append(None)
         else:
             out.append(None)
-            errors.append(
-                _range_error(source, None, int(s[i]), int(e[i]), key, got=v.nbytes, req=req)
-            )
+            errors.append(_range_error(source, None, a, b, key, got=v.nbytes, req=req))
     return out, errors
 
 
@@ -502,33 +648,12 @@ def _raise_first(errors: list[ChunkReadError | None], keys: Sequence[str | None]
     raise first
 
 
-def _prepare(
-    source: Source,
-    starts: npt.ArrayLike,
-    ends: npt.ArrayLike,
-    keys: Sequence[str | None] | None,
-    max_gap_bytes: int | None,
-    max_request_bytes: int,
-) -> tuple[np.ndarray, np.ndarray, CoalescedPlan]:
-    s, e = _as_ranges(starts, ends)
-    if keys is not None and len(keys) != s.size:
-        raise ManifestError(f"{len(keys)} keys for {s.size} byte ranges")
-    _check_ranges(s, e, keys)
-    if max_gap_bytes is None:
-        local = source.local_path is not None
-        max_gap_bytes = DEFAULT_LOCAL_MAX_GAP_BYTES if local else DEFAULT_MAX_GAP_BYTES
-    plan = plan_coalesced(s, e, max_gap_bytes=max_gap_bytes, max_request_bytes=max_request_bytes)
-    return s, e, plan
-
-
-def _wrap_unexpected(
-    source: Source, exc: Exception, s: np.ndarray, e: np.ndarray, keys: Any
-) -> ChunkReadError:
-    lo = int(s.min()) if s.size else 0
-    hi = int(e.max()) if e.size else 0
+def _wrap_unexpected(source: Source, exc: Exception, p: _Plan, keys: Any) -> ChunkReadError:
+    lo = min(p.s) if p.s else 0
+    hi = max(p.e) if p.e else 0
     names = _keys_text(list(keys) if keys is not None else [])
     err = ChunkReadError(
-        f"reading failed: bytes [{lo}, {hi}) of {source.url}{names}: {type(exc).__name__}: {exc}",
+        f"reading failed: bytes [{lo}, {hi}) of {source.url}{names}: {_cause_text(exc)}",
         key=keys[0] if keys is not None and len(keys) else None,
         url=source.url,
         start=lo,
@@ -556,7 +681,8 @@ def read_ranges_sync(
         ``os.pread`` on a cached descriptor, others with one ``obstore.get_ranges`` call
         for all merged ranges.
     starts, ends
-        Byte ranges, 1-D integer arrays of equal length (any order, may overlap or repeat).
+        Byte ranges: sequences or 1-D integer arrays of equal length (any order, may
+        overlap or repeat).
     keys
         Store keys of the ranges, only to name them in errors.
     max_gap_bytes
@@ -580,19 +706,17 @@ def read_ranges_sync(
     ManifestError
         A range is invalid (negative, or end before start).
     """
-    s, e, plan = _prepare(source, starts, ends, keys, max_gap_bytes, max_request_bytes)
-    ms = plan.starts.tolist()
-    me = plan.ends.tolist()
+    p = _prepare(source, starts, ends, keys, max_gap_bytes, max_request_bytes)
     try:
         if source.local_path is not None:
-            results = _fetch_local(source, ms, me)
+            results = _fetch_local(source, p.ms, p.me)
         else:
-            results = _fetch_remote_sync(source, ms, me)
+            results = _fetch_remote_sync(source, p.ms, p.me)
     except ZarrManifestError:
         raise
     except Exception as exc:
-        raise _wrap_unexpected(source, exc, s, e, keys) from exc
-    out, errors = _distribute(source, s, e, keys, plan, results)
+        raise _wrap_unexpected(source, exc, p, keys) from exc
+    out, errors = _distribute(source, p, keys, results)
     if errors is not None:
         _raise_first(errors, keys)
     return out  # type: ignore[return-value]
@@ -601,20 +725,35 @@ def read_ranges_sync(
 def read_range_sync(source: Source, start: int, end: int, *, key: str | None = None) -> Any:
     """Read one byte range ``[start, end)`` of a source, checked; no planning overhead.
 
-    The per-chunk path of zarr's synchronous pipeline: one ``pread`` (local) or one
-    ``obstore.get_range`` (remote).  Errors as in `read_ranges_sync`.
+    The per-chunk path of zarr's synchronous pipeline: one ``pread`` on a cached
+    descriptor (local) or one ``obstore.get_range`` (remote).
+
+    Returns
+    -------
+    bytes or obstore.Bytes
+        Exactly ``end - start`` bytes (both support the buffer protocol and ``len``).
+
+    Raises
+    ------
+    ShortReadError, ChunkReadError, ManifestError
+        As `read_ranges_sync`.
     """
+    start = int(start)
+    end = int(end)
     if start < 0 or end < start:
-        raise ManifestError(f"invalid byte range [{start}, {end}) of {source.url}" + _keys_text([key]))
-    try:
-        if source.local_path is not None:
-            result = _fetch_local(source, [start], [end])[0]
-        else:
-            result = _fetch_remote_sync(source, [start], [end])[0]
-    except ZarrManifestError:
-        raise
-    except Exception as exc:
-        raise _range_error(source, exc, start, end, key, req=(start, end)) from exc
+        raise ManifestError(
+            f"invalid byte range [{start}, {end}) of {source.url}" + _keys_text([key]), key=key
+        )
+    result: Any
+    if source.local_path is not None:
+        result = _fetch_local(source, [start], [end])[0]
+    elif end == start:
+        result = b""
+    else:
+        try:
+            result = obstore.get_range(source.store, source.path, start=start, end=end)
+        except Exception as exc:
+            result = exc
     if isinstance(result, BaseException):
         raise _range_error(source, result, start, end, key, req=(start, end)) from result
     if len(result) != end - start:
@@ -623,28 +762,22 @@ def read_range_sync(source: Source, start: int, end: int, *, key: str | None = N
 
 
 async def _read_async_results(
-    source: Source,
-    s: np.ndarray,
-    e: np.ndarray,
-    keys: Sequence[str | None] | None,
-    plan: CoalescedPlan,
+    source: Source, p: _Plan, keys: Sequence[str | None] | None
 ) -> tuple[list[memoryview | None], list[ChunkReadError | None] | None]:
-    ms = plan.starts.tolist()
-    me = plan.ends.tolist()
     try:
         if source.local_path is not None:
-            total = int((plan.ends - plan.starts).sum())
+            total = sum(p.me) - sum(p.ms)
             if total <= LOCAL_INLINE_MAX_BYTES:
-                results = _fetch_local(source, ms, me)
+                results = _fetch_local(source, p.ms, p.me)
             else:
-                results = await asyncio.to_thread(_fetch_local, source, ms, me)
+                results = await asyncio.to_thread(_fetch_local, source, p.ms, p.me)
         else:
-            results = await _fetch_remote_async(source, ms, me)
+            results = await _fetch_remote_async(source, p.ms, p.me)
     except ZarrManifestError:
         raise
     except Exception as exc:
-        raise _wrap_unexpected(source, exc, s, e, keys) from exc
-    return _distribute(source, s, e, keys, plan, results)
+        raise _wrap_unexpected(source, exc, p, keys) from exc
+    return _distribute(source, p, keys, results)
 
 
 async def read_ranges_async(
@@ -661,14 +794,18 @@ async def read_ranges_async(
     Remote sources use ``obstore.get_ranges_async``.  Local sources are read inline when
     the merged ranges total at most `LOCAL_INLINE_MAX_BYTES`, else in a worker thread.
     """
-    s, e, plan = _prepare(source, starts, ends, keys, max_gap_bytes, max_request_bytes)
-    out, errors = await _read_async_results(source, s, e, keys, plan)
+    p = _prepare(source, starts, ends, keys, max_gap_bytes, max_request_bytes)
+    out, errors = await _read_async_results(source, p, keys)
     if errors is not None:
         _raise_first(errors, keys)
     return out  # type: ignore[return-value]
 
 
 # -- batching concurrent single-range reads ---------------------------------------------
+
+# The callers waiting for one range: (future, key) each.  Every reader has its own future,
+# so one giving up (cancelled) does not cancel the read the others share.
+_Waiters = list[tuple["asyncio.Future[memoryview]", "str | None"]]
 
 
 class _LoopState:
@@ -677,10 +814,11 @@ class _LoopState:
     __slots__ = ("inflight", "pending", "scheduled", "tasks")
 
     def __init__(self) -> None:
-        # Requests not yet sent, per source: (start, end) -> (future, key).
-        self.pending: dict[Source, dict[tuple[int, int], tuple[asyncio.Future[Any], Any]]] = {}
-        # Every unfinished request, to share identical ranges: (source, start, end) -> future.
-        self.inflight: dict[tuple[Source, int, int], asyncio.Future[Any]] = {}
+        # Ranges not yet sent, per source: (start, end) -> waiters.
+        self.pending: dict[Source, dict[tuple[int, int], _Waiters]] = {}
+        # Every unfinished range, so identical ones are read once: (source, start, end) ->
+        # the same waiters list as in pending.
+        self.inflight: dict[tuple[Source, int, int], _Waiters] = {}
         self.scheduled = False
         self.tasks: set[asyncio.Task[None]] = set()
 
@@ -691,8 +829,8 @@ class RangeBatcher:
     ``await batcher.read(source, start, end, key=...)`` queues the range; once the event
     loop has run ``turns`` more iterations (by default: every coroutine that was ready in
     the same turn has had its go), all queued ranges of each source are read with one
-    `read_ranges_async` call.  Identical ranges in flight are read once and shared.  A
-    failure is reported only to the reads it concerns.
+    coalesced fetch (as `read_ranges_async`).  Identical ranges in flight are read once and
+    shared.  A failure is reported only to the reads it concerns.
 
     Parameters
     ----------
@@ -724,7 +862,7 @@ class RangeBatcher:
         self._states: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState] = (
             weakref.WeakKeyDictionary()
         )
-        #: Number of `read_ranges_async` calls made (for tests and diagnostics).
+        #: Number of coalesced fetches made (for tests and diagnostics).
         self.fetch_calls = 0
 
     def __getstate__(self) -> dict[str, Any]:
@@ -764,23 +902,27 @@ class RangeBatcher:
         start = int(start)
         end = int(end)
         if start < 0 or end < start:
-            where = f" for key {key!r}" if key is not None else ""
-            raise ManifestError(f"invalid byte range [{start}, {end}){where}", key=key)
+            raise ManifestError(
+                f"invalid byte range [{start}, {end}) of {source.url}" + _keys_text([key]),
+                key=key,
+            )
         if end == start:
             return memoryview(b"")
         loop = asyncio.get_running_loop()
         st = self._state(loop)
+        fut: asyncio.Future[memoryview] = loop.create_future()
         ident = (source, start, end)
-        fut = st.inflight.get(ident)
-        if fut is None:
-            fut = loop.create_future()
-            st.inflight[ident] = fut
-            st.pending.setdefault(source, {})[(start, end)] = (fut, key)
+        waiters = st.inflight.get(ident)
+        if waiters is not None:
+            waiters.append((fut, key))
+        else:
+            waiters = [(fut, key)]
+            st.inflight[ident] = waiters
+            st.pending.setdefault(source, {})[(start, end)] = waiters
             if not st.scheduled:
                 st.scheduled = True
                 loop.call_soon(self._tick, loop, st, self.turns)
-        # shield: one caller giving up must not cancel the read others share.
-        return await asyncio.shield(fut)
+        return await fut
 
     def _tick(self, loop: asyncio.AbstractEventLoop, st: _LoopState, left: int) -> None:
         if left > 1:
@@ -794,33 +936,21 @@ class RangeBatcher:
             task.add_done_callback(st.tasks.discard)
 
     async def _run(
-        self,
-        st: _LoopState,
-        source: Source,
-        reqs: dict[tuple[int, int], tuple[asyncio.Future[Any], Any]],
+        self, st: _LoopState, source: Source, reqs: dict[tuple[int, int], _Waiters]
     ) -> None:
         ranges = list(reqs)
-        futs = [reqs[r][0] for r in ranges]
-        keys = [reqs[r][1] for r in ranges]
+        keys = [reqs[r][0][1] for r in ranges]
         try:
-            s = np.fromiter((r[0] for r in ranges), dtype=np.int64, count=len(ranges))
-            e = np.fromiter((r[1] for r in ranges), dtype=np.int64, count=len(ranges))
-            gap = self.max_gap_bytes
-            if gap is None:
-                local = source.local_path is not None
-                gap = DEFAULT_LOCAL_MAX_GAP_BYTES if local else DEFAULT_MAX_GAP_BYTES
-            plan = plan_coalesced(s, e, max_gap_bytes=gap, max_request_bytes=self.max_request_bytes)
+            p = _prepare(
+                source,
+                [r[0] for r in ranges],
+                [r[1] for r in ranges],
+                keys,
+                self.max_gap_bytes,
+                self.max_request_bytes,
+            )
             self.fetch_calls += 1
-            out, errors = await _read_async_results(source, s, e, keys, plan)
-            for i, fut in enumerate(futs):
-                if fut.done():
-                    continue
-                err = errors[i] if errors is not None else None
-                if err is not None:
-                    fut.set_exception(err)
-                    fut.exception()  # a waiter that gave up must not cause a warning
-                else:
-                    fut.set_result(out[i])
+            out, errors = await _read_async_results(source, p, keys)
         except BaseException as exc:
             err = (
                 exc
@@ -829,12 +959,22 @@ class RangeBatcher:
                     f"reading {source.url} was interrupted: {exc!r}", url=source.url
                 )
             )
-            for fut in futs:
-                if not fut.done():
-                    fut.set_exception(err)
-                    fut.exception()
+            for r in ranges:
+                for fut, _ in st.inflight.pop((source, r[0], r[1]), reqs[r]):
+                    if not fut.done():
+                        fut.set_exception(err)
+                        fut.exception()  # a reader that gave up must not cause a warning
             if not isinstance(exc, Exception):
                 raise
-        finally:
-            for r in ranges:
-                st.inflight.pop((source, r[0], r[1]), None)
+            return
+        # No await from here on: readers that joined a range until now are all served.
+        for i, r in enumerate(ranges):
+            err = errors[i] if errors is not None else None
+            for fut, _ in st.inflight.pop((source, r[0], r[1]), reqs[r]):
+                if fut.done():
+                    continue
+                if err is not None:
+                    fut.set_exception(err)
+                    fut.exception()
+                else:
+                    fut.set_result(out[i])  # type: ignore[arg-type]

@@ -11,11 +11,12 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
-from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Self
 
 import numpy as np
 import obstore
+import orjson
 from obstore.store import LocalStore
 from zarr.abc.store import (
     ByteRequest,
@@ -27,13 +28,23 @@ from zarr.abc.store import (
 from zarr.core.buffer import Buffer, BufferPrototype, default_buffer_prototype
 
 from zarr_manifest.array import ManifestArray, chunk_grid_shape
-from zarr_manifest.errors import ChunkReadError, ManifestFormatError, SourceNotAllowedError
-from zarr_manifest.format.location import StoreLocation, open_location
+from zarr_manifest.errors import (
+    ChunkReadError,
+    ManifestFormatError,
+    ShortReadError,
+    SourceNotAllowedError,
+)
+from zarr_manifest.format.location import open_location
 from zarr_manifest.format.paths import local_path_to_url, resolve_reference
 from zarr_manifest.format.transformer import parse_array_document, parse_node_document
 from zarr_manifest.group import ManifestGroup
 from zarr_manifest.manifest import ChunkManifest
-from zarr_manifest.store.fetch import RangeBatcher, read_range_sync, read_ranges_async
+from zarr_manifest.store.fetch import (
+    LOCAL_INLINE_MAX_BYTES,
+    RangeBatcher,
+    read_range_sync,
+    read_ranges_async,
+)
 from zarr_manifest.store.sources import Source, SourceRegistry
 
 if TYPE_CHECKING:
@@ -43,7 +54,6 @@ if TYPE_CHECKING:
 __all__ = ["ManifestStore"]
 
 ZARR_JSON = "zarr.json"
-_READ_ONLY = "store was opened in read-only mode and does not support writing"
 
 
 class ManifestStore(Store):
@@ -59,12 +69,14 @@ class ManifestStore(Store):
         URL prefixes (or local directories) outside ``root`` that references may read.
         Default-deny: a reference to anything not under ``root`` or one of these is refused
         with `SourceNotAllowedError`.  For an in-memory `ManifestGroup` the directories of
-        the sources it references are allowed (they are the caller's own choice).
+        the sources it references are allowed too (they are the caller's own choice),
+        unless ``allowed_prefixes`` or ``registry`` already cover them.
     registry
         A `SourceRegistry` with pre-configured obstore stores (credentials, endpoints) for
         source prefixes; merged with ``allowed_prefixes``.
     read_only
-        Must be True: the store is read-only (accepted for zarr's ``Store.open`` protocol).
+        Must be True: the store is read-only (accepted for zarr's ``Store.open`` protocol;
+        False raises ValueError).
     max_gap_bytes, max_request_bytes
         Coalescing limits: ranges of one file closer than ``max_gap_bytes`` are read in one
         request of at most ``max_request_bytes``.
@@ -82,9 +94,17 @@ class ManifestStore(Store):
 
     Notes
     -----
-    Manifests are parsed lazily, on the first read of one of the array's chunks.  The
-    store implements zarr's synchronous surface (`get_sync`), so zarr's
-    ``FusedCodecPipeline`` reads without per-chunk coroutines.
+    Manifests are parsed lazily, on the first read of one of the array's chunks (or a
+    listing that needs the array's chunk keys); all their references are checked then.
+    The store implements zarr's synchronous surface (`get_sync`), so zarr's
+    ``FusedCodecPipeline`` reads local sources without per-chunk coroutines.
+
+    Keys are served as follows: a virtual array's ``zarr.json`` without the storage
+    transformer, its chunk keys from the manifest (a byte range outside a chunk is a
+    `ChunkReadError`), its ``manifest.json`` and other files not at all; a group's
+    ``zarr.json`` without consolidated metadata; everything else as stored.  Listings leave
+    out the contents of directories of a group that are not nodes (``data/`` holding the
+    referenced files), as the format's spec recommends.
     """
 
     supports_writes: bool = False
@@ -106,6 +126,8 @@ class ManifestStore(Store):
         base_url: str | None = None,
         **obstore_kwargs: Any,
     ) -> None:
+        if not read_only:
+            raise ValueError(f"{type(self).__name__} is read-only; read_only=False is not possible")
         super().__init__(read_only=True)
         self._args = {
             "root": root,
@@ -125,7 +147,9 @@ class ManifestStore(Store):
         self._registry = registry.copy() if registry is not None else SourceRegistry()
         self._lock = threading.RLock()
         self._nodes: dict[str, _Node | None] = {}
-        self._batcher = RangeBatcher(max_gap_bytes=max_gap_bytes, max_request_bytes=max_request_bytes)
+        self._batcher = RangeBatcher(
+            max_gap_bytes=max_gap_bytes, max_request_bytes=max_request_bytes
+        )
         self._blocks = _BlockCache(cache_bytes)
         self._local_root: str | None = None
         if isinstance(root, ManifestGroup):
@@ -133,8 +157,14 @@ class ManifestStore(Store):
             self._memory = _memory_objects(root)
             base = base_url or local_path_to_url(os.getcwd()) + "/"
             self._url = base
-            for prefix in _group_source_dirs(root, base):
+            # The caller's own prefixes go first: a source they cover is read with the store
+            # they configured (credentials, retries), not one built here for its directory,
+            # which as the longer prefix would otherwise win.
+            for prefix in allowed_prefixes or ():
                 self._registry.register(prefix)
+            for url in _group_source_urls(root, base):
+                if url not in self._registry:
+                    self._registry.register(url.rsplit("/", 1)[0] + "/")
             for path, node in root.walk():
                 if isinstance(node, ManifestArray):
                     self._nodes[path] = _Node(
@@ -152,8 +182,8 @@ class ManifestStore(Store):
                 self._local_root = os.path.realpath(self._location.store.prefix)
             self._url = self._location.url
             self._registry.register(self._url, self._location.store)
-        for prefix in allowed_prefixes or ():
-            self._registry.register(prefix)
+            for prefix in allowed_prefixes or ():
+                self._registry.register(prefix)
 
     # ---- construction helpers -----------------------------------------------------------
 
@@ -172,7 +202,9 @@ class ManifestStore(Store):
     def __eq__(self, value: object) -> bool:
         if not isinstance(value, ManifestStore):
             return False
-        if isinstance(self._args["root"], ManifestGroup) or isinstance(value._args["root"], ManifestGroup):
+        if isinstance(self._args["root"], ManifestGroup) or isinstance(
+            value._args["root"], ManifestGroup
+        ):
             return self._args["root"] == value._args["root"] and self._url == value._url
         return self._url == value._url and self._registry.prefixes == value._registry.prefixes
 
@@ -202,13 +234,18 @@ class ManifestStore(Store):
     ) -> Buffer | None:
         """The value of ``key`` (or a byte range of it); None when it does not exist."""
         if not self._is_open:
-            await self._open()
+            # Opening only sets the flag: set it here, because two threads' first reads
+            # could both call _open, and the second would fail with "already open".
+            self._is_open = True
+        _check_byte_range(byte_range)
         prototype = prototype or default_buffer_prototype()
         target = self._route(key)
         if isinstance(target, _Chunk):
             data = await self._read_chunk_async(target, byte_range)
         elif isinstance(target, bytes):
             data = _slice(target, byte_range, key)
+        elif target is _HIDDEN:
+            data = None  # manifest.json and stray files of virtual arrays are not zarr's
         else:
             data = await self._read_object_async(key, byte_range)
         return None if data is None else prototype.buffer.from_bytes(data)
@@ -221,12 +258,15 @@ class ManifestStore(Store):
         byte_range: ByteRequest | None = None,
     ) -> Buffer | None:
         """`get` without an event loop (zarr's ``SupportsGetSync``)."""
+        _check_byte_range(byte_range)
         prototype = prototype or default_buffer_prototype()
         target = self._route(key)
         if isinstance(target, _Chunk):
             data = self._read_chunk_sync(target, byte_range)
         elif isinstance(target, bytes):
             data = _slice(target, byte_range, key)
+        elif target is _HIDDEN:
+            data = None
         else:
             data = self._read_object_sync(key, byte_range)
         return None if data is None else prototype.buffer.from_bytes(data)
@@ -242,13 +282,14 @@ class ManifestStore(Store):
         by_source: dict[Source, list[tuple[int, int, int, str]]] = {}
         others: list[tuple[int, str, ByteRequest | None]] = []
         for i, (key, byte_range) in enumerate(requests):
+            _check_byte_range(byte_range)
             target = self._route(key)
             if isinstance(target, _Chunk):
                 if target.missing:
                     continue
                 start, end = _chunk_range(target, byte_range)
                 by_source.setdefault(target.source(), []).append((i, start, end, key))
-            else:
+            elif target is not _HIDDEN:
                 others.append((i, key, byte_range))
 
         async def read_source(source: Source, reqs: list[tuple[int, int, int, str]]) -> None:
@@ -299,16 +340,24 @@ class ManifestStore(Store):
         return size
 
     async def getsize_prefix(self, prefix: str) -> int:
-        """Total size under ``prefix``; virtual arrays are summed from manifest lengths."""
+        """Total size of what `list_prefix` lists under ``prefix`` (taken as a directory).
+
+        Chunks of virtual arrays count with their manifest lengths, ordinary objects with
+        the sizes their listing reports: no object is read.
+        """
         if prefix and not prefix.endswith("/"):
             prefix += "/"
         total = 0
-        for key in self._object_keys():
-            if key.startswith(prefix) and self._route(key) is not _HIDDEN:
-                total += await self.getsize(key)
-        for node in self._virtual_arrays():
-            if node.path_key("").startswith(prefix):
+        shown = self._listed_objects()
+        for key, size in shown.items():
+            if key.startswith(prefix):
+                total += size
+        for node in self._virtual_arrays(shown):
+            directory = node.path_key("")
+            if directory.startswith(prefix):
                 total += int(node.manifest.lengths.sum(dtype=np.uint64))
+            elif prefix.startswith(directory):
+                total += sum(n for k, n in node.chunk_items() if k.startswith(prefix))
         return total
 
     # ---- writing (refused) --------------------------------------------------------------
@@ -325,6 +374,10 @@ class ManifestStore(Store):
     async def delete_dir(self, prefix: str) -> None:
         self._check_writable()
 
+    async def clear(self) -> None:
+        """Refused: the store is read-only (ValueError)."""
+        self._check_writable()
+
     def set_sync(self, key: str, value: Buffer) -> None:
         """Refused: the store is read-only (ValueError)."""
         self._check_writable()
@@ -336,29 +389,25 @@ class ManifestStore(Store):
     # ---- listing ------------------------------------------------------------------------
 
     async def list(self) -> AsyncIterator[str]:
-        for key in self._all_keys():
+        for key in self._keys_under(""):
             yield key
 
     async def list_prefix(self, prefix: str) -> AsyncIterator[str]:
-        for key in self._all_keys():
-            if key.startswith(prefix):
-                yield key
+        for key in self._keys_under(prefix):
+            yield key
 
     async def list_dir(self, prefix: str) -> AsyncIterator[str]:
         prefix = prefix.rstrip("/")
         start = f"{prefix}/" if prefix else ""
         seen: set[str] = set()
-        for key in self._all_keys():
-            if key.startswith(start):
-                name = key[len(start) :].split("/", 1)[0]
-                if name not in seen:
-                    seen.add(name)
-                    yield name
-
-    async def is_empty(self, prefix: str) -> bool:
-        async for _ in self.list_prefix(prefix):
-            return False
-        return True
+        # Only arrays whose directory is `start` or holds it need their manifest for this:
+        # an array below `start` is named by its zarr.json already (zarr lists the members
+        # of groups this way, and must not make every manifest be parsed).
+        for key in self._keys_under(start, inside_only=True):
+            name = key[len(start) :].split("/", 1)[0]
+            if name not in seen:
+                seen.add(name)
+                yield name
 
     def close(self) -> None:
         super().close()
@@ -375,11 +424,12 @@ class ManifestStore(Store):
     def _route(self, key: str) -> _Chunk | bytes | object | None:
         """What ``key`` is: a chunk of a virtual array, served metadata bytes, hidden, or an
         ordinary object (None: read it from the root storage)."""
+        if not _is_valid_key(key):
+            return _HIDDEN  # "", "a/", "a//b", "../x": no object has such a key
         node = self._owner(key)
         if node is None:
-            if key.endswith(ZARR_JSON):
-                parent = key[: -len(ZARR_JSON)].rstrip("/")
-                doc = self._node(parent)
+            if _is_zarr_json(key):
+                doc = self._node(_node_dir(key))
                 if doc is not None:
                     return doc.served
             return None
@@ -426,45 +476,114 @@ class ManifestStore(Store):
         doc = parse_node_document(bytes(raw), location=where)
         base = self._url + (f"{path}/" if path else "")
         if doc["node_type"] == "group":
-            return _Node(path, bytes(raw), None, base, reader=self._read_object_sync)
+            served = bytes(raw)
+            if doc.get("consolidated_metadata") is not None:
+                # Spec 3.3: consolidated metadata would show zarr the arrays' documents with
+                # their storage transformers (and may disagree with them): serve it without.
+                del doc["consolidated_metadata"]
+                served = orjson.dumps(doc, option=orjson.OPT_INDENT_2)
+            return _Node(path, served, None, base, reader=self._read_object_sync)
         parsed = parse_array_document(doc, location=where)
         return _Node(
-            path, parsed.to_bytes(), parsed.metadata, base,
-            reader=self._read_object_sync, manifest_key=parsed.manifest,
+            path,
+            parsed.to_bytes(),
+            parsed.metadata,
+            base,
+            reader=self._read_object_sync,
+            manifest_key=parsed.manifest,
         )
 
-    def _virtual_arrays(self) -> list[_Node]:
-        self._discover()
+    def _virtual_arrays(self, shown: dict[str, int]) -> list[_Node]:
+        """The virtual arrays whose zarr.json is among the ``shown`` objects."""
         return sorted(
-            (n for n in list(self._nodes.values()) if n is not None and n.manifest_key is not None),
+            (
+                n
+                for n in list(self._nodes.values())
+                if n is not None and n.manifest_key is not None and n.path_key(ZARR_JSON) in shown
+            ),
             key=lambda n: n.path,
         )
 
-    def _discover(self) -> None:
-        for key in self._object_keys():
-            if key.endswith(ZARR_JSON):
-                self._node(key[: -len(ZARR_JSON)].rstrip("/"))
+    def _listed_objects(self) -> dict[str, int]:
+        """The objects of the root storage that zarr is shown, with their sizes as served.
 
-    def _all_keys(self) -> Iterator[str]:
-        virtual = self._virtual_arrays()
-        for key in self._object_keys():
-            if self._route(key) is not _HIDDEN:
-                yield key  # manifest.json and stray files of virtual arrays are not zarr's
-        for node in virtual:
-            yield from node.chunk_keys()
+        Not shown: manifest files and other files of virtual arrays' directories (their
+        chunk keys come from the manifests), and, as spec 9.5 recommends, the contents of
+        directories inside a group that are not nodes (``data/`` holding the referenced
+        files) -- zarr would warn about each as an unknown member.
+        """
+        sizes = self._object_sizes()
+        node_dirs = {_node_dir(k) for k in sizes if _is_zarr_json(k)}
+        for directory in sorted(node_dirs):
+            with self._lock:
+                if self._nodes.get(directory, False) is None:
+                    del self._nodes[directory]  # looked up before its zarr.json was written
+            self._node(directory)
+        shown: dict[str, int] = {}
+        for key, size in sizes.items():
+            if not self._in_hierarchy(key, node_dirs):
+                continue
+            owner = self._owner(key)
+            if (
+                owner is not None
+                and owner.manifest_key is not None
+                and key != owner.path_key(ZARR_JSON)
+            ):
+                continue  # routing it could parse the manifest, only to hide the object
+            target = self._route(key)
+            if isinstance(target, bytes):
+                shown[key] = len(target)
+            elif target is None:
+                shown[key] = size
+        return shown
+
+    def _in_hierarchy(self, key: str, node_dirs: set[str]) -> bool:
+        """Whether ``key`` is not under a non-node directory of a group."""
+        parts = key.split("/")
+        for depth in range(len(parts) - 1):
+            directory = "/".join(parts[:depth])
+            node = self._node(directory) if directory in node_dirs else None
+            if node is None:
+                continue
+            if node.is_array:
+                return True  # an array's directory holds what its zarr.json says
+            if "/".join(parts[: depth + 1]) not in node_dirs:
+                return False
+        return True
+
+    def _keys_under(self, prefix: str, *, inside_only: bool = False) -> Iterator[str]:
+        """Every key zarr is shown that starts with ``prefix``: objects first, then chunk keys.
+
+        Manifests are parsed only for arrays that can have chunk keys under ``prefix`` (with
+        ``inside_only``: only for arrays whose directory is ``prefix`` or holds it).
+        """
+        shown = self._listed_objects()
+        yield from (key for key in shown if key.startswith(prefix))
+        for node in self._virtual_arrays(shown):
+            directory = node.path_key("")
+            if prefix.startswith(directory):
+                yield from (key for key in node.chunk_keys() if key.startswith(prefix))
+            elif directory.startswith(prefix) and not inside_only:
+                yield from node.chunk_keys()
 
     # ---- storage of the manifest store itself --------------------------------------------
 
-    def _object_keys(self) -> list[str]:
+    def _object_sizes(self) -> dict[str, int]:
         if self._memory is not None:
-            return sorted(self._memory)
+            return {k: len(v) for k, v in sorted(self._memory.items())}
         assert self._location is not None
-        return sorted(m["path"] for m in obstore.list(self._location.store).collect())
+        listing = obstore.list(self._location.store).collect()
+        return {m["path"]: int(m["size"]) for m in sorted(listing, key=lambda m: m["path"])}
 
-    def _check_contained(self, key: str) -> None:
-        """Refuse an object of a local root that is a symlink leading out of the root."""
+    def _is_local_file(self, key: str) -> bool | None:
+        """For a local root: whether ``key`` is a regular file (None for other roots).
+
+        A symlink leading out of the root is refused.  A key that names a directory or
+        runs through a file is absent, as in zarr's LocalStore (obstore would report some
+        of these as errors).
+        """
         if self._local_root is None:
-            return
+            return None
         real = os.path.realpath(os.path.join(self._local_root, key))
         if real != self._local_root and not real.startswith(self._local_root + os.sep):
             raise SourceNotAllowedError(
@@ -472,38 +591,66 @@ class ManifestStore(Store):
                 key=key,
                 path=real,
             )
+        return os.path.isfile(real)
 
     def _read_object_sync(self, key: str, byte_range: ByteRequest | None) -> bytes | None:
-        self._check_contained(key)
         if self._memory is not None:
             data = self._memory.get(key)
             return None if data is None else _slice(data, byte_range, key)
         assert self._location is not None
+        if self._is_local_file(key) is False:
+            return None
+        store = self._location.store
         try:
             if byte_range is None:
-                return bytes(obstore.get(self._location.store, key).bytes())
-            return bytes(_obstore_range_sync(self._location.store, key, byte_range))
+                return bytes(obstore.get(store, key).bytes())
+            return bytes(_obstore_range_sync(store, key, byte_range))
         except FileNotFoundError:
             return None
+        except Exception:
+            if byte_range is None:
+                raise
+            # Object stores refuse a range that selects nothing (start at or past the end,
+            # or empty); zarr's own stores return b"" for it: serve it as they do.
+            try:
+                size = int(obstore.head(store, key)["size"])
+            except FileNotFoundError:
+                return None
+            if _selects_nothing(byte_range, size):
+                return b""
+            raise
 
     async def _read_object_async(self, key: str, byte_range: ByteRequest | None) -> bytes | None:
-        self._check_contained(key)
         if self._memory is not None:
             return self._read_object_sync(key, byte_range)
         assert self._location is not None
+        if self._is_local_file(key) is False:
+            return None
+        store = self._location.store
         try:
             if byte_range is None:
-                result = await obstore.get_async(self._location.store, key)
+                result = await obstore.get_async(store, key)
                 return bytes(await result.bytes_async())
-            return bytes(await _obstore_range_async(self._location.store, key, byte_range))
+            return bytes(await _obstore_range_async(store, key, byte_range))
         except FileNotFoundError:
             return None
+        except Exception:
+            if byte_range is None:
+                raise
+            size = await self._object_size(key)  # as in _read_object_sync
+            if size is None:
+                return None
+            if _selects_nothing(byte_range, size):
+                return b""
+            raise
 
     async def _object_size(self, key: str) -> int | None:
         if self._memory is not None:
             data = self._memory.get(key)
             return None if data is None else len(data)
         assert self._location is not None
+        if self._is_local_file(key) is False:
+            return None
         try:
             meta = await obstore.head_async(self._location.store, key)
         except FileNotFoundError:
@@ -518,19 +665,31 @@ class ManifestStore(Store):
         start, end = _chunk_range(chunk, byte_range)
         return read_range_sync(chunk.source(), start, end, key=chunk.key)
 
-    async def _read_chunk_async(self, chunk: _Chunk, byte_range: ByteRequest | None) -> bytes | None:
+    async def _read_chunk_async(
+        self, chunk: _Chunk, byte_range: ByteRequest | None
+    ) -> bytes | None:
         if chunk.missing:
             return None
         start, end = _chunk_range(chunk, byte_range)
         source = chunk.source()
         if source.local_path is not None:
-            # a local read is a few microseconds: cheaper than any scheduling
-            return read_range_sync(source, start, end, key=chunk.key)
+            if end - start <= LOCAL_INLINE_MAX_BYTES:
+                # a small local read is a few microseconds: cheaper than any scheduling
+                return read_range_sync(source, start, end, key=chunk.key)
+            # a large one would hold up every other read on zarr's event loop
+            return await asyncio.to_thread(read_range_sync, source, start, end, key=chunk.key)
         if self._readahead:
             block = chunk.node.block_of(chunk, self._readahead, self._max_gap)
             if block is not None:
-                data = await self._blocks.get(block, self._batcher, source, chunk.key)
-                return data[start - block[1] : end - block[1]]
+                try:
+                    data = await self._blocks.get(block, self._batcher, source, chunk.key)
+                except ShortReadError:
+                    # The block may end short only past this chunk (a neighbour referencing
+                    # bytes beyond the end of the file): read the chunk alone, which either
+                    # succeeds or fails naming this chunk.
+                    pass
+                else:
+                    return data[start - block[1] : end - block[1]]
         return await self._batcher.read(source, start, end, key=chunk.key)
 
 
@@ -545,11 +704,12 @@ class _Node:
     __slots__ = (
         "_blocks",
         "_decoder",
+        "_in_memory",
         "_lock",
         "_manifest",
         "_reader",
-        "_in_memory",
         "_sources",
+        "_urls",
         "base_url",
         "is_array",
         "manifest_key",
@@ -580,6 +740,7 @@ class _Node:
         # Only manifests the user built in memory may hold plain local paths; on disk the
         # spec forbids them, so they are a format error there, never a file to read.
         self._in_memory = manifest is not None
+        self._urls: tuple[str, ...] | None = None
         self._lock = threading.Lock()
         self._sources: dict[int, Source] = {}
         self._blocks: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
@@ -610,29 +771,49 @@ class _Node:
         raw = self._reader(key, None)
         if raw is None:
             raise ManifestFormatError(f"{where} is missing", location=where)
-        return ChunkManifest.from_json_bytes(raw, shape=chunk_grid_shape(self.metadata), location=where)
+        manifest = ChunkManifest.from_json_bytes(
+            raw, shape=chunk_grid_shape(self.metadata), location=where
+        )
+        # Every reference is checked now, not when its chunk is first read: the spec wants
+        # format errors (7.1) reported before any data of the array is returned.
+        self._urls = _reference_urls(manifest, self.base_url, in_memory=False, where=where)
+        return manifest
 
-    def chunk_keys(self) -> Iterator[str]:
+    def urls(self) -> tuple[str, ...]:
+        """The canonical URL of each path of the manifest's path table."""
+        manifest = self.manifest
+        if self._urls is None:
+            self._urls = _reference_urls(
+                manifest, self.base_url, in_memory=self._in_memory, where=None
+            )
+        return self._urls
+
+    def chunk_items(self) -> Iterator[tuple[str, int]]:
+        """(store key, length) of every chunk present in the manifest, in C order."""
         manifest = self.manifest
         flat = np.flatnonzero(manifest.path_ids.reshape(-1) >= 0)
+        lengths = manifest.lengths.reshape(-1)[flat].tolist()
         encoding = self.metadata.chunk_key_encoding
         if manifest.ndim_chunk_grid == 0:
             indices: Iterable[tuple[int, ...]] = [()] * len(flat)
         else:
-            indices = zip(*(a.tolist() for a in np.unravel_index(flat, manifest.shape_chunk_grid)), strict=True)
-        for index in indices:
-            yield self.path_key(encoding.encode_chunk_key(index))
+            indices = zip(
+                *(a.tolist() for a in np.unravel_index(flat, manifest.shape_chunk_grid)),
+                strict=True,
+            )
+        for index, length in zip(indices, lengths, strict=True):
+            yield self.path_key(encoding.encode_chunk_key(index)), length
+
+    def chunk_keys(self) -> Iterator[str]:
+        for key, _ in self.chunk_items():
+            yield key
 
     def source(self, pid: int, registry: SourceRegistry, key: str) -> Source:
         try:
             return self._sources[pid]
         except KeyError:
             pass
-        path = self.manifest.path_table[pid]
-        if path.startswith("/") and not path.startswith("//") and self._in_memory:
-            path = local_path_to_url(path)
-        url = resolve_reference(path, self.base_url)
-        source = registry.resolve(url, key=key)
+        source = registry.resolve(self.urls()[pid], key=key)
         self._sources[pid] = source
         return source
 
@@ -653,12 +834,16 @@ class _Node:
         return (pid, int(starts[i]), int(ends[i]))
 
 
-def _plan_blocks(manifest: ChunkManifest, pid: int, limit: int, max_gap: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _plan_blocks(
+    manifest: ChunkManifest, pid: int, limit: int, max_gap: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Group one file's chunk ranges (sorted by offset) into blocks of at most ``limit`` bytes."""
     mask = manifest.path_ids == pid
     starts = np.sort(manifest.offsets[mask].astype(np.int64))
     order = np.argsort(manifest.offsets[mask].astype(np.int64), kind="stable")
-    ends = (manifest.offsets[mask].astype(np.int64) + manifest.lengths[mask].astype(np.int64))[order]
+    ends = (manifest.offsets[mask].astype(np.int64) + manifest.lengths[mask].astype(np.int64))[
+        order
+    ]
     if starts.size == 0:
         return starts, ends, starts
     block_starts = [int(starts[0])]
@@ -706,7 +891,8 @@ class _BlockCache:
         self._limit = limit
         self._data: dict[tuple[Any, ...], bytes] = {}
         self._size = 0
-        self._pending: dict[tuple[Any, ...], asyncio.Future[bytes]] = {}
+        # Fetches in flight, per event loop (a task belongs to one loop).
+        self._pending: dict[tuple[Any, ...], asyncio.Task[bytes]] = {}
         self._lock = threading.Lock()
 
     def clear(self) -> None:
@@ -717,38 +903,58 @@ class _BlockCache:
     async def get(
         self, block: tuple[int, int, int], batcher: RangeBatcher, source: Source, key: str
     ) -> bytes:
-        ident = (source.url, block[1], block[2], id(asyncio.get_running_loop()))
+        ident = (source.url, id(source.store), block[1], block[2])
+        loop = asyncio.get_running_loop()
         with self._lock:
             data = self._data.pop(ident, None)
             if data is not None:
                 self._data[ident] = data  # most recently used goes last
                 return data
-            pending = self._pending.get(ident)
-            if pending is None:
-                pending = asyncio.get_running_loop().create_future()
-                self._pending[ident] = pending
-                owner = True
-            else:
-                owner = False
-        if not owner:
-            return await asyncio.shield(pending)
+            pending_key = (*ident, id(loop))
+            task = self._pending.get(pending_key)
+            if task is None:
+                # The fetch runs as a task of its own, so a reader that is cancelled (or
+                # times out) cannot cancel it under the others waiting for the same block.
+                task = loop.create_task(self._fetch(ident, pending_key, batcher, source, key))
+                # retrieved even when every reader gave up, so asyncio does not warn
+                task.add_done_callback(lambda t: t.cancelled() or t.exception())
+                self._pending[pending_key] = task
+        return await asyncio.shield(task)
+
+    async def _fetch(
+        self,
+        ident: tuple[Any, ...],
+        pending_key: tuple[Any, ...],
+        batcher: RangeBatcher,
+        source: Source,
+        key: str,
+    ) -> bytes:
         try:
-            data = bytes(await batcher.read(source, block[1], block[2], key=key))
-        except BaseException as e:
+            data = bytes(await batcher.read(source, ident[2], ident[3], key=key))
+        finally:
             with self._lock:
-                self._pending.pop(ident, None)
-            pending.set_exception(e)
-            pending.exception()  # mark retrieved: waiters re-raise it themselves
-            raise
+                self._pending.pop(pending_key, None)
         with self._lock:
-            self._pending.pop(ident, None)
-            self._data[ident] = data
-            self._size += len(data)
+            if ident not in self._data:
+                self._data[ident] = data
+                self._size += len(data)
             while self._size > self._limit and len(self._data) > 1:
                 old = next(iter(self._data))
                 self._size -= len(self._data.pop(old))
-        pending.set_result(data)
         return data
+
+
+def _is_valid_key(key: str) -> bool:
+    return bool(key) and all(part not in ("", ".", "..") for part in key.split("/"))
+
+
+def _is_zarr_json(key: str) -> bool:
+    return key == ZARR_JSON or key.endswith("/" + ZARR_JSON)
+
+
+def _node_dir(zarr_json_key: str) -> str:
+    """The node path of a zarr.json key ("" for the root)."""
+    return zarr_json_key[: -len(ZARR_JSON)].rstrip("/")
 
 
 def _key_decoder(encoding: ChunkKeyEncoding, ndim: int):  # type: ignore[no-untyped-def]
@@ -775,7 +981,9 @@ def _indices(parts: list[str], ndim: int) -> tuple[int, ...] | None:
     if len(parts) != ndim:
         return None
     for p in parts:
-        if not (p.isdigit() and p.isascii()):
+        # Only the exact encoding of an index is a chunk key: "01" or "+1" must be absent
+        # (spec 9.2), not an alias of chunk 1.
+        if not (p.isdigit() and p.isascii()) or (p[0] == "0" and len(p) > 1):
             return None
     return tuple(map(int, parts))
 
@@ -803,6 +1011,23 @@ def _chunk_range(chunk: _Chunk, byte_range: ByteRequest | None) -> tuple[int, in
     return chunk.offset + lo, chunk.offset + hi
 
 
+def _check_byte_range(byte_range: object) -> None:
+    if byte_range is not None and not isinstance(
+        byte_range, RangeByteRequest | OffsetByteRequest | SuffixByteRequest
+    ):
+        # zarr's stores word it so (zarr.testing.store.StoreTests.test_get_raises)
+        raise TypeError(f"Unexpected byte_range, got {byte_range!r}")
+
+
+def _selects_nothing(byte_range: ByteRequest, size: int) -> bool:
+    """Whether a byte request selects no byte of an object of ``size`` bytes."""
+    if isinstance(byte_range, RangeByteRequest):
+        return min(byte_range.end, size) <= byte_range.start
+    if isinstance(byte_range, OffsetByteRequest):
+        return byte_range.offset >= size
+    return size == 0 or byte_range.suffix == 0
+
+
 def _slice(data: bytes, byte_range: ByteRequest | None, key: str) -> bytes:
     if byte_range is None:
         return data
@@ -828,9 +1053,13 @@ async def _obstore_range_async(store: Any, key: str, byte_range: ByteRequest) ->
     if isinstance(byte_range, RangeByteRequest):
         return await obstore.get_range_async(store, key, start=byte_range.start, end=byte_range.end)
     if isinstance(byte_range, OffsetByteRequest):
-        result = await obstore.get_async(store, key, options={"range": {"offset": byte_range.offset}})
+        result = await obstore.get_async(
+            store, key, options={"range": {"offset": byte_range.offset}}
+        )
     else:
-        result = await obstore.get_async(store, key, options={"range": {"suffix": byte_range.suffix}})
+        result = await obstore.get_async(
+            store, key, options={"range": {"suffix": byte_range.suffix}}
+        )
     return await result.bytes_async()
 
 
@@ -853,14 +1082,31 @@ def _memory_objects(group: ManifestGroup) -> dict[str, bytes]:
     return objects
 
 
-def _group_source_dirs(group: ManifestGroup, base: str) -> set[str]:
-    """The directories of every source an in-memory group references."""
-    dirs: set[str] = set()
+def _group_source_urls(group: ManifestGroup, base: str) -> set[str]:
+    """The URL of every source an in-memory group references."""
+    urls: set[str] = set()
     for _, node in group.walk():
-        manifest = getattr(node, "manifest", None)
-        if manifest is None:
-            continue
-        for path in manifest.path_table:
-            url = resolve_reference(local_path_to_url(path) if path.startswith("/") else path, base)
-            dirs.add(url.rsplit("/", 1)[0] + "/")
-    return dirs
+        if isinstance(node, ManifestArray):
+            urls.update(_reference_urls(node.manifest, base, in_memory=True, where=None))
+    return urls
+
+
+def _reference_urls(
+    manifest: ChunkManifest, base: str, *, in_memory: bool, where: str | None
+) -> tuple[str, ...]:
+    """The canonical URL of each path of a manifest's path table, in table order.
+
+    Plain local paths are accepted only from manifests built in memory; on disk the spec
+    forbids them, so there they are a format error, like any other invalid reference.
+    """
+    urls = []
+    for path in manifest.path_table:
+        if in_memory and path.startswith("/") and not path.startswith("//"):
+            path = local_path_to_url(path)
+        try:
+            urls.append(resolve_reference(path, base))
+        except ManifestFormatError as exc:
+            if where is None:
+                raise
+            raise ManifestFormatError(f"{where}: {exc}", location=where, field="path") from exc
+    return tuple(urls)

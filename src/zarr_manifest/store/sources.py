@@ -104,6 +104,8 @@ class _Entry:
     store: Any
     real_root: str | None = None
     real_prefix: str | None = None
+    # http(s): client_options / retry_config for the per-query stores of presigned URLs.
+    http_options: Mapping[str, Any] | None = None
 
 
 def _segments_of(canon: str) -> tuple[str, str, tuple[str, ...]]:
@@ -244,8 +246,24 @@ class SourceRegistry:
             real_root = real_prefix
             if store is None and not is_dir and not os.path.isdir(real_prefix):
                 real_root = os.path.dirname(real_prefix)
+        kwargs = dict(obstore_kwargs)
+        http_options = None
+        if scheme in _HTTP_SCHEMES:
+            if store is None:
+                options = dict(kwargs.pop("client_options", None) or {})
+                if scheme == "http":
+                    options.setdefault("allow_http", True)
+                kwargs["client_options"] = options
+                http_options = {
+                    k: kwargs[k] for k in ("client_options", "retry_config") if k in kwargs
+                }
+            elif isinstance(store, HTTPStore):
+                http_options = {
+                    "client_options": store.client_options,
+                    "retry_config": store.retry_config,
+                }
         if store is None:
-            store = self._build_store(scheme, root_url, real_root, dict(obstore_kwargs))
+            store = self._build_store(scheme, root_url, real_root, kwargs)
         entry = _Entry(
             prefix=normalized,
             scheme=scheme,
@@ -255,6 +273,7 @@ class SourceRegistry:
             store=store,
             real_root=real_root,
             real_prefix=real_prefix,
+            http_options=http_options,
         )
         with self._lock:
             entries = [e for e in self._entries if e.prefix != normalized]
@@ -270,10 +289,6 @@ class SourceRegistry:
             assert real_root is not None
             return LocalStore(real_root, **kwargs)
         if scheme in _HTTP_SCHEMES:
-            options = dict(kwargs.pop("client_options", None) or {})
-            if scheme == "http":
-                options.setdefault("allow_http", True)
-            kwargs["client_options"] = options
             # HTTPStore joins paths with "/" itself: a trailing slash would double it.
             base = root_url if root_url.count("/") <= 3 else root_url.rstrip("/")
             store = from_url(base, **kwargs)
@@ -341,8 +356,10 @@ class SourceRegistry:
             canon = canonical_url(url)
         except ManifestFormatError as exc:
             raise self._refuse(url, key, str(exc)) from exc
-        scheme, authority, segs = _segments_of(canon)
-        if canon.endswith("/"):
+        # In canonical form a "?" can only start the query of an http(s) URL.
+        canon_path, _, query = canon.partition("?")
+        scheme, authority, segs = _segments_of(canon_path)
+        if canon_path.endswith("/"):
             raise self._refuse(url, key, "it names a directory, not an object")
         entries = self._entries
         if scheme == "file":
@@ -362,7 +379,18 @@ class SourceRegistry:
         if not rel:
             raise self._refuse(url, key, "it names the store root, not an object")
         path = decode_path_segments("/".join(rel))
-        return Source(url=canon, store=best.store, path=path, local_path=None)
+        store = best.store
+        if query:
+            # A presigned URL: the query must go with every request, so it gets a store of
+            # its own, rooted where the registered store is.
+            root = f"{scheme}://{authority}" + "".join("/" + s for s in segs[: best.root_len])
+            options = best.http_options
+            if options is None:
+                options = {"client_options": {"allow_http": True}} if scheme == "http" else {}
+            # HTTPStore, not from_url: that would map e.g. amazonaws.com hosts to an
+            # S3Store, which drops the query.
+            store = HTTPStore.from_url(f"{root}?{query}", **options)
+        return Source(url=canon, store=store, path=path, local_path=None)
 
     def _resolve_file(self, url: str, canon: str, key: str | None, entries: list[_Entry]) -> Source:
         real = os.path.realpath(url_to_local_path(canon))
@@ -399,13 +427,6 @@ class SourceRegistry:
 
     def __len__(self) -> int:
         return len(self._entries)
-
-    def copy(self) -> SourceRegistry:
-        """An independent registry with the same prefixes and stores (registering on the
-        copy leaves this one unchanged)."""
-        new = SourceRegistry()
-        new._entries = list(self._entries)
-        return new
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, SourceRegistry):
