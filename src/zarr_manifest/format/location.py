@@ -56,6 +56,8 @@ def open_location(
         path = Path(root).expanduser().absolute()
         if mkdir:
             path.mkdir(parents=True, exist_ok=True)
+        elif not path.is_dir():
+            raise FileNotFoundError(f"no manifest store at {path}: not a directory")
         return StoreLocation(LocalStore(path, mkdir=mkdir), path.as_uri())
     if isinstance(root, str):
         if root.startswith("file://"):
