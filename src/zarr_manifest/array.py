@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
+import zarr
 from zarr.core.metadata.v3 import (
     ArrayV3Metadata,
     RectilinearChunkGridMetadata,
@@ -37,7 +38,9 @@ def parse_array_metadata(metadata: ArrayV3Metadata | Mapping[str, Any]) -> Array
     elif isinstance(metadata, Mapping):
         doc = {"zarr_format": 3, "node_type": "array", **metadata}
         try:
-            meta = ArrayV3Metadata.from_dict(doc)
+            # the rectilinear-grid gate is zarr's to apply when it opens an array
+            with zarr.config.set({"array.rectilinear_chunks": True}):
+                meta = ArrayV3Metadata.from_dict(doc)
         except (ValueError, TypeError, KeyError) as e:
             raise MetadataError(f"invalid Zarr v3 array metadata: {e}") from e
     else:

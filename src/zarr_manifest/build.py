@@ -90,11 +90,20 @@ def build(
     groups = _parse_all(urls, options, obstore_kwargs, executor, _reporter(progress, len(urls)))
     if len(groups) == 1:
         return groups[0]
-    labels = [repr(u.rsplit("/", 1)[-1]) for u in urls]
+    labels = _labels(urls)
     if combine == "by_coords":
         return combine_by_coords(groups, labels=labels)
     assert concat_dim is not None
     return concat(groups, concat_dim, labels=labels)
+
+
+def _labels(urls: Sequence[str]) -> list[str]:
+    """How errors name the inputs: file names, or whole paths when file names repeat
+    (``2020/air.nc``, ``2021/air.nc``), so a message always says which file."""
+    names = [u.rstrip("/").rsplit("/", 1)[-1] for u in urls]
+    if len(set(names)) < len(names):
+        names = list(urls)
+    return [repr(n) for n in names]
 
 
 def parse_one(url: str, options: dict[str, Any], obstore_kwargs: dict[str, Any]) -> ManifestGroup:
@@ -155,6 +164,7 @@ def _reporter(
     if not progress:
         return lambda url: None
     try:
+        from rich.console import Console
         from rich.progress import Progress
     except ImportError:
         import sys
@@ -165,7 +175,8 @@ def _reporter(
             print(f"\r[{done}/{total}] {url}", end="\n" if done == total else "", file=sys.stderr)
 
         return plain
-    bar = Progress(transient=False)
+    # on stderr, as documented: stdout stays for the command's own output
+    bar = Progress(console=Console(stderr=True), transient=False)
     task = bar.add_task("parsing", total=total)
     bar.start()
 

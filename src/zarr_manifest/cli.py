@@ -1,7 +1,8 @@
 """The ``zarr-manifest`` command: build, info, validate, convert.
 
 Exit codes: 0 success; 1 ``validate`` found problems; 2 bad command line; 3 bad input
-(a file that cannot be parsed, a store that breaks the spec, a refused source).
+(a file that cannot be parsed, a store that breaks the spec, a refused source) or an
+input/output error (a missing file, an output that exists or cannot be written).
 """
 
 from __future__ import annotations
@@ -96,20 +97,34 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as e:
         return int(e.code or 0) if e.code in (0, None) else EXIT_USAGE
+    import zarr
+
     try:
-        return int(_COMMANDS[args.command](args))
+        # `build` writes a rectilinear chunk grid for uneven inputs (monthly files); every
+        # command must read such stores back, which zarr 3.4 only does with this flag on
+        with zarr.config.set({"array.rectilinear_chunks": True}):
+            return int(_COMMANDS[args.command](args))
     except ZarrManifestError as e:
         print(f"zarr-manifest {args.command}: {type(e).__name__}: {e}", file=sys.stderr)
         return EXIT_INPUT
-    except (FileNotFoundError, FileExistsError) as e:
+    except OSError as e:
+        # missing inputs, an existing output, an unwritable destination: never a traceback
+        # with exit code 1, which means "validate found problems"
         print(f"zarr-manifest {args.command}: {e}", file=sys.stderr)
         return EXIT_INPUT
 
 
 def _build(args: argparse.Namespace) -> int:
-    from zarr_manifest.build import build
+    from zarr_manifest.build import build, expand_inputs
 
     files: Any = args.files[0] if len(args.files) == 1 else args.files
+    if args.concat_dim is None and not args.by_coords and len(expand_inputs(files)) > 1:
+        # a command-line mistake, not bad input: say so with the usage exit code
+        print(
+            "zarr-manifest build: several inputs need --concat-dim DIM or --by-coords",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
     executor = None
     if args.workers > 1:
         from concurrent.futures import ProcessPoolExecutor

@@ -55,9 +55,7 @@ def concat(
         not have ``dim``); the message names the variable and the two inputs.
     """
     groups = _check_groups(groups, "concat")
-    names = (
-        list(labels) if labels is not None else [input_label(g, i) for i, g in enumerate(groups)]
-    )
+    names = _labels(groups, labels)
     return _combine_group(groups, names, dim, stack_new=False, path="")
 
 
@@ -75,9 +73,7 @@ def stack(
         As for `concat`, or ``dim`` already exists in an input.
     """
     groups = _check_groups(groups, "stack")
-    names = (
-        list(labels) if labels is not None else [input_label(g, i) for i, g in enumerate(groups)]
-    )
+    names = _labels(groups, labels)
     return _combine_group(groups, names, dim, stack_new=True, path="")
 
 
@@ -100,9 +96,7 @@ def combine_by_coords(
         `concat` fails; the message names the coordinate and the inputs.
     """
     groups = _check_groups(groups, "combine_by_coords")
-    names = (
-        list(labels) if labels is not None else [input_label(g, i) for i, g in enumerate(groups)]
-    )
+    names = _labels(groups, labels)
     if len(groups) == 1:
         return groups[0]
     values = [_coordinate_values(g) for g in groups]
@@ -115,11 +109,17 @@ def combine_by_coords(
             "combine_by_coords: no 1-D coordinate differs between the inputs, so there is no "
             f"order to combine them in (coordinates: {dims or 'none'})"
         )
-    # Each input's position along each concatenation dimension: the rank of its first value.
+    # Each input's position along each concatenation dimension: the rank of its first value,
+    # in the direction the coordinate runs (latitudes are often stored north to south).
     positions: list[tuple[int, ...]] = []
     ranks: dict[str, dict[Any, int]] = {}
+    directions: dict[str, int] = {}
     for d in concat_dims:
-        firsts = sorted({_first(v[d], d, names[i]) for i, v in enumerate(values)})
+        directions[d] = _direction([v[d] for v in values], d, names)
+        firsts = sorted(
+            {_first(v[d], d, names[i]) for i, v in enumerate(values)},
+            reverse=directions[d] < 0,
+        )
         ranks[d] = {x: r for r, x in enumerate(firsts)}
     for i, v in enumerate(values):
         positions.append(tuple(ranks[d][_first(v[d], d, names[i])] for d in concat_dims))
@@ -141,7 +141,7 @@ def combine_by_coords(
     for i, pos in enumerate(positions):
         grid[pos] = i
     for axis, d in enumerate(concat_dims):
-        _check_spacing(grid, axis, d, values, names)
+        _check_spacing(grid, axis, d, values, names, directions[d])
     # Concatenate along the last dimension first, then outwards.
     items: np.ndarray = np.vectorize(lambda i: (groups[i], names[i]), otypes=[object])(grid)
     for axis in reversed(range(len(concat_dims))):
@@ -158,6 +158,15 @@ def combine_by_coords(
 
 
 # ---- internals ----------------------------------------------------------------------------
+
+
+def _labels(groups: list[ManifestGroup], labels: Sequence[str] | None) -> list[str]:
+    if labels is None:
+        return [input_label(g, i) for i, g in enumerate(groups)]
+    names = list(labels)
+    if len(names) != len(groups):
+        raise CombineError(f"{len(names)} labels for {len(groups)} inputs")
+    return names
 
 
 def _check_groups(groups: Sequence[ManifestGroup], what: str) -> list[ManifestGroup]:
@@ -237,17 +246,31 @@ def _combine_inline(
     members: list[InlineArray], dim: str, *, stack_new: bool, var: str, names: list[str]
 ) -> InlineArray:
     first = members[0]
+    dims = tuple(first.dimension_names or ())
+    axis = None if stack_new else dims.index(dim)
     for i, m in enumerate(members[1:], start=1):
         if m.dtype != first.dtype:
             raise CombineError(
                 f"variable {var!r}: {names[i]} has dtype {m.dtype}, {names[0]} has {first.dtype}"
             )
-    dims = tuple(first.dimension_names or ())
+        # checked here so numpy's own shape errors never escape as a bare ValueError
+        if tuple(m.dimension_names or ()) != dims:
+            raise CombineError(
+                f"variable {var!r}: {names[i]} has dimensions {m.dimension_names}, "
+                f"{names[0]} has {first.dimension_names}"
+            )
+        off = [d for d in range(first.ndim) if d != axis and m.shape[d] != first.shape[d]]
+        if m.ndim != first.ndim or off:
+            where = "" if axis is None else f" off dimension {dim!r}"
+            raise CombineError(
+                f"variable {var!r}: {names[i]} has shape {m.shape}, {names[0]} has "
+                f"{first.shape}; they must agree{where}"
+            )
     if stack_new:
         data = np.stack([m.data for m in members])
         dims = (dim, *dims)
     else:
-        data = np.concatenate([m.data for m in members], axis=dims.index(dim))
+        data = np.concatenate([m.data for m in members], axis=axis)
     return InlineArray.from_numpy(
         data,
         dimension_names=dims or None,
@@ -305,11 +328,43 @@ def _first(values: np.ndarray, dim: str, label: str) -> Any:
     return values[0].item() if hasattr(values[0], "item") else values[0]
 
 
+def _direction(coords: list[np.ndarray], dim: str, names: list[str]) -> int:
+    """+1 if the coordinate increases in every input, -1 if it decreases in every input.
+
+    Inputs with a single value say nothing and take the others' direction (increasing
+    when no input has two values).
+    """
+    seen: dict[int, int] = {}
+    for i, c in enumerate(coords):
+        if c.size < 2:
+            continue
+        # compare neighbours rather than np.diff, which wraps around for unsigned integers
+        if np.all(c[1:] > c[:-1]):
+            seen.setdefault(1, i)
+        elif np.all(c[1:] < c[:-1]):
+            seen.setdefault(-1, i)
+        else:
+            raise CombineError(
+                f"combine_by_coords: coordinate {dim!r} is not strictly monotonic in {names[i]}"
+            )
+    if len(seen) == 2:
+        raise CombineError(
+            f"combine_by_coords: coordinate {dim!r} increases in {names[seen[1]]} but "
+            f"decreases in {names[seen[-1]]}"
+        )
+    return -1 if -1 in seen else 1
+
+
 def _check_spacing(
-    grid: np.ndarray, axis: int, dim: str, values: list[dict[str, np.ndarray]], names: list[str]
+    grid: np.ndarray,
+    axis: int,
+    dim: str,
+    values: list[dict[str, np.ndarray]],
+    names: list[str],
+    direction: int,
 ) -> None:
     """Consecutive inputs along ``dim`` must not overlap, nor leave a gap in an evenly
-    spaced coordinate."""
+    spaced coordinate (``direction``: +1 increasing, -1 decreasing)."""
     moved = np.moveaxis(grid, axis, -1)
     for index in np.ndindex(*moved.shape[:-1]):
         row = [int(i) for i in moved[index]]
@@ -317,24 +372,27 @@ def _check_spacing(
         for a, b, ia, ib in zip(coords, coords[1:], row, row[1:], strict=False):
             if a.size == 0 or b.size == 0:
                 continue
-            if not np.all(np.diff(a) > 0) or not np.all(np.diff(b) > 0):
-                raise CombineError(
-                    f"combine_by_coords: coordinate {dim!r} is not strictly increasing in "
-                    f"{names[ia] if not np.all(np.diff(a) > 0) else names[ib]}"
-                )
-            if b[0] <= a[-1]:
+            if a.dtype.kind == "u":
+                # signed steps: unsigned subtraction wraps around when the coordinate falls
+                a, b = a.astype(np.int64), b.astype(np.int64)
+            if (b[0] <= a[-1]) if direction > 0 else (b[0] >= a[-1]):
                 raise CombineError(
                     f"combine_by_coords: coordinate {dim!r} overlaps between {names[ia]} "
                     f"(ends at {a[-1]}) and {names[ib]} (starts at {b[0]})"
                 )
             steps = np.concatenate([np.diff(a), np.diff(b)])
-            if steps.size and np.issubdtype(steps.dtype, np.number):
-                step = steps[0]
-                if np.allclose(steps, step):
-                    jump = b[0] - a[-1]
-                    if not np.isclose(jump, step):
-                        raise CombineError(
-                            f"combine_by_coords: coordinate {dim!r} has a gap between "
-                            f"{names[ia]} (ends at {a[-1]}) and {names[ib]} (starts at "
-                            f"{b[0]}); the step is {step}"
-                        )
+            if not steps.size or steps.dtype.kind not in "iufcm":
+                continue
+            step = steps[0]
+            jump = b[0] - a[-1]
+            # exact comparison for integers and time deltas (np.isclose rejects timedelta64)
+            if steps.dtype.kind in "fc":
+                even, same = bool(np.allclose(steps, step)), bool(np.isclose(jump, step))
+            else:
+                even, same = bool(np.all(steps == step)), bool(jump == step)
+            if even and not same:
+                raise CombineError(
+                    f"combine_by_coords: coordinate {dim!r} has a gap between "
+                    f"{names[ia]} (ends at {a[-1]}) and {names[ib]} (starts at "
+                    f"{b[0]}); the step is {step}"
+                )

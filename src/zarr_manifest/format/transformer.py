@@ -16,6 +16,7 @@ import posixpath
 from typing import Any
 
 import orjson
+import zarr
 from zarr.core.metadata.v3 import ArrayV3Metadata
 
 from zarr_manifest.errors import ManifestFormatError
@@ -133,7 +134,10 @@ def parse_array_document(doc: dict[str, Any], *, location: str) -> ArrayDocument
         manifest = _parse_configuration(t, location)
     visible = {k: v for k, v in doc.items() if k != "storage_transformers"}
     try:
-        metadata = ArrayV3Metadata.from_dict(visible)
+        # Parsing is not opening: the rectilinear-grid gate is zarr's to apply when it opens
+        # the array, so a store this library wrote can always be read back here.
+        with zarr.config.set({"array.rectilinear_chunks": True}):
+            metadata = ArrayV3Metadata.from_dict(visible)
     except (ValueError, TypeError, KeyError) as e:
         raise ManifestFormatError(
             f"{location}: invalid Zarr v3 array metadata: {e}", location=location

@@ -42,6 +42,7 @@ from zarr_manifest.manifest import ChunkManifest
 from zarr_manifest.store.fetch import (
     LOCAL_INLINE_MAX_BYTES,
     RangeBatcher,
+    plan_coalesced,
     read_range_sync,
     read_ranges_async,
 )
@@ -84,6 +85,9 @@ class ManifestStore(Store):
         For remote sources, a chunk read fetches the block of neighbouring chunks of the same
         array and file (up to this many bytes) and keeps it in a small cache, so reading a
         whole array takes few requests at any concurrency.  0 turns it off.
+    prefetch_blocks
+        With readahead, how many following blocks of the same file to start fetching
+        when a block is first read (reads tend to go on in file order).
     cache_bytes
         The readahead cache's bound.
     base_url
@@ -122,6 +126,7 @@ class ManifestStore(Store):
         max_gap_bytes: int = 64 * 1024,
         max_request_bytes: int = 16 * 1024 * 1024,
         readahead_bytes: int = 4 * 1024 * 1024,
+        prefetch_blocks: int = 2,
         cache_bytes: int = 64 * 1024 * 1024,
         base_url: str | None = None,
         **obstore_kwargs: Any,
@@ -137,6 +142,7 @@ class ManifestStore(Store):
             "max_gap_bytes": max_gap_bytes,
             "max_request_bytes": max_request_bytes,
             "readahead_bytes": readahead_bytes,
+            "prefetch_blocks": prefetch_blocks,
             "cache_bytes": cache_bytes,
             "base_url": base_url,
             **obstore_kwargs,
@@ -144,6 +150,7 @@ class ManifestStore(Store):
         self._max_gap = max_gap_bytes
         self._max_request = max_request_bytes
         self._readahead = readahead_bytes
+        self._prefetch = max(prefetch_blocks, 0)
         self._registry = registry.copy() if registry is not None else SourceRegistry()
         self._lock = threading.RLock()
         self._nodes: dict[str, _Node | None] = {}
@@ -679,8 +686,15 @@ class ManifestStore(Store):
             # a large one would hold up every other read on zarr's event loop
             return await asyncio.to_thread(read_range_sync, source, start, end, key=chunk.key)
         if self._readahead:
-            block = chunk.node.block_of(chunk, self._readahead, self._max_gap)
-            if block is not None:
+            blocks = chunk.node.blocks_from(
+                chunk, self._readahead, self._max_gap, 1 + self._prefetch
+            )
+            if blocks:
+                block = blocks[0]
+                # Reads tend to go on in file order: start fetching the next blocks now,
+                # so they arrive while this one is being decoded.
+                for ahead in blocks[1:]:
+                    self._blocks.prefetch(ahead, self._batcher, source, chunk.key)
                 try:
                     data = await self._blocks.get(block, self._batcher, source, chunk.key)
                 except ShortReadError:
@@ -743,7 +757,7 @@ class _Node:
         self._urls: tuple[str, ...] | None = None
         self._lock = threading.Lock()
         self._sources: dict[int, Source] = {}
-        self._blocks: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        self._blocks: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self._decoder = (
             _key_decoder(metadata.chunk_key_encoding, len(metadata.shape))
             if metadata is not None
@@ -817,8 +831,11 @@ class _Node:
         self._sources[pid] = source
         return source
 
-    def block_of(self, chunk: _Chunk, limit: int, max_gap: int) -> tuple[int, int, int] | None:
-        """The readahead block ``(path id, start, end)`` holding a chunk's bytes."""
+    def blocks_from(
+        self, chunk: _Chunk, limit: int, max_gap: int, count: int
+    ) -> list[tuple[int, int, int]]:
+        """The readahead block ``(path id, start, end)`` holding a chunk's bytes, then up to
+        ``count - 1`` blocks that follow it in the same file (empty if none holds it)."""
         pid = chunk.pid
         plan = self._blocks.get(pid)
         if plan is None:
@@ -827,36 +844,24 @@ class _Node:
                 if plan is None:
                     plan = _plan_blocks(self.manifest, pid, limit, max_gap)
                     self._blocks[pid] = plan
-        starts, ends, _ = plan
+        starts, ends = plan
         i = int(np.searchsorted(starts, chunk.offset, side="right")) - 1
         if i < 0 or chunk.offset + chunk.length > ends[i]:
-            return None
-        return (pid, int(starts[i]), int(ends[i]))
+            return []
+        stop = min(i + count, len(starts))
+        return [(pid, int(starts[k]), int(ends[k])) for k in range(i, stop)]
 
 
 def _plan_blocks(
     manifest: ChunkManifest, pid: int, limit: int, max_gap: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Group one file's chunk ranges (sorted by offset) into blocks of at most ``limit`` bytes."""
+) -> tuple[np.ndarray, np.ndarray]:
+    """Group one file's chunk ranges into blocks of at most ``limit`` bytes, in file order:
+    block starts and ends, sorted."""
     mask = manifest.path_ids == pid
-    starts = np.sort(manifest.offsets[mask].astype(np.int64))
-    order = np.argsort(manifest.offsets[mask].astype(np.int64), kind="stable")
-    ends = (manifest.offsets[mask].astype(np.int64) + manifest.lengths[mask].astype(np.int64))[
-        order
-    ]
-    if starts.size == 0:
-        return starts, ends, starts
-    block_starts = [int(starts[0])]
-    block_ends = [int(ends[0])]
-    for s, e in zip(starts[1:].tolist(), ends[1:].tolist(), strict=True):
-        if s - block_ends[-1] <= max_gap and max(e, block_ends[-1]) - block_starts[-1] <= limit:
-            block_ends[-1] = max(e, block_ends[-1])
-        else:
-            block_starts.append(s)
-            block_ends.append(e)
-    bs = np.array(block_starts, dtype=np.int64)
-    be = np.array(block_ends, dtype=np.int64)
-    return bs, be, be - bs
+    starts = manifest.offsets[mask].astype(np.int64)
+    ends = starts + manifest.lengths[mask].astype(np.int64)
+    plan = plan_coalesced(starts, ends, max_gap_bytes=max_gap, max_request_bytes=limit)
+    return plan.starts.astype(np.int64), plan.ends.astype(np.int64)
 
 
 class _Chunk:
@@ -900,6 +905,18 @@ class _BlockCache:
             self._data.clear()
             self._size = 0
 
+    def prefetch(
+        self, block: tuple[int, int, int], batcher: RangeBatcher, source: Source, key: str
+    ) -> None:
+        """Start fetching a block unless it is cached or on its way (errors are left to the
+        reader that asks for it)."""
+        ident = (source.url, id(source.store), block[1], block[2])
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            if ident in self._data or (*ident, id(loop)) in self._pending:
+                return
+        self._task(ident, loop, batcher, source, key)
+
     async def get(
         self, block: tuple[int, int, int], batcher: RangeBatcher, source: Source, key: str
     ) -> bytes:
@@ -910,6 +927,17 @@ class _BlockCache:
             if data is not None:
                 self._data[ident] = data  # most recently used goes last
                 return data
+        return await asyncio.shield(self._task(ident, loop, batcher, source, key))
+
+    def _task(
+        self,
+        ident: tuple[Any, ...],
+        loop: asyncio.AbstractEventLoop,
+        batcher: RangeBatcher,
+        source: Source,
+        key: str,
+    ) -> asyncio.Task[bytes]:
+        with self._lock:
             pending_key = (*ident, id(loop))
             task = self._pending.get(pending_key)
             if task is None:
@@ -919,7 +947,7 @@ class _BlockCache:
                 # retrieved even when every reader gave up, so asyncio does not warn
                 task.add_done_callback(lambda t: t.cancelled() or t.exception())
                 self._pending[pending_key] = task
-        return await asyncio.shield(task)
+        return task
 
     async def _fetch(
         self,
