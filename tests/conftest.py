@@ -11,6 +11,10 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+# hdf5plugin's filters must bind to h5py's libhdf5, so it is loaded before any test module
+# imports netCDF4 (which brings its own copy of the library)
+import h5py  # noqa: F401
+import hdf5plugin  # noqa: F401
 import pytest
 
 from zarr_manifest.testing import Faults, RangeServer, S3Server

@@ -47,7 +47,7 @@ def build(
     format: str | None = None,
     group: str | None = None,
     drop: Collection[str] = (),
-    load: Collection[str] = (),
+    load: Collection[str] | None = None,
     **obstore_kwargs: Any,
 ) -> ManifestGroup:
     """Parse every file into a virtual dataset and combine them into one.
@@ -68,7 +68,11 @@ def build(
     progress
         True for a progress bar on stderr (rich if installed), or a callable
         ``(done, total, url)`` called after each file.
-    format, group, drop, load, **obstore_kwargs
+    load
+        Variables to store inline instead of referencing.  Default (None): the dimension
+        coordinates (1-D arrays named like their dimension) of the first file, so that
+        they compare by value across files and come out as one array.
+    format, group, drop, **obstore_kwargs
         Passed to `open_virtual` for every file.
 
     Raises
@@ -86,7 +90,15 @@ def build(
         raise BuildError(f"combine must be 'nested' or 'by_coords', got {combine!r}")
     if combine == "nested" and concat_dim is None and len(urls) > 1:
         raise BuildError("combine='nested' over several files needs concat_dim")
-    options = {"format": format, "group": group, "drop": tuple(drop), "load": tuple(load)}
+    if load is None:
+        try:
+            first = parse_one(urls[0], _options(format, group, drop, ()), obstore_kwargs)
+        except Exception:
+            # the main pass parses this file again and reports it with every other failure
+            load = ()
+        else:
+            load = _dimension_coordinates(first)
+    options = _options(format, group, drop, load)
     groups = _parse_all(urls, options, obstore_kwargs, executor, _reporter(progress, len(urls)))
     if len(groups) == 1:
         return groups[0]
@@ -104,6 +116,25 @@ def _labels(urls: Sequence[str]) -> list[str]:
     if len(set(names)) < len(names):
         names = list(urls)
     return [repr(n) for n in names]
+
+
+def _options(
+    format: str | None, group: str | None, drop: Collection[str], load: Collection[str]
+) -> dict[str, Any]:
+    return {"format": format, "group": group, "drop": tuple(drop), "load": tuple(load)}
+
+
+def _dimension_coordinates(group: ManifestGroup) -> tuple[str, ...]:
+    """Paths of the referenced 1-D arrays named like their dimension (coordinates)."""
+    from zarr_manifest.array import ManifestArray
+
+    return tuple(
+        path
+        for path, node in group.walk()
+        if isinstance(node, ManifestArray)
+        and node.ndim == 1
+        and tuple(node.dimension_names or ()) == (path.rsplit("/", 1)[-1],)
+    )
 
 
 def parse_one(url: str, options: dict[str, Any], obstore_kwargs: dict[str, Any]) -> ManifestGroup:

@@ -1,1 +1,148 @@
-"""."""
+"""Builders: a legacy file (HDF5/netCDF4, netCDF3, TIFF, FITS, GRIB, kerchunk, Zarr) as a group.
+
+`open_virtual` detects the format from the file's magic bytes and calls the format's
+builder, ``build_<format>(source, *, group=None, drop=(), load=(), **options)``.  Format
+modules are imported only when used, so a missing optional dependency (h5py, kerchunk...)
+only matters for the formats that need it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from collections.abc import Callable, Collection, Mapping
+from typing import Any
+
+from zarr_manifest.builders.detect import FORMATS, detect_format, open_input, sniff
+from zarr_manifest.errors import UnsupportedError
+from zarr_manifest.group import ManifestGroup
+
+__all__ = ["BUILDERS", "FORMATS", "detect_format", "get_builder", "open_virtual", "sniff"]
+
+#: Format name -> where its builder lives: candidate ``(module, function)`` pairs, first found
+#: wins (TIFF, FITS and GRIB go through kerchunk's scanners unless a module of their own exists).
+BUILDERS: dict[str, tuple[tuple[str, str], ...]] = {
+    "hdf5": (("hdf5", "build_hdf5"),),
+    "netcdf3": (("netcdf3", "build_netcdf3"),),
+    "kerchunk": (("kerchunk", "build_kerchunk"),),
+    "zarr": (("zarr", "build_zarr"),),
+    "tiff": (("tiff", "build_tiff"), ("kerchunk", "build_tiff")),
+    "fits": (("fits", "build_fits"), ("kerchunk", "build_fits")),
+    "grib": (("grib", "build_grib"), ("kerchunk", "build_grib")),
+}
+
+# Other spellings users pass as ``format``.
+_ALIASES = {
+    "h5": "hdf5",
+    "hdf": "hdf5",
+    "netcdf4": "hdf5",
+    "nc4": "hdf5",
+    "nc3": "netcdf3",
+    "cdf": "netcdf3",
+    "tif": "tiff",
+    "geotiff": "tiff",
+    "cog": "tiff",
+    "fit": "fits",
+    "grib2": "grib",
+    "grb": "grib",
+    "json": "kerchunk",
+    "parquet": "kerchunk",
+    "references": "kerchunk",
+}
+
+
+def _normalise_format(fmt: str) -> str:
+    name = fmt.strip().lower()
+    name = _ALIASES.get(name, name)
+    if name not in BUILDERS:
+        raise UnsupportedError(
+            f"unknown format {fmt!r}; known formats: {', '.join(BUILDERS)} "
+            f"(or aliases {', '.join(sorted(_ALIASES))})"
+        )
+    return name
+
+
+def get_builder(fmt: str) -> Callable[..., ManifestGroup]:
+    """The ``build_<format>`` function for a format name (or alias).
+
+    Raises
+    ------
+    UnsupportedError
+        The format is unknown, or its builder module / function is not available (for
+        example because an optional dependency is not installed).
+    """
+    name = _normalise_format(fmt)
+    problems = []
+    for module_name, function in BUILDERS[name]:
+        try:
+            module = importlib.import_module(f".{module_name}", __name__)
+        except ModuleNotFoundError as e:
+            # a missing builder module is a candidate we skip; a missing dependency inside it
+            # is worth reporting
+            problems.append(f"{module_name}: {e}")
+            continue
+        builder = getattr(module, function, None)
+        if callable(builder):
+            return builder  # type: ignore[no-any-return]
+        problems.append(f"{module_name} has no {function}()")
+    raise UnsupportedError(f"no builder available for format {name!r} ({'; '.join(problems)})")
+
+
+def open_virtual(
+    url: str | os.PathLike[str],
+    *,
+    format: str | None = None,
+    group: str | None = None,
+    drop: Collection[str] = (),
+    load: Collection[str] = (),
+    options: Mapping[str, Any] | None = None,
+    **obstore_kwargs: Any,
+) -> ManifestGroup:
+    """Reference a legacy file in place: its variables as a `ManifestGroup` of chunk manifests.
+
+    Parameters
+    ----------
+    url
+        A local path or URL (``s3://``, ``gs://``, ``az://``, ``http(s)://``, ``file://``) of a
+        file, or of a directory / prefix for Zarr stores and kerchunk parquet references.
+    format
+        The format (``"hdf5"``, ``"netcdf3"``, ``"tiff"``, ``"fits"``, ``"grib"``, ``"zarr"``,
+        ``"kerchunk"``, or an alias like ``"netcdf4"``); detected from magic bytes when None.
+    group
+        The group inside the file to start from (formats with groups).
+    drop
+        Variables to leave out.
+    load
+        Variables to read now and store inline (e.g. coordinates).
+    options
+        Format-specific builder options (e.g. ``{"split_contiguous_bytes": 8 << 20}`` for
+        HDF5).
+    **obstore_kwargs
+        Passed to obstore for remote URLs (credentials, ``client_options`` ...).
+
+    Returns
+    -------
+    ManifestGroup
+        Read it with ``zarr.open_group(ManifestStore(group), mode="r")`` or write it with
+        ``group.to_store(...)``.
+
+    Raises
+    ------
+    UnsupportedError
+        The format is not recognised (the message names the file and the bytes seen), or a
+        variable uses a codec/filter/dtype that cannot be referenced.
+    BuildError
+        The file cannot be parsed.
+    FileNotFoundError
+        A local path that does not exist.
+    """
+    builder = get_builder(format) if format is not None else None
+    source = open_input(url, **obstore_kwargs)
+    if builder is None:
+        builder = get_builder(detect_format(source))
+    if obstore_kwargs:
+        # builders take obstore options alongside a URL (a `Source` does not hand them on)
+        return builder(
+            source.url, group=group, drop=drop, load=load, **dict(options or {}), **obstore_kwargs
+        )
+    return builder(source, group=group, drop=drop, load=load, **dict(options or {}))

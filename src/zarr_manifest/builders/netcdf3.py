@@ -15,7 +15,6 @@ Specification (NUG appendix "File Format Specifications").
 
 from __future__ import annotations
 
-import base64
 import math
 import struct
 import warnings
@@ -28,6 +27,7 @@ from zarr.core.dtype import get_data_type_from_native_dtype
 
 from zarr_manifest.array import InlineArray, ManifestArray
 from zarr_manifest.builders._source import Source, open_source
+from zarr_manifest.builders.codecs import xarray_fill_value_attribute
 from zarr_manifest.errors import BuildError
 from zarr_manifest.group import ManifestGroup
 from zarr_manifest.manifest import ChunkManifest
@@ -483,20 +483,6 @@ def _manifest(
 # ---- metadata ------------------------------------------------------------------------------
 
 
-def _fill_value_attribute(value: Any, dtype: np.dtype[Any]) -> Any:
-    """``_FillValue`` as xarray stores it in Zarr v3 attributes (floats as base64 doubles).
-
-    xarray reads a Zarr v3 array's ``_FillValue`` attribute (not its ``fill_value``) to mask
-    missing values, in this encoding; keeping it makes xarray mask exactly as netCDF does.
-    """
-    if dtype.kind == "S":
-        raw = value.encode("latin-1") if isinstance(value, str) else bytes(value)
-        return base64.standard_b64encode(raw).decode()
-    if dtype.kind == "f":
-        return base64.standard_b64encode(struct.pack("<d", float(value))).decode()
-    return int(value)
-
-
 def _array_metadata(
     var: Netcdf3Variable,
     header: Netcdf3Header,
@@ -516,7 +502,7 @@ def _array_metadata(
     elif isinstance(fill, str):
         raise BuildError(f"{url}: variable {var.name!r} has a text _FillValue {fill!r}")
     if "_FillValue" in attributes:
-        attributes["_FillValue"] = _fill_value_attribute(fill, external)
+        attributes["_FillValue"] = xarray_fill_value_attribute(fill, external)
     native = external.newbyteorder("=")
     with warnings.catch_warnings():
         # char data as null-terminated bytes: zarr warns that the type has no v3 spec yet

@@ -25,8 +25,7 @@ import orjson
 
 from zarr_manifest.array import InlineArray, ManifestArray, chunk_grid_shape, parse_array_metadata
 from zarr_manifest.builders._source import Source
-from zarr_manifest.builders.codecs import v2_codecs_to_v3
-from zarr_manifest.builders.netcdf3 import _fill_value_attribute
+from zarr_manifest.builders.codecs import v2_codecs_to_v3, xarray_fill_value_attribute
 from zarr_manifest.errors import BuildError, MetadataError, UnsupportedError
 from zarr_manifest.format.location import StoreLocation, open_location
 from zarr_manifest.format.paths import canonical_url
@@ -276,7 +275,7 @@ def _v2_to_v3(node: _Node, url: str) -> dict[str, Any]:
         fill = zdtype.default_scalar()
     elif native.kind in "iuf" and "_FillValue" not in attributes:
         # xarray masks a v2 array's fill_value but a v3 array's _FillValue attribute
-        attributes["_FillValue"] = _fill_value_attribute(fill, native)
+        attributes["_FillValue"] = xarray_fill_value_attribute(fill, native)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         data_type = zdtype.to_json(zarr_format=3)
