@@ -359,13 +359,26 @@ def test_local_missing_file(tmp_path: Path) -> None:
     assert "[0, 10)" in str(err)
 
 
-def test_local_file_replaced_is_reopened(tmp_path: Path) -> None:
+def test_local_file_replaced_is_reopened(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     src = local_source(tmp_path, data=b"old-old-old")
     assert read_ranges_sync(src, [0], [3])[0].tobytes() == b"old"
     tmp = tmp_path / "new.tmp"
     tmp.write_bytes(b"NEW-NEW-NEW")
     os.replace(tmp, tmp_path / "data.bin")
+    # within the revalidation interval the open descriptor (old file) is trusted
+    monkeypatch.setattr(fetch, "LOCAL_REVALIDATE_SECONDS", 3600.0)
+    assert read_ranges_sync(src, [0], [3])[0].tobytes() == b"old"
+    monkeypatch.setattr(fetch, "LOCAL_REVALIDATE_SECONDS", 0.0)
     assert read_ranges_sync(src, [0], [3])[0].tobytes() == b"NEW"
+
+
+def test_local_file_grown_is_read_in_full(tmp_path: Path) -> None:
+    src = local_source(tmp_path, data=b"0123")
+    assert read_ranges_sync(src, [0], [4])[0].tobytes() == b"0123"
+    with open(tmp_path / "data.bin", "ab") as f:
+        f.write(b"4567")
+    # the cached size is stale, but a range past it re-checks before reporting short
+    assert read_ranges_sync(src, [2], [8])[0].tobytes() == b"234567"
 
 
 def test_fd_cache_bounds_and_deferred_close(tmp_path: Path) -> None:

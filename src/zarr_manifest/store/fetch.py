@@ -26,6 +26,7 @@ import itertools
 import os
 import re
 import threading
+import time
 import weakref
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -43,6 +44,7 @@ __all__ = [
     "DEFAULT_MAX_GAP_BYTES",
     "DEFAULT_MAX_REQUEST_BYTES",
     "LOCAL_INLINE_MAX_BYTES",
+    "LOCAL_REVALIDATE_SECONDS",
     "CoalescedPlan",
     "RangeBatcher",
     "close_local_files",
@@ -64,6 +66,9 @@ DEFAULT_MAX_REQUEST_BYTES = 16 * 1024 * 1024
 #: event loop (a page-cache ``pread`` is far cheaper than a hop to a worker thread);
 #: larger ones go to a thread so the loop is not blocked by disk I/O.
 LOCAL_INLINE_MAX_BYTES = 1024 * 1024
+#: A cached descriptor of a local file is checked against the path (same file?) when its
+#: last check is older than this many seconds.
+LOCAL_REVALIDATE_SECONDS = 1.0
 
 # Error-message fragments of obstore errors that mean "the source returned another range or
 # length than asked" (object_store's RangeNotSupported / UnexpectedRange / InvalidRange,
@@ -222,13 +227,14 @@ def plan_coalesced(
 
 
 class _OpenFile:
-    __slots__ = ("dev", "evicted", "fd", "ino", "size", "users")
+    __slots__ = ("checked", "dev", "evicted", "fd", "ino", "size", "users")
 
     def __init__(self, fd: int, dev: int, ino: int, size: int) -> None:
         self.fd = fd
         self.dev = dev
         self.ino = ino
-        self.size = size  # as of the last acquire
+        self.size = size  # as of the last check
+        self.checked = time.monotonic()
         self.users = 0
         self.evicted = False
 
@@ -236,9 +242,10 @@ class _OpenFile:
 class _FdCache:
     """Open file descriptors of local sources, LRU-bounded and shared by all threads.
 
-    A descriptor is reused while the path still names the same file (device and inode, one
-    ``stat`` per batch), so a file replaced on disk is reopened.  Eviction closes a
-    descriptor only once no reader uses it.
+    A descriptor is reused while the path still names the same file: device and inode are
+    checked with ``stat`` when the last check is older than `LOCAL_REVALIDATE_SECONDS`, so
+    a file replaced on disk is reopened (a ``stat`` per read would double the cost of a
+    small read).  Eviction closes a descriptor only once no reader uses it.
     """
 
     def __init__(self, max_open: int = 128) -> None:
@@ -247,11 +254,19 @@ class _FdCache:
         self._files: OrderedDict[str, _OpenFile] = OrderedDict()
 
     def acquire(self, path: str) -> _OpenFile:
+        now = time.monotonic()
+        with self._lock:
+            f = self._files.get(path)
+            if f is not None and now - f.checked < LOCAL_REVALIDATE_SECONDS:
+                self._files.move_to_end(path)
+                f.users += 1
+                return f
         st = os.stat(path)
         with self._lock:
             f = self._files.get(path)
             if f is not None and f.dev == st.st_dev and f.ino == st.st_ino:
                 f.size = st.st_size
+                f.checked = now
                 self._files.move_to_end(path)
                 f.users += 1
                 return f

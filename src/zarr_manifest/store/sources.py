@@ -75,12 +75,14 @@ class Source:
         return (self.url, self.path, self.local_path, id(self.store))
 
     def __eq__(self, other: object) -> bool:
+        if self is other:
+            return True
         if not isinstance(other, Source):
             return NotImplemented
         return self._identity() == other._identity()
 
     def __hash__(self) -> int:
-        return hash(self._identity())
+        return hash((self.url, id(self.store)))
 
     def __repr__(self) -> str:
         local = f", local_path={self.local_path!r}" if self.local_path is not None else ""
