@@ -1,0 +1,288 @@
+"""TIFF (tifffile), FITS (astropy) and GRIB (eccodes) files referenced through kerchunk-style
+references, read back through ManifestStore and compared with each format's own library."""
+
+from __future__ import annotations
+
+import importlib.util
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+import zarr
+from astropy.io import fits
+
+from zarr_manifest import BuildError, InlineArray, ManifestArray, ManifestGroup, UnsupportedError
+from zarr_manifest.builders.fits import build_fits
+from zarr_manifest.builders.tiff import build_tiff
+
+pytestmark = [
+    pytest.mark.filterwarnings("ignore::zarr.errors.UnstableSpecificationWarning"),
+    pytest.mark.filterwarnings("ignore::zarr.errors.ZarrUserWarning"),
+]
+
+HAVE_ECCODES = (
+    importlib.util.find_spec("eccodes") is not None
+    and importlib.util.find_spec("cfgrib") is not None
+)
+
+
+def _open(group: ManifestGroup) -> zarr.Group:
+    from zarr_manifest import ManifestStore
+
+    return zarr.open_group(ManifestStore(group), mode="r")
+
+
+# ---- TIFF ------------------------------------------------------------------------------------
+
+
+def test_tiled_strip_and_multi_series_tiffs(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    tiled = rng.integers(0, 60000, (70, 90), dtype="<u2")
+    tifffile.imwrite(tmp_path / "tiled.tif", tiled, tile=(32, 32), compression="zlib")
+    rgb = rng.integers(0, 255, (40, 64, 3), dtype=np.uint8)
+    tifffile.imwrite(tmp_path / "rgb.tif", rgb, rowsperstrip=8, photometric="rgb")
+    big = np.arange(32 * 48, dtype=">i4").reshape(32, 48)
+    tifffile.imwrite(tmp_path / "big.tif", big, byteorder=">", tile=(16, 16))
+    with tifffile.TiffWriter(tmp_path / "two.tif") as tw:
+        tw.write(rng.normal(size=(32, 48)).astype("<f4"), tile=(16, 16))
+        tw.write(np.full((3, 16, 16), 7, "u1"), photometric="minisblack")
+    for name in ("tiled.tif", "rgb.tif", "big.tif", "two.tif"):
+        path = tmp_path / name
+        group = build_tiff(path)
+        z = _open(group)
+        with tifffile.TiffFile(path) as tif:
+            keys = (
+                ["data"]
+                if len(tif.series) == 1
+                else [f"series_{i}" for i in range(len(tif.series))]
+            )
+            for key, series in zip(keys, tif.series, strict=True):
+                assert isinstance(group[key], ManifestArray), (name, key)
+                np.testing.assert_array_equal(
+                    z[key][...], series.asarray(), err_msg=f"{name} {key}"
+                )
+                assert z[key].metadata.dimension_names == tuple(series.axes)
+    assert _open(build_tiff(tmp_path / "tiled.tif"))["data"].chunks == (32, 32)
+    assert build_tiff(tmp_path / "tiled.tif")["data"].manifest.shape_chunk_grid == (3, 3)
+
+
+def test_pyramid_and_geotiff_metadata(tmp_path: Path) -> None:
+    data = np.random.default_rng(1).integers(0, 255, (128, 128), dtype=np.uint8)
+    path = tmp_path / "pyramid.tif"
+    geokeys = (1, 1, 0, 2, 1024, 0, 1, 2, 2048, 0, 1, 4326)  # GeoKeyDirectory: geographic WGS84
+    with tifffile.TiffWriter(path) as tw:
+        tw.write(
+            data,
+            tile=(32, 32),
+            subifds=1,
+            compression="zlib",
+            extratags=[
+                (33550, "d", 3, (0.5, 0.5, 0.0), True),  # ModelPixelScale
+                (33922, "d", 6, (0, 0, 0, 10.0, 50.0, 0), True),  # ModelTiepoint
+                (34735, "H", len(geokeys), geokeys, True),  # GeoKeyDirectory
+            ],
+        )
+        tw.write(data[::2, ::2], tile=(32, 32), subfiletype=1, compression="zlib")
+    group = build_tiff(path)
+    z = _open(group)
+    with tifffile.TiffFile(path) as tif:
+        for level, page in enumerate(tif.series[0].levels):
+            np.testing.assert_array_equal(z[f"data/{level}"][...], page.asarray())
+    assert "multiscales" in z["data"].attrs
+    geo = group.attributes["geotiff_metadata"]
+    assert geo["ModelPixelScale"] == [0.5, 0.5, 0.0]
+    assert geo["ModelTiepoint"][3:5] == [10.0, 50.0]
+    only = build_tiff(path, drop=["data/1"])
+    assert list(only["data"].arrays) == ["0"]
+
+
+def test_incomplete_strips_are_loaded_with_a_warning(tmp_path: Path) -> None:
+    data = np.arange(40 * 50, dtype="<u2").reshape(40, 50)
+    path = tmp_path / "incomplete.tif"
+    tifffile.imwrite(path, data, rowsperstrip=16)  # 40 rows: the last strip holds 8
+    with pytest.warns(UserWarning, match="cannot be referenced"):
+        group = build_tiff(path)
+    assert isinstance(group["data"], InlineArray)
+    np.testing.assert_array_equal(_open(group)["data"][...], data)
+    with pytest.raises(BuildError, match="no array"):
+        build_tiff(path, load=["nope"])
+
+
+def test_not_a_tiff(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.tif"
+    bad.write_bytes(b"not a tiff at all")
+    with pytest.raises(BuildError, match=r"bad\.tif"):
+        build_tiff(bad)
+
+
+# ---- FITS ------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def fits_file(tmp_path: Path) -> Path:
+    primary = fits.PrimaryHDU(np.arange(12, dtype="u2").reshape(3, 4) + 60000)  # BZERO=32768
+    primary.header["OBJECT"] = "M31"
+    sci = fits.ImageHDU(np.random.default_rng(2).normal(size=(5, 6)).astype(">f8"), name="SCI")
+    scaled = fits.ImageHDU(np.arange(6, dtype=">i2").reshape(2, 3) * 2, name="SCI")  # same name
+    scaled.header["BSCALE"] = 0.5
+    scaled.header["BZERO"] = 10.0
+    table = fits.BinTableHDU.from_columns(
+        [
+            fits.Column(name="flux", format="E", array=np.linspace(0, 1, 7).astype("f4")),
+            fits.Column(name="id", format="J", array=np.arange(7)),
+            fits.Column(name="tag", format="4A", array=np.array([b"ab", b"cdef"] * 3 + [b"x"])),
+        ],
+        name="CAT",
+    )
+    big = fits.ImageHDU(np.arange(4, dtype="u8") + 2**63 + 5, name="U64")
+    path = tmp_path / "sample.fits"
+    fits.HDUList([primary, sci, scaled, table, big]).writeto(path)
+    return path
+
+
+def test_fits_hdus_read_like_astropy(fits_file: Path) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        group = build_fits(fits_file)
+    assert sorted(group.arrays) == ["CAT", "PRIMARY", "SCI", "SCI_2", "U64"]
+    for name in ("PRIMARY", "SCI", "SCI_2", "CAT"):
+        assert isinstance(group[name], ManifestArray), name
+    assert isinstance(group["U64"], InlineArray)  # no exact virtual form: loaded
+    z = _open(group)
+    with fits.open(fits_file) as hdul:
+        np.testing.assert_array_equal(z["PRIMARY"][...], hdul[0].data)
+        assert z["PRIMARY"].dtype == np.uint16
+        np.testing.assert_array_equal(z["SCI"][...], hdul[1].data)
+        np.testing.assert_allclose(z["SCI_2"][...], hdul[2].data)
+        np.testing.assert_array_equal(z["SCI_2"][...], [[10, 11, 12], [13, 14, 15]])
+        table = z["CAT"][...]
+        for col in ("flux", "id"):
+            np.testing.assert_array_equal(table[col], hdul[3].data[col])
+        assert [t.rstrip(b" ") for t in table["tag"]] == [t.encode() for t in hdul[3].data["tag"]]
+        np.testing.assert_array_equal(z["U64"][...], hdul[4].data)
+    assert z["SCI"].attrs["EXTNAME"] == "SCI"
+    assert group.attributes["OBJECT"] == "M31"
+    only = build_fits(fits_file, extension=["SCI"], drop=["SCI_2"])
+    assert list(only.arrays) == ["SCI"]
+    with pytest.raises(BuildError, match="no HDU"):
+        build_fits(fits_file, extension="NOPE")
+
+
+def test_not_fits(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.fits"
+    bad.write_bytes(b"SIMPLE  = garbage" + b" " * 100)
+    with pytest.raises(BuildError, match=r"bad\.fits"):
+        build_fits(bad)
+
+
+# ---- GRIB ------------------------------------------------------------------------------------
+
+
+def _write_grib(path: Path) -> None:
+    import eccodes
+
+    with open(path, "wb") as f:
+        for i, (category, number, level) in enumerate([(0, 0, 500), (0, 0, 850), (2, 2, 500)]):
+            h = eccodes.codes_grib_new_from_samples("GRIB2")
+            eccodes.codes_set(h, "discipline", 0)
+            eccodes.codes_set(h, "parameterCategory", category)  # 0/0 temperature, 2/2 u wind
+            eccodes.codes_set(h, "parameterNumber", number)
+            eccodes.codes_set(h, "typeOfFirstFixedSurface", 100)
+            eccodes.codes_set(h, "level", level)
+            n = eccodes.codes_get(h, "Ni") * eccodes.codes_get(h, "Nj")
+            eccodes.codes_set_values(h, np.linspace(200, 300, n) + 10 * i)
+            eccodes.codes_write(h, f)
+            eccodes.codes_release(h)
+
+
+@pytest.mark.skipif(
+    not HAVE_ECCODES, reason="GRIB needs eccodes and cfgrib (pip install eccodes cfgrib)"
+)
+def test_grib_tree_and_messages_read_like_cfgrib(tmp_path: Path) -> None:
+    import xarray as xr
+
+    from zarr_manifest.builders.grib import build_grib
+
+    path = tmp_path / "sample.grib2"
+    _write_grib(path)
+    group = build_grib(path)
+    z = _open(group)
+    t = z["t/instant/isobaricInhPa"]
+    assert isinstance(group["t/instant/isobaricInhPa/t"], ManifestArray)
+    with xr.open_dataset(
+        path,
+        engine="cfgrib",
+        backend_kwargs={"indexpath": "", "filter_by_keys": {"shortName": "t"}},
+    ) as ds:
+        for k, level in enumerate(t["isobaricInhPa"][...]):
+            np.testing.assert_allclose(
+                t["t"][0, 0, k], ds["t"].sel(isobaricInhPa=level).values, rtol=1e-6
+            )
+        np.testing.assert_allclose(t["latitude"][...], ds["latitude"].values)
+    messages = build_grib(path, tree=False)
+    assert sorted(messages.groups) == ["message_0", "message_1", "message_2"]
+    u = _open(messages)["message_2/u"][...]
+    with xr.open_dataset(
+        path,
+        engine="cfgrib",
+        backend_kwargs={"indexpath": "", "filter_by_keys": {"shortName": "u"}},
+    ) as ds:
+        np.testing.assert_allclose(u, ds["u"].values, rtol=1e-6)
+
+
+@pytest.mark.skipif(
+    not HAVE_ECCODES, reason="GRIB needs eccodes and cfgrib (pip install eccodes cfgrib)"
+)
+def test_not_grib(tmp_path: Path) -> None:
+    import eccodes
+
+    from zarr_manifest.builders.grib import build_grib
+
+    bad = tmp_path / "bad.grib2"
+    bad.write_bytes(b"nothing to see")
+    with pytest.raises(BuildError, match="no GRIB message"):
+        build_grib(bad)
+    # kerchunk's scanner would loop forever on bytes after the last message
+    good = tmp_path / "good.grib2"
+    _write_grib(good)
+    trailing = tmp_path / "trailing.grib2"
+    trailing.write_bytes(good.read_bytes() + b"junk")
+    with pytest.raises(BuildError, match="after the last GRIB message"):
+        build_grib(trailing)
+    truncated = tmp_path / "truncated.grib2"
+    truncated.write_bytes(good.read_bytes()[:-100])
+    with pytest.raises(BuildError, match="truncated"):
+        build_grib(truncated)
+    grib1 = tmp_path / "old.grib1"
+    h = eccodes.codes_grib_new_from_samples("GRIB1")
+    with open(grib1, "wb") as f:
+        eccodes.codes_write(h, f)
+    eccodes.codes_release(h)
+    with pytest.raises(UnsupportedError, match="edition 1"):
+        build_grib(grib1)
+
+
+@pytest.mark.skipif(
+    not HAVE_ECCODES, reason="GRIB needs eccodes and cfgrib (pip install eccodes cfgrib)"
+)
+def test_grib_load_and_kerchunk_export(tmp_path: Path) -> None:
+    import fsspec
+
+    from zarr_manifest.builders.grib import build_grib
+    from zarr_manifest.writers.kerchunk import to_kerchunk
+
+    path = tmp_path / "sample.grib2"
+    _write_grib(path)
+    group = build_grib(path, group="u/instant/isobaricInhPa", load=["u"])
+    assert isinstance(group["u"], InlineArray)  # loaded values keep no GRIB codec
+    virtual = build_grib(path, group="u/instant/isobaricInhPa")
+    expected = _open(virtual)["u"][...]
+    np.testing.assert_array_equal(_open(group)["u"][...], expected)
+    # exported, the GRIB codec becomes kerchunk's numcodecs "grib" filter again
+    refs = to_kerchunk(virtual)
+    assert '"id": "grib"' in refs["refs"]["u/.zarray"]
+    fs = fsspec.filesystem("reference", fo=refs)
+    z = zarr.open_group(fs.get_mapper(), mode="r", zarr_format=2)
+    np.testing.assert_array_equal(z["u"][...], expected)
