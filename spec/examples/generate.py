@@ -335,6 +335,50 @@ class Store:
             dump_json(self.example / "expected.json", dict(sorted(self.expected.items())))
 
 
+def split_array(
+    s: Store,
+    array: str,
+    region_shape: list[int],
+    *,
+    version: JSON = 1,
+    stray: dict[str, JSON] | None = None,
+) -> None:
+    """Rewrite ``array``'s manifest.json as a split manifest (spec section 14).
+
+    The entries go, in their order, to ``manifest/<region key>.json`` of the region
+    ``index // region_shape`` of their key; ``index.json`` lists the regions that got an
+    entry, in row-major order.  ``stray`` maps region keys to files written for regions
+    that the index does not list (readers must ignore them).
+    """
+    array_dir = s.root / array
+    manifest = load_json(array_dir / "manifest.json")
+    (array_dir / "manifest.json").unlink()
+    regions: dict[ChunkIndex, dict[str, JSON]] = {}
+    for key, entry in manifest.items():
+        index = tuple(int(i) for i in key.split(".")) if region_shape else ()
+        region = tuple(i // r for i, r in zip(index, region_shape, strict=True))
+        regions.setdefault(region, {})[key] = entry
+    for region, entries in regions.items():
+        dump_json(array_dir / "manifest" / f"{manifest_key(region)}.json", entries)
+    for key, entries in (stray or {}).items():
+        dump_json(array_dir / "manifest" / f"{key}.json", entries)
+    dump_json(
+        array_dir / "manifest" / "index.json",
+        {"regions": [manifest_key(r) for r in sorted(regions)]},
+    )
+    doc = load_json(array_dir / "zarr.json")
+    doc["storage_transformers"] = [
+        {
+            "name": TRANSFORMER,
+            "configuration": {
+                "manifest": "./manifest/",
+                "split": {"version": version, "region_shape": region_shape},
+            },
+        }
+    ]
+    dump_json(array_dir / "zarr.json", doc)
+
+
 def relative_reference(target: Path, array_dir: Path) -> str:
     """The relative URL reference from an array's directory to ``target``, percent-encoded."""
     return urllib.parse.quote(Path(os.path.relpath(target, array_dir)).as_posix(), safe="/")
@@ -678,6 +722,31 @@ def valid_percent_encoded_path(s: Store) -> None:
     )
 
 
+def valid_split_manifest(s: Store) -> None:
+    """A split manifest: one file per region of 2 x 3 chunks, an absent region, and a file
+    for that absent region that the index does not list (it must be ignored)."""
+    s.group("", {"description": "split manifest (extension, version 1)"})
+    spec = ArraySpec(
+        "grid",
+        np.arange(48, dtype="int16").reshape(6, 8) * 3 - 50,
+        (2, 2),
+        [bytes_codec("little")],
+        -1,
+        ["y", "x"],
+        # (0, 1) lies in region 0.0, which has other chunks; (2, 3) is all of region 1.1
+        missing=frozenset({(0, 1), (2, 3)}),
+    )
+    refs = s.reference(spec, s.data_file("grid.bin"))
+    # The stray file points chunk (2, 3) at chunk (0, 0)'s bytes: a reader that reads it
+    # returns those values instead of the fill value.
+    first = refs[(0, 0)]
+    stray = {"2.3": {"path": "../data/grid.bin", "offset": first.offset, "length": first.length}}
+    split_array(s, "grid", [2, 3], stray={"1.1": stray})
+    scalar = ArraySpec("scalar", np.array(7.25, dtype="float64"), (), [bytes_codec("big")], 0.0)
+    s.reference(scalar, s.data_file("scalar.bin"))
+    split_array(s, "scalar", [])
+
+
 VALID: dict[str, Callable[[Store], None]] = {
     "int32-1d": valid_int32_1d,
     "float64-2d-bigendian-gzip": valid_float64_2d_bigendian_gzip,
@@ -690,6 +759,7 @@ VALID: dict[str, Callable[[Store], None]] = {
     "shared-data-file": valid_shared_data_file,
     "ignorable-extension": valid_ignorable_extension,
     "percent-encoded-path": valid_percent_encoded_path,
+    "split-manifest": valid_split_manifest,
 }
 
 
@@ -957,14 +1027,14 @@ def inv_unknown_config_member_object(s: Store) -> Broken:
                 "name": TRANSFORMER,
                 "configuration": {
                     "manifest": "./manifest.json",
-                    "split": {"by": "region", "must_understand": True},
+                    "x-checksums": {"algorithm": "crc32c", "must_understand": True},
                 },
             }
         ],
     )
     return Broken(
         "ManifestFormatError",
-        'configuration member "split" is unknown and says must_understand: true',
+        'configuration member "x-checksums" is unknown and says must_understand: true',
     )
 
 
@@ -1061,6 +1131,41 @@ def inv_range_past_end(s: Store) -> Broken:
     )
 
 
+def inv_split_key_outside_region(s: Store) -> Broken:
+    split_array(s, "a", [1])
+    region = s.root / "a" / "manifest"
+    # region 0's file also holds key "1", which belongs to region 1
+    both = {**load_json(region / "0.json"), **load_json(region / "1.json")}
+    dump_json(region / "0.json", both)
+    return Broken("ManifestFormatError", 'region file 0.json holds key "1", which lies in region 1')
+
+
+def inv_split_region_file_missing(s: Store) -> Broken:
+    split_array(s, "a", [1])
+    (s.root / "a" / "manifest" / "1.json").unlink()
+    return Broken("ManifestFormatError", "index.json lists region 1, but manifest/1.json is absent")
+
+
+def inv_split_missing_index(s: Store) -> Broken:
+    split_array(s, "a", [1])
+    (s.root / "a" / "manifest" / "index.json").unlink()
+    return Broken("ManifestFormatError", "the manifest directory has no index.json")
+
+
+def inv_split_unknown_version(s: Store) -> Broken:
+    split_array(s, "a", [1], version=2)
+    return Broken("ManifestFormatError", "split version 2 is unknown to a version 1 reader")
+
+
+def inv_split_bad_region_shape(s: Store) -> Broken:
+    split_array(s, "a", [1])
+    path = s.root / "a" / "zarr.json"
+    doc = load_json(path)
+    doc["storage_transformers"][0]["configuration"]["split"]["region_shape"] = [0]
+    dump_json(path, doc)
+    return Broken("ManifestFormatError", "region_shape [0] is not a positive integer")
+
+
 INVALID: dict[str, Callable[[Store], Broken]] = {
     "escape-dotdot": inv_escape_dotdot,
     "escape-percent-encoded": inv_escape_percent_encoded,
@@ -1098,6 +1203,11 @@ INVALID: dict[str, Callable[[Store], Broken]] = {
     "duplicate-key": inv_duplicate_key,
     "length-beyond-source": inv_length_beyond_source,
     "range-past-end": inv_range_past_end,
+    "split-key-outside-region": inv_split_key_outside_region,
+    "split-region-file-missing": inv_split_region_file_missing,
+    "split-missing-index": inv_split_missing_index,
+    "split-unknown-version": inv_split_unknown_version,
+    "split-bad-region-shape": inv_split_bad_region_shape,
 }
 
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Literal
 
 from zarr_manifest.array import InlineArray, ManifestArray
 from zarr_manifest.errors import MetadataError
@@ -163,7 +163,12 @@ class ManifestGroup:
     # The model does not know the on-disk form; these entry points hand over to format/.
 
     def to_store(
-        self, dest: str | os.PathLike[str] | ObjectStore, *, overwrite: bool = False
+        self,
+        dest: str | os.PathLike[str] | ObjectStore,
+        *,
+        overwrite: bool = False,
+        split_above: int | None = 100_000,
+        region_shape: Sequence[int] | None = None,
     ) -> None:
         """Write this hierarchy as a manifest store.
 
@@ -174,10 +179,19 @@ class ManifestGroup:
             ``memory://``) or an obstore store.
         overwrite
             Replace an existing store at ``dest``; otherwise writing over one is an error.
+        split_above
+            Arrays with more references than this get a split manifest: one file per region
+            of the chunk grid, which readers load region by region (spec: "Split
+            manifests").  None writes every manifest as a single manifest.json.
+        region_shape
+            Chunks per region along each dimension for the split arrays; default: chosen per
+            array (about 32k grid cells per region).
         """
         from zarr_manifest.format.hierarchy import write_group
 
-        write_group(self, dest, overwrite=overwrite)
+        write_group(
+            self, dest, overwrite=overwrite, split_above=split_above, region_shape=region_shape
+        )
 
     @classmethod
     def from_store(cls, src: str | os.PathLike[str] | ObjectStore) -> ManifestGroup:
@@ -191,6 +205,50 @@ class ManifestGroup:
         from zarr_manifest.format.hierarchy import read_group
 
         return read_group(src)
+
+    def to_kerchunk(
+        self,
+        dest: str | os.PathLike[str] | None = None,
+        *,
+        format: Literal["json", "parquet"] = "json",
+        record_size: int = 100_000,
+        categorical_threshold: int = 10,
+        overwrite: bool = False,
+    ) -> dict[str, Any]:
+        """Kerchunk references (version 1) for this hierarchy, written to ``dest`` if given.
+
+        See `zarr_manifest.writers.kerchunk.to_kerchunk`; readable by fsspec's
+        ReferenceFileSystem with zarr (format 2).
+
+        Raises
+        ------
+        UnsupportedError
+            An array uses something kerchunk's Zarr v2 form cannot express (sharding, a
+            rectilinear chunk grid, some codecs); the message names it.
+        """
+        from zarr_manifest.writers.kerchunk import to_kerchunk
+
+        return to_kerchunk(
+            self,
+            dest,
+            format=format,
+            record_size=record_size,
+            categorical_threshold=categorical_threshold,
+            overwrite=overwrite,
+        )
+
+    def to_icechunk(
+        self, store: Any, *, commit_message: str | None = None, path: str = ""
+    ) -> str | None:
+        """Write this hierarchy into an Icechunk session store, virtual arrays as virtual
+        references (needs the ``icechunk`` extra).
+
+        See `zarr_manifest.writers.icechunk.to_icechunk`; returns the snapshot id when
+        ``commit_message`` is given.
+        """
+        from zarr_manifest.writers.icechunk import to_icechunk
+
+        return to_icechunk(self, store, commit_message=commit_message, path=path)
 
 
 _RESERVED_NAMES = {".", "..", "zarr.json", "manifest.json"}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -12,10 +13,22 @@ import orjson
 from obstore.store import ObjectStore
 
 from zarr_manifest.array import InlineArray, ManifestArray, chunk_grid_shape
-from zarr_manifest.errors import ManifestFormatError
+from zarr_manifest.errors import ManifestFormatError, MetadataError
 from zarr_manifest.format.location import StoreLocation, open_location
+from zarr_manifest.format.split import (
+    DEFAULT_SPLIT_ABOVE,
+    INDEX_FILE,
+    MANIFEST_DIR,
+    RegionGrid,
+    assemble_manifest,
+    auto_region_shape,
+    decode_index,
+    decode_region,
+    split_manifest,
+)
 from zarr_manifest.format.transformer import (
     MANIFEST_FILE,
+    ArrayDocument,
     array_document,
     parse_array_document,
     parse_node_document,
@@ -56,16 +69,30 @@ def write_group(
     dest: str | os.PathLike[str] | ObjectStore,
     *,
     overwrite: bool = False,
+    split_above: int | None = DEFAULT_SPLIT_ABOVE,
+    region_shape: Sequence[int] | None = None,
     **obstore_kwargs: Any,
 ) -> StoreLocation:
     """Write ``group`` as a manifest store at ``dest`` (see `ManifestGroup.to_store`).
 
     Absolute local paths in manifests are written as ``file://`` URLs.
 
+    Parameters
+    ----------
+    split_above
+        Arrays with more references than this get a split manifest (one file per region of
+        the chunk grid, read lazily region by region); None never splits.
+    region_shape
+        Chunks per region along each dimension, for every split array (which must then all
+        have as many dimensions); default: chosen per array, about
+        `~zarr_manifest.format.split.REGION_CELLS` grid cells per region.
+
     Raises
     ------
     FileExistsError
         ``dest`` already holds a zarr.json and ``overwrite`` is False.
+    ValueError
+        ``region_shape`` does not fit an array that is split.
     """
     location = open_location(dest, mkdir=True, **obstore_kwargs)
     store = location.store
@@ -81,9 +108,31 @@ def write_group(
         if isinstance(node, ManifestGroup):
             files[f"{path}/{ZARR_JSON}"] = group_document(node.attributes)
         elif isinstance(node, ManifestArray):
-            files[f"{path}/{ZARR_JSON}"] = array_document(node.metadata, virtual=True)
             manifest = node.manifest.rename_paths(_local_path_to_url)
-            files[f"{path}/{MANIFEST_FILE}"] = manifest.to_json_bytes()
+            # the same files, spelled as URLs: their fingerprints are kept whole
+            fingerprints = {_local_path_to_url(p): fp for p, fp in node.fingerprints.items()}
+            if split_above is None or len(manifest) <= split_above:
+                files[f"{path}/{ZARR_JSON}"] = array_document(
+                    node.metadata, virtual=True, fingerprints=fingerprints
+                )
+                files[f"{path}/{MANIFEST_FILE}"] = manifest.to_json_bytes()
+                continue
+            grid = manifest.shape_chunk_grid
+            regions = (
+                auto_region_shape(grid)
+                if region_shape is None
+                else tuple(int(r) for r in region_shape)
+            )
+            if len(regions) != len(grid) or not all(r > 0 for r in regions):
+                raise ValueError(
+                    f"region_shape {regions} does not fit array {path!r}: it needs "
+                    f"{len(grid)} positive integers"
+                )
+            files[f"{path}/{ZARR_JSON}"] = array_document(
+                node.metadata, virtual=True, split=regions, fingerprints=fingerprints
+            )
+            for name, data in split_manifest(manifest, regions).items():
+                files[f"{path}/{MANIFEST_DIR}/{name}"] = data
         else:
             files[f"{path}/{ZARR_JSON}"] = array_document(node.metadata, virtual=False)
             for key, value in encode_inline_chunks(node).items():
@@ -161,6 +210,8 @@ def _read_array(
         store = zarr.storage.MemoryStore({k: proto.buffer.from_bytes(v) for k, v in memory.items()})
         data = zarr.open_array(store, path=prefix.rstrip("/"), mode="r")[...]
         return InlineArray(parsed.metadata, np.asarray(data))
+    if parsed.split is not None:
+        return _manifest_array(parsed, _read_split(location, prefix, parsed), where)
     manifest_key = prefix + parsed.manifest
     manifest_where = location.url + manifest_key
     try:
@@ -170,7 +221,40 @@ def _read_array(
     manifest = ChunkManifest.from_json_bytes(
         data, shape=chunk_grid_shape(parsed.metadata), location=manifest_where
     )
-    return ManifestArray(parsed.metadata, manifest)
+    return _manifest_array(parsed, manifest, where)
+
+
+def _manifest_array(parsed: Any, manifest: ChunkManifest, where: str) -> ManifestArray:
+    """The array of a parsed zarr.json and its manifest; a fingerprint recorded for a path
+    the manifest does not reference is a format error naming the zarr.json."""
+    try:
+        return ManifestArray(parsed.metadata, manifest, fingerprints=parsed.fingerprints)
+    except MetadataError as e:
+        raise ManifestFormatError(f"{where}: {e}", location=where) from e
+
+
+def _read_split(location: StoreLocation, prefix: str, parsed: ArrayDocument) -> ChunkManifest:
+    """The whole manifest of a split manifest: every region file listed in its index."""
+    assert parsed.manifest is not None and parsed.split is not None
+    directory = prefix + parsed.manifest + "/"
+    grid = RegionGrid(chunk_grid_shape(parsed.metadata), parsed.split)
+    index_where = location.url + directory + INDEX_FILE
+    try:
+        index = _read(location, directory + INDEX_FILE)
+    except FileNotFoundError as e:
+        raise ManifestFormatError(f"{index_where} is missing", location=index_where) from e
+    parts = []
+    for region in decode_index(index, grid, location=index_where):
+        name = grid.file_name(region)
+        where = location.url + directory + name
+        try:
+            data = _read(location, directory + name)
+        except FileNotFoundError as e:
+            raise ManifestFormatError(
+                f"{where} is missing (listed in {INDEX_FILE})", location=where
+            ) from e
+        parts.append(decode_region(data, grid, region, location=where))
+    return assemble_manifest(grid, parts, location=location.url + directory)
 
 
 def _local_path_to_url(path: str) -> str:

@@ -6,6 +6,10 @@ On disk, a virtual array declares::
         {"name": "chunk-manifest-json", "configuration": {"manifest": "./manifest.json"}}
     ]
 
+A split manifest (`zarr_manifest.format.split`) declares instead::
+
+    "configuration": {"manifest": "./manifest/", "split": {"version": 1, "region_shape": [...]}}
+
 Zarr libraries must not see it (zarr-python 3.4 refuses any array that lists a storage
 transformer), so readers take it out before serving the document.
 """
@@ -13,13 +17,16 @@ transformer), so readers take it out before serving the document.
 from __future__ import annotations
 
 import posixpath
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
 import zarr
 from zarr.core.metadata.v3 import ArrayV3Metadata
 
-from zarr_manifest.errors import ManifestFormatError
+from zarr_manifest.errors import ManifestFormatError, MetadataError
+from zarr_manifest.fingerprint import Fingerprint, fingerprints_from_json, fingerprints_to_json
+from zarr_manifest.format.split import MANIFEST_DIR, SPLIT_MEMBER, parse_split, split_configuration
 
 __all__ = [
     "MANIFEST_FILE",
@@ -32,8 +39,10 @@ __all__ = [
 
 TRANSFORMER_NAME = "chunk-manifest-json"
 MANIFEST_FILE = "manifest.json"
+#: the optional extension member recording source fingerprints (must_understand: false)
+FINGERPRINTS_MEMBER = "fingerprints"
 #: the configuration members this reader understands
-_KNOWN_CONFIGURATION = {"manifest"}
+_KNOWN_CONFIGURATION = {"manifest", SPLIT_MEMBER, FINGERPRINTS_MEMBER}
 
 
 class ArrayDocument:
@@ -47,29 +56,63 @@ class ArrayDocument:
         ``document`` parsed by zarr.
     manifest
         The manifest file's path relative to the array directory (``"manifest.json"``), or
-        None for an ordinary (inline) array.
+        for a split manifest its directory's (``"manifest"``, no trailing slash); None for an
+        ordinary (inline) array.
+    split
+        The region shape of a split manifest, None for a single manifest file.
+    fingerprints
+        The recorded source fingerprints by manifest path (empty when none are recorded).
     """
 
-    __slots__ = ("document", "manifest", "metadata")
+    __slots__ = ("document", "fingerprints", "manifest", "metadata", "split")
 
-    def __init__(self, document: dict[str, Any], metadata: ArrayV3Metadata, manifest: str | None):
+    def __init__(
+        self,
+        document: dict[str, Any],
+        metadata: ArrayV3Metadata,
+        manifest: str | None,
+        split: tuple[int, ...] | None = None,
+        fingerprints: dict[str, Fingerprint] | None = None,
+    ):
         self.document = document
         self.metadata = metadata
         self.manifest = manifest
+        self.split = split
+        self.fingerprints = fingerprints or {}
 
     def to_bytes(self) -> bytes:
         """The zarr.json that a Zarr library is shown (no storage transformer)."""
         return orjson.dumps(self.document, option=orjson.OPT_INDENT_2)
 
 
-def array_document(metadata: ArrayV3Metadata, *, virtual: bool) -> bytes:
-    """The on-disk zarr.json of an array; ``virtual`` adds the chunk-manifest transformer."""
+def array_document(
+    metadata: ArrayV3Metadata,
+    *,
+    virtual: bool,
+    split: tuple[int, ...] | None = None,
+    fingerprints: Mapping[str, Fingerprint] | None = None,
+) -> bytes:
+    """The on-disk zarr.json of an array; ``virtual`` adds the chunk-manifest transformer.
+
+    With ``split`` (a region shape) the transformer declares a split manifest in the
+    directory ``manifest/``.  ``fingerprints`` (by manifest path) are written as the
+    ignorable ``fingerprints`` extension member of a virtual array's configuration.
+    """
     doc = metadata.to_dict()
     doc.pop("storage_transformers", None)
     if virtual:
-        doc["storage_transformers"] = [
-            {"name": TRANSFORMER_NAME, "configuration": {"manifest": f"./{MANIFEST_FILE}"}}
-        ]
+        configuration: dict[str, Any] = {"manifest": f"./{MANIFEST_FILE}"}
+        if split is not None:
+            configuration = {
+                "manifest": f"./{MANIFEST_DIR}/",
+                SPLIT_MEMBER: split_configuration(split),
+            }
+        if fingerprints:
+            configuration[FINGERPRINTS_MEMBER] = {
+                "must_understand": False,
+                "sources": fingerprints_to_json(fingerprints),
+            }
+        doc["storage_transformers"] = [{"name": TRANSFORMER_NAME, "configuration": configuration}]
     return orjson.dumps(doc, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY)
 
 
@@ -117,6 +160,8 @@ def parse_array_document(doc: dict[str, Any], *, location: str) -> ArrayDocument
             field="storage_transformers",
         )
     manifest: str | None = None
+    split: tuple[int, ...] | None = None
+    config: dict[str, Any] = {}
     for t in transformers:
         name = t.get("name") if isinstance(t, dict) else t
         if name != TRANSFORMER_NAME:
@@ -131,7 +176,7 @@ def parse_array_document(doc: dict[str, Any], *, location: str) -> ArrayDocument
                 location=location,
                 field="storage_transformers",
             )
-        manifest = _parse_configuration(t, location)
+        manifest, config = _parse_configuration(t, location)
     visible = {k: v for k, v in doc.items() if k != "storage_transformers"}
     try:
         # Parsing is not opening: the rectilinear-grid gate is zarr's to apply when it opens
@@ -142,10 +187,35 @@ def parse_array_document(doc: dict[str, Any], *, location: str) -> ArrayDocument
         raise ManifestFormatError(
             f"{location}: invalid Zarr v3 array metadata: {e}", location=location
         ) from e
-    return ArrayDocument(visible, metadata, manifest)
+    if SPLIT_MEMBER in config:
+        split = parse_split(config[SPLIT_MEMBER], ndim=len(metadata.shape), location=location)
+    fingerprints = _parse_fingerprints(config.get(FINGERPRINTS_MEMBER), location)
+    return ArrayDocument(visible, metadata, manifest, split, fingerprints)
 
 
-def _parse_configuration(entry: Any, location: str) -> str:
+def _parse_fingerprints(member: Any, location: str) -> dict[str, Fingerprint]:
+    """The ``fingerprints`` extension member: ``{"must_understand": false, "sources": {...}}``."""
+    if member is None:
+        return {}
+    if not isinstance(member, dict) or member.get("must_understand") is not False:
+        raise ManifestFormatError(
+            f"{location}: '{FINGERPRINTS_MEMBER}' must be an object with "
+            '"must_understand": false',
+            location=location,
+            field=FINGERPRINTS_MEMBER,
+        )
+    try:
+        return fingerprints_from_json(member.get("sources", {}))
+    except MetadataError as e:
+        raise ManifestFormatError(
+            f"{location}: invalid '{FINGERPRINTS_MEMBER}': {e}",
+            location=location,
+            field=FINGERPRINTS_MEMBER,
+        ) from e
+
+
+def _parse_configuration(entry: Any, location: str) -> tuple[str, dict[str, Any]]:
+    """The normalized manifest path of a transformer entry, and its configuration."""
     config = entry.get("configuration") if isinstance(entry, dict) else None
     if not isinstance(config, dict):
         raise ManifestFormatError(
@@ -184,4 +254,20 @@ def _parse_configuration(entry: Any, location: str) -> str:
             location=location,
             field="manifest",
         )
-    return normal
+    # A split manifest is a directory strictly inside the array directory ("./manifest/");
+    # a single manifest is a file.
+    if SPLIT_MEMBER in config and (not path.endswith("/") or normal == "."):
+        raise ManifestFormatError(
+            f"{location}: a split manifest's 'manifest' must name a directory inside the "
+            f"array directory, ending in '/' (like './{MANIFEST_DIR}/'), got {path!r}",
+            location=location,
+            field="manifest",
+        )
+    if SPLIT_MEMBER not in config and (path.endswith("/") or normal == "."):
+        raise ManifestFormatError(
+            f"{location}: manifest path {path!r} names a directory, not a manifest file "
+            f"(a split manifest also needs the '{SPLIT_MEMBER}' member)",
+            location=location,
+            field="manifest",
+        )
+    return normal, config

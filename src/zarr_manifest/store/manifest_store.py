@@ -9,6 +9,7 @@ chunk-manifest storage transformer, which zarr-python would refuse.
 from __future__ import annotations
 
 import asyncio
+import operator
 import os
 import threading
 from collections.abc import AsyncIterator, Iterable, Iterator
@@ -34,11 +35,20 @@ from zarr_manifest.errors import (
     ShortReadError,
     SourceNotAllowedError,
 )
+from zarr_manifest.fingerprint import Fingerprint
 from zarr_manifest.format.location import open_location
 from zarr_manifest.format.paths import local_path_to_url, resolve_reference
+from zarr_manifest.format.split import (
+    INDEX_FILE,
+    RegionGrid,
+    decode_index,
+    decode_region,
+    region_columns,
+)
 from zarr_manifest.format.transformer import parse_array_document, parse_node_document
 from zarr_manifest.group import ManifestGroup
-from zarr_manifest.manifest import ChunkManifest
+from zarr_manifest.manifest import MAX_GRID_CELLS, ChunkManifest
+from zarr_manifest.store._verify import SourceVerifier, VerifyMode
 from zarr_manifest.store.fetch import (
     LOCAL_INLINE_MAX_BYTES,
     RangeBatcher,
@@ -93,6 +103,13 @@ class ManifestStore(Store):
     base_url
         For an in-memory group: the URL that relative manifest paths resolve against
         (default: the current directory).
+    verify
+        When to compare source files with the fingerprints recorded when the manifest was
+        made (sources without one are never checked): ``"once"`` (default) before the
+        first read of each source, one ``stat`` (local) or HEAD request (remote) per source
+        per store; ``"always"`` before every chunk read, which catches a file changed while
+        the store is open but costs a ``stat`` / HEAD request per chunk; ``"never"``.
+        A changed (or vanished) source raises `StaleReferenceError` naming the file.
     **obstore_kwargs
         Passed to `obstore.store.from_url` when ``root`` is a URL.
 
@@ -100,6 +117,9 @@ class ManifestStore(Store):
     -----
     Manifests are parsed lazily, on the first read of one of the array's chunks (or a
     listing that needs the array's chunk keys); all their references are checked then.
+    A split manifest (spec section 14) is parsed region by region: a chunk read loads
+    ``index.json`` once and then only its region's file, whose references are checked
+    then; listings load every region.
     The store implements zarr's synchronous surface (`get_sync`), so zarr's
     ``FusedCodecPipeline`` reads local sources without per-chunk coroutines.
 
@@ -129,6 +149,7 @@ class ManifestStore(Store):
         prefetch_blocks: int = 2,
         cache_bytes: int = 64 * 1024 * 1024,
         base_url: str | None = None,
+        verify: VerifyMode = "once",
         **obstore_kwargs: Any,
     ) -> None:
         if not read_only:
@@ -145,6 +166,7 @@ class ManifestStore(Store):
             "prefetch_blocks": prefetch_blocks,
             "cache_bytes": cache_bytes,
             "base_url": base_url,
+            "verify": verify,
             **obstore_kwargs,
         }
         self._max_gap = max_gap_bytes
@@ -159,6 +181,7 @@ class ManifestStore(Store):
         )
         self._blocks = _BlockCache(cache_bytes)
         self._local_root: str | None = None
+        self._verifier = SourceVerifier(verify)
         if isinstance(root, ManifestGroup):
             self._location = None
             self._memory = _memory_objects(root)
@@ -181,6 +204,7 @@ class ManifestStore(Store):
                         base,
                         reader=self._read_object_sync,
                         manifest=node.manifest,
+                        fingerprints=self._fingerprint_urls(node.fingerprints, base, None),
                     )
         else:
             self._location = open_location(root, **obstore_kwargs)
@@ -295,7 +319,8 @@ class ManifestStore(Store):
                 if target.missing:
                     continue
                 start, end = _chunk_range(target, byte_range)
-                by_source.setdefault(target.source(), []).append((i, start, end, key))
+                source = await target.source_async()
+                by_source.setdefault(source, []).append((i, start, end, key))
             elif target is not _HIDDEN:
                 others.append((i, key, byte_range))
 
@@ -498,7 +523,35 @@ class ManifestStore(Store):
             base,
             reader=self._read_object_sync,
             manifest_key=parsed.manifest,
+            split=parsed.split,
+            fingerprints=self._fingerprint_urls(parsed.fingerprints, base, where),
         )
+
+    def _fingerprint_urls(
+        self, fingerprints: dict[str, Fingerprint], base: str, where: str | None
+    ) -> dict[str, Fingerprint]:
+        """Recorded fingerprints by their source's canonical URL (none with verify="never").
+
+        ``where`` names an on-disk zarr.json (None: an in-memory array, whose paths may be
+        plain local paths).
+        """
+        if not fingerprints or self._verifier.mode == "never":
+            return {}
+        paths = list(fingerprints)
+        if where is None:
+            urls = _group_paths_as_urls(paths, base)
+        else:
+            urls = _resolve_paths(paths, base, where)
+        return {url: fingerprints[p] for url, p in zip(urls, paths, strict=True)}
+
+    def _verify_source(self, node: _Node, pid: int, source: Source, key: str) -> None:
+        """Check a chunk's source against its recorded fingerprint (StaleReferenceError)."""
+        recorded = node.fingerprints.get(source.url)
+        if recorded is not None:
+            self._verifier.check(source, recorded, key)
+        if recorded is None or self._verifier.mode != "always":
+            # from now on a dict lookup: this store has seen the source as recorded
+            node.verified.add(pid)
 
     def _virtual_arrays(self, shown: dict[str, int]) -> list[_Node]:
         """The virtual arrays whose zarr.json is among the ``shown`` objects."""
@@ -678,7 +731,7 @@ class ManifestStore(Store):
         if chunk.missing:
             return None
         start, end = _chunk_range(chunk, byte_range)
-        source = chunk.source()
+        source = await chunk.source_async()
         if source.local_path is not None:
             if end - start <= LOCAL_INLINE_MAX_BYTES:
                 # a small local read is a few microseconds: cheaper than any scheduling
@@ -713,7 +766,14 @@ _HIDDEN = object()
 
 
 class _Node:
-    """One node of the hierarchy: its served zarr.json and, for virtual arrays, the manifest."""
+    """One node of the hierarchy: its served zarr.json and, for virtual arrays, the manifest.
+
+    A split manifest (``split`` is its region shape) is loaded region by region: a chunk
+    lookup reads ``index.json`` once and then only its region's file.  Each region's path
+    table is mapped into one node-wide table, so path ids (and the sources cached by them)
+    mean the same in every region; ``manifest`` assembles the whole manifest from every
+    region, for listings.
+    """
 
     __slots__ = (
         "_blocks",
@@ -721,15 +781,23 @@ class _Node:
         "_in_memory",
         "_lock",
         "_manifest",
+        "_path_list",
+        "_paths",
+        "_present",
         "_reader",
+        "_regions",
         "_sources",
+        "_split_urls",
         "_urls",
         "base_url",
+        "fingerprints",
         "is_array",
         "manifest_key",
         "metadata",
         "path",
         "served",
+        "split",
+        "verified",
     )
 
     def __init__(
@@ -742,8 +810,13 @@ class _Node:
         reader: Any,
         manifest_key: str | None = None,
         manifest: ChunkManifest | None = None,
+        split: tuple[int, ...] | None = None,
+        fingerprints: dict[str, Fingerprint] | None = None,
     ):
         self.path = path
+        # recorded source fingerprints by canonical URL, and the path ids already checked
+        self.fingerprints = fingerprints or {}
+        self.verified: set[int] = set()
         self.served = served
         self.metadata = metadata
         self.is_array = metadata is not None
@@ -755,9 +828,22 @@ class _Node:
         # spec forbids them, so they are a format error there, never a file to read.
         self._in_memory = manifest is not None
         self._urls: tuple[str, ...] | None = None
-        self._lock = threading.Lock()
+        # reentrant: assembling a split manifest loads its regions under the same lock
+        self._lock = threading.RLock()
         self._sources: dict[int, Source] = {}
-        self._blocks: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._blocks: dict[Any, tuple[np.ndarray, np.ndarray]] = {}
+        self.split = (
+            RegionGrid(chunk_grid_shape(metadata), split)
+            if split is not None and manifest is None
+            else None
+        )
+        # split manifests: regions present per index.json, loaded regions (None: absent),
+        # and the node-wide path table with each path's canonical URL
+        self._present: frozenset[tuple[int, ...]] | None = None
+        self._regions: dict[tuple[int, ...], _Region | None] = {}
+        self._paths: dict[str, int] = {}
+        self._path_list: list[str] = []
+        self._split_urls: list[str] = []
         self._decoder = (
             _key_decoder(metadata.chunk_key_encoding, len(metadata.shape))
             if metadata is not None
@@ -780,6 +866,8 @@ class _Node:
         return self._manifest
 
     def _load_manifest(self) -> ChunkManifest:
+        if self.split is not None:
+            return self._assemble_split()
         key = self.path_key(self.manifest_key or "manifest.json")
         where = self.base_url + (self.manifest_key or "manifest.json")
         raw = self._reader(key, None)
@@ -792,6 +880,119 @@ class _Node:
         # format errors (7.1) reported before any data of the array is returned.
         self._urls = _reference_urls(manifest, self.base_url, in_memory=False, where=where)
         return manifest
+
+    # ---- split manifests ------------------------------------------------------------------
+
+    def lookup(self, index: tuple[int, ...]) -> tuple[int, int, int]:
+        """``(path id, offset, length)`` of one chunk; path id -1 if it is not stored.
+
+        For a split manifest only the chunk's region is loaded.
+        """
+        grid = self.split
+        if grid is None:
+            manifest = self.manifest
+            if any(not 0 <= i < s for i, s in zip(index, manifest.shape_chunk_grid, strict=True)):
+                return _ABSENT
+            return (
+                manifest.path_ids.item(index),
+                manifest._offsets.item(index),
+                manifest._lengths.item(index),
+            )
+        # (map with operator functions: this runs once per chunk read, and generator
+        # expressions cost several times as much)
+        if not all(map(operator.lt, index, grid.grid_shape)):
+            return _ABSENT  # indices are decoded from digits: never negative
+        shape = grid.region_shape
+        key = tuple(map(operator.floordiv, index, shape))
+        try:
+            region = self._regions[key]
+        except KeyError:
+            region = self.region(key)
+        if region is None:
+            return _ABSENT
+        local = tuple(map(operator.mod, index, shape))
+        return region.ids.item(local), region.offsets.item(local), region.lengths.item(local)
+
+    def region(self, key: tuple[int, ...]) -> _Region | None:
+        """One region of a split manifest, loaded on first use (None: no chunk stored)."""
+        try:
+            return self._regions[key]
+        except KeyError:
+            pass
+        with self._lock:
+            if key in self._regions:
+                return self._regions[key]
+            region = self._load_region(key) if key in self._present_regions() else None
+            self._regions[key] = region
+            return region
+
+    def _present_regions(self) -> frozenset[tuple[int, ...]]:
+        if self._present is None:
+            assert self.split is not None
+            rel = f"{self.manifest_key}/{INDEX_FILE}"
+            where = self.base_url + rel
+            raw = self._reader(self.path_key(rel), None)
+            if raw is None:
+                raise ManifestFormatError(f"{where} is missing", location=where)
+            self._present = frozenset(decode_index(raw, self.split, location=where))
+        return self._present
+
+    def _load_region(self, key: tuple[int, ...]) -> _Region:
+        grid = self.split
+        assert grid is not None
+        rel = f"{self.manifest_key}/{grid.file_name(key)}"
+        where = self.base_url + rel
+        raw = self._reader(self.path_key(rel), None)
+        if raw is None:
+            raise ManifestFormatError(
+                f"{where} is missing (it is listed in {INDEX_FILE})", location=where
+            )
+        decoded = decode_region(raw, grid, key, location=where)
+        # Every reference of the region is checked before any of its chunks is read, as the
+        # spec wants of a whole manifest; new paths join the node-wide table only then.
+        new = [p for p in dict.fromkeys(decoded.path_table) if p not in self._paths]
+        urls = _resolve_paths(new, self.base_url, where)
+        for path, url in zip(new, urls, strict=True):
+            self._paths[path] = len(self._path_list)
+            self._path_list.append(path)
+            self._split_urls.append(url)
+        remap = np.array([self._paths[p] for p in decoded.path_table], dtype=np.int64)
+        ids, offsets, lengths = region_columns(decoded, grid, key, remap)
+        return _Region(ids, offsets, lengths)
+
+    def _assemble_split(self) -> ChunkManifest:
+        """The whole manifest of a split node, in the node-wide path table's ids."""
+        grid = self.split
+        assert grid is not None
+        size = int(np.prod(grid.grid_shape, dtype=np.float64))
+        if size > MAX_GRID_CELLS:
+            where = self.base_url + self.manifest_key + "/"  # type: ignore[operator]
+            raise ManifestFormatError(
+                f"{where}: chunk grid {grid.grid_shape} has {size} cells, more than the "
+                f"{MAX_GRID_CELLS} a manifest may hold in memory",
+                location=where,
+            )
+        regions = {key: self.region(key) for key in sorted(self._present_regions())}
+        loaded = [r for r in regions.values() if r is not None]
+        # the narrowest types that hold every region's columns (regions are narrowed)
+        ids = np.full(grid.grid_shape, -1, dtype=np.result_type(np.int8, *(r.ids for r in loaded)))
+        offsets = np.zeros(
+            grid.grid_shape, dtype=np.result_type(np.uint8, *(r.offsets for r in loaded))
+        )
+        lengths = np.zeros(
+            grid.grid_shape, dtype=np.result_type(np.uint8, *(r.lengths for r in loaded))
+        )
+        for key, region in regions.items():
+            assert region is not None
+            where = grid.slices(key)
+            ids[where] = region.ids
+            offsets[where] = region.offsets
+            lengths[where] = region.lengths
+        self._urls = tuple(self._split_urls)
+        # the regions' columns were validated as they loaded
+        return ChunkManifest._new(tuple(self._path_list), ids, offsets, lengths)
+
+    # ---- whole-manifest views ---------------------------------------------------------------
 
     def urls(self) -> tuple[str, ...]:
         """The canonical URL of each path of the manifest's path table."""
@@ -827,7 +1028,8 @@ class _Node:
             return self._sources[pid]
         except KeyError:
             pass
-        source = registry.resolve(self.urls()[pid], key=key)
+        url = self._split_urls[pid] if self.split is not None else self.urls()[pid]
+        source = registry.resolve(url, key=key)
         self._sources[pid] = source
         return source
 
@@ -837,13 +1039,26 @@ class _Node:
         """The readahead block ``(path id, start, end)`` holding a chunk's bytes, then up to
         ``count - 1`` blocks that follow it in the same file (empty if none holds it)."""
         pid = chunk.pid
-        plan = self._blocks.get(pid)
+        # A split manifest plans per region: readahead must not load the other regions.
+        region_key = None if self.split is None else self.split.region_of(chunk.index)
+        plan = self._blocks.get((region_key, pid))
         if plan is None:
             with self._lock:
-                plan = self._blocks.get(pid)
+                plan = self._blocks.get((region_key, pid))
                 if plan is None:
-                    plan = _plan_blocks(self.manifest, pid, limit, max_gap)
-                    self._blocks[pid] = plan
+                    if region_key is None:
+                        manifest = self.manifest
+                        ids, offsets, lengths = (
+                            manifest.path_ids,
+                            manifest.offsets,
+                            manifest.lengths,
+                        )
+                    else:
+                        region = self.region(region_key)
+                        assert region is not None  # the chunk was found in it
+                        ids, offsets, lengths = region.ids, region.offsets, region.lengths
+                    plan = _plan_blocks(ids, offsets, lengths, pid, limit, max_gap)
+                    self._blocks[(region_key, pid)] = plan
         starts, ends = plan
         i = int(np.searchsorted(starts, chunk.offset, side="right")) - 1
         if i < 0 or chunk.offset + chunk.length > ends[i]:
@@ -852,14 +1067,33 @@ class _Node:
         return [(pid, int(starts[k]), int(ends[k])) for k in range(i, stop)]
 
 
+class _Region:
+    """One loaded region of a split manifest: region-shaped columns, node-wide path ids."""
+
+    __slots__ = ("ids", "lengths", "offsets")
+
+    def __init__(self, ids: np.ndarray, offsets: np.ndarray, lengths: np.ndarray):
+        self.ids = ids
+        self.offsets = offsets
+        self.lengths = lengths
+
+
+_ABSENT = (-1, 0, 0)
+
+
 def _plan_blocks(
-    manifest: ChunkManifest, pid: int, limit: int, max_gap: int
+    ids: np.ndarray,
+    offsets: np.ndarray,
+    lengths: np.ndarray,
+    pid: int,
+    limit: int,
+    max_gap: int,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Group one file's chunk ranges into blocks of at most ``limit`` bytes, in file order:
-    block starts and ends, sorted."""
-    mask = manifest.path_ids == pid
-    starts = manifest.offsets[mask].astype(np.int64)
-    ends = starts + manifest.lengths[mask].astype(np.int64)
+    """Group one file's chunk ranges (of a manifest's or a region's columns) into blocks of
+    at most ``limit`` bytes, in file order: block starts and ends, sorted."""
+    mask = ids == pid
+    starts = offsets[mask].astype(np.int64)
+    ends = starts + lengths[mask].astype(np.int64)
     plan = plan_coalesced(starts, ends, max_gap_bytes=max_gap, max_request_bytes=limit)
     return plan.starts.astype(np.int64), plan.ends.astype(np.int64)
 
@@ -867,26 +1101,33 @@ def _plan_blocks(
 class _Chunk:
     """A chunk key resolved to its manifest entry."""
 
-    __slots__ = ("key", "length", "missing", "node", "offset", "pid", "store")
+    __slots__ = ("index", "key", "length", "missing", "node", "offset", "pid", "store")
 
     def __init__(self, store: ManifestStore, node: _Node, index: tuple[int, ...], key: str):
-        manifest = node.manifest
         self.store = store
         self.node = node
         self.key = key
-        grid = manifest.shape_chunk_grid
-        if any(not 0 <= i < s for i, s in zip(index, grid, strict=True)):
-            self.missing = True
-            self.pid = -1
-            self.offset = self.length = 0
-            return
-        self.pid = manifest.path_ids.item(index)
+        self.index = index
+        self.pid, self.offset, self.length = node.lookup(index)
         self.missing = self.pid < 0
-        self.offset = manifest._offsets.item(index)
-        self.length = manifest._lengths.item(index)
 
     def source(self) -> Source:
-        return self.node.source(self.pid, self.store._registry, self.key)
+        node = self.node
+        source = node.source(self.pid, self.store._registry, self.key)
+        if node.fingerprints and self.pid not in node.verified:
+            self.store._verify_source(node, self.pid, source, self.key)
+        return source
+
+    async def source_async(self) -> Source:
+        """`source`, with a remote source's HEAD request off the event loop."""
+        node = self.node
+        source = node.source(self.pid, self.store._registry, self.key)
+        if node.fingerprints and self.pid not in node.verified:
+            if source.local_path is None:
+                await asyncio.to_thread(self.store._verify_source, node, self.pid, source, self.key)
+            else:
+                self.store._verify_source(node, self.pid, source, self.key)
+        return source
 
 
 class _BlockCache:
@@ -1116,6 +1357,27 @@ def _group_source_urls(group: ManifestGroup, base: str) -> set[str]:
     for _, node in group.walk():
         if isinstance(node, ManifestArray):
             urls.update(_reference_urls(node.manifest, base, in_memory=True, where=None))
+    return urls
+
+
+def _group_paths_as_urls(paths: Iterable[str], base: str) -> list[str]:
+    """The canonical URLs of an in-memory group's paths (plain local paths allowed)."""
+    return [
+        resolve_reference(
+            local_path_to_url(p) if p.startswith("/") and not p.startswith("//") else p, base
+        )
+        for p in paths
+    ]
+
+
+def _resolve_paths(paths: Iterable[str], base: str, where: str) -> list[str]:
+    """The canonical URLs of on-disk references; a bad one is a format error naming ``where``."""
+    urls = []
+    for path in paths:
+        try:
+            urls.append(resolve_reference(path, base))
+        except ManifestFormatError as exc:
+            raise ManifestFormatError(f"{where}: {exc}", location=where, field="path") from exc
     return urls
 
 
