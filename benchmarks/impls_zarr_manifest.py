@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from harness import IMPLEMENTATIONS, Phase
 from scenarios import a_full_read
 
@@ -69,6 +70,7 @@ def build_b(data: Any) -> dict[str, Any]:
 def many_refs(data: Any) -> dict[str, Any]:
     """Scenario C: 1M references written as a manifest store, opened, read."""
     import zarr
+
     import zarr_manifest as zm
 
     assert data.workdir is not None
@@ -117,6 +119,7 @@ def many_refs(data: Any) -> dict[str, Any]:
 def random_reader(data: Any) -> Callable[[Any], np.ndarray]:
     """Random single-chunk reads through ManifestStore (default pipeline)."""
     import zarr
+
     import zarr_manifest as zm
 
     array = zarr.open_array(zm.ManifestStore(_group_a(data)), path=data.dataset, mode="r")

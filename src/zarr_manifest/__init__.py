@@ -21,6 +21,7 @@ from zarr_manifest.errors import (
     UnsupportedError,
     ZarrManifestError,
 )
+from zarr_manifest.fingerprint import Fingerprint
 from zarr_manifest.group import ManifestGroup
 from zarr_manifest.manifest import ChunkEntry, ChunkManifest
 from zarr_manifest.store import ManifestStore, SourceRegistry
@@ -33,6 +34,7 @@ __all__ = [
     "ChunkManifest",
     "ChunkReadError",
     "CombineError",
+    "Fingerprint",
     "InlineArray",
     "ManifestArray",
     "ManifestError",

@@ -20,6 +20,7 @@ from zarr.core.metadata.v3 import (
 )
 
 from zarr_manifest.errors import CombineError, MetadataError
+from zarr_manifest.fingerprint import Fingerprint, merge_fingerprints
 from zarr_manifest.manifest import ChunkManifest
 
 __all__ = ["InlineArray", "ManifestArray", "chunk_grid_shape", "parse_array_metadata"]
@@ -85,16 +86,27 @@ class ManifestArray:
         transformers.
     manifest
         The chunk references; its grid must equal the metadata's chunk grid.
+    fingerprints
+        Optional: what each source file looked like when the manifest was made (size, ETag,
+        last-modified), keyed by path as in the manifest's path table, so readers can tell
+        when a file has changed under its references.  Paths without one are not checked.
 
     Raises
     ------
     MetadataError
-        Invalid metadata, or a manifest grid that does not match the chunk grid.
+        Invalid metadata, a manifest grid that does not match the chunk grid, or a
+        fingerprint for a path the manifest does not reference.
     """
 
-    __slots__ = ("_manifest", "_metadata")
+    __slots__ = ("_fingerprints", "_manifest", "_metadata")
 
-    def __init__(self, metadata: ArrayV3Metadata | Mapping[str, Any], manifest: ChunkManifest):
+    def __init__(
+        self,
+        metadata: ArrayV3Metadata | Mapping[str, Any],
+        manifest: ChunkManifest,
+        *,
+        fingerprints: Mapping[str, Fingerprint] | None = None,
+    ):
         meta = parse_array_metadata(metadata)
         if not isinstance(manifest, ChunkManifest):
             raise MetadataError(f"manifest must be a ChunkManifest, got {type(manifest)}")
@@ -106,6 +118,7 @@ class ManifestArray:
             )
         self._metadata = meta
         self._manifest = manifest
+        self._fingerprints = _check_fingerprints(fingerprints, manifest)
 
     @property
     def metadata(self) -> ArrayV3Metadata:
@@ -116,6 +129,15 @@ class ManifestArray:
     def manifest(self) -> ChunkManifest:
         """Where the chunks live."""
         return self._manifest
+
+    @property
+    def fingerprints(self) -> dict[str, Fingerprint]:
+        """The recorded source fingerprints by manifest path (a copy; empty if none)."""
+        return dict(self._fingerprints)
+
+    def with_fingerprints(self, fingerprints: Mapping[str, Fingerprint] | None) -> ManifestArray:
+        """A copy with these source fingerprints instead (None: without any)."""
+        return ManifestArray(self._metadata, self._manifest, fingerprints=fingerprints)
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -154,13 +176,36 @@ class ManifestArray:
     def replace(self, **changes: Any) -> ManifestArray:
         """A copy with metadata fields replaced (e.g. ``attributes=``, ``dimension_names=``)."""
         doc = {**self._metadata.to_dict(), **changes}
-        return ManifestArray(doc, self._manifest)
+        return ManifestArray(doc, self._manifest, fingerprints=self._fingerprints)
 
     def rename_paths(self, new: str | Callable[[str], str]) -> ManifestArray:
-        """A copy whose manifest paths are renamed (see `ChunkManifest.rename_paths`)."""
-        return ManifestArray(self._metadata, self._manifest.rename_paths(new))
+        """A copy whose manifest paths are renamed (see `ChunkManifest.rename_paths`).
+
+        Fingerprints follow their paths.  A path that changes keeps only its recorded size:
+        the size belongs to the content, which moved with the file, while the ETag and the
+        modification time belong to the stored object at the old place (a copy gets new
+        ones, and would otherwise always look stale).
+
+        Raises
+        ------
+        MetadataError
+            Two paths with different fingerprints are renamed to one.
+        """
+        manifest = self._manifest.rename_paths(new)
+        fingerprints: dict[str, Fingerprint] = {}
+        for path, fp in self._fingerprints.items():
+            to = new if isinstance(new, str) else new(path)
+            if to != path:
+                fp = Fingerprint(size=fp.size)
+            if fingerprints.setdefault(to, fp) != fp:
+                raise MetadataError(
+                    f"rename_paths: sources with different fingerprints are renamed to {to!r}"
+                )
+        return ManifestArray(self._metadata, manifest, fingerprints=fingerprints)
 
     def __eq__(self, other: object) -> bool:
+        """Same metadata and references.  Fingerprints record when the references were
+        taken, not what they are, so they are not compared (compare `fingerprints`)."""
         if not isinstance(other, ManifestArray):
             return NotImplemented
         return (
@@ -229,7 +274,10 @@ class ManifestArray:
         shape[axis] = sum(a.shape[axis] for a in arrays)
         grid = _grid_with_axis(first.metadata, axis, edges, shape[axis])
         meta = dataclasses.replace(first.metadata, shape=tuple(shape), chunk_grid=grid)
-        return ManifestArray(meta, ChunkManifest.concat(manifests, axis=axis))
+        fingerprints = merge_fingerprints(a._fingerprints for a in arrays)
+        return ManifestArray(
+            meta, ChunkManifest.concat(manifests, axis=axis), fingerprints=fingerprints
+        )
 
     @staticmethod
     def stack(
@@ -267,7 +315,28 @@ class ManifestArray:
             chunk_grid={"name": "regular", "configuration": {"chunk_shape": chunks}},
             dimension_names=names,
         )
-        return ManifestArray(doc, manifest)
+        fingerprints = merge_fingerprints(a._fingerprints for a in arrays)
+        return ManifestArray(doc, manifest, fingerprints=fingerprints)
+
+
+def _check_fingerprints(
+    fingerprints: Mapping[str, Fingerprint] | None, manifest: ChunkManifest
+) -> dict[str, Fingerprint]:
+    if not fingerprints:
+        return {}
+    if not isinstance(fingerprints, Mapping):
+        raise MetadataError(f"fingerprints must be a mapping, got {type(fingerprints)}")
+    paths = set(manifest.path_table)
+    out = {}
+    for path, fp in fingerprints.items():
+        if not isinstance(fp, Fingerprint):
+            raise MetadataError(f"the fingerprint of {path!r} is a {type(fp).__name__}")
+        if path not in paths:
+            raise MetadataError(
+                f"a fingerprint is given for {path!r}, which the manifest does not reference"
+            )
+        out[path] = fp
+    return out
 
 
 def _metadata_equal(a: ArrayV3Metadata, b: ArrayV3Metadata) -> bool:

@@ -78,7 +78,8 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument(
         "--check-sources",
         action="store_true",
-        help="also check every referenced file exists and every range lies inside it",
+        help="also check every referenced file exists, every range lies inside it, and "
+        "files with a recorded fingerprint have not changed since the manifest was made",
     )
     v.add_argument("--allow", action="append", default=[], help="allowed source prefix")
 
@@ -264,6 +265,7 @@ def _validate(args: argparse.Namespace) -> int:
     from zarr_manifest.format.location import open_location
     from zarr_manifest.format.paths import resolve_reference
     from zarr_manifest.group import ManifestGroup
+    from zarr_manifest.store._verify import stale_reason
     from zarr_manifest.store.sources import SourceRegistry
 
     group = ManifestGroup.from_store(args.src)
@@ -274,6 +276,8 @@ def _validate(args: argparse.Namespace) -> int:
         registry.register(prefix)
     problems: list[str] = []
     sizes: dict[str, int | None] = {}
+    # whether each fingerprinted file changed: checked, and reported, once per file
+    stale: dict[str, str | None] = {}
     for path, node in group.walk():
         if not isinstance(node, ManifestArray):
             continue
@@ -294,17 +298,33 @@ def _validate(args: argparse.Namespace) -> int:
             if size is None:
                 problems.append(f"{path}: source {url} does not exist")
                 continue
+            # one line per array and file, saying all that is wrong with the file
+            issues = []
+            recorded = node.fingerprints.get(ref)
+            if recorded is not None and url not in stale:
+                stale[url] = reason = stale_reason(recorded, _live_fingerprint(source))
+                if reason is not None:
+                    issues.append(f"source {url} changed since the manifest was made ({reason})")
             mask = m.path_ids == pid
             ends = m.offsets[mask] + m.lengths[mask]
             beyond = int(np.count_nonzero(ends > size))
             if beyond:
-                problems.append(
-                    f"{path}: {beyond} chunk ranges end beyond the {size} bytes of {url}"
-                )
+                issues.append(f"{beyond} chunk ranges end beyond the {size} bytes of {url}")
+            if issues:
+                problems.append(f"{path}: {'; '.join(issues)}")
     for p in problems:
         print(f"PROBLEM {p}")
     print(f"{args.src}: {'valid' if not problems else f'{len(problems)} problem(s)'}")
     return EXIT_OK if not problems else EXIT_INVALID
+
+
+def _live_fingerprint(source: Any) -> Any:
+    from zarr_manifest.store._verify import live_fingerprint
+
+    try:
+        return live_fingerprint(source)
+    except OSError:
+        return None
 
 
 def _source_size(source: Any) -> int | None:

@@ -11,10 +11,17 @@ from __future__ import annotations
 import importlib
 import os
 from collections.abc import Callable, Collection, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import obstore.exceptions
+
+from zarr_manifest.array import ManifestArray
+from zarr_manifest.builders._source import Source, open_source
 from zarr_manifest.builders.detect import FORMATS, detect_format, open_input, sniff
 from zarr_manifest.errors import UnsupportedError
+from zarr_manifest.fingerprint import Fingerprint
+from zarr_manifest.format.paths import is_absolute_url
 from zarr_manifest.group import ManifestGroup
 
 __all__ = ["BUILDERS", "FORMATS", "detect_format", "get_builder", "open_virtual", "sniff"]
@@ -96,6 +103,7 @@ def open_virtual(
     drop: Collection[str] = (),
     load: Collection[str] = (),
     options: Mapping[str, Any] | None = None,
+    fingerprints: bool = True,
     **obstore_kwargs: Any,
 ) -> ManifestGroup:
     """Reference a legacy file in place: its variables as a `ManifestGroup` of chunk manifests.
@@ -117,6 +125,12 @@ def open_virtual(
     options
         Format-specific builder options (e.g. ``{"split_contiguous_bytes": 8 << 20}`` for
         HDF5).
+    fingerprints
+        Record each referenced file's fingerprint (size, and ETag / last-modified where the
+        storage gives them) with the manifests, so readers can detect files that changed
+        since (see ``ManifestStore(verify=...)``).  It costs one ``stat`` (local) or HEAD
+        request (remote) per distinct file: for a Zarr store with many chunk objects that is
+        one per object, which ``fingerprints=False`` avoids.
     **obstore_kwargs
         Passed to obstore for remote URLs (credentials, ``client_options`` ...).
 
@@ -140,9 +154,61 @@ def open_virtual(
     source = open_input(url, **obstore_kwargs)
     if builder is None:
         builder = get_builder(detect_format(source))
+    # The opened file is fingerprinted before it is parsed: if it changes during the build,
+    # the recorded state is the older one, and readers find it stale rather than trust it.
+    known = {source.url: _fingerprint(source)} if fingerprints else {}
     if obstore_kwargs:
         # builders take obstore options alongside a URL (a `Source` does not hand them on)
-        return builder(
+        built = builder(
             source.url, group=group, drop=drop, load=load, **dict(options or {}), **obstore_kwargs
         )
-    return builder(source, group=group, drop=drop, load=load, **dict(options or {}))
+    else:
+        built = builder(source, group=group, drop=drop, load=load, **dict(options or {}))
+    if not fingerprints:
+        return built
+    return _with_fingerprints(built, known, obstore_kwargs)
+
+
+def _fingerprint(source: Source) -> Fingerprint | None:
+    """A file's fingerprint, or None when it cannot be had (a directory, no HEAD access)."""
+    if source.local_path is not None and not os.path.isfile(source.local_path):
+        return None
+    try:
+        return source.fingerprint()
+    except (OSError, obstore.exceptions.BaseError):
+        return None
+
+
+def _fingerprint_path(path: str, obstore_kwargs: dict[str, Any]) -> Fingerprint | None:
+    if not (is_absolute_url(path) or path.startswith("/")):
+        return None  # a relative reference: its base is only known where it is written
+    try:
+        source = open_source(path, **obstore_kwargs)
+    except (OSError, obstore.exceptions.BaseError):
+        return None
+    return _fingerprint(source)
+
+
+def _with_fingerprints(
+    group: ManifestGroup, known: dict[str, Fingerprint | None], obstore_kwargs: dict[str, Any]
+) -> ManifestGroup:
+    """``group`` with the fingerprint of every file its manifests reference attached."""
+    arrays = [n for _, n in group.walk() if isinstance(n, ManifestArray)]
+    paths = {p for a in arrays for p in a.manifest.path_table if p not in known}
+    if paths:
+        # remote files cost a round trip each: many (Zarr chunk objects) are asked at once
+        with ThreadPoolExecutor(max_workers=min(16, len(paths))) as pool:
+            ordered = sorted(paths)
+            found = pool.map(lambda p: _fingerprint_path(p, obstore_kwargs), ordered)
+            known.update(zip(ordered, found, strict=True))
+
+    def attach(g: ManifestGroup) -> ManifestGroup:
+        members = {}
+        for name, node in g.arrays.items():
+            if isinstance(node, ManifestArray):
+                fps = {p: fp for p in node.manifest.path_table if (fp := known.get(p)) is not None}
+                node = node.with_fingerprints({**fps, **node.fingerprints})
+            members[name] = node
+        return g.replace(arrays=members, groups={k: attach(c) for k, c in g.groups.items()})
+
+    return attach(group)

@@ -12,6 +12,7 @@ from typing import Any, BinaryIO
 
 import obstore
 
+from zarr_manifest.fingerprint import Fingerprint
 from zarr_manifest.format.location import open_location
 from zarr_manifest.format.paths import canonical_url, is_absolute_url, url_to_local_path
 
@@ -67,6 +68,15 @@ class Source:
         parent, name = self.url.rsplit("/", 1)
         location = open_location(parent + "/", **self._obstore_kwargs)
         return int(obstore.head(location.store, name)["size"])
+
+    def fingerprint(self) -> Fingerprint:
+        """The file's fingerprint now: size and mtime (local), or size, ETag and
+        last-modified as the storage reports them (one HEAD request)."""
+        if self.local_path is not None:
+            return Fingerprint.from_stat(os.stat(self.local_path))
+        parent, name = self.url.rsplit("/", 1)
+        location = open_location(parent + "/", **self._obstore_kwargs)
+        return Fingerprint.from_object_meta(obstore.head(location.store, name))
 
 
 class _Reader:
