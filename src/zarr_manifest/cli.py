@@ -68,6 +68,10 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--drop", action="append", default=[], help="leave this variable out")
     b.add_argument("--to", choices=_TARGETS, default="manifest", help="output kind")
     b.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    b.add_argument(
+        "--split-above", type=int, default=100_000, metavar="N",
+        help="split manifests of arrays with more than N references by region (0: never)",
+    )
     b.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     i = command("info", "describe a manifest store (or kerchunk references)")
@@ -88,6 +92,10 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("dest")
     c.add_argument("--to", choices=_TARGETS, help="output kind (default: from DEST's suffix)")
     c.add_argument("--overwrite", action="store_true")
+    c.add_argument(
+        "--split-above", type=int, default=100_000, metavar="N",
+        help="split manifests of arrays with more than N references by region (0: never)",
+    )
     return parser
 
 
@@ -145,14 +153,14 @@ def _build(args: argparse.Namespace) -> int:
     finally:
         if executor is not None:
             executor.shutdown()
-    _write(group, args.output, args.to, overwrite=args.overwrite)
+    _write(group, args.output, args.to, overwrite=args.overwrite, split_above=args.split_above)
     print(f"wrote {args.to} {args.output}")
     return EXIT_OK
 
 
-def _write(group: Any, dest: str, kind: str, *, overwrite: bool) -> None:
+def _write(group: Any, dest: str, kind: str, *, overwrite: bool, split_above: int) -> None:
     if kind == "manifest":
-        group.to_store(dest, overwrite=overwrite)
+        group.to_store(dest, overwrite=overwrite, split_above=split_above or None)
     elif kind in ("kerchunk-json", "kerchunk-parquet"):
         from zarr_manifest.writers.kerchunk import to_kerchunk
 
@@ -355,7 +363,7 @@ def _convert(args: argparse.Namespace) -> int:
             else "manifest"
         )
     group = _read(args.src)
-    _write(group, args.dest, kind, overwrite=args.overwrite)
+    _write(group, args.dest, kind, overwrite=args.overwrite, split_above=args.split_above)
     print(f"wrote {kind} {args.dest}")
     return EXIT_OK
 
