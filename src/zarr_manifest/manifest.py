@@ -22,9 +22,11 @@ __all__ = ["ChunkEntry", "ChunkManifest"]
 
 _STRINGS = np.dtypes.StringDType()
 
-#: the most chunks one manifest grid may have (a guard against absurd keys and shapes:
-#: the grid is held dense, at 3+ bytes a cell)
-MAX_GRID_CELLS = 2**33
+#: The most chunks one manifest grid may have when it is read from a dict or manifest.json
+#: (the grid is held dense, at up to ~20 bytes a cell while it is built): a guard against a
+#: one-line manifest asking for terabytes.  2**27 cells is about 2.5 GB at most; raise it
+#: with the environment variable ZARR_MANIFEST_MAX_GRID_CELLS.
+MAX_GRID_CELLS = int(os.environ.get("ZARR_MANIFEST_MAX_GRID_CELLS", 2**27))
 
 
 class ChunkEntry(TypedDict):
@@ -227,6 +229,12 @@ class ChunkManifest:
                 f"chunk keys{where} have {ndim} dimensions but the grid shape {shape} "
                 f"has {len(shape)}"
             )
+        size = math.prod(shape)
+        if size > MAX_GRID_CELLS:
+            raise ManifestError(
+                f"chunk grid {shape}{where} has {size} cells, more than the {MAX_GRID_CELLS} "
+                "a manifest may hold in memory (ZARR_MANIFEST_MAX_GRID_CELLS raises the limit)"
+            )
         if n:
             outside = (indices >= np.array(shape, dtype=np.int64)).any(axis=1)
             if outside.any():
@@ -235,12 +243,6 @@ class ChunkManifest:
                     f"chunk key {bad!r}{where} is outside the chunk grid of shape {shape}", key=bad
                 )
         flat = np.ravel_multi_index(tuple(indices.T), shape) if ndim else np.zeros(n, np.int64)
-        size = math.prod(shape)
-        if size > MAX_GRID_CELLS:
-            raise ManifestError(
-                f"chunk grid {shape}{where} has {size} cells, more than the {MAX_GRID_CELLS} "
-                "a manifest may hold in memory"
-            )
         ids = np.full(size, -1, dtype=_signed_for(len(path_table)))
         offs = np.zeros(size, dtype=np.uint64)
         lens = np.zeros(size, dtype=np.uint64)

@@ -36,7 +36,13 @@ import numpy as np
 import numpy.typing as npt
 import obstore
 
-from zarr_manifest.errors import ChunkReadError, ManifestError, ShortReadError, ZarrManifestError
+from zarr_manifest.errors import (
+    ChunkReadError,
+    ManifestError,
+    ShortReadError,
+    SourceNotAllowedError,
+    ZarrManifestError,
+)
 from zarr_manifest.store.sources import Source
 
 __all__ = [
@@ -261,6 +267,15 @@ class _FdCache:
                 self._files.move_to_end(path)
                 f.users += 1
                 return f
+        # The path was checked to lie under an allowed prefix when it was resolved, with
+        # every symlink followed.  Something may have been swapped for a symlink since:
+        # never follow one now (that check is what made the path safe to read).
+        if os.path.realpath(path) != path:
+            raise SourceNotAllowedError(
+                f"local source {path!r} is now reached through a symlink "
+                f"({os.path.realpath(path)!r}); refusing to follow it",
+                path=path,
+            )
         st = os.stat(path)
         with self._lock:
             f = self._files.get(path)
@@ -270,7 +285,8 @@ class _FdCache:
                 self._files.move_to_end(path)
                 f.users += 1
                 return f
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        flags = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0)
+        fd = os.open(path, flags)
         fst = os.fstat(fd)
         new = _OpenFile(fd, fst.st_dev, fst.st_ino, fst.st_size)
         new.users = 1
@@ -337,6 +353,8 @@ def _fetch_local(source: Source, ms: list[int], me: list[int]) -> list[Any]:
     assert source.local_path is not None
     try:
         f = _FD_CACHE.acquire(source.local_path)
+    except SourceNotAllowedError:
+        raise
     except OSError as exc:
         return [exc] * len(ms)
     try:
@@ -349,7 +367,14 @@ def _fetch_local(source: Source, ms: list[int], me: list[int]) -> list[Any]:
                 size = f.size = os.fstat(f.fd).st_size
             hi = min(b, size)
             if hi <= a:
-                out.append(b"")
+                # A non-empty range gets b"" and fails the length check; an empty one must
+                # still lie inside the file, which no length check can tell.
+                past_end = a == b and a > size
+                out.append(
+                    EOFError(f"range not satisfiable: it starts past the end ({size} bytes)")
+                    if past_end
+                    else b""
+                )
                 continue
             try:
                 out.append(_pread_full(f.fd, a, hi - a))
