@@ -37,7 +37,7 @@ import zarr
 from obstore.store import S3Store
 from zarr.core.buffer import default_buffer_prototype
 
-from zarr_manifest import ManifestStore
+from zarr_manifest import ChunkManifest, ManifestStore
 from zarr_manifest.errors import (
     ChunkReadError,
     ManifestError,
@@ -338,12 +338,6 @@ def test_format_refusal_names_the_reference_and_the_file(tmp_path: Path) -> None
     assert "'/etc/passwd'" in str(info.value) and "manifest.json" in str(info.value)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a reference refused as a format error (ManifestStore._Node._load_manifest -> "
-    "_reference_urls) names the manifest file and the path but not the manifest key holding "
-    "it; ManifestFormatError.key stays None",
-)
 def test_refusal_format_error_carries_the_manifest_key(tmp_path: Path) -> None:
     root = make_store(tmp_path / "store", {"0": entry("../data/ok.bin"), "1": entry("/etc/passwd")})
     with pytest.raises(ManifestFormatError) as info:
@@ -938,17 +932,10 @@ _SPEC_4 = (
     "BUG: format/transformer.py parse_array_document accepts a chunk-manifest-json entry or "
     "manifest value that spec section 4 says a reader MUST reject"
 )
-BAD_ZARR_JSON_XFAIL = [
+BAD_ZARR_JSON_MORE = [
     pytest.param(
         json.dumps({**array_doc(), "data_type": "int64", "fill_value": 2**64}).encode(),
         id="fill-value-overflow",
-        marks=pytest.mark.xfail(
-            strict=True,
-            reason="BUG: format/transformer.py parse_array_document catches only ValueError, "
-            "TypeError and KeyError from ArrayV3Metadata.from_dict; an int64 fill_value of "
-            "2**64 makes zarr raise OverflowError, which escapes ManifestStore.get and zarr "
-            "reads instead of ManifestFormatError",
-        ),
     ),
     pytest.param(
         _with_transformer(
@@ -959,35 +946,25 @@ BAD_ZARR_JSON_XFAIL = [
             }
         ),
         id="transformer-extra-member",
-        marks=pytest.mark.xfail(
-            strict=True,
-            reason=_SPEC_4 + " (4.3: exactly name and "
-            "configuration; an extra entry member is ignored)",
-        ),
     ),
     pytest.param(
         _with_transformer(
             {"name": "chunk-manifest-json", "configuration": {"manifest": "manifest.json?x=1"}}
         ),
         id="manifest-with-query",
-        marks=pytest.mark.xfail(
-            strict=True,
-            reason=_SPEC_4 + " (4.6: no query; 'manifest.json?x=1' is read as a file of that name)",
-        ),
     ),
     pytest.param(
         _with_transformer(
             {"name": "chunk-manifest-json", "configuration": {"manifest": "manifest.json#x"}}
         ),
         id="manifest-with-fragment",
-        marks=pytest.mark.xfail(strict=True, reason=_SPEC_4 + " (4.6: no fragment)"),
     ),
 ]
 
 
 @pytest.mark.parametrize(
     "data",
-    [*[pytest.param(v, id=k) for k, v in BAD_ZARR_JSON.items()], *BAD_ZARR_JSON_XFAIL],
+    [*[pytest.param(v, id=k) for k, v in BAD_ZARR_JSON.items()], *BAD_ZARR_JSON_MORE],
 )
 def test_malformed_array_zarr_json_is_a_format_error(tmp_path: Path, data: bytes) -> None:
     root = make_store(tmp_path / "store", two_chunks("../data/ok.bin"), doc=data)
@@ -1094,19 +1071,26 @@ def test_very_big_manifest_loads_in_bounded_memory(tmp_path: Path) -> None:
     assert r["load_s"] < 120, r
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a manifest not in the writer's exact layout (e.g. Python json.dump's "
-    "': ' separators) takes _json_codec._decode_generic: orjson builds a dict per entry, "
-    "~700 B/key, so a 10^7-key manifest needs ~7 GB (spec 5.1: MUST NOT exhaust memory)",
-)
-def test_big_manifest_in_another_layout_loads_in_bounded_memory(tmp_path: Path) -> None:
-    n = 3 * 10**5
-    r = _load_big_manifest(tmp_path, n, "spaced")
-    grew = r["rss_after"] - r["rss_before"]
-    print(f"3*10^5 spaced: {r}")
-    # the budget of the canonical test scaled: 2 GB for 10^7 keys is 200 bytes a key
-    assert grew < 200 * n, f"{grew / n:.0f} bytes a key"
+def test_big_manifest_in_another_layout_is_refused_above_the_limit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A manifest not in the writer's layout is parsed as a whole by orjson (~700 bytes an
+    entry): above MAX_GENERIC_MANIFEST_BYTES it is refused with a clear error instead of
+    exhausting memory; the canonical layout of the same size is not limited."""
+    from zarr_manifest import _json_codec
+
+    m = ChunkManifest.from_arrays(
+        paths="../data/ok.bin", offsets=np.arange(200) % 8 * 4, lengths=np.full(200, 4)
+    )
+    canonical = m.to_json_bytes()
+    spaced = canonical.replace(b'":{"path":', b'": {"path": ')
+    monkeypatch.setattr(_json_codec, "MAX_GENERIC_MANIFEST_BYTES", len(spaced) - 1)
+    with pytest.raises(ManifestFormatError, match="ZARR_MANIFEST_MAX_GENERIC_BYTES") as info:
+        ChunkManifest.from_json_bytes(spaced, shape=(200,), location="big/manifest.json")
+    assert info.value.location == "big/manifest.json"
+    assert ChunkManifest.from_json_bytes(canonical, shape=(200,)) == m
+    monkeypatch.setattr(_json_codec, "MAX_GENERIC_MANIFEST_BYTES", len(spaced))
+    assert ChunkManifest.from_json_bytes(spaced, shape=(200,)) == m
 
 
 _GRID_PROBE = textwrap.dedent(

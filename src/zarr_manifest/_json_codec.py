@@ -28,6 +28,7 @@ silently collapse, with the same message.
 from __future__ import annotations
 
 import io
+import os
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -38,6 +39,11 @@ import orjson
 from zarr_manifest.errors import ManifestError, ManifestFormatError
 
 __all__ = ["MAX_OFFSET", "DecodedManifest", "decode_entries", "decode_manifest", "encode_manifest"]
+
+#: The largest manifest.json read when it is not in the canonical layout: the generic parser
+#: builds a Python object per entry (~700 bytes), so an untrusted file must not be able to
+#: ask for gigabytes.  64 MiB is about 800k entries and 0.5 GB.
+MAX_GENERIC_MANIFEST_BYTES = int(os.environ.get("ZARR_MANIFEST_MAX_GENERIC_BYTES", 64 * 2**20))
 
 #: offsets, lengths and their sum must stay below this (they are read as int64)
 MAX_OFFSET = 2**63 - 1
@@ -832,6 +838,14 @@ def _first_appearance(ids: np.ndarray, count: int, literals: _Literals) -> np.nd
 def _decode_generic(data: bytes, ndim: int | None, location: str | None) -> DecodedManifest:
     """Decode any JSON layout with orjson, then validate (see `decode_manifest`)."""
     where = _where(location)
+    if len(data) > MAX_GENERIC_MANIFEST_BYTES:
+        raise ManifestFormatError(
+            f"manifest{where} is {len(data)} bytes in a layout other than the canonical one "
+            "this library writes; such manifests are parsed as a whole in memory (about 700 "
+            f"bytes an entry), so they are limited to {MAX_GENERIC_MANIFEST_BYTES} bytes "
+            "(the environment variable ZARR_MANIFEST_MAX_GENERIC_BYTES raises the limit)",
+            location=location,
+        )
     try:
         doc = orjson.loads(data)
     except orjson.JSONDecodeError as e:

@@ -42,7 +42,7 @@ def parse_array_metadata(metadata: ArrayV3Metadata | Mapping[str, Any]) -> Array
             # the rectilinear-grid gate is zarr's to apply when it opens an array
             with zarr.config.set({"array.rectilinear_chunks": True}):
                 meta = ArrayV3Metadata.from_dict(doc)
-        except (ValueError, TypeError, KeyError) as e:
+        except (ValueError, TypeError, KeyError, OverflowError) as e:
             raise MetadataError(f"invalid Zarr v3 array metadata: {e}") from e
     else:
         raise MetadataError(f"metadata must be ArrayV3Metadata or a dict, got {type(metadata)}")

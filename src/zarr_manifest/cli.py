@@ -69,7 +69,10 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--to", choices=_TARGETS, default="manifest", help="output kind")
     b.add_argument("--overwrite", action="store_true", help="replace an existing output")
     b.add_argument(
-        "--split-above", type=int, default=100_000, metavar="N",
+        "--split-above",
+        type=int,
+        default=100_000,
+        metavar="N",
         help="split manifests of arrays with more than N references by region (0: never)",
     )
     b.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -93,7 +96,10 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--to", choices=_TARGETS, help="output kind (default: from DEST's suffix)")
     c.add_argument("--overwrite", action="store_true")
     c.add_argument(
-        "--split-above", type=int, default=100_000, metavar="N",
+        "--split-above",
+        type=int,
+        default=100_000,
+        metavar="N",
         help="split manifests of arrays with more than N references by region (0: never)",
     )
     return parser

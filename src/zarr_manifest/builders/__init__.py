@@ -129,8 +129,9 @@ def open_virtual(
         Record each referenced file's fingerprint (size, and ETag / last-modified where the
         storage gives them) with the manifests, so readers can detect files that changed
         since (see ``ManifestStore(verify=...)``).  It costs one ``stat`` (local) or HEAD
-        request (remote) per distinct file: for a Zarr store with many chunk objects that is
-        one per object, which ``fingerprints=False`` avoids.
+        request (remote) per distinct file; when a file references more than
+        `MAX_FINGERPRINTED_FILES` others (a Zarr store's chunk objects), only the opened
+        file is fingerprinted.
     **obstore_kwargs
         Passed to obstore for remote URLs (credentials, ``client_options`` ...).
 
@@ -189,12 +190,26 @@ def _fingerprint_path(path: str, obstore_kwargs: dict[str, Any]) -> Fingerprint 
     return _fingerprint(source)
 
 
+#: Above this many referenced files besides the opened one, `open_virtual` records no
+#: fingerprints for them (one HEAD request each would dominate the build).
+MAX_FINGERPRINTED_FILES = 1000
+
+
 def _with_fingerprints(
     group: ManifestGroup, known: dict[str, Fingerprint | None], obstore_kwargs: dict[str, Any]
 ) -> ManifestGroup:
     """``group`` with the fingerprint of every file its manifests reference attached."""
     arrays = [n for _, n in group.walk() if isinstance(n, ManifestArray)]
-    paths = {p for a in arrays for p in a.manifest.path_table if p not in known}
+    paths = {
+        p
+        for a in arrays
+        for p in a.manifest.path_table
+        if p not in known and p not in a.fingerprints
+    }
+    if len(paths) > MAX_FINGERPRINTED_FILES:
+        # a store of many small objects (a Zarr store's chunks): a HEAD each would cost more
+        # than the build itself; such objects are not fingerprinted
+        paths = set()
     if paths:
         # remote files cost a round trip each: many (Zarr chunk objects) are asked at once
         with ThreadPoolExecutor(max_workers=min(16, len(paths))) as pool:

@@ -176,6 +176,14 @@ def parse_array_document(doc: dict[str, Any], *, location: str) -> ArrayDocument
                 location=location,
                 field="storage_transformers",
             )
+        extra = sorted(set(t) - {"name", "configuration"}) if isinstance(t, dict) else []
+        if extra:
+            raise ManifestFormatError(
+                f"{location}: the {TRANSFORMER_NAME} entry has unknown member {extra[0]!r} "
+                "(only 'name' and 'configuration' are allowed)",
+                location=location,
+                field=extra[0],
+            )
         manifest, config = _parse_configuration(t, location)
     visible = {k: v for k, v in doc.items() if k != "storage_transformers"}
     try:
@@ -183,7 +191,7 @@ def parse_array_document(doc: dict[str, Any], *, location: str) -> ArrayDocument
         # the array, so a store this library wrote can always be read back here.
         with zarr.config.set({"array.rectilinear_chunks": True}):
             metadata = ArrayV3Metadata.from_dict(visible)
-    except (ValueError, TypeError, KeyError) as e:
+    except (ValueError, TypeError, KeyError, OverflowError) as e:
         raise ManifestFormatError(
             f"{location}: invalid Zarr v3 array metadata: {e}", location=location
         ) from e
@@ -246,6 +254,8 @@ def _parse_configuration(entry: Any, location: str) -> tuple[str, dict[str, Any]
         ":" in path
         or "\\" in path
         or "%" in path
+        or "?" in path
+        or "#" in path
         or path.startswith("/")
         or normal.startswith("..")
     ):

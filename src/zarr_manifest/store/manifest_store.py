@@ -1390,13 +1390,25 @@ def _reference_urls(
     forbids them, so there they are a format error, like any other invalid reference.
     """
     urls = []
-    for path in manifest.path_table:
+    for pid, path in enumerate(manifest.path_table):
         if in_memory and path.startswith("/") and not path.startswith("//"):
             path = local_path_to_url(path)
         try:
             urls.append(resolve_reference(path, base))
         except ManifestFormatError as exc:
-            if where is None:
-                raise
-            raise ManifestFormatError(f"{where}: {exc}", location=where, field="path") from exc
+            # name the first chunk whose entry holds the refused path
+            cell = int(np.argmax(manifest.path_ids.reshape(-1) == pid))
+            index = (
+                np.unravel_index(cell, manifest.shape_chunk_grid)
+                if manifest.ndim_chunk_grid
+                else ()
+            )
+            key = ".".join(str(int(i)) for i in index) or "0"
+            prefix = f"{where}: " if where is not None else ""
+            raise ManifestFormatError(
+                f"{prefix}chunk {key!r}: {exc}",
+                location=where or exc.location,
+                key=key,
+                field="path",
+            ) from exc
     return tuple(urls)
