@@ -1009,13 +1009,13 @@ def inv_unknown_config_member(s: Store) -> Broken:
                 "name": TRANSFORMER,
                 "configuration": {
                     "manifest": "./manifest.json",
-                    "fingerprints": "./fingerprints.json",
+                    "x-source-index": "./sources.json",
                 },
             }
         ],
     )
     return Broken(
-        "ManifestFormatError", 'configuration member "fingerprints" is unknown and not optional'
+        "ManifestFormatError", 'configuration member "x-source-index" is unknown and not optional'
     )
 
 
