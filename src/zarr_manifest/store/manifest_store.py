@@ -176,6 +176,8 @@ class ManifestStore(Store):
         self._registry = registry.copy() if registry is not None else SourceRegistry()
         self._lock = threading.RLock()
         self._nodes: dict[str, _Node | None] = {}
+        # virtual arrays whose chunk keys are "<path>/c/i/j...": the per-chunk fast path
+        self._chunk_prefixes: dict[str, _Node] = {}
         self._batcher = RangeBatcher(
             max_gap_bytes=max_gap_bytes, max_request_bytes=max_request_bytes
         )
@@ -206,6 +208,7 @@ class ManifestStore(Store):
                         manifest=node.manifest,
                         fingerprints=self._fingerprint_urls(node.fingerprints, base, None),
                     )
+                    self._index_chunk_prefix(self._nodes[path])
         else:
             self._location = open_location(root, **obstore_kwargs)
             self._memory = None
@@ -270,7 +273,7 @@ class ManifestStore(Store):
             self._is_open = True
         _check_byte_range(byte_range)
         prototype = prototype or default_buffer_prototype()
-        target = self._route(key)
+        target = self._fast_chunk(key) or self._route(key)
         if isinstance(target, _Chunk):
             data = await self._read_chunk_async(target, byte_range)
         elif isinstance(target, bytes):
@@ -291,7 +294,7 @@ class ManifestStore(Store):
         """`get` without an event loop (zarr's ``SupportsGetSync``)."""
         _check_byte_range(byte_range)
         prototype = prototype or default_buffer_prototype()
-        target = self._route(key)
+        target = self._fast_chunk(key) or self._route(key)
         if isinstance(target, _Chunk):
             data = self._read_chunk_sync(target, byte_range)
         elif isinstance(target, bytes):
@@ -477,6 +480,30 @@ class ManifestStore(Store):
             return _HIDDEN
         return _Chunk(self, node, index, key)
 
+    def _index_chunk_prefix(self, node: _Node) -> None:
+        encoding = node.metadata.chunk_key_encoding if node.is_array else None
+        if (
+            node.manifest_key is not None
+            and node.path
+            and encoding is not None
+            and encoding.name == "default"
+            and encoding.separator == "/"
+        ):
+            self._chunk_prefixes[node.path] = node
+
+    def _fast_chunk(self, key: str) -> _Chunk | None:
+        """The chunk a key names, for the common case ``<array>/c/i/j...`` of an array
+        already seen; None sends the key the general way (`_route`)."""
+        cut = key.find("/c/")
+        if cut < 0:
+            return None
+        node = self._chunk_prefixes.get(key[:cut])
+        if node is None:
+            return None
+        # an array holds no nodes, so a known array at this prefix owns the key
+        index = node.decode(key[cut + 1 :])
+        return None if index is None else _Chunk(self, node, index, key)
+
     def _owner(self, key: str) -> _Node | None:
         """The array whose directory holds ``key``, if any (first array from the root)."""
         parts = key.split("/")
@@ -497,6 +524,8 @@ class ManifestStore(Store):
                 return self._nodes[path]
             node = self._load_node(path)
             self._nodes[path] = node
+            if node is not None:
+                self._index_chunk_prefix(node)
             return node
 
     def _load_node(self, path: str) -> _Node | None:
