@@ -404,3 +404,32 @@ def xarray_fill_value_attribute(value: Any, dtype: np.dtype[Any]) -> Any:
     if dtype.kind == "f":
         return base64.standard_b64encode(struct.pack("<d", float(value))).decode()
     return int(value)
+
+
+def v3_array_document(
+    *,
+    shape: list[int],
+    data_type: Any,
+    chunks: Any,
+    fill_value: Any,
+    codecs: list[dict[str, Any]],
+    attributes: dict[str, Any],
+    dimension_names: list[str | None] | None,
+) -> dict[str, Any]:
+    """A Zarr v3 array zarr.json dict with a regular chunk grid and the default "/" chunk
+    key encoding: the form every v2-metadata translator (kerchunk, Zarr v2 stores) builds."""
+    return {
+        "zarr_format": 3,
+        "node_type": "array",
+        "shape": shape,
+        "data_type": data_type,
+        "chunk_grid": {
+            "name": "regular",
+            "configuration": {"chunk_shape": [int(c) for c in chunks]},
+        },
+        "chunk_key_encoding": {"name": "default", "configuration": {"separator": "/"}},
+        "fill_value": fill_value,
+        "codecs": codecs,
+        "attributes": attributes,
+        "dimension_names": dimension_names,
+    }

@@ -47,7 +47,7 @@ import orjson
 
 from zarr_manifest.array import InlineArray, ManifestArray
 from zarr_manifest.builders._source import Source, open_source
-from zarr_manifest.builders.codecs import v2_codecs_to_v3
+from zarr_manifest.builders.codecs import v2_codecs_to_v3, v3_array_document
 from zarr_manifest.errors import BuildError, ManifestFormatError, UnsupportedError
 from zarr_manifest.format.paths import (
     SCHEMES,
@@ -1101,21 +1101,15 @@ def _v2_to_v3_metadata(node: _ArrayNode, location: str) -> dict[str, Any]:
     dims = attrs.pop("_ARRAY_DIMENSIONS", None)
     if dims is not None and (not isinstance(dims, list) or len(dims) != len(shape)):
         dims = None  # malformed: keep nothing rather than wrong names
-    return {
-        "zarr_format": 3,
-        "node_type": "array",
-        "shape": shape,
-        "data_type": data_type,
-        "chunk_grid": {
-            "name": "regular",
-            "configuration": {"chunk_shape": [int(c) for c in meta["chunks"]]},
-        },
-        "chunk_key_encoding": {"name": "default", "configuration": {"separator": "/"}},
-        "fill_value": fill_v3,
-        "codecs": codecs,
-        "attributes": attrs,
-        "dimension_names": dims,
-    }
+    return v3_array_document(
+        shape=shape,
+        data_type=data_type,
+        chunks=meta["chunks"],
+        fill_value=fill_v3,
+        codecs=codecs,
+        attributes=attrs,
+        dimension_names=dims,
+    )
 
 
 def _v3_metadata(node: _ArrayNode, location: str) -> dict[str, Any]:

@@ -25,7 +25,11 @@ import orjson
 
 from zarr_manifest.array import InlineArray, ManifestArray, chunk_grid_shape, parse_array_metadata
 from zarr_manifest.builders._source import Source
-from zarr_manifest.builders.codecs import v2_codecs_to_v3, xarray_fill_value_attribute
+from zarr_manifest.builders.codecs import (
+    v2_codecs_to_v3,
+    v3_array_document,
+    xarray_fill_value_attribute,
+)
 from zarr_manifest.errors import BuildError, MetadataError, UnsupportedError
 from zarr_manifest.format.location import StoreLocation, open_location
 from zarr_manifest.format.paths import canonical_url
@@ -280,21 +284,15 @@ def _v2_to_v3(node: _Node, url: str) -> dict[str, Any]:
         warnings.simplefilter("ignore")
         data_type = zdtype.to_json(zarr_format=3)
         fill_json = zdtype.to_json_scalar(fill, zarr_format=3)
-    return {
-        "zarr_format": 3,
-        "node_type": "array",
-        "shape": shape,
-        "data_type": data_type,
-        "chunk_grid": {
-            "name": "regular",
-            "configuration": {"chunk_shape": [int(c) for c in doc["chunks"]]},
-        },
-        "chunk_key_encoding": {"name": "default", "configuration": {"separator": "/"}},
-        "fill_value": fill_json,
-        "codecs": codecs,
-        "attributes": attributes,
-        "dimension_names": dims,
-    }
+    return v3_array_document(
+        shape=shape,
+        data_type=data_type,
+        chunks=doc["chunks"],
+        fill_value=fill_json,
+        codecs=codecs,
+        attributes=attributes,
+        dimension_names=dims,
+    )
 
 
 def _metadata(node: _Node, url: str) -> dict[str, Any]:
