@@ -30,6 +30,7 @@ import orjson
 
 from zarr_manifest._json_codec import DecodedManifest, decode_manifest, encode_manifest
 from zarr_manifest.errors import ManifestFormatError
+from zarr_manifest.format._members import refuse_unknown_members
 from zarr_manifest.manifest import MAX_GRID_CELLS, ChunkManifest
 
 __all__ = [
@@ -91,17 +92,9 @@ def parse_split(value: Any, *, ndim: int, location: str) -> tuple[int, ...]:
             location=location,
             field="split",
         )
-    for member, sub in value.items():
-        if member in _SPLIT_MEMBERS:
-            continue
-        if isinstance(sub, dict) and sub.get("must_understand") is False:
-            continue
-        raise ManifestFormatError(
-            f"{location}: unknown member {member!r} of 'split' (not marked "
-            "must_understand: false); this reader does not support it",
-            location=location,
-            field="split",
-        )
+    refuse_unknown_members(
+        value, _SPLIT_MEMBERS, what="member {member} of 'split'", location=location, field="split"
+    )
     version = value.get("version")
     if type(version) is not int or version != SPLIT_VERSION:
         raise ManifestFormatError(

@@ -26,6 +26,7 @@ from zarr.core.metadata.v3 import ArrayV3Metadata
 
 from zarr_manifest.errors import ManifestFormatError, MetadataError
 from zarr_manifest.fingerprint import Fingerprint, fingerprints_from_json, fingerprints_to_json
+from zarr_manifest.format._members import refuse_unknown_members
 from zarr_manifest.format.split import MANIFEST_DIR, SPLIT_MEMBER, parse_split, split_configuration
 
 __all__ = [
@@ -231,17 +232,12 @@ def _parse_configuration(entry: Any, location: str) -> tuple[str, dict[str, Any]
             location=location,
             field="configuration",
         )
-    for member, value in config.items():
-        if member in _KNOWN_CONFIGURATION:
-            continue
-        if isinstance(value, dict) and value.get("must_understand") is False:
-            continue
-        raise ManifestFormatError(
-            f"{location}: unknown {TRANSFORMER_NAME} configuration member {member!r} "
-            "(not marked must_understand: false); this reader does not support it",
-            location=location,
-            field=member,
-        )
+    refuse_unknown_members(
+        config,
+        _KNOWN_CONFIGURATION,
+        what=f"{TRANSFORMER_NAME} configuration member {{member}}",
+        location=location,
+    )
     path = config.get("manifest")
     if not isinstance(path, str) or not path:
         raise ManifestFormatError(
