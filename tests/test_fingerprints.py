@@ -365,3 +365,23 @@ def test_mtime_is_stored_to_the_microsecond(h5: Path) -> None:
     fp = Fingerprint.from_stat(h5.stat())
     expected = dt.datetime(2023, 11, 14, 22, 13, 20, 123456)
     assert fp.last_modified == expected.isoformat() + "Z"
+
+
+def test_relative_references_survive_a_copy_that_changes_times(h5: Path, tmp_path: Path) -> None:
+    """A store whose data lies inside it, referenced relatively, moves with its data: a copy
+    (new mtimes, same sizes) still reads, and a rewrite with another size is still stale."""
+    set_mtime(h5, 1_700_000_000)
+    url = h5.resolve().as_uri()
+    built = zm.open_virtual(h5)
+    fingerprint = built["x"].fingerprints[url]  # size and mtime, as the builder recorded
+    moved = built["x"].rename_paths("../data/a.h5").with_fingerprints({"../data/a.h5": fingerprint})
+    store_dir = tmp_path / "store"
+    ManifestGroup(arrays={"x": moved}).to_store(store_dir)
+    (store_dir / "data").mkdir()
+    copy = store_dir / "data" / "a.h5"
+    copy.write_bytes(h5.read_bytes())  # a copy: same bytes and size, a new mtime
+    set_mtime(copy, 1_800_000_000)
+    np.testing.assert_array_equal(read_x(ManifestStore(store_dir)), np.arange(N))
+    write_h5(copy, np.arange(2 * N))
+    with pytest.raises(StaleReferenceError, match="size"):
+        read_x(ManifestStore(store_dir))

@@ -9,6 +9,7 @@ chunk-manifest storage transformer, which zarr-python would refuse.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import operator
 import os
 import threading
@@ -37,7 +38,7 @@ from zarr_manifest.errors import (
 )
 from zarr_manifest.fingerprint import Fingerprint
 from zarr_manifest.format.location import open_location
-from zarr_manifest.format.paths import local_path_to_url, resolve_reference
+from zarr_manifest.format.paths import is_absolute_url, local_path_to_url, resolve_reference
 from zarr_manifest.format.split import (
     INDEX_FILE,
     RegionGrid,
@@ -571,7 +572,10 @@ class ManifestStore(Store):
             urls = _group_paths_as_urls(paths, base)
         else:
             urls = _resolve_paths(paths, base, where)
-        return {url: fingerprints[p] for url, p in zip(urls, paths, strict=True)}
+        return {
+            url: _movable(fingerprints[p]) if not is_absolute_url(p) else fingerprints[p]
+            for url, p in zip(urls, paths, strict=True)
+        }
 
     def _verify_source(self, node: _Node, pid: int, source: Source, key: str) -> None:
         """Check a chunk's source against its recorded fingerprint (StaleReferenceError)."""
@@ -1408,6 +1412,12 @@ def _resolve_paths(paths: Iterable[str], base: str, where: str) -> list[str]:
         except ManifestFormatError as exc:
             raise ManifestFormatError(f"{where}: {exc}", location=where, field="path") from exc
     return urls
+
+
+def _movable(fingerprint: Fingerprint) -> Fingerprint:
+    """A relative reference's fingerprint without its time: such sources move with the
+    store (spec 7), and a copy keeps the size and ETag but rarely the modification time."""
+    return dataclasses.replace(fingerprint, last_modified=None)
 
 
 def _reference_urls(
