@@ -270,10 +270,11 @@ class _FdCache:
         # The path was checked to lie under an allowed prefix when it was resolved, with
         # every symlink followed.  Something may have been swapped for a symlink since:
         # never follow one now (that check is what made the path safe to read).
-        if os.path.realpath(path) != path:
+        real = os.path.realpath(path)
+        if real != path:
             raise SourceNotAllowedError(
                 f"local source {path!r} is now reached through a symlink "
-                f"({os.path.realpath(path)!r}); refusing to follow it",
+                f"({real!r}); refusing to follow it",
                 path=path,
             )
         st = os.stat(path)
