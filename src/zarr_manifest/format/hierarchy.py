@@ -24,7 +24,7 @@ from zarr_manifest.format.split import (
     auto_region_shape,
     decode_index,
     decode_region,
-    split_manifest,
+    iter_split_manifest,
 )
 from zarr_manifest.format.transformer import (
     MANIFEST_FILE,
@@ -131,8 +131,10 @@ def write_group(
             files[f"{path}/{ZARR_JSON}"] = array_document(
                 node.metadata, virtual=True, split=regions, fingerprints=fingerprints
             )
-            for name, data in split_manifest(manifest, regions).items():
-                files[f"{path}/{MANIFEST_DIR}/{name}"] = data
+            # Stored as they are made: all the region files of 10^8 references would take
+            # gigabytes at once.  The array's zarr.json is stored after them, with the rest.
+            for name, data in iter_split_manifest(manifest, regions):
+                obstore.put(store, f"{path}/{MANIFEST_DIR}/{name}", data)
         else:
             files[f"{path}/{ZARR_JSON}"] = array_document(node.metadata, virtual=False)
             for key, value in encode_inline_chunks(node).items():

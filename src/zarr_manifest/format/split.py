@@ -46,6 +46,7 @@ __all__ = [
     "decode_index",
     "decode_region",
     "encode_index",
+    "iter_split_manifest",
     "parse_split",
     "split_configuration",
     "split_manifest",
@@ -369,16 +370,23 @@ def split_manifest(manifest: ChunkManifest, region_shape: Sequence[int]) -> dict
     dict
         File name inside the manifest directory -> bytes; region files in row-major order.
     """
+    return dict(iter_split_manifest(manifest, region_shape))
+
+
+def iter_split_manifest(
+    manifest: ChunkManifest, region_shape: Sequence[int]
+) -> Iterator[tuple[str, bytes]]:
+    """`split_manifest` one file at a time, ``index.json`` last: a writer can store each
+    region file as it is made, holding one region's bytes at a time instead of all."""
     grid = RegionGrid(manifest.shape_chunk_grid, region_shape)
     table = manifest.path_table
     ids = manifest.path_ids
     offs = manifest.offsets
     lens = manifest.lengths
-    files: dict[str, bytes] = {}
     present: list[tuple[int, ...]] = []
     if grid.ndim == 0:
         if int(ids[()]) >= 0:
-            files[grid.file_name(())] = encode_manifest((), table, ids, offs, lens)
+            yield grid.file_name(()), encode_manifest((), table, ids, offs, lens)
             present.append(())
     else:
         # Keys in a region file are global, and the encoder writes the keys of the grid it is
@@ -392,10 +400,10 @@ def split_manifest(manifest: ChunkManifest, region_shape: Sequence[int]) -> dict
                 continue
             buf[where] = block
             stop = where[0].stop
-            files[grid.file_name(region)] = encode_manifest(
+            data = encode_manifest(
                 (stop, *grid.grid_shape[1:]), table, buf[:stop], offs[:stop], lens[:stop]
             )
             buf[where] = -1
             present.append(region)
-    files[INDEX_FILE] = encode_index(present)
-    return files
+            yield grid.file_name(region), data
+    yield INDEX_FILE, encode_index(present)
