@@ -13,6 +13,8 @@ from harness import IMPLEMENTATIONS, Phase
 from scenarios import a_full_read
 
 FUSED = a_full_read.FUSED_PIPELINE
+#: ManifestStore's ``virtual_shard_bytes`` for the "virtual shards" entries
+SHARD_BYTES = 4 << 20
 
 
 def _group_a(data: Any) -> Any:
@@ -21,26 +23,31 @@ def _group_a(data: Any) -> Any:
     return zm.open_virtual(str(data.path))
 
 
-def read_a(config: dict[str, Any] | None) -> Callable[[Any], Callable[[], np.ndarray]]:
-    """Scenario A: the HDF5 file built into an in-memory group, read through ManifestStore."""
+def read_a(
+    config: dict[str, Any] | None, shard_bytes: int | None = None
+) -> Callable[[Any], Callable[[], np.ndarray]]:
+    """Scenario A: the HDF5 file built into an in-memory group, read through ManifestStore
+    (with ``shard_bytes``: shown to zarr as virtual shards)."""
 
     def factory(data: Any) -> Callable[[], np.ndarray]:
         import zarr_manifest as zm
 
-        store = zm.ManifestStore(_group_a(data))
+        store = zm.ManifestStore(_group_a(data), virtual_shard_bytes=shard_bytes)
         return a_full_read.zarr_reader(store, data.dataset, config)
 
     return factory
 
 
-def read_r(concurrency: int | None) -> Callable[[Any], Callable[[], np.ndarray]]:
+def read_r(
+    concurrency: int | None, shard_bytes: int | None = None
+) -> Callable[[Any], Callable[[], np.ndarray]]:
     """Scenario R: the same, with the file served over HTTP (built over HTTP too)."""
 
     def factory(data: Any) -> Callable[[], np.ndarray]:
         import zarr_manifest as zm
 
         group = zm.open_virtual(data.url, client_options={"allow_http": True})
-        store = zm.ManifestStore(group)
+        store = zm.ManifestStore(group, virtual_shard_bytes=shard_bytes)
         config = None if concurrency is None else {"async.concurrency": concurrency}
         return a_full_read.zarr_reader(store, data.local.dataset, config)
 
@@ -96,8 +103,10 @@ def many_refs(data: Any) -> dict[str, Any]:
         zm.ManifestGroup(arrays={"data": zm.ManifestArray(meta, manifest)}).to_store(out)
         return out
 
-    def open_array() -> Any:
-        store = zm.ManifestStore(out, allowed_prefixes=[str(data.directory)])
+    def open_array(shard_bytes: int | None = None) -> Any:
+        store = zm.ManifestStore(
+            out, allowed_prefixes=[str(data.directory)], virtual_shard_bytes=shard_bytes
+        )
         return zarr.open_array(store, path="data", mode="r")
 
     phases: dict[str, Any] = {
@@ -112,24 +121,37 @@ def many_refs(data: Any) -> dict[str, Any]:
             with zarr.config.set(FUSED):
                 return open_array()[...]
 
+        def full_sharded() -> Any:
+            with zarr.config.set(FUSED):
+                return open_array(SHARD_BYTES)[...]
+
         phases["full read"] = Phase(full, repeats=1, warmup=False)
+        phases["full read, virtual shards"] = Phase(full_sharded, repeats=1, warmup=False)
     return phases
 
 
-def random_reader(data: Any) -> Callable[[Any], np.ndarray]:
+def random_reader(shard_bytes: int | None) -> Callable[[Any], Callable[[Any], np.ndarray]]:
     """Random single-chunk reads through ManifestStore (default pipeline)."""
-    import zarr
 
-    import zarr_manifest as zm
+    def factory(data: Any) -> Callable[[Any], np.ndarray]:
+        import zarr
 
-    array = zarr.open_array(zm.ManifestStore(_group_a(data)), path=data.dataset, mode="r")
-    return lambda sel: array[sel]
+        import zarr_manifest as zm
+
+        store = zm.ManifestStore(_group_a(data), virtual_shard_bytes=shard_bytes)
+        array = zarr.open_array(store, path=data.dataset, mode="r")
+        return lambda sel: array[sel]
+
+    return factory
 
 
 IMPLEMENTATIONS["A"]["zarr-manifest (default pipeline)"] = read_a(None)
 IMPLEMENTATIONS["A"]["zarr-manifest (fused pipeline)"] = read_a(FUSED)
+IMPLEMENTATIONS["A"]["zarr-manifest (virtual shards, fused pipeline)"] = read_a(FUSED, SHARD_BYTES)
 IMPLEMENTATIONS["R"]["zarr-manifest (zarr default concurrency)"] = read_r(None)
 IMPLEMENTATIONS["R"]["zarr-manifest (concurrency 64)"] = read_r(64)
+IMPLEMENTATIONS["R"]["zarr-manifest (virtual shards)"] = read_r(None, SHARD_BYTES)
 IMPLEMENTATIONS["B"]["zarr-manifest"] = build_b
 IMPLEMENTATIONS["C"]["zarr-manifest"] = many_refs
-IMPLEMENTATIONS["random"]["zarr-manifest"] = random_reader
+IMPLEMENTATIONS["random"]["zarr-manifest"] = random_reader(None)
+IMPLEMENTATIONS["random"]["zarr-manifest (virtual shards)"] = random_reader(SHARD_BYTES)

@@ -12,7 +12,9 @@ Each N runs in a fresh child process (so its peak RSS is its own), step by step:
 - ``open+first single|split``: a fresh ``ManifestStore(dir)``, ``zarr.open_array`` and the
   first chunk read (the single form parses the whole manifest here, the split form one region);
 - ``full read single|split``: the whole array through zarr's ``FusedCodecPipeline``
-  (up to ``--full-read-max-exp``).
+  (up to ``--full-read-max-exp``);
+- ``full read shards``: the same from the split form shown as virtual shards of 4 MiB
+  (``ManifestStore(virtual_shard_bytes=...)``; up to ``--shard-read-max-exp``).
 
 Every step is timed best of ``--repeats`` (all times are kept, to show the noise), with the
 1-minute load average before and after, and the step's peak RSS (``VmHWM`` after resetting it
@@ -63,6 +65,8 @@ from typing import Any
 import numpy as np
 
 FUSED = {"codec_pipeline.path": "zarr.core.codec_pipeline.FusedCodecPipeline"}
+#: virtual shard size of the "full read shards" step
+SHARD_BYTES = 4 << 20
 N_FILES = 4
 ITEM = 4  # bytes per chunk: one int32
 MARKER = "SCALING-RESULT "
@@ -182,7 +186,9 @@ def dir_size(path: Path) -> tuple[int, int]:
     return sum(sizes), len(sizes)
 
 
-def run_one(n: int, workdir: Path, repeats: int, full_read: bool) -> dict[str, Any]:
+def run_one(
+    n: int, workdir: Path, repeats: int, full_read: bool, shard_read: bool = False
+) -> dict[str, Any]:
     """All steps for one N (run in a child process)."""
     import zarr
     from zarr.storage import MemoryStore
@@ -264,6 +270,20 @@ def run_one(n: int, workdir: Path, repeats: int, full_read: bool) -> dict[str, A
             if not np.array_equal(values, expected):
                 raise AssertionError(f"N={n} {form}: full read differs from the data")
             del values
+    if shard_read:
+        dest = forms["split"][0]
+
+        def full_shards() -> np.ndarray:
+            with zarr.config.set(FUSED):
+                store = ManifestStore(
+                    dest, allowed_prefixes=allowed, virtual_shard_bytes=SHARD_BYTES
+                )
+                return zarr.open_array(store, path="a", mode="r")[...]
+
+        steps["full read shards"], values = measure(full_shards, 1 if n >= 10**6 else reps)
+        if not np.array_equal(values, expected):
+            raise AssertionError(f"N={n} shards: full read differs from the data")
+        del values
     out["maxrss_mib"] = _PEAK[0] / 1024
     shutil.rmtree(root)
     return out
@@ -279,6 +299,7 @@ STEP_ORDER = [
     "open+first split",
     "full read single",
     "full read split",
+    "full read shards",
 ]
 
 
@@ -423,6 +444,8 @@ def scaling(args: argparse.Namespace, workdir: Path) -> list[dict[str, Any]]:
         ]
         if k <= args.full_read_max_exp:
             cmd.append("--full-read")
+        if k <= args.shard_read_max_exp:
+            cmd.append("--shard-read")
         print(f"N=10^{k} ...", flush=True)
         t0 = time.perf_counter()
         proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -877,6 +900,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--min-exp", type=int, default=3)
     ap.add_argument("--max-exp", type=int, default=7)
     ap.add_argument("--full-read-max-exp", type=int, default=6)
+    ap.add_argument("--shard-read-max-exp", type=int, default=7)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     ap.add_argument("--workdir", type=Path, default=None)
@@ -885,6 +909,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--spy-seconds", type=float, default=8.0)
     ap.add_argument("--child", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--full-read", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--shard-read", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--spy-child", help=argparse.SUPPRESS)
     ap.add_argument("--seconds", type=float, default=8.0, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -893,7 +918,7 @@ def main(argv: list[str] | None = None) -> int:
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="zm-scaling-"))
     workdir.mkdir(parents=True, exist_ok=True)
     if args.child:
-        res = run_one(args.child, workdir, args.repeats, args.full_read)
+        res = run_one(args.child, workdir, args.repeats, args.full_read, args.shard_read)
         print(MARKER + json.dumps(res), flush=True)
         return 0
     if args.spy_child:

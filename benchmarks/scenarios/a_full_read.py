@@ -98,17 +98,27 @@ def check(phase: str, result: Any, data: ArrayFile) -> None:
 # --------------------------------------------------------------------------- shared helpers
 
 
-def memory_store(data: ArrayFile) -> Any:
-    """A zarr ``MemoryStore`` holding the same chunks, uncompressed, as zarr v3 array ``data``."""
+#: shard shape of the sharded MemoryStore floor: what zarr-manifest's virtual shards of
+#: 4 MiB make of scenario A's chunks (whole (4, 512, 512) slabs)
+FLOOR_SHARDS = (4, 512, 512)
+
+
+def memory_store(data: ArrayFile, shards: tuple[int, ...] | None = None) -> Any:
+    """A zarr ``MemoryStore`` holding the same chunks, uncompressed, as zarr v3 array ``data``
+    (in shards of ``shards``, if given)."""
     import zarr
     from zarr.storage import MemoryStore
 
     store = MemoryStore()
+    if shards is not None:
+        # the quick run's array is smaller than a full-size shard
+        shards = tuple(min(s, n) for s, n in zip(shards, data.shape, strict=True))
     array = zarr.create_array(
         store,
         name=data.dataset,
         shape=data.shape,
         chunks=data.chunks,
+        shards=shards,
         dtype=data.dtype,
         compressors=None,
         filters=None,
@@ -168,6 +178,12 @@ def memory_fused(data: ArrayFile) -> Callable[[], np.ndarray]:
     return zarr_reader(memory_store(data), data.dataset, FUSED_PIPELINE)
 
 
+def memory_sharded_fused(data: ArrayFile) -> Callable[[], np.ndarray]:
+    """zarr on a MemoryStore holding the chunks in shards, with ``FusedCodecPipeline``: the
+    floor for zarr-manifest's virtual shards."""
+    return zarr_reader(memory_store(data, FLOOR_SHARDS), data.dataset, FUSED_PIPELINE)
+
+
 def virtualizarr_zarr(data: ArrayFile) -> Callable[[], np.ndarray]:
     """VirtualiZarr ManifestStore (HDFParser, obstore LocalStore) read by ``zarr.open_array``."""
     from obstore.store import LocalStore
@@ -224,6 +240,7 @@ SCENARIO = register_scenario(
 IMPLEMENTATIONS["A"]["h5py"] = h5py_read
 IMPLEMENTATIONS["A"]["zarr MemoryStore (default pipeline)"] = memory_default
 IMPLEMENTATIONS["A"]["zarr MemoryStore (fused pipeline)"] = memory_fused
+IMPLEMENTATIONS["A"]["zarr MemoryStore, sharded (fused pipeline)"] = memory_sharded_fused
 IMPLEMENTATIONS["A"]["virtualizarr (zarr)"] = virtualizarr_zarr
 IMPLEMENTATIONS["A"]["virtualizarr (xarray)"] = virtualizarr_xarray
 IMPLEMENTATIONS["A"]["kerchunk+fsspec"] = kerchunk_fsspec

@@ -9,12 +9,13 @@ chunk-manifest storage transformer, which zarr-python would refuse.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import dataclasses
 import operator
 import os
 import threading
-from collections.abc import AsyncIterator, Iterable, Iterator
-from typing import TYPE_CHECKING, Any, Self
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Self, overload
 
 import numpy as np
 import obstore
@@ -29,7 +30,7 @@ from zarr.abc.store import (
 )
 from zarr.core.buffer import Buffer, BufferPrototype, default_buffer_prototype
 
-from zarr_manifest.array import ManifestArray, chunk_grid_shape
+from zarr_manifest.array import ManifestArray, RegularChunkGridMetadata, chunk_grid_shape
 from zarr_manifest.errors import (
     ChunkReadError,
     ManifestFormatError,
@@ -50,12 +51,20 @@ from zarr_manifest.format.transformer import parse_array_document, parse_node_do
 from zarr_manifest.group import ManifestGroup
 from zarr_manifest.manifest import MAX_GRID_CELLS, ChunkManifest
 from zarr_manifest.store._verify import SourceVerifier, VerifyMode
+from zarr_manifest.store._virtual_shards import (
+    INDEX_ENTRY_BYTES,
+    ShardLayout,
+    chunks_per_shard,
+    sharded_document,
+)
 from zarr_manifest.store.fetch import (
     LOCAL_INLINE_MAX_BYTES,
     RangeBatcher,
+    check_local_extent,
     plan_coalesced,
     read_range_sync,
     read_ranges_async,
+    read_ranges_into_sync,
 )
 from zarr_manifest.store.sources import Source, SourceRegistry
 
@@ -111,6 +120,15 @@ class ManifestStore(Store):
         per store; ``"always"`` before every chunk read, which catches a file changed while
         the store is open but costs a ``stat`` / HEAD request per chunk; ``"never"``.
         A changed (or vanished) source raises `StaleReferenceError` naming the file.
+    virtual_shard_bytes
+        Show each virtual array with a regular chunk grid to zarr as a *sharded* array,
+        whose shards group whole chunks up to about this many decoded bytes (None, the
+        default: show the arrays as they are).  The values read are the same; zarr then
+        reads and decodes a shard's chunks in bulk instead of one by one, which with
+        zarr's ``FusedCodecPipeline`` makes reading arrays of many small chunks several
+        times faster.  Chunk keys then name shards, and ``Array.shards`` is set.  Arrays
+        already sharded, with a rectilinear grid, or whose shard would hold one chunk are
+        shown as they are.  See "Virtual shards" in the README.
     **obstore_kwargs
         Passed to `obstore.store.from_url` when ``root`` is a URL.
 
@@ -134,7 +152,7 @@ class ManifestStore(Store):
 
     supports_writes: bool = False
     supports_deletes: bool = False
-    supports_partial_writes: bool = False
+    supports_partial_writes: bool = False  # type: ignore[assignment]  # zarr: Literal[False]
     supports_listing: bool = True
 
     def __init__(
@@ -151,10 +169,19 @@ class ManifestStore(Store):
         cache_bytes: int = 64 * 1024 * 1024,
         base_url: str | None = None,
         verify: VerifyMode = "once",
+        virtual_shard_bytes: int | None = None,
         **obstore_kwargs: Any,
     ) -> None:
         if not read_only:
             raise ValueError(f"{type(self).__name__} is read-only; read_only=False is not possible")
+        if virtual_shard_bytes is not None and (
+            isinstance(virtual_shard_bytes, bool)
+            or not isinstance(virtual_shard_bytes, int)
+            or virtual_shard_bytes < 1
+        ):
+            raise ValueError(
+                f"virtual_shard_bytes must be a positive int or None, got {virtual_shard_bytes!r}"
+            )
         super().__init__(read_only=True)
         self._args = {
             "root": root,
@@ -168,8 +195,10 @@ class ManifestStore(Store):
             "cache_bytes": cache_bytes,
             "base_url": base_url,
             "verify": verify,
+            "virtual_shard_bytes": virtual_shard_bytes,
             **obstore_kwargs,
         }
+        self._shard_bytes = virtual_shard_bytes
         self._max_gap = max_gap_bytes
         self._max_request = max_request_bytes
         self._readahead = readahead_bytes
@@ -187,7 +216,7 @@ class ManifestStore(Store):
         self._verifier = SourceVerifier(verify)
         if isinstance(root, ManifestGroup):
             self._location = None
-            self._memory = _memory_objects(root)
+            self._memory: dict[str, bytes] | None = _memory_objects(root)
             base = base_url or local_path_to_url(os.getcwd()) + "/"
             self._url = base
             # The caller's own prefixes go first: a source they cover is read with the store
@@ -200,7 +229,7 @@ class ManifestStore(Store):
                     self._registry.register(url.rsplit("/", 1)[0] + "/")
             for path, node in root.walk():
                 if isinstance(node, ManifestArray):
-                    self._nodes[path] = _Node(
+                    adopted = _Node(
                         path,
                         self._memory[f"{path}/{ZARR_JSON}"],
                         node.metadata,
@@ -209,7 +238,8 @@ class ManifestStore(Store):
                         manifest=node.manifest,
                         fingerprints=self._fingerprint_urls(node.fingerprints, base, None),
                     )
-                    self._index_chunk_prefix(self._nodes[path])
+                    self._nodes[path] = adopted
+                    self._adopt(adopted)
         else:
             self._location = open_location(root, **obstore_kwargs)
             self._memory = None
@@ -235,7 +265,7 @@ class ManifestStore(Store):
         return type(self)(**self._args)
 
     def __eq__(self, value: object) -> bool:
-        if not isinstance(value, ManifestStore):
+        if not isinstance(value, ManifestStore) or self._shard_bytes != value._shard_bytes:
             return False
         if isinstance(self._args["root"], ManifestGroup) or isinstance(
             value._args["root"], ManifestGroup
@@ -277,6 +307,8 @@ class ManifestStore(Store):
         target = self._fast_chunk(key) or self._route(key)
         if isinstance(target, _Chunk):
             data = await self._read_chunk_async(target, byte_range)
+        elif isinstance(target, _Shard):
+            data = await self._read_shard_async(target, byte_range)
         elif isinstance(target, bytes):
             data = _slice(target, byte_range, key)
         elif target is _HIDDEN:
@@ -298,6 +330,8 @@ class ManifestStore(Store):
         target = self._fast_chunk(key) or self._route(key)
         if isinstance(target, _Chunk):
             data = self._read_chunk_sync(target, byte_range)
+        elif isinstance(target, _Shard):
+            data = self._read_shard_sync(target, byte_range)
         elif isinstance(target, bytes):
             data = _slice(target, byte_range, key)
         elif target is _HIDDEN:
@@ -353,7 +387,7 @@ class ManifestStore(Store):
 
     async def exists(self, key: str) -> bool:
         target = self._route(key)
-        if isinstance(target, _Chunk):
+        if isinstance(target, _Chunk | _Shard):
             return not target.missing
         if isinstance(target, bytes):
             return True
@@ -364,7 +398,7 @@ class ManifestStore(Store):
     async def getsize(self, key: str) -> int:
         """Size of a value: chunk sizes come from the manifest, without I/O."""
         target = self._route(key)
-        if isinstance(target, _Chunk):
+        if isinstance(target, _Chunk | _Shard):
             if target.missing:
                 raise FileNotFoundError(key)
             return target.length
@@ -391,7 +425,7 @@ class ManifestStore(Store):
         for node in self._virtual_arrays(shown):
             directory = node.path_key("")
             if directory.startswith(prefix):
-                total += int(node.manifest.lengths.sum(dtype=np.uint64))
+                total += node.stored_bytes()
             elif prefix.startswith(directory):
                 total += sum(n for k, n in node.chunk_items() if k.startswith(prefix))
         return total
@@ -457,7 +491,7 @@ class ManifestStore(Store):
 
     # ---- routing ------------------------------------------------------------------------
 
-    def _route(self, key: str) -> _Chunk | bytes | object | None:
+    def _route(self, key: str) -> _Chunk | _Shard | bytes | object | None:
         """What ``key`` is: a chunk of a virtual array, served metadata bytes, hidden, or an
         ordinary object (None: read it from the root storage)."""
         if not _is_valid_key(key):
@@ -479,9 +513,14 @@ class ManifestStore(Store):
         index = node.decode(rest)
         if index is None:
             return _HIDDEN
+        if node.shards is not None:
+            return _Shard(self, node, index, key)
         return _Chunk(self, node, index, key)
 
-    def _index_chunk_prefix(self, node: _Node) -> None:
+    def _adopt(self, node: _Node) -> None:
+        """Set up a node just loaded: virtual shards, and the chunk-key fast path."""
+        if self._shard_bytes is not None and node.manifest_key is not None:
+            node.present_as_shards(self._shard_bytes)
         encoding = node.metadata.chunk_key_encoding if node.is_array else None
         if (
             node.manifest_key is not None
@@ -492,7 +531,7 @@ class ManifestStore(Store):
         ):
             self._chunk_prefixes[node.path] = node
 
-    def _fast_chunk(self, key: str) -> _Chunk | None:
+    def _fast_chunk(self, key: str) -> _Chunk | _Shard | None:
         """The chunk a key names, for the common case ``<array>/c/i/j...`` of an array
         already seen; None sends the key the general way (`_route`)."""
         cut = key.find("/c/")
@@ -503,7 +542,11 @@ class ManifestStore(Store):
             return None
         # an array holds no nodes, so a known array at this prefix owns the key
         index = node.decode(key[cut + 1 :])
-        return None if index is None else _Chunk(self, node, index, key)
+        if index is None:
+            return None
+        if node.shards is not None:
+            return _Shard(self, node, index, key)
+        return _Chunk(self, node, index, key)
 
     def _owner(self, key: str) -> _Node | None:
         """The array whose directory holds ``key``, if any (first array from the root)."""
@@ -526,7 +569,7 @@ class ManifestStore(Store):
             node = self._load_node(path)
             self._nodes[path] = node
             if node is not None:
-                self._index_chunk_prefix(node)
+                self._adopt(node)
             return node
 
     def _load_node(self, path: str) -> _Node | None:
@@ -586,7 +629,7 @@ class ManifestStore(Store):
             # from now on a dict lookup: this store has seen the source as recorded
             node.verified.add(pid)
 
-    def _virtual_arrays(self, shown: dict[str, int]) -> list[_Node]:
+    def _virtual_arrays(self, shown: dict[str, int]) -> builtins.list[_Node]:
         """The virtual arrays whose zarr.json is among the ``shown`` objects."""
         return sorted(
             (
@@ -630,7 +673,7 @@ class ManifestStore(Store):
                 shown[key] = size
         return shown
 
-    def _in_hierarchy(self, key: str, node_dirs: set[str]) -> bool:
+    def _in_hierarchy(self, key: str, node_dirs: builtins.set[str]) -> bool:
         """Whether ``key`` is not under a non-node directory of a group."""
         parts = key.split("/")
         for depth in range(len(parts) - 1):
@@ -760,7 +803,7 @@ class ManifestStore(Store):
 
     async def _read_chunk_async(
         self, chunk: _Chunk, byte_range: ByteRequest | None
-    ) -> bytes | None:
+    ) -> bytes | memoryview | None:
         if chunk.missing:
             return None
         start, end = _chunk_range(chunk, byte_range)
@@ -792,6 +835,65 @@ class ManifestStore(Store):
                     return data[start - block[1] : end - block[1]]
         return await self._batcher.read(source, start, end, key=chunk.key)
 
+    # ---- virtual shards -----------------------------------------------------------------
+
+    def _read_shard_sync(self, shard: _Shard, byte_range: ByteRequest | None) -> Any:
+        layout = shard.layout
+        if not layout.present:
+            return None
+        lo, hi = _request_bounds(layout.size, byte_range, shard.key)
+        reads, index_part = layout.plan(lo, hi)
+        sources = {pid: shard.source(pid) for pid in reads}
+        for pid, (_, ends, _, chunks) in reads.items():
+            last = int(np.argmax(ends))
+            check_local_extent(sources[pid], int(ends[last]), key=shard.chunk_keys(chunks)[last])
+        out = _shard_buffer(hi - lo, shard)
+        for pid, (starts, ends, positions, chunks) in reads.items():
+            read_ranges_into_sync(
+                sources[pid],
+                starts,
+                ends,
+                out,
+                positions,
+                keys=shard.chunk_keys(chunks),
+                max_gap_bytes=self._max_gap,
+                max_request_bytes=self._max_request,
+            )
+        _place_index(out, layout, index_part)
+        return out
+
+    async def _read_shard_async(self, shard: _Shard, byte_range: ByteRequest | None) -> Any:
+        layout = shard.layout
+        if not layout.present:
+            return None
+        lo, hi = _request_bounds(layout.size, byte_range, shard.key)
+        reads, index_part = layout.plan(lo, hi)
+        sources = {pid: shard.node.source(pid, self._registry, shard.key) for pid in reads}
+        if all(source.local_path is not None for source in sources.values()):
+            if hi - lo <= LOCAL_INLINE_MAX_BYTES:
+                # a small local read is a few microseconds: cheaper than any scheduling
+                return self._read_shard_sync(shard, byte_range)
+            # a large one would hold up every other read on zarr's event loop
+            return await asyncio.to_thread(self._read_shard_sync, shard, byte_range)
+        out = _shard_buffer(hi - lo, shard)
+
+        async def read_source(pid: int, plan: tuple[np.ndarray, ...]) -> None:
+            starts, ends, positions, chunks = plan
+            source = await shard.source_async(pid)
+            views = await read_ranges_async(
+                source,
+                starts,
+                ends,
+                keys=shard.chunk_keys(chunks),
+                max_gap_bytes=self._max_gap,
+                max_request_bytes=self._max_request,
+            )
+            _place(out, positions, views)
+
+        await asyncio.gather(*(read_source(pid, plan) for pid, plan in reads.items()))
+        _place_index(out, layout, index_part)
+        return out
+
 
 # ---- helpers ------------------------------------------------------------------------------
 
@@ -819,6 +921,7 @@ class _Node:
         "_present",
         "_reader",
         "_regions",
+        "_shard_layouts",
         "_sources",
         "_split_urls",
         "_urls",
@@ -829,6 +932,7 @@ class _Node:
         "metadata",
         "path",
         "served",
+        "shards",
         "split",
         "verified",
     )
@@ -882,9 +986,96 @@ class _Node:
             if metadata is not None
             else None
         )
+        # virtual shards: chunks per shard along each dimension, and recent shard layouts
+        self.shards: tuple[int, ...] | None = None
+        self._shard_layouts: dict[tuple[int, ...], ShardLayout] = {}
 
     def path_key(self, name: str) -> str:
         return f"{self.path}/{name}" if self.path else name
+
+    # ---- virtual shards -------------------------------------------------------------------
+
+    def present_as_shards(self, target_bytes: int) -> None:
+        """Show this array as sharded (see `ManifestStore`'s ``virtual_shard_bytes``), if
+        its grid is regular, it is not sharded already and a shard would hold 2+ chunks."""
+        metadata = self.metadata
+        grid = metadata.chunk_grid
+        if not isinstance(grid, RegularChunkGridMetadata) or not metadata.shape:
+            return
+        if any(codec.get("name") == "sharding_indexed" for codec in _codec_documents(self.served)):
+            return
+        counts = chunks_per_shard(
+            grid.chunk_shape,
+            chunk_grid_shape(metadata),
+            metadata.dtype.to_native_dtype().itemsize,
+            target_bytes,
+        )
+        if counts is not None:
+            self.served = sharded_document(self.served, counts)
+            self.shards = counts
+
+    def shard_layout(self, index: tuple[int, ...]) -> ShardLayout:
+        """The byte layout of shard ``index`` (kept for the last few shards: zarr asks for a
+        shard's index and then for its chunks)."""
+        try:
+            return self._shard_layouts[index]
+        except KeyError:
+            pass
+        assert self.shards is not None
+        origin = tuple(map(operator.mul, index, self.shards))
+        layout = ShardLayout(*self.block(origin, self.shards))
+        with self._lock:
+            while len(self._shard_layouts) >= _SHARD_LAYOUTS_KEPT:
+                self._shard_layouts.pop(next(iter(self._shard_layouts)))
+            self._shard_layouts[index] = layout
+        return layout
+
+    def block(
+        self, origin: tuple[int, ...], shape: tuple[int, ...]
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Path ids, offsets and lengths of the chunks of the grid block at ``origin`` of
+        ``shape``; cells past the grid's edge are absent (path id -1).  A split manifest
+        loads only the regions the block overlaps."""
+        ids = np.full(shape, -1, dtype=np.int64)
+        offsets = np.zeros(shape, dtype=np.uint64)
+        lengths = np.zeros(shape, dtype=np.uint64)
+        grid_shape = chunk_grid_shape(self.metadata)
+        stop = tuple(min(o + n, g) for o, n, g in zip(origin, shape, grid_shape, strict=True))
+        if any(o >= e for o, e in zip(origin, stop, strict=True)):
+            return ids, offsets, lengths
+        if self.split is None:
+            manifest = self.manifest
+            src = tuple(slice(o, e) for o, e in zip(origin, stop, strict=True))
+            dst = tuple(slice(0, e - o) for o, e in zip(origin, stop, strict=True))
+            ids[dst] = manifest.path_ids[src]
+            offsets[dst] = manifest.offsets[src]
+            lengths[dst] = manifest.lengths[src]
+            return ids, offsets, lengths
+        regions = self.split.region_shape
+        first = tuple(map(operator.floordiv, origin, regions))
+        last = tuple((e - 1) // r for e, r in zip(stop, regions, strict=True))
+        for key in np.ndindex(*(b - a + 1 for a, b in zip(first, last, strict=True))):
+            key = tuple(map(operator.add, key, first))
+            region = self.region(key)
+            if region is None:
+                continue
+            corner = tuple(map(operator.mul, key, regions))
+            lo = tuple(map(max, corner, origin))
+            hi = tuple(
+                min(c + n, e) for c, n, e in zip(corner, region.ids.shape, stop, strict=True)
+            )
+            src = tuple(slice(a - c, b - c) for a, b, c in zip(lo, hi, corner, strict=True))
+            dst = tuple(slice(a - o, b - o) for a, b, o in zip(lo, hi, origin, strict=True))
+            ids[dst] = region.ids[src]
+            offsets[dst] = region.offsets[src]
+            lengths[dst] = region.lengths[src]
+        return ids, offsets, lengths
+
+    def stored_bytes(self) -> int:
+        """Bytes of every key `chunk_items` lists."""
+        if self.shards is None:
+            return int(self.manifest.lengths.sum(dtype=np.uint64))
+        return sum(n for _, n in self.chunk_items())
 
     def decode(self, rest: str) -> tuple[int, ...] | None:
         assert self._decoder is not None
@@ -1017,10 +1208,10 @@ class _Node:
         )
         for key, region in regions.items():
             assert region is not None
-            where = grid.slices(key)
-            ids[where] = region.ids
-            offsets[where] = region.offsets
-            lengths[where] = region.lengths
+            cells = grid.slices(key)
+            ids[cells] = region.ids
+            offsets[cells] = region.offsets
+            lengths[cells] = region.lengths
         self._urls = tuple(self._split_urls)
         # the regions' columns were validated as they loaded
         return ChunkManifest._new(tuple(self._path_list), ids, offsets, lengths)
@@ -1037,16 +1228,21 @@ class _Node:
         return self._urls
 
     def chunk_items(self) -> Iterator[tuple[str, int]]:
-        """(store key, length) of every chunk present in the manifest, in C order."""
+        """(store key, length) of every chunk present in the manifest, in C order (with
+        virtual shards: of every shard holding a chunk)."""
         manifest = self.manifest
-        flat = np.flatnonzero(manifest.path_ids.reshape(-1) >= 0)
-        lengths = manifest.lengths.reshape(-1)[flat].tolist()
+        present = manifest.path_ids >= 0
+        sizes = manifest.lengths
+        if self.shards is not None:
+            present, sizes = _per_shard(present, sizes, self.shards)
+        flat = np.flatnonzero(present.reshape(-1))
+        lengths = sizes.reshape(-1)[flat].tolist()
         encoding = self.metadata.chunk_key_encoding
         if manifest.ndim_chunk_grid == 0:
             indices: Iterable[tuple[int, ...]] = [()] * len(flat)
         else:
             indices = zip(
-                *(a.tolist() for a in np.unravel_index(flat, manifest.shape_chunk_grid)),
+                *(a.tolist() for a in np.unravel_index(flat, present.shape)),
                 strict=True,
             )
         for index, length in zip(indices, lengths, strict=True):
@@ -1112,6 +1308,27 @@ class _Region:
 
 
 _ABSENT = (-1, 0, 0)
+#: shard layouts a node keeps (zarr reads a shard's index, then its chunks)
+_SHARD_LAYOUTS_KEPT = 64
+
+
+def _codec_documents(served: bytes) -> list[dict[str, Any]]:
+    """The codecs of a served array document."""
+    codecs = orjson.loads(served).get("codecs") or []
+    return [c if isinstance(c, dict) else {"name": c} for c in codecs]
+
+
+def _per_shard(
+    present: np.ndarray, lengths: np.ndarray, shards: tuple[int, ...]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per virtual shard: whether it holds a chunk, and its size (chunks plus index)."""
+    pad = [(0, -g % n) for g, n in zip(present.shape, shards, strict=True)]
+    blocked = tuple(x for g, n in zip(present.shape, shards, strict=True) for x in (-(-g // n), n))
+    inner = tuple(range(1, 2 * len(shards), 2))
+    held = np.pad(present, pad).reshape(blocked).any(axis=inner)
+    data = np.pad(np.where(present, lengths, 0).astype(np.uint64), pad).reshape(blocked)
+    index_bytes = INDEX_ENTRY_BYTES * int(np.prod(shards))
+    return held, data.sum(axis=inner, dtype=np.uint64) + np.uint64(index_bytes)
 
 
 def _plan_blocks(
@@ -1145,22 +1362,111 @@ class _Chunk:
         self.missing = self.pid < 0
 
     def source(self) -> Source:
-        node = self.node
-        source = node.source(self.pid, self.store._registry, self.key)
-        if node.fingerprints and self.pid not in node.verified:
-            self.store._verify_source(node, self.pid, source, self.key)
-        return source
+        return _checked_source(self.store, self.node, self.pid, self.key)
 
     async def source_async(self) -> Source:
         """`source`, with a remote source's HEAD request off the event loop."""
-        node = self.node
-        source = node.source(self.pid, self.store._registry, self.key)
-        if node.fingerprints and self.pid not in node.verified:
-            if source.local_path is None:
-                await asyncio.to_thread(self.store._verify_source, node, self.pid, source, self.key)
-            else:
-                self.store._verify_source(node, self.pid, source, self.key)
-        return source
+        return await _checked_source_async(self.store, self.node, self.pid, self.key)
+
+
+class _Shard:
+    """A shard key of an array shown with virtual shards, resolved to its layout."""
+
+    __slots__ = ("key", "layout", "length", "missing", "node", "origin", "store")
+
+    def __init__(self, store: ManifestStore, node: _Node, index: tuple[int, ...], key: str):
+        self.store = store
+        self.node = node
+        self.key = key
+        assert node.shards is not None
+        self.origin = tuple(map(operator.mul, index, node.shards))
+        self.layout = node.shard_layout(index)
+        self.missing = not self.layout.present
+        self.length = self.layout.size
+
+    def source(self, pid: int) -> Source:
+        return _checked_source(self.store, self.node, pid, self.key)
+
+    async def source_async(self, pid: int) -> Source:
+        return await _checked_source_async(self.store, self.node, pid, self.key)
+
+    def chunk_keys(self, flat: np.ndarray) -> _InnerChunkKeys:
+        """Store keys (as the array is stored, unsharded) of inner chunks, by flat index in
+        the shard, made only if an error names one: the chunk that failed, and its shard."""
+        return _InnerChunkKeys(self, flat)
+
+
+class _InnerChunkKeys(Sequence[str]):
+    """The keys of some inner chunks of a shard, made on demand (see `_Shard.chunk_keys`)."""
+
+    __slots__ = ("_flat", "_shard")
+
+    def __init__(self, shard: _Shard, flat: np.ndarray):
+        self._shard = shard
+        self._flat = flat
+
+    def __len__(self) -> int:
+        return len(self._flat)
+
+    @overload
+    def __getitem__(self, i: int) -> str: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[str]: ...
+    def __getitem__(self, i: int | slice) -> str | list[str]:
+        if isinstance(i, slice):
+            return [self[k] for k in range(*i.indices(len(self)))]
+        shard = self._shard
+        node = shard.node
+        assert node.shards is not None
+        inner = np.unravel_index(int(self._flat[i]), node.shards)
+        index = tuple(o + int(k) for o, k in zip(shard.origin, inner, strict=True))
+        key = node.path_key(node.metadata.chunk_key_encoding.encode_chunk_key(index))
+        return f"{key} (in shard {shard.key!r})"
+
+
+def _checked_source(store: ManifestStore, node: _Node, pid: int, key: str) -> Source:
+    """The source of path id ``pid``, compared with its fingerprint as ``verify`` asks."""
+    source = node.source(pid, store._registry, key)
+    if node.fingerprints and pid not in node.verified:
+        store._verify_source(node, pid, source, key)
+    return source
+
+
+async def _checked_source_async(store: ManifestStore, node: _Node, pid: int, key: str) -> Source:
+    """`_checked_source`, with a remote source's HEAD request off the event loop."""
+    source = node.source(pid, store._registry, key)
+    if node.fingerprints and pid not in node.verified:
+        if source.local_path is None:
+            await asyncio.to_thread(store._verify_source, node, pid, source, key)
+        else:
+            store._verify_source(node, pid, source, key)
+    return source
+
+
+def _shard_buffer(size: int, shard: _Shard) -> np.ndarray:
+    """Room for ``size`` bytes of a shard, not zeroed (every byte is read into it)."""
+    try:
+        return np.empty(size, dtype=np.uint8)
+    except MemoryError as exc:
+        raise ChunkReadError(
+            f"shard {shard.key!r} would take {size} bytes, more than can be held; the "
+            f"manifest's chunk lengths may be wrong",
+            key=shard.key,
+        ) from exc
+
+
+def _place(out: np.ndarray, positions: np.ndarray, views: list[memoryview]) -> None:
+    """Copy read ranges into a shard's bytes at their positions."""
+    target = memoryview(out)
+    for position, view in zip(positions.tolist(), views, strict=True):
+        target[position : position + len(view)] = view
+
+
+def _place_index(out: np.ndarray, layout: ShardLayout, part: tuple[int, int]) -> None:
+    """Copy the requested part of a shard's index to the end of the result."""
+    lo, hi = part
+    if hi > lo:
+        memoryview(out)[len(out) - (hi - lo) :] = layout.index[lo:hi]
 
 
 class _BlockCache:
@@ -1262,7 +1568,7 @@ def _node_dir(zarr_json_key: str) -> str:
 def _key_decoder(encoding: ChunkKeyEncoding, ndim: int):  # type: ignore[no-untyped-def]
     """A fast chunk-key parser for an encoding: the key relative to the array, or None."""
     name = encoding.name
-    sep = encoding.separator
+    sep: str = encoding.separator  # type: ignore[attr-defined]  # both encodings have one
     if name == "default":
         if ndim == 0:
             return lambda rest: () if rest == "c" else None
@@ -1292,7 +1598,13 @@ def _indices(parts: list[str], ndim: int) -> tuple[int, ...] | None:
 
 def _chunk_range(chunk: _Chunk, byte_range: ByteRequest | None) -> tuple[int, int]:
     """Absolute [start, end) in the source for a byte request inside a chunk."""
-    length = chunk.length
+    lo, hi = _request_bounds(chunk.length, byte_range, chunk.key)
+    return chunk.offset + lo, chunk.offset + hi
+
+
+def _request_bounds(length: int, byte_range: ByteRequest | None, key: str) -> tuple[int, int]:
+    """[start, end) of a byte request inside a chunk (or shard) of ``length`` bytes;
+    a request reaching outside it is a `ChunkReadError`."""
     if byte_range is None:
         lo, hi = 0, length
     elif isinstance(byte_range, RangeByteRequest):
@@ -1305,12 +1617,12 @@ def _chunk_range(chunk: _Chunk, byte_range: ByteRequest | None) -> tuple[int, in
         raise TypeError(f"unexpected byte range {byte_range!r}")
     if not 0 <= lo <= hi <= length:
         raise ChunkReadError(
-            f"byte range {byte_range} is outside chunk {chunk.key!r} of {length} bytes",
-            key=chunk.key,
+            f"byte range {byte_range} is outside chunk {key!r} of {length} bytes",
+            key=key,
             start=lo,
             end=hi,
         )
-    return chunk.offset + lo, chunk.offset + hi
+    return lo, hi
 
 
 def _check_byte_range(byte_range: object) -> None:

@@ -249,7 +249,7 @@ class SourceRegistry:
             if store is None and not is_dir and not os.path.isdir(real_prefix):
                 real_root = os.path.dirname(real_prefix)
         kwargs = dict(obstore_kwargs)
-        http_options = None
+        http_options: dict[str, Any] | None = None
         if scheme in _HTTP_SCHEMES:
             if store is None:
                 options = dict(kwargs.pop("client_options", None) or {})
