@@ -3,7 +3,7 @@
 #   ./dev.sh demo    build a virtual dataset from generated sample files and read it back
 #   ./dev.sh test    the whole test suite (what CI runs)
 #   ./dev.sh bench   the benchmark suite against the peers (installs the `bench` extra)
-#   ./dev.sh lint    ruff
+#   ./dev.sh lint    ruff (check, format) and mypy
 # Python >= 3.12 is looked for on PATH, then under pyenv; a virtualenv is made in .venv
 # and the project is installed into it (again only when pyproject.toml changes).
 set -euo pipefail
@@ -59,7 +59,8 @@ case "$cmd" in
     lint)
         ensure_env test
         "$PY" -m ruff check src tests benchmarks
-        exec "$PY" -m ruff format --check src tests benchmarks
+        "$PY" -m ruff format --check src tests benchmarks
+        exec "$PY" -m mypy src
         ;;
     *)
         sed -n '2,8p' "$0"

@@ -337,9 +337,9 @@ class _Encoder:
         self._const(b'":{"path":')
         self._field("path", self.lit_width)
         self._const(b',"offset":')
-        self._field("offset", 4 * -(-_ndigits(offs.max()) // 4))
+        self._field("offset", 4 * -(-_ndigits(int(offs.max())) // 4))
         self._const(b',"length":')
-        self._field("length", 4 * -(-_ndigits(lens.max()) // 4))
+        self._field("length", 4 * -(-_ndigits(int(lens.max())) // 4))
         self._const(b"},\n")
         template = np.frombuffer(bytes(self.template), dtype=np.uint8)
         width = template.size

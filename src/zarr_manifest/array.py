@@ -515,7 +515,9 @@ class InlineArray:
             dimension_names=dimension_names,
             attributes=dict(attributes or {}),
         )
-        return cls(spec.metadata, arr)
+        metadata = spec.metadata
+        assert isinstance(metadata, ArrayV3Metadata)  # create_array's default format is v3
+        return cls(metadata, arr)
 
     @property
     def metadata(self) -> ArrayV3Metadata:

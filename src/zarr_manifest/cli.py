@@ -265,8 +265,8 @@ def _info(args: argparse.Namespace) -> int:
         f"total: {total_refs} references, {total_bytes} bytes referenced, "
         f"{len(sources)} source files"
     )
-    for s in sorted(sources)[:20]:
-        print(f"  {s}")
+    for source in sorted(sources)[:20]:
+        print(f"  {source}")
     if len(sources) > 20:
         print(f"  ... and {len(sources) - 20} more")
     return EXIT_OK

@@ -98,7 +98,9 @@ def main(argv: list[str] | None = None) -> int:
         expected["lat"] = nc.variables["lat"][...]
         expected["lon"] = nc.variables["lon"][...]
     for name, want in expected.items():
-        got = group[name][...]
+        member = group[name]
+        assert isinstance(member, zarr.Array)
+        got = member[...]
         if not np.array_equal(got, want):
             print(f"MISMATCH in {name}")
             return 1

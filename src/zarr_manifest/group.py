@@ -49,11 +49,11 @@ class ManifestGroup:
             _check_name(name)
             if not isinstance(node, ManifestArray | InlineArray):
                 raise MetadataError(f"array {name!r} is a {type(node).__name__}, not an array")
-        for name, node in groups.items():
+        for name, member in groups.items():
             _check_name(name)
-            if not isinstance(node, ManifestGroup):
+            if not isinstance(member, ManifestGroup):
                 raise MetadataError(
-                    f"group {name!r} is a {type(node).__name__}, not a ManifestGroup"
+                    f"group {name!r} is a {type(member).__name__}, not a ManifestGroup"
                 )
         both = sorted(set(arrays) & set(groups))
         if both:

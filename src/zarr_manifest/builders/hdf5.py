@@ -784,9 +784,10 @@ def _header_attributes(
         try:
             name, value = _parse_attribute(body, f.sizeof_size)
         except (_Fallback, UnicodeDecodeError, ValueError):
-            name = _attribute_name(body)
-            if name is None:
+            found = _attribute_name(body)
+            if found is None:
                 return _h5py_attributes(obj(), where)
+            name = found
             if name in _NOT_READ:
                 out[name] = _UNREAD
                 continue

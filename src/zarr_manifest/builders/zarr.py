@@ -267,7 +267,7 @@ def _v2_to_v3(node: _Node, url: str) -> dict[str, Any]:
     except ValueError as e:
         raise BuildError(f"{url}{node.path}/.zarray: {e}") from e
     zdtype = meta.dtype
-    fill = meta.fill_value
+    fill: Any = meta.fill_value
     attributes = dict(node.attributes)
     dims = attributes.pop(_DIMENSIONS_ATTR, None)
     if not (isinstance(dims, list) and len(dims) == len(shape)):
@@ -315,7 +315,9 @@ def _load(location: StoreLocation, prefix: str, node: _Node) -> np.ndarray:
 
     store = zarr.storage.ObjectStore(location.store, read_only=True)
     path = (prefix + node.path).strip("/")
-    array = zarr.open_array(store, path=path, mode="r", zarr_format=node.zarr_format)
+    array = zarr.open_array(
+        store, path=path, mode="r", zarr_format=2 if node.zarr_format == 2 else 3
+    )
     return np.asarray(array[...])
 
 

@@ -304,7 +304,7 @@ def _chunk_refs(array: ManifestArray, path: str) -> dict[str, list[Any]]:
     strings = np.dtypes.StringDType()
     if grid:
         # "<path>/i.j.k" built column-wise with numpy string ops
-        keys = np.full(flat.size, f"{path}/", dtype=strings)
+        keys: np.ndarray = np.full(flat.size, f"{path}/", dtype=strings)
         for d, col in enumerate(np.unravel_index(flat, grid)):
             if d:
                 keys = np.strings.add(keys, ".")
