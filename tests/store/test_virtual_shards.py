@@ -13,9 +13,9 @@ import numpy as np
 import orjson
 import pytest
 import xarray as xr
+import zarr
 from hypothesis import given, settings
 from hypothesis import strategies as st
-import zarr
 from zarr.abc.store import OffsetByteRequest, RangeByteRequest, SuffixByteRequest
 from zarr.core.buffer import default_buffer_prototype
 
@@ -207,6 +207,11 @@ def test_xarray_reads_the_sharded_view(tmp_path: Path) -> None:
         ds = xr.open_zarr(store, consolidated=False, zarr_format=3)
         np.testing.assert_array_equal(ds["t"].values, values)
         assert ds["t"].encoding["shards"] == (1, 16, 30)  # 2 rows of 3 chunks
+        # dask chunks of whole shards, as the README suggests
+        shards = dict(zip(ds["t"].dims, ds["t"].encoding["shards"], strict=True))
+        lazy = xr.open_zarr(store, consolidated=False, zarr_format=3, chunks=shards)
+        assert lazy["t"].chunks == ((1,) * 4, (16, 16, 8), (30,))
+        np.testing.assert_array_equal(lazy["t"].compute().values, values)
 
 
 # ---- the Store API on shard keys ---------------------------------------------------------
