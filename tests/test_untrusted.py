@@ -1165,6 +1165,22 @@ def test_large_grid_from_zarr_json_through_the_store(tmp_path: Path) -> None:
         assert isinstance(got, ManifestError), f"{how}: {got!r}"
 
 
+def test_nul_in_the_manifest_member_is_a_format_error(tmp_path: Path) -> None:
+    """A manifest location holding a NUL is no URI reference: a format error (found by the
+    fuzzer, where os.path.realpath raised ValueError while listing)."""
+    doc = array_doc()
+    doc["storage_transformers"][0]["configuration"]["manifest"] = "./man\u0000ifest.json"
+    root = make_store(tmp_path / "store", {"0": entry("../data/ok.bin", 0, 8)}, doc=doc)
+    for how, got in read_all_ways(root).items():
+        assert isinstance(got, ManifestFormatError), f"{how}: {got!r}"
+
+    async def listing() -> list[str]:
+        return [k async for k in ManifestStore(root).list()]
+
+    with pytest.raises(ManifestFormatError, match="control character"):
+        asyncio.run(listing())
+
+
 class _RedirectingHandler(http.server.BaseHTTPRequestHandler):
     """Answers /public/* with a redirect to /secret, which serves the secret."""
 

@@ -1066,6 +1066,16 @@ def inv_manifest_escapes_array_dir(s: Store) -> Broken:
     )
 
 
+def inv_manifest_control_character(s: Store) -> Broken:
+    set_transformers(
+        s, [{"name": TRANSFORMER, "configuration": {"manifest": "./manifest\u0000.json"}}]
+    )
+    return Broken(
+        "ManifestFormatError",
+        "the manifest value holds a NUL: it is not a relative-path reference (RFC 3986)",
+    )
+
+
 def inv_unknown_storage_transformer(s: Store) -> Broken:
     set_transformers(
         s,
@@ -1195,6 +1205,7 @@ INVALID: dict[str, Callable[[Store], Broken]] = {
     "missing-manifest-member": inv_missing_manifest_member,
     "transformer-without-configuration": inv_transformer_without_configuration,
     "manifest-escapes-array-dir": inv_manifest_escapes_array_dir,
+    "manifest-control-character": inv_manifest_control_character,
     "unknown-storage-transformer": inv_unknown_storage_transformer,
     "missing-manifest-file": inv_missing_manifest_file,
     "malformed-json": inv_malformed_json,

@@ -245,6 +245,13 @@ def _parse_configuration(entry: Any, location: str) -> tuple[str, dict[str, Any]
             location=location,
             field="manifest",
         )
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in path):
+        # not a URI reference (RFC 3986 has no raw control characters), nor a file name
+        raise ManifestFormatError(
+            f"{location}: manifest path {path!r} holds a control character",
+            location=location,
+            field="manifest",
+        )
     normal = posixpath.normpath(path)
     if (
         ":" in path

@@ -720,6 +720,8 @@ class ManifestStore(Store):
         """
         if self._local_root is None:
             return None
+        if "\x00" in key:
+            return False  # no file name holds a NUL (a manifest member may spell one)
         real = os.path.realpath(os.path.join(self._local_root, key))
         if real != self._local_root and not real.startswith(self._local_root + os.sep):
             raise SourceNotAllowedError(
