@@ -106,6 +106,23 @@ def main(argv: list[str] | None = None) -> int:
             return 1
     print("zarr.open_group(ManifestStore(...)): every variable equals netCDF4's values")
 
+    # The same store shown as virtual shards: zarr's fused pipeline reads whole shards.
+    sharded = zm.ManifestStore(
+        store_dir, allowed_prefixes=[str(out / "data")], virtual_shard_bytes=1 << 20
+    )
+    fused = {"codec_pipeline.path": "zarr.core.codec_pipeline.FusedCodecPipeline"}
+    with zarr.config.set(fused):
+        air = zarr.open_array(sharded, path="air", mode="r")
+        if not np.array_equal(air[...], expected["air"]):
+            print("MISMATCH in air (virtual shards)")
+            return 1
+    assert air.shards is not None
+    shards = int(np.prod([-(-n // s) for n, s in zip(air.shape, air.shards, strict=True)]))
+    print(
+        f"virtual shards: air's {air.nchunks} chunks of {air.chunks} read as {shards} "
+        f"shard(s) of {air.shards}; the values are the same"
+    )
+
     ds = xr.open_zarr(store, consolidated=False)
     ref = xr.concat([xr.open_dataset(p, engine="netcdf4") for p in files], dim="time")
     xr.testing.assert_allclose(ds.load(), ref.load())
