@@ -3,8 +3,9 @@
 Run with ``./dev.sh demo`` (or ``python -m zarr_manifest.demo [OUTDIR]``).  It writes a few
 netCDF4 files, builds one virtual dataset from them (concatenated along time) without
 copying any data, writes it as a manifest store, reads it back through
-``zarr.open_group(ManifestStore(...))`` and ``xarray.open_zarr``, and checks every value
-against what netCDF4 and xarray read from the files.
+``zarr.open_group(ManifestStore(...))`` (also shown as virtual shards) and
+``xarray.open_zarr``, and checks every value against what netCDF4 and xarray read from the
+files.
 """
 
 from __future__ import annotations
