@@ -374,3 +374,86 @@ def test_http_reads_in_few_requests(
     np.testing.assert_array_equal(_open(store, pipeline)[...], expected)
     # one shard: its chunks, written one after the other, come in one or two requests
     assert clean_range_server.request_count(rel, "GET") <= 3
+
+
+# ---- any array, any layout: the sharded view reads what the plain view reads ---------------
+
+
+@st.composite
+def _arrays(draw: st.DrawFn) -> dict[str, Any]:
+    ndim = draw(st.integers(1, 3))
+    shape = tuple(draw(st.integers(1, 12)) for _ in range(ndim))
+    chunks = tuple(draw(st.integers(1, n)) for n in shape)
+    grid = tuple(-(-n // c) for n, c in zip(shape, chunks, strict=True))
+    cells = int(np.prod(grid))
+    return {
+        "shape": shape,
+        "chunks": chunks,
+        "present": draw(st.lists(st.booleans(), min_size=cells, max_size=cells)),
+        "order": draw(st.permutations(range(cells))),  # where each chunk lies in the file
+        "per_shard": draw(st.integers(2, 64)),
+        "compressed": draw(st.booleans()),
+        "seed": draw(st.integers(0, 2**16)),
+        "selection": tuple(
+            slice(draw(st.integers(0, n - 1)), draw(st.integers(1, n)), draw(st.integers(1, 3)))
+            for n in shape
+        ),
+    }
+
+
+@settings(max_examples=100, deadline=None)
+@given(_arrays())
+def test_sharded_view_equals_plain_view(tmp_path_factory: Any, case: dict[str, Any]) -> None:
+    shape, chunks = case["shape"], case["chunks"]
+    values = np.random.default_rng(case["seed"]).integers(-1000, 1000, shape).astype("<i4")
+    codecs: list[dict[str, Any]] = [{"name": "bytes", "configuration": {"endian": "little"}}]
+    if case["compressed"]:
+        codecs.append({"name": "numcodecs.zlib", "configuration": {"level": 1}})
+    encoder = zarr.create_array(
+        zarr.storage.MemoryStore(),
+        shape=shape,
+        chunks=chunks,
+        dtype="<i4",
+        fill_value=-7,
+        compressors=[zarr.codecs.numcodecs.Zlib(level=1)] if case["compressed"] else None,
+    )
+    encoder[...] = values
+    metadata = encoder.metadata.to_dict() | {"codecs": codecs}
+    grid = tuple(-(-n // c) for n, c in zip(shape, chunks, strict=True))
+    blobs = {}
+    for flat, index in enumerate(np.ndindex(*grid)):
+        if case["present"][flat]:
+            key = "c/" + "/".join(map(str, index))
+            blobs[flat] = encoder.store_path.store._store_dict[key].to_bytes()  # type: ignore[attr-defined]
+    path = tmp_path_factory.mktemp("shards") / "data.bin"
+    entries, pos, parts = {}, 0, []
+    for flat in case["order"]:
+        if flat in blobs:
+            index = np.unravel_index(flat, grid)
+            entries[".".join(str(int(i)) for i in index)] = {
+                "path": str(path),
+                "offset": pos,
+                "length": len(blobs[flat]),
+            }
+            parts += [blobs[flat], b"gap"]
+            pos += len(blobs[flat]) + 3
+    path.write_bytes(b"".join(parts))
+    manifest = zm.ChunkManifest(entries, shape=grid)
+    group = zm.ManifestGroup(arrays={"v": zm.ManifestArray(metadata, manifest)})
+    itemsize = 4
+    target = case["per_shard"] * int(np.prod(chunks)) * itemsize
+    plain = zarr.open_array(ManifestStore(group), path="v", mode="r")
+    sharded_store = ManifestStore(group, virtual_shard_bytes=target)
+    expected = values.copy()
+    for flat, index in enumerate(np.ndindex(*grid)):
+        if not case["present"][flat]:
+            expected[
+                tuple(slice(i * c, (i + 1) * c) for i, c in zip(index, chunks, strict=True))
+            ] = -7
+    np.testing.assert_array_equal(plain[...], expected)
+    sel = case["selection"]
+    for pipeline in PIPELINES:
+        with zarr.config.set(pipeline):
+            sharded = zarr.open_array(sharded_store, path="v", mode="r")
+            np.testing.assert_array_equal(sharded[...], plain[...])
+            np.testing.assert_array_equal(sharded[sel], plain[sel])
