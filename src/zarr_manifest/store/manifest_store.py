@@ -1027,8 +1027,13 @@ class _Node:
         origin = tuple(map(operator.mul, index, self.shards))
         layout = ShardLayout(*self.block(origin, self.shards))
         with self._lock:
-            while len(self._shard_layouts) >= _SHARD_LAYOUTS_KEPT:
-                self._shard_layouts.pop(next(iter(self._shard_layouts)))
+            # bounded by count and by size: a shard of a million chunks has a 16 MB index
+            kept = sum(len(k.index) for k in self._shard_layouts.values())
+            while self._shard_layouts and (
+                len(self._shard_layouts) >= _SHARD_LAYOUTS_KEPT
+                or kept + len(layout.index) > _SHARD_LAYOUTS_BYTES
+            ):
+                kept -= len(self._shard_layouts.pop(next(iter(self._shard_layouts))).index)
             self._shard_layouts[index] = layout
         return layout
 
@@ -1312,6 +1317,8 @@ class _Region:
 _ABSENT = (-1, 0, 0)
 #: shard layouts a node keeps (zarr reads a shard's index, then its chunks)
 _SHARD_LAYOUTS_KEPT = 64
+#: and at most this many bytes of their indexes (the newest is kept whatever its size)
+_SHARD_LAYOUTS_BYTES = 64 * 1024 * 1024
 
 
 def _codec_documents(served: bytes) -> list[dict[str, Any]]:
