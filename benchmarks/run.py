@@ -3,7 +3,8 @@
 Usage::
 
     python benchmarks/run.py [--scenarios A,R,B,C,random] [--quick] [--out benchmarks/results]
-                             [--repeats 3] [--full-read] [--cache-dir DIR] [--list]
+                             [--repeats 3] [--full-read] [--cache-dir DIR] [--only NAMES]
+                             [--list]
 
 Prints one table per scenario (best-of-N times, ratios against the scenario's baseline),
 and writes ``bench-<time>[-quick].json`` and a ``.png`` bar chart into ``--out``.
@@ -105,6 +106,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="where generated data is cached, keyed by its parameters",
     )
     parser.add_argument(
+        "--only",
+        default=None,
+        help="comma-separated parts of implementation names: run only those, e.g. "
+        "--only zarr-manifest,icechunk (ratios need the scenario's baseline among them)",
+    )
+    parser.add_argument(
         "--list", action="store_true", help="list scenarios and implementations, then exit"
     )
     return parser.parse_args(argv)
@@ -123,6 +130,13 @@ def main(argv: list[str] | None = None) -> int:
             for name in IMPLEMENTATIONS[key]:
                 print(f"    {name}")
         return 0
+
+    if args.only:
+        wanted = args.only.split(",")
+        for impls in IMPLEMENTATIONS.values():
+            for name in list(impls):
+                if not any(w in name for w in wanted):
+                    del impls[name]
 
     keys = list(SCENARIOS) if args.scenarios is None else args.scenarios.split(",")
     unknown = [k for k in keys if k not in SCENARIOS]

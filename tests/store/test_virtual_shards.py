@@ -21,7 +21,11 @@ from zarr.core.buffer import default_buffer_prototype
 
 import zarr_manifest as zm
 from zarr_manifest import ChunkReadError, ManifestStore, ShortReadError, StaleReferenceError
-from zarr_manifest.store._virtual_shards import ShardLayout, chunks_per_shard
+from zarr_manifest.store._virtual_shards import (
+    MAX_CHUNKS_PER_SHARD,
+    ShardLayout,
+    chunks_per_shard,
+)
 from zarr_manifest.testing import RangeServer
 
 PROTO = default_buffer_prototype()
@@ -77,6 +81,12 @@ def h5(tmp_path: Path) -> tuple[Path, np.ndarray]:
 )
 def test_chunks_per_shard(target: int, expected: tuple[int, ...] | None) -> None:
     assert chunks_per_shard(CHUNKS, (4, 4, 5), 4, target) == expected
+
+
+def test_chunks_per_shard_is_capped_for_tiny_chunks() -> None:
+    # a million 4-byte chunks fit 4 MiB, but zarr's bookkeeping per inner chunk would not
+    assert chunks_per_shard((1, 1), (1000, 1000), 4, 4 << 20) == (65, 1000)
+    assert MAX_CHUNKS_PER_SHARD >= 65 * 1000
 
 
 def test_layout_runs_and_index() -> None:
