@@ -467,3 +467,22 @@ def test_sharded_view_equals_plain_view(tmp_path_factory: Any, case: dict[str, A
             sharded = zarr.open_array(sharded_store, path="v", mode="r")
             np.testing.assert_array_equal(sharded[...], plain[...])
             np.testing.assert_array_equal(sharded[sel], plain[sel])
+
+
+def test_threads_read_shards_concurrently(h5: tuple[Path, np.ndarray]) -> None:
+    """zarr's fused pipeline reads shards on a thread pool: many threads, one store."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    path, expected = h5
+    store = ManifestStore(zm.open_virtual(str(path)), virtual_shard_bytes=2 * CHUNK_BYTES)
+    array = _open(store, FUSED)
+    rng = np.random.default_rng(0)
+    boxes = []
+    for _ in range(64):
+        lo = [int(rng.integers(0, n)) for n in SHAPE]
+        hi = [int(rng.integers(a + 1, n + 1)) for a, n in zip(lo, SHAPE, strict=True)]
+        boxes.append(tuple(slice(a, b) for a, b in zip(lo, hi, strict=True)))
+    with zarr.config.set(FUSED), ThreadPoolExecutor(16) as pool:
+        results = list(pool.map(lambda box: array[box], boxes))
+    for box, got in zip(boxes, results, strict=True):
+        np.testing.assert_array_equal(got, expected[box])
