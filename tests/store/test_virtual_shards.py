@@ -281,6 +281,24 @@ def test_sharded_and_rectilinear_arrays_stay_as_they_are(tmp_path: Path) -> None
     np.testing.assert_array_equal(array[...], values)
 
 
+@pytest.mark.parametrize("pipeline", PIPELINES, ids=["default", "fused"])
+def test_variable_length_strings(tmp_path: Path, pipeline: dict[str, Any]) -> None:
+    """Inner chunks of variable size (vlen-utf8) are read through zarr's per-chunk path."""
+    values = np.array([f"s{i}" * (i % 5) for i in range(100)]).reshape(10, 10)
+    source = zarr.create_array(
+        tmp_path / "s.zarr", name="s", shape=(10, 10), chunks=(2, 2), dtype=str
+    )
+    source[...] = values
+    store = ManifestStore(
+        zm.open_virtual(str(tmp_path / "s.zarr"), format="zarr"), virtual_shard_bytes=1024
+    )
+    with zarr.config.set(pipeline):
+        array = zarr.open_array(store, path="s", mode="r")
+        assert array.shards == (6, 10)
+        np.testing.assert_array_equal(array[...], values)
+        np.testing.assert_array_equal(array[3:9, 1:4], values[3:9, 1:4])
+
+
 def test_one_chunk_per_shard_stays_as_it_is(h5: tuple[Path, np.ndarray]) -> None:
     path, expected = h5
     store = ManifestStore(zm.open_virtual(str(path)), virtual_shard_bytes=CHUNK_BYTES)
