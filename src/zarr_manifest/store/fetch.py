@@ -29,7 +29,8 @@ import threading
 import time
 import weakref
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -58,6 +59,7 @@ __all__ = [
     "plan_coalesced",
     "read_range_sync",
     "read_ranges_async",
+    "read_ranges_into_async",
     "read_ranges_into_sync",
     "read_ranges_sync",
 ]
@@ -250,6 +252,13 @@ class _OpenFile:
         self.users = 0
         self.evicted = False
 
+    def size_for(self, end: int) -> int:
+        """The file's size, looked up again when ``end`` lies past the size last seen (the
+        file may have grown); never allocate for bytes beyond it."""
+        if end > self.size:
+            self.size = os.fstat(self.fd).st_size
+        return self.size
+
 
 class _FdCache:
     """Open file descriptors of local sources, LRU-bounded and shared by all threads.
@@ -366,12 +375,10 @@ def _fetch_local(source: Source, ms: list[int], me: list[int]) -> list[Any]:
         return [exc] * len(ms)
     try:
         out: list[Any] = []
-        size = f.size
         for a, b in zip(ms, me, strict=True):
-            if b > size:
-                # Never allocate for bytes the file does not hold (a manifest may claim a
-                # 1 TiB chunk): read up to the end; the length check reports the rest.
-                size = f.size = os.fstat(f.fd).st_size
+            # A manifest may claim a 1 TiB chunk: read up to the end of the file; the length
+            # check reports the rest.
+            size = f.size_for(b)
             hi = min(b, size)
             if hi <= a:
                 # A non-empty range gets b"" and fails the length check; an empty one must
@@ -821,8 +828,54 @@ def read_ranges_into_sync(
         max_gap_bytes=max_gap_bytes,
         max_request_bytes=max_request_bytes,
     )
-    for p, v in zip(pos.tolist(), views, strict=True):
+    _copy_into(view, pos, views)
+
+
+async def read_ranges_into_async(
+    source: Source,
+    starts: npt.ArrayLike,
+    ends: npt.ArrayLike,
+    out: Any,
+    positions: npt.ArrayLike,
+    *,
+    keys: Sequence[str | None] | None = None,
+    max_gap_bytes: int | None = None,
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+) -> None:
+    """Async `read_ranges_into_sync`: the ranges are read as `read_ranges_async` reads them
+    and copied into ``out``; same parameters and errors."""
+    views = await read_ranges_async(
+        source,
+        starts,
+        ends,
+        keys=keys,
+        max_gap_bytes=max_gap_bytes,
+        max_request_bytes=max_request_bytes,
+    )
+    _copy_into(memoryview(out).cast("B"), np.asarray(positions).reshape(-1), views)
+
+
+def _copy_into(view: memoryview, positions: np.ndarray, views: list[memoryview]) -> None:
+    """Copy read ranges into ``view`` at their positions."""
+    for p, v in zip(positions.tolist(), views, strict=True):
         view[p : p + len(v)] = v
+
+
+@contextmanager
+def _open_local(source: Source, start: int, end: int, key: str | None) -> Iterator[_OpenFile]:
+    """A cached descriptor of a local source, released afterwards; failing to open it is a
+    `ChunkReadError` for bytes ``[start, end)`` of ``key``."""
+    assert source.local_path is not None
+    try:
+        f = _FD_CACHE.acquire(source.local_path)
+    except SourceNotAllowedError:
+        raise
+    except OSError as exc:
+        raise _range_error(source, exc, start, end, key, req=(start, end)) from exc
+    try:
+        yield f
+    finally:
+        _FD_CACHE.release(f)
 
 
 def check_local_extent(source: Source, end: int, *, key: str | None = None) -> None:
@@ -830,26 +883,17 @@ def check_local_extent(source: Source, end: int, *, key: str | None = None) -> N
     for remote sources): callers check before they allocate room for a read (spec 9.3)."""
     if source.local_path is None:
         return
-    try:
-        f = _FD_CACHE.acquire(source.local_path)
-    except SourceNotAllowedError:
-        raise
-    except OSError as exc:
-        raise _range_error(source, exc, 0, end, key, req=(0, end)) from exc
-    try:
-        if end > f.size:
-            f.size = os.fstat(f.fd).st_size
-        if end > f.size:
-            raise ShortReadError(
-                f"short read: {source.url}{_keys_text([key])} holds {f.size} bytes, but the "
-                f"manifest references bytes up to {end}",
-                key=key,
-                url=source.url,
-                start=f.size,
-                end=end,
-            )
-    finally:
-        _FD_CACHE.release(f)
+    with _open_local(source, 0, end, key) as f:
+        size = f.size_for(end)
+    if end > size:
+        raise ShortReadError(
+            f"short read: {source.url}{_keys_text([key])} holds {size} bytes, but the "
+            f"manifest references bytes up to {end}",
+            key=key,
+            url=source.url,
+            start=size,
+            end=end,
+        )
 
 
 def _read_local_into(
@@ -861,22 +905,13 @@ def _read_local_into(
     keys: Sequence[str | None] | None,
 ) -> None:
     """preadv each range into its place in ``view`` (see `read_ranges_into_sync`)."""
-    assert source.local_path is not None
-    try:
-        f = _FD_CACHE.acquire(source.local_path)
-    except SourceNotAllowedError:
-        raise
-    except OSError as exc:
-        key = keys[0] if keys else None
-        raise _range_error(source, exc, starts[0], ends[0], key, req=(starts[0], ends[0])) from exc
-    try:
+    first_key = keys[0] if keys else None
+    with _open_local(source, starts[0], ends[0], first_key) as f:
         for i, (a, b, p) in enumerate(zip(starts, ends, positions, strict=True)):
             got = 0
             want = b - a
             try:
-                if b > f.size:
-                    f.size = os.fstat(f.fd).st_size
-                if b <= f.size:  # else: bytes the file does not hold, a short read
+                if b <= f.size_for(b):  # else: bytes the file does not hold, a short read
                     while got < want:
                         n = os.preadv(f.fd, [view[p + got : p + want]], a + got)
                         if n == 0:
@@ -888,8 +923,6 @@ def _read_local_into(
             if got != want:
                 key = keys[i] if keys is not None else None
                 raise _range_error(source, None, a, b, key, req=(a, b), got=got)
-    finally:
-        _FD_CACHE.release(f)
 
 
 def read_range_sync(source: Source, start: int, end: int, *, key: str | None = None) -> Any:

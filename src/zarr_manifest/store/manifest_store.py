@@ -28,6 +28,7 @@ from zarr.abc.store import (
     Store,
     SuffixByteRequest,
 )
+from zarr.codecs import ShardingCodec
 from zarr.core.buffer import Buffer, BufferPrototype, default_buffer_prototype
 
 from zarr_manifest.array import ManifestArray, RegularChunkGridMetadata, chunk_grid_shape
@@ -64,6 +65,7 @@ from zarr_manifest.store.fetch import (
     plan_coalesced,
     read_range_sync,
     read_ranges_async,
+    read_ranges_into_async,
     read_ranges_into_sync,
 )
 from zarr_manifest.store.sources import Source, SourceRegistry
@@ -840,16 +842,53 @@ class ManifestStore(Store):
     # ---- virtual shards -----------------------------------------------------------------
 
     def _read_shard_sync(self, shard: _Shard, byte_range: ByteRequest | None) -> Any:
-        layout = shard.layout
-        if not layout.present:
+        planned = _plan_shard_read(shard, byte_range)
+        return None if planned is None else self._fill_shard_sync(shard, *planned)
+
+    async def _read_shard_async(self, shard: _Shard, byte_range: ByteRequest | None) -> Any:
+        planned = _plan_shard_read(shard, byte_range)
+        if planned is None:
             return None
-        lo, hi = _request_bounds(layout.size, byte_range, shard.key)
-        reads, index_part = layout.plan(lo, hi)
+        size, reads, index_part = planned
+        sources = {pid: shard.node.source(pid, self._registry, shard.key) for pid in reads}
+        if all(source.local_path is not None for source in sources.values()):
+            if size <= LOCAL_INLINE_MAX_BYTES:
+                # a small local read is a few microseconds: cheaper than any scheduling
+                return self._fill_shard_sync(shard, *planned)
+            # a large one would hold up every other read on zarr's event loop
+            return await asyncio.to_thread(self._fill_shard_sync, shard, *planned)
+        out = _shard_buffer(size, shard)
+
+        async def read_source(pid: int, plan: tuple[np.ndarray, ...]) -> None:
+            starts, ends, positions, chunks = plan
+            await read_ranges_into_async(
+                await shard.source_async(pid),
+                starts,
+                ends,
+                out,
+                positions,
+                keys=shard.chunk_keys(chunks),
+                max_gap_bytes=self._max_gap,
+                max_request_bytes=self._max_request,
+            )
+
+        await asyncio.gather(*(read_source(pid, plan) for pid, plan in reads.items()))
+        _place_index(out, shard.layout, index_part)
+        return out
+
+    def _fill_shard_sync(
+        self,
+        shard: _Shard,
+        size: int,
+        reads: dict[int, tuple[np.ndarray, ...]],
+        index_part: tuple[int, int],
+    ) -> np.ndarray:
+        """Read a planned part of a shard (see `_plan_shard_read`) into a new buffer."""
         sources = {pid: shard.source(pid) for pid in reads}
         for pid, (_, ends, _, chunks) in reads.items():
             last = int(np.argmax(ends))
             check_local_extent(sources[pid], int(ends[last]), key=shard.chunk_keys(chunks)[last])
-        out = _shard_buffer(hi - lo, shard)
+        out = _shard_buffer(size, shard)
         for pid, (starts, ends, positions, chunks) in reads.items():
             read_ranges_into_sync(
                 sources[pid],
@@ -861,39 +900,7 @@ class ManifestStore(Store):
                 max_gap_bytes=self._max_gap,
                 max_request_bytes=self._max_request,
             )
-        _place_index(out, layout, index_part)
-        return out
-
-    async def _read_shard_async(self, shard: _Shard, byte_range: ByteRequest | None) -> Any:
-        layout = shard.layout
-        if not layout.present:
-            return None
-        lo, hi = _request_bounds(layout.size, byte_range, shard.key)
-        reads, index_part = layout.plan(lo, hi)
-        sources = {pid: shard.node.source(pid, self._registry, shard.key) for pid in reads}
-        if all(source.local_path is not None for source in sources.values()):
-            if hi - lo <= LOCAL_INLINE_MAX_BYTES:
-                # a small local read is a few microseconds: cheaper than any scheduling
-                return self._read_shard_sync(shard, byte_range)
-            # a large one would hold up every other read on zarr's event loop
-            return await asyncio.to_thread(self._read_shard_sync, shard, byte_range)
-        out = _shard_buffer(hi - lo, shard)
-
-        async def read_source(pid: int, plan: tuple[np.ndarray, ...]) -> None:
-            starts, ends, positions, chunks = plan
-            source = await shard.source_async(pid)
-            views = await read_ranges_async(
-                source,
-                starts,
-                ends,
-                keys=shard.chunk_keys(chunks),
-                max_gap_bytes=self._max_gap,
-                max_request_bytes=self._max_request,
-            )
-            _place(out, positions, views)
-
-        await asyncio.gather(*(read_source(pid, plan) for pid, plan in reads.items()))
-        _place_index(out, layout, index_part)
+        _place_index(out, shard.layout, index_part)
         return out
 
 
@@ -1004,7 +1011,7 @@ class _Node:
         grid = metadata.chunk_grid
         if not isinstance(grid, RegularChunkGridMetadata) or not metadata.shape:
             return
-        if any(codec.get("name") == "sharding_indexed" for codec in _codec_documents(self.served)):
+        if any(isinstance(codec, ShardingCodec) for codec in metadata.codecs):
             return
         counts = chunks_per_shard(
             grid.chunk_shape,
@@ -1321,12 +1328,6 @@ _SHARD_LAYOUTS_KEPT = 64
 _SHARD_LAYOUTS_BYTES = 64 * 1024 * 1024
 
 
-def _codec_documents(served: bytes) -> list[dict[str, Any]]:
-    """The codecs of a served array document."""
-    codecs = orjson.loads(served).get("codecs") or []
-    return [c if isinstance(c, dict) else {"name": c} for c in codecs]
-
-
 def _per_shard(
     present: np.ndarray, lengths: np.ndarray, shards: tuple[int, ...]
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -1464,11 +1465,15 @@ def _shard_buffer(size: int, shard: _Shard) -> np.ndarray:
         ) from exc
 
 
-def _place(out: np.ndarray, positions: np.ndarray, views: list[memoryview]) -> None:
-    """Copy read ranges into a shard's bytes at their positions."""
-    target = memoryview(out)
-    for position, view in zip(positions.tolist(), views, strict=True):
-        target[position : position + len(view)] = view
+def _plan_shard_read(
+    shard: _Shard, byte_range: ByteRequest | None
+) -> tuple[int, dict[int, tuple[np.ndarray, ...]], tuple[int, int]] | None:
+    """What a read of a shard takes: its size and `ShardLayout.plan` (None: absent)."""
+    layout = shard.layout
+    if not layout.present:
+        return None
+    lo, hi = _request_bounds(layout.size, byte_range, shard.key)
+    return hi - lo, *layout.plan(lo, hi)
 
 
 def _place_index(out: np.ndarray, layout: ShardLayout, part: tuple[int, int]) -> None:
