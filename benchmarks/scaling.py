@@ -258,31 +258,24 @@ def run_one(
         if int(first) != 0:
             raise AssertionError(f"N={n} {form}: first chunk {first} != 0")
 
+    # (step, store, virtual shard bytes) of every full read asked for
+    full_reads: list[tuple[str, Path, int | None]] = []
     if full_read:
-        for form, (dest, _) in forms.items():
-
-            def full(dest: Path = dest) -> np.ndarray:
-                with zarr.config.set(FUSED):
-                    store = ManifestStore(dest, allowed_prefixes=allowed)
-                    return zarr.open_array(store, path="a", mode="r")[...]
-
-            steps[f"full read {form}"], values = measure(full, 1 if n >= 10**6 else reps)
-            if not np.array_equal(values, expected):
-                raise AssertionError(f"N={n} {form}: full read differs from the data")
-            del values
+        full_reads += [(f"full read {form}", dest, None) for form, (dest, _) in forms.items()]
     if shard_read:
-        dest = forms["split"][0]
+        full_reads.append(("full read shards", forms["split"][0], SHARD_BYTES))
+    for step, dest, shard_bytes in full_reads:
 
-        def full_shards() -> np.ndarray:
+        def full(dest: Path = dest, shard_bytes: int | None = shard_bytes) -> np.ndarray:
             with zarr.config.set(FUSED):
                 store = ManifestStore(
-                    dest, allowed_prefixes=allowed, virtual_shard_bytes=SHARD_BYTES
+                    dest, allowed_prefixes=allowed, virtual_shard_bytes=shard_bytes
                 )
                 return zarr.open_array(store, path="a", mode="r")[...]
 
-        steps["full read shards"], values = measure(full_shards, 1 if n >= 10**6 else reps)
+        steps[step], values = measure(full, 1 if n >= 10**6 else reps)
         if not np.array_equal(values, expected):
-            raise AssertionError(f"N={n} shards: full read differs from the data")
+            raise AssertionError(f"N={n} {step}: the values read differ from the data")
         del values
     out["maxrss_mib"] = _PEAK[0] / 1024
     shutil.rmtree(root)
@@ -632,15 +625,11 @@ def make_a(workdir: Path) -> tuple[Path, np.ndarray]:
     return path, values
 
 
-def a_readers(workdir: Path) -> tuple[dict[str, Callable[[], np.ndarray]], np.ndarray, Any]:
-    """The full-read callables of scenario A (array opened inside each call, like run.py)."""
-    import h5py
+def memory_a(values: np.ndarray) -> tuple[Any, Any]:
+    """A zarr MemoryStore holding scenario A's chunks (uncompressed) as array "data"."""
     import zarr
     from zarr.storage import MemoryStore
 
-    import zarr_manifest as zm
-
-    path, values = make_a(workdir)
     mem = MemoryStore()
     arr = zarr.create_array(
         mem,
@@ -653,6 +642,18 @@ def a_readers(workdir: Path) -> tuple[dict[str, Callable[[], np.ndarray]], np.nd
         fill_value=0,
     )
     arr[...] = values
+    return mem, arr
+
+
+def a_readers(workdir: Path) -> tuple[dict[str, Callable[[], np.ndarray]], np.ndarray, Any]:
+    """The full-read callables of scenario A (array opened inside each call, like run.py)."""
+    import h5py
+    import zarr
+
+    import zarr_manifest as zm
+
+    path, values = make_a(workdir)
+    mem, _ = memory_a(values)
     ms = zm.ManifestStore(zm.open_virtual(str(path)))
     h5 = h5py.File(path, "r")
 
@@ -762,9 +763,7 @@ def store_only(workdir: Path, repeats: int) -> dict[str, Any]:
     """Scenario A's 4096 chunks fetched one by one in one thread, without zarr's pipeline:
     ``os.pread`` of the manifest's byte ranges (the floor), ``MemoryStore.get_sync`` and
     ``ManifestStore.get_sync`` on the same keys."""
-    import zarr
     from zarr.core.buffer import default_buffer_prototype
-    from zarr.storage import MemoryStore
 
     import zarr_manifest as zm
 
@@ -772,18 +771,7 @@ def store_only(workdir: Path, repeats: int) -> dict[str, Any]:
     group = zm.open_virtual(str(path))
     manifest = group["data"].manifest
     ms = zm.ManifestStore(group)
-    mem = MemoryStore()
-    arr = zarr.create_array(
-        mem,
-        name="data",
-        shape=A_SHAPE,
-        chunks=A_CHUNKS,
-        dtype="float32",
-        compressors=None,
-        filters=None,
-        fill_value=0,
-    )
-    arr[...] = values
+    mem, arr = memory_a(values)
     grid = manifest.shape_chunk_grid
     indices = list(np.ndindex(grid))
     keys = ["data/" + arr.metadata.encode_chunk_key(i) for i in indices]
