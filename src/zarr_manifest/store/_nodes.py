@@ -25,6 +25,7 @@ from zarr_manifest.format.split import (
 )
 from zarr_manifest.format.transformer import parse_array_document, parse_node_document
 from zarr_manifest.manifest import MAX_GRID_CELLS, ChunkManifest
+from zarr_manifest.store._manifest_cache import ManifestCache
 from zarr_manifest.store._readahead import plan_blocks
 from zarr_manifest.store._references import reference_urls, resolve_paths
 from zarr_manifest.store._virtual_shards import (
@@ -48,11 +49,13 @@ def load_node(
     read: Callable[[str, None], bytes | None],
     root_url: str,
     fingerprints_by_url: Callable[[dict[str, Fingerprint], str, str], dict[str, Fingerprint]],
+    cache: ManifestCache,
 ) -> LoadedNode | None:
     """The node at ``path`` of the store at ``root_url`` (None: it has no zarr.json).
 
     ``read`` reads one of the store's objects; ``fingerprints_by_url`` maps an array's
-    recorded fingerprints to its sources' canonical URLs (given the base URL and where).
+    recorded fingerprints to its sources' canonical URLs (given the base URL and where);
+    ``cache`` bounds what is kept of the array's parsed manifest.
     """
     key = f"{path}/{ZARR_JSON}" if path else ZARR_JSON
     raw = read(key, None)
@@ -79,6 +82,7 @@ def load_node(
         manifest_key=parsed.manifest,
         split=parsed.split,
         fingerprints=fingerprints_by_url(parsed.fingerprints, base, where),
+        cache=cache,
     )
 
 
@@ -94,6 +98,7 @@ class LoadedNode:
 
     __slots__ = (
         "_blocks",
+        "_cache",
         "_in_memory",
         "_lock",
         "_manifest",
@@ -131,8 +136,12 @@ class LoadedNode:
         manifest: ChunkManifest | None = None,
         split: tuple[int, ...] | None = None,
         fingerprints: dict[str, Fingerprint] | None = None,
+        cache: ManifestCache | None = None,
     ):
         self.path = path
+        # what the store keeps of parsed manifests: this node's whole manifest and regions
+        # are entries of it, dropped when evicted (a manifest given in memory is not)
+        self._cache = cache
         # recorded source fingerprints by canonical URL, and the path ids already checked
         self.fingerprints = fingerprints or {}
         self.verified: set[int] = set()
@@ -268,11 +277,25 @@ class LoadedNode:
 
     @property
     def manifest(self) -> ChunkManifest:
-        if self._manifest is None:
+        """The whole manifest (of a split one: assembled from every region)."""
+        manifest = self._manifest
+        if manifest is None:
             with self._lock:
-                if self._manifest is None:
-                    self._manifest = self._load_manifest()
-        return self._manifest
+                manifest = self._manifest
+                if manifest is None:
+                    manifest = self._load_manifest()
+                    self._manifest = manifest
+                    if self._cache is not None:
+                        self._cache.add((self, None), manifest.nbytes, self._drop_manifest)
+        elif self._cache is not None and not self._in_memory:
+            self._cache.touch((self, None))
+        return manifest
+
+    def _drop_manifest(self) -> None:
+        """Forget the parsed manifest (evicted from the store's cache; no lock taken)."""
+        self._manifest = None
+        for key in [k for k in list(self._blocks) if k[0] is None]:
+            self._blocks.pop(key, None)
 
     def _load_manifest(self) -> ChunkManifest:
         if self.split is not None:
@@ -313,10 +336,7 @@ class LoadedNode:
             return _ABSENT  # indices are decoded from digits: never negative
         shape = grid.region_shape
         key = tuple(map(operator.floordiv, index, shape))
-        try:
-            region = self._regions[key]
-        except KeyError:
-            region = self.region(key)
+        region = self.region(key)
         if region is None:
             return _ABSENT
         local = tuple(map(operator.mod, index, shape))
@@ -325,15 +345,27 @@ class LoadedNode:
     def region(self, key: tuple[int, ...]) -> Region | None:
         """One region of a split manifest, loaded on first use (None: no chunk stored)."""
         try:
-            return self._regions[key]
+            region = self._regions[key]
         except KeyError:
             pass
+        else:
+            if region is not None and self._cache is not None:
+                self._cache.touch((self, key))
+            return region
         with self._lock:
             if key in self._regions:
                 return self._regions[key]
             region = self._load_region(key) if key in self._present_regions() else None
             self._regions[key] = region
+            if region is not None and self._cache is not None:
+                self._cache.add((self, key), region.nbytes, lambda: self._drop_region(key))
             return region
+
+    def _drop_region(self, key: tuple[int, ...]) -> None:
+        """Forget a parsed region (evicted from the store's cache; no lock taken)."""
+        self._regions.pop(key, None)
+        for plan in [k for k in list(self._blocks) if k[0] == key]:
+            self._blocks.pop(plan, None)
 
     def _present_regions(self) -> frozenset[tuple[int, ...]]:
         if self._present is None:
@@ -490,6 +522,11 @@ class Region:
         self.ids = ids
         self.offsets = offsets
         self.lengths = lengths
+
+    @property
+    def nbytes(self) -> int:
+        """The bytes its columns take."""
+        return int(self.ids.nbytes + self.offsets.nbytes + self.lengths.nbytes)
 
 
 _ABSENT = (-1, 0, 0)

@@ -32,6 +32,7 @@ from zarr_manifest.store._byte_ranges import check_byte_range, slice_bytes
 from zarr_manifest.store._in_memory import group_source_urls, memory_objects
 from zarr_manifest.store._keys import HIDDEN, KeyRouter, Target
 from zarr_manifest.store._listing import keys_under, listed_objects, virtual_arrays
+from zarr_manifest.store._manifest_cache import DEFAULT_MANIFEST_CACHE_BYTES, ManifestCache
 from zarr_manifest.store._nodes import ZARR_JSON, LoadedNode, load_node
 from zarr_manifest.store._readahead import Readahead
 from zarr_manifest.store._references import (
@@ -105,6 +106,14 @@ class ManifestStore(Store):
         times faster.  Chunk keys then name shards, and ``Array.shards`` is set.  Arrays
         already sharded, with a rectilinear grid, or whose shard would hold one chunk are
         shown as they are.  See "Virtual shards" in the README.
+    manifest_cache_bytes
+        A bound on the parsed manifests (and regions of split manifests) the store keeps
+        in memory, by their size there (default 1 GiB).  The least recently used are
+        dropped beyond it, and parsed again (their references checked again) when next
+        read; the newest is kept whatever its size.  Manifests of an in-memory
+        `ManifestGroup` are the caller's and are not counted.  Raise it for datasets
+        whose arrays, read in turn, hold more chunk entries than fit (an entry takes
+        about 3 to 20 bytes), lest each be parsed again and again.
     **obstore_kwargs
         Passed to `obstore.store.from_url` when ``root`` is a URL.
 
@@ -146,6 +155,7 @@ class ManifestStore(Store):
         base_url: str | None = None,
         verify: VerifyMode = "once",
         virtual_shard_bytes: int | None = None,
+        manifest_cache_bytes: int = DEFAULT_MANIFEST_CACHE_BYTES,
         **obstore_kwargs: Any,
     ) -> None:
         if not read_only:
@@ -157,6 +167,14 @@ class ManifestStore(Store):
         ):
             raise ValueError(
                 f"virtual_shard_bytes must be a positive int or None, got {virtual_shard_bytes!r}"
+            )
+        if (
+            isinstance(manifest_cache_bytes, bool)
+            or not isinstance(manifest_cache_bytes, int)
+            or manifest_cache_bytes < 0
+        ):
+            raise ValueError(
+                f"manifest_cache_bytes must be a non-negative int, got {manifest_cache_bytes!r}"
             )
         super().__init__(read_only=True)
         self._args = {
@@ -172,6 +190,7 @@ class ManifestStore(Store):
             "base_url": base_url,
             "verify": verify,
             "virtual_shard_bytes": virtual_shard_bytes,
+            "manifest_cache_bytes": manifest_cache_bytes,
             **obstore_kwargs,
         }
         self._shard_bytes = virtual_shard_bytes
@@ -179,6 +198,7 @@ class ManifestStore(Store):
         self._max_request = max_request_bytes
         self._registry = registry.copy() if registry is not None else SourceRegistry()
         self._verifier = SourceVerifier(verify)
+        self._manifests = ManifestCache(manifest_cache_bytes)
         self._sources = CheckedSources(self._registry, self._verifier)
         self._readahead = Readahead(
             RangeBatcher(max_gap_bytes=max_gap_bytes, max_request_bytes=max_request_bytes),
@@ -491,7 +511,9 @@ class ManifestStore(Store):
         return self._router.node(path)
 
     def _load_node(self, path: str) -> LoadedNode | None:
-        return load_node(path, self._objects.read_sync, self._url, self._fingerprint_urls)
+        return load_node(
+            path, self._objects.read_sync, self._url, self._fingerprint_urls, self._manifests
+        )
 
     def _fingerprint_urls(self, fingerprints: Any, base: str, where: str | None) -> Any:
         return fingerprint_urls(fingerprints, base, where, self._verifier)
