@@ -25,7 +25,8 @@ from zarr_manifest.format import transformer
 from zarr_manifest.format.hierarchy import read_group
 from zarr_manifest.format.split import RegionGrid, auto_region_shape, split_manifest
 from zarr_manifest.group import ManifestGroup
-from zarr_manifest.store import manifest_store
+from zarr_manifest.store import _nodes
+from zarr_manifest.store._references import Chunk
 
 SHAPE = (40, 60)
 CHUNKS = (4, 6)
@@ -92,13 +93,13 @@ def _open(root: Path) -> zarr.Array:
 def _count_region_loads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Record the location of every region file the store parses."""
     seen: list[str] = []
-    real = manifest_store.decode_region
+    real = _nodes.decode_region
 
     def counting(data: bytes, grid: RegionGrid, region: Any, *, location: str) -> Any:
         seen.append(location.rsplit("/", 1)[-1])
         return real(data, grid, region, location=location)
 
-    monkeypatch.setattr(manifest_store, "decode_region", counting)
+    monkeypatch.setattr(_nodes, "decode_region", counting)
     return seen
 
 
@@ -261,7 +262,7 @@ def test_readahead_plans_within_the_region(
     seen = _count_region_loads(monkeypatch)
     store = ManifestStore(store_dir)
     chunk = store._route("a/c/4/5")
-    assert isinstance(chunk, manifest_store._Chunk)
+    assert isinstance(chunk, Chunk)
     blocks = chunk.node.blocks_from(chunk, 1 << 20, 0, 1)
     # region 1.1 covers chunks (3..5, 4..7): one block holding its 12 chunks' bytes
     (_, start, end), *_ = blocks
@@ -469,7 +470,7 @@ def test_split_manifest_of_many_paths_round_trips(store_dir: Path) -> None:
     assert node is not None
     for i, j in [(9, 9), (0, 0), (5, 2)]:
         chunk = store._route(f"a/c/{i}/{j}")
-        assert isinstance(chunk, manifest_store._Chunk)
+        assert isinstance(chunk, Chunk)
         assert node._path_list[chunk.pid] == paths[i * 10 + j]
         assert chunk.offset == (i * 10 + j) * 96
     assert node.manifest == manifest

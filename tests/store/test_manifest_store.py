@@ -28,6 +28,7 @@ import zarr
 from zarr.abc.store import OffsetByteRequest, RangeByteRequest, SuffixByteRequest
 from zarr.core.buffer import default_buffer_prototype
 
+import zarr_manifest.store._references as references_module
 import zarr_manifest.store.manifest_store as ms_module
 from zarr_manifest import (
     ChunkManifest,
@@ -633,8 +634,8 @@ async def test_sizes_come_from_the_manifest(
     def no_io(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError("getsize must not read chunk bytes")
 
-    for name in ("read_range_sync", "read_ranges_async"):
-        monkeypatch.setattr(ms_module, name, no_io)
+    monkeypatch.setattr(references_module, "read_range_sync", no_io)
+    monkeypatch.setattr(ms_module, "read_ranges_async", no_io)
     monkeypatch.setattr(ms_module.RangeBatcher, "read", no_io)
     assert await small.getsize("a/c/1") == 8
     assert await small.getsize("g/b/c/1/0") == 4
@@ -935,7 +936,7 @@ async def test_large_local_chunk(tmp_path: Path) -> None:
     group = ManifestGroup(arrays={"a": ManifestArray(_int_meta([big.size], [big.size]), manifest)})
     store = ManifestStore(group)
     # larger than what is read on the event loop itself: read in a worker thread
-    assert big.size > ms_module.LOCAL_INLINE_MAX_BYTES
+    assert big.size > references_module.LOCAL_INLINE_MAX_BYTES
     assert _bytes(await store.get("a/c/0", PROTO)) == big.tobytes()
     got = await asyncio.to_thread(zarr.open_array(store, path="a", mode="r").__getitem__, ...)
     np.testing.assert_array_equal(got, big)

@@ -27,6 +27,7 @@ __all__ = [
     "MAX_CHUNKS_PER_SHARD",
     "ShardLayout",
     "chunks_per_shard",
+    "per_shard",
     "sharded_document",
 ]
 
@@ -195,3 +196,16 @@ class ShardLayout:
     def _index_part(self, lo: int, hi: int) -> tuple[int, int]:
         """The part of the index among bytes ``[lo, hi)`` of the shard."""
         return max(lo, self.data_size) - self.data_size, max(hi, self.data_size) - self.data_size
+
+
+def per_shard(
+    present: np.ndarray, lengths: np.ndarray, shards: tuple[int, ...]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per virtual shard: whether it holds a chunk, and its size (chunks plus index)."""
+    pad = [(0, -g % n) for g, n in zip(present.shape, shards, strict=True)]
+    blocked = tuple(x for g, n in zip(present.shape, shards, strict=True) for x in (-(-g // n), n))
+    inner = tuple(range(1, 2 * len(shards), 2))
+    held = np.pad(present, pad).reshape(blocked).any(axis=inner)
+    data = np.pad(np.where(present, lengths, 0).astype(np.uint64), pad).reshape(blocked)
+    index_bytes = INDEX_ENTRY_BYTES * int(np.prod(shards))
+    return held, data.sum(axis=inner, dtype=np.uint64) + np.uint64(index_bytes)

@@ -1,0 +1,196 @@
+"""Chunk keys: what a store key names.  `KeyRouter` keeps the nodes a store has loaded and
+resolves a key to a chunk of a virtual array, a shard of one shown with virtual shards,
+served metadata bytes, a hidden object, or an ordinary object of the root storage."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from zarr_manifest.store._nodes import ZARR_JSON, LoadedNode
+from zarr_manifest.store._references import CheckedSources, Chunk
+from zarr_manifest.store._shard_view import Shard
+
+if TYPE_CHECKING:
+    from zarr.core.chunk_key_encodings import ChunkKeyEncoding
+
+__all__ = [
+    "HIDDEN",
+    "KeyRouter",
+    "is_valid_key",
+    "is_zarr_json",
+    "key_decoder",
+    "node_dir",
+]
+
+#: what a key routes to when zarr must not see it (a manifest, a stray file of a
+#: virtual array's directory, an invalid key)
+HIDDEN = object()
+
+#: a routed key: a chunk, a shard, served bytes, HIDDEN, or None (an ordinary object)
+Target = Chunk | Shard | bytes | object | None
+
+
+class KeyRouter:
+    """The nodes a store has loaded, and what each key names.
+
+    Parameters
+    ----------
+    load
+        Loads the node at a path from the store (None: there is none).
+    sources
+        The store's checked sources, handed to the chunks and shards it routes to.
+    shard_bytes
+        The store's ``virtual_shard_bytes`` (None: arrays are shown as they are).
+    """
+
+    def __init__(
+        self,
+        load: Callable[[str], LoadedNode | None],
+        sources: CheckedSources,
+        shard_bytes: int | None,
+    ) -> None:
+        self._load = load
+        self._sources = sources
+        self._shard_bytes = shard_bytes
+        self._lock = threading.RLock()
+        self.nodes: dict[str, LoadedNode | None] = {}
+        # virtual arrays whose chunk keys are "<path>/c/i/j...": the per-chunk fast path
+        self._chunk_prefixes: dict[str, LoadedNode] = {}
+
+    def route(self, key: str) -> Target:
+        """What ``key`` is (see the module docstring); the fast path first."""
+        return self._fast_chunk(key) or self._route(key)
+
+    def _route(self, key: str) -> Target:
+        if not is_valid_key(key):
+            return HIDDEN  # "", "a/", "a//b", "../x": no object has such a key
+        node = self.owner(key)
+        if node is None:
+            if is_zarr_json(key):
+                doc = self.node(node_dir(key))
+                if doc is not None:
+                    return doc.served
+            return None
+        rest = key[len(node.path) + 1 :] if node.path else key
+        if rest == ZARR_JSON:
+            return node.served
+        if rest == node.manifest_key:
+            return HIDDEN
+        if node.manifest_key is None:
+            return None
+        index = node.decode(rest)
+        if index is None:
+            return HIDDEN
+        if node.shards is not None:
+            return Shard(self._sources, node, index, key)
+        return Chunk(self._sources, node, index, key)
+
+    def _fast_chunk(self, key: str) -> Chunk | Shard | None:
+        """The chunk a key names, for the common case ``<array>/c/i/j...`` of an array
+        already seen; None sends the key the general way."""
+        cut = key.find("/c/")
+        if cut < 0:
+            return None
+        node = self._chunk_prefixes.get(key[:cut])
+        if node is None:
+            return None
+        # an array holds no nodes, so a known array at this prefix owns the key
+        index = node.decode(key[cut + 1 :])
+        if index is None:
+            return None
+        if node.shards is not None:
+            return Shard(self._sources, node, index, key)
+        return Chunk(self._sources, node, index, key)
+
+    def owner(self, key: str) -> LoadedNode | None:
+        """The array whose directory holds ``key``, if any (first array from the root)."""
+        parts = key.split("/")
+        for depth in range(len(parts)):
+            prefix = "/".join(parts[:depth])
+            node = self.node(prefix)
+            if node is not None and node.is_array:
+                return node if depth < len(parts) else None
+        return None
+
+    def node(self, path: str) -> LoadedNode | None:
+        """The node at ``path``, loaded on first use (None: there is none)."""
+        try:
+            return self.nodes[path]
+        except KeyError:
+            pass
+        with self._lock:
+            if path in self.nodes:
+                return self.nodes[path]
+            node = self._load(path)
+            self.nodes[path] = node
+            if node is not None:
+                self.adopt(node)
+            return node
+
+    def forget_absent(self, path: str) -> None:
+        """Look ``path`` up again next time if it was found to hold no node."""
+        with self._lock:
+            if self.nodes.get(path, False) is None:
+                del self.nodes[path]
+
+    def adopt(self, node: LoadedNode) -> None:
+        """Set up a node just loaded: its key decoder, virtual shards, the fast path."""
+        self.nodes[node.path] = node
+        if not node.is_array:
+            return
+        encoding = node.metadata.chunk_key_encoding
+        node.decoder = key_decoder(encoding, len(node.metadata.shape))
+        if node.manifest_key is None:
+            return
+        if self._shard_bytes is not None:
+            node.present_as_shards(self._shard_bytes)
+        if node.path and encoding.name == "default" and encoding.separator == "/":
+            self._chunk_prefixes[node.path] = node
+
+
+def is_valid_key(key: str) -> bool:
+    """Whether ``key`` can name an object: not empty, no empty, ``.`` or ``..`` part."""
+    return bool(key) and all(part not in ("", ".", "..") for part in key.split("/"))
+
+
+def is_zarr_json(key: str) -> bool:
+    """Whether ``key`` names a node's metadata document."""
+    return key == ZARR_JSON or key.endswith("/" + ZARR_JSON)
+
+
+def node_dir(zarr_json_key: str) -> str:
+    """The node path of a zarr.json key ("" for the root)."""
+    return zarr_json_key[: -len(ZARR_JSON)].rstrip("/")
+
+
+def key_decoder(encoding: ChunkKeyEncoding, ndim: int) -> Callable[[str], tuple[int, ...] | None]:
+    """A fast chunk-key parser for an encoding: the key relative to the array, or None."""
+    name = encoding.name
+    sep: str = encoding.separator  # type: ignore[attr-defined]  # both encodings have one
+    if name == "default":
+        if ndim == 0:
+            return lambda rest: () if rest == "c" else None
+        head = "c" + sep
+
+        def decode_default(rest: str) -> tuple[int, ...] | None:
+            if not rest.startswith(head):
+                return None
+            return _indices(rest[2:].split(sep), ndim)
+
+        return decode_default
+    if ndim == 0:
+        return lambda rest: () if rest == "0" else None
+    return lambda rest: _indices(rest.split(sep), ndim)
+
+
+def _indices(parts: list[str], ndim: int) -> tuple[int, ...] | None:
+    if len(parts) != ndim:
+        return None
+    for p in parts:
+        # Only the exact encoding of an index is a chunk key: "01" or "+1" must be absent
+        # (spec 9.2), not an alias of chunk 1.
+        if not (p.isdigit() and p.isascii()) or (p[0] == "0" and len(p) > 1):
+            return None
+    return tuple(map(int, parts))

@@ -1,0 +1,161 @@
+"""The manifest store's own objects (zarr.json documents, manifests, inline chunks): read
+from its root storage through obstore, or from an in-memory group's encoded objects."""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any
+
+import obstore
+from obstore.store import LocalStore
+from zarr.abc.store import ByteRequest, OffsetByteRequest, RangeByteRequest
+
+from zarr_manifest.errors import SourceNotAllowedError
+from zarr_manifest.store._byte_ranges import selects_nothing, slice_bytes
+
+if TYPE_CHECKING:
+    from zarr_manifest.format.location import StoreLocation
+
+__all__ = ["RootObjects"]
+
+
+class RootObjects:
+    """Reads the objects of a manifest store: ``location``'s obstore store, or ``memory``.
+
+    Parameters
+    ----------
+    location
+        Where the manifest store is (None for an in-memory group).
+    memory
+        An in-memory group's objects by key (None for a store in storage).
+    url
+        The root's URL, for messages.
+    """
+
+    def __init__(
+        self, location: StoreLocation | None, memory: dict[str, bytes] | None, url: str
+    ) -> None:
+        self._location = location
+        self._memory = memory
+        self._url = url
+        self.local_root: str | None = None
+        store = None if location is None else location.store
+        if isinstance(store, LocalStore) and store.prefix:
+            self.local_root = os.path.realpath(store.prefix)
+
+    def sizes(self) -> dict[str, int]:
+        """Every object's key and size, sorted by key."""
+        if self._memory is not None:
+            return {k: len(v) for k, v in sorted(self._memory.items())}
+        assert self._location is not None
+        listing = obstore.list(self._location.store).collect()
+        return {m["path"]: int(m["size"]) for m in sorted(listing, key=lambda m: m["path"])}
+
+    def read_sync(self, key: str, byte_range: ByteRequest | None) -> bytes | None:
+        """An object's bytes (or a byte range of them); None when it does not exist."""
+        if self._memory is not None:
+            data = self._memory.get(key)
+            return None if data is None else slice_bytes(data, byte_range, key)
+        assert self._location is not None
+        if self._is_local_file(key) is False:
+            return None
+        store = self._location.store
+        try:
+            if byte_range is None:
+                return bytes(obstore.get(store, key).bytes())
+            return bytes(_obstore_range_sync(store, key, byte_range))
+        except FileNotFoundError:
+            return None
+        except Exception:
+            if byte_range is None:
+                raise
+            # Object stores refuse a range that selects nothing (start at or past the end,
+            # or empty); zarr's own stores return b"" for it: serve it as they do.
+            try:
+                size = int(obstore.head(store, key)["size"])
+            except FileNotFoundError:
+                return None
+            if selects_nothing(byte_range, size):
+                return b""
+            raise
+
+    async def read_async(self, key: str, byte_range: ByteRequest | None) -> bytes | None:
+        """`read_sync` on the event loop."""
+        if self._memory is not None:
+            return self.read_sync(key, byte_range)
+        assert self._location is not None
+        if self._is_local_file(key) is False:
+            return None
+        store = self._location.store
+        try:
+            if byte_range is None:
+                result = await obstore.get_async(store, key)
+                return bytes(await result.bytes_async())
+            return bytes(await _obstore_range_async(store, key, byte_range))
+        except FileNotFoundError:
+            return None
+        except Exception:
+            if byte_range is None:
+                raise
+            size = await self.size_async(key)  # as in read_sync
+            if size is None:
+                return None
+            if selects_nothing(byte_range, size):
+                return b""
+            raise
+
+    async def size_async(self, key: str) -> int | None:
+        """An object's size; None when it does not exist."""
+        if self._memory is not None:
+            data = self._memory.get(key)
+            return None if data is None else len(data)
+        assert self._location is not None
+        if self._is_local_file(key) is False:
+            return None
+        try:
+            meta = await obstore.head_async(self._location.store, key)
+        except FileNotFoundError:
+            return None
+        return int(meta["size"])
+
+    def _is_local_file(self, key: str) -> bool | None:
+        """For a local root: whether ``key`` is a regular file (None for other roots).
+
+        A symlink leading out of the root is refused.  A key that names a directory or
+        runs through a file is absent, as in zarr's LocalStore (obstore would report some
+        of these as errors).
+        """
+        if self.local_root is None:
+            return None
+        if "\x00" in key:
+            return False  # no file name holds a NUL (a manifest member may spell one)
+        real = os.path.realpath(os.path.join(self.local_root, key))
+        if real != self.local_root and not real.startswith(self.local_root + os.sep):
+            raise SourceNotAllowedError(
+                f"object {key!r} of {self._url} resolves to {real!r}, outside the store root",
+                key=key,
+                path=real,
+            )
+        return os.path.isfile(real)
+
+
+def _obstore_range_sync(store: Any, key: str, byte_range: ByteRequest) -> Any:
+    if isinstance(byte_range, RangeByteRequest):
+        return obstore.get_range(store, key, start=byte_range.start, end=byte_range.end)
+    if isinstance(byte_range, OffsetByteRequest):
+        return obstore.get(store, key, options={"range": {"offset": byte_range.offset}}).bytes()
+    return obstore.get(store, key, options={"range": {"suffix": byte_range.suffix}}).bytes()
+
+
+async def _obstore_range_async(store: Any, key: str, byte_range: ByteRequest) -> Any:
+    if isinstance(byte_range, RangeByteRequest):
+        return await obstore.get_range_async(store, key, start=byte_range.start, end=byte_range.end)
+    if isinstance(byte_range, OffsetByteRequest):
+        result = await obstore.get_async(
+            store, key, options={"range": {"offset": byte_range.offset}}
+        )
+    else:
+        result = await obstore.get_async(
+            store, key, options={"range": {"suffix": byte_range.suffix}}
+        )
+    return await result.bytes_async()

@@ -1,0 +1,191 @@
+"""The virtual-shard view: a shard key resolved to its layout (see `_virtual_shards`), and
+its bytes assembled from the referenced chunks' sources plus the shard index."""
+
+from __future__ import annotations
+
+import asyncio
+import operator
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, overload
+
+import numpy as np
+from zarr.abc.store import ByteRequest
+
+from zarr_manifest.errors import ChunkReadError
+from zarr_manifest.store._byte_ranges import request_bounds
+from zarr_manifest.store._virtual_shards import ShardLayout
+from zarr_manifest.store.fetch import (
+    LOCAL_INLINE_MAX_BYTES,
+    check_local_extent,
+    read_ranges_into_async,
+    read_ranges_into_sync,
+)
+from zarr_manifest.store.sources import Source
+
+if TYPE_CHECKING:
+    from zarr_manifest.store._nodes import LoadedNode
+    from zarr_manifest.store._references import CheckedSources
+
+__all__ = ["InnerChunkKeys", "Shard", "read_shard_async", "read_shard_sync"]
+
+
+class Shard:
+    """A shard key of an array shown with virtual shards, resolved to its layout."""
+
+    __slots__ = ("key", "layout", "length", "missing", "node", "origin", "sources")
+
+    def __init__(self, sources: CheckedSources, node: LoadedNode, index: tuple[int, ...], key: str):
+        self.sources = sources
+        self.node = node
+        self.key = key
+        assert node.shards is not None
+        self.origin = tuple(map(operator.mul, index, node.shards))
+        self.layout = node.shard_layout(index)
+        self.missing = not self.layout.present
+        self.length = self.layout.size
+
+    def source(self, pid: int) -> Source:
+        """The source of path id ``pid``, checked as ``verify`` asks."""
+        return self.sources.get(self.node, pid, self.key)
+
+    async def source_async(self, pid: int) -> Source:
+        """`source`, with a remote source's HEAD request off the event loop."""
+        return await self.sources.get_async(self.node, pid, self.key)
+
+    def chunk_keys(self, flat: np.ndarray) -> InnerChunkKeys:
+        """Store keys (as the array is stored, unsharded) of inner chunks, by flat index in
+        the shard, made only if an error names one: the chunk that failed, and its shard."""
+        return InnerChunkKeys(self, flat)
+
+
+class InnerChunkKeys(Sequence[str]):
+    """The keys of some inner chunks of a shard, made on demand (see `Shard.chunk_keys`)."""
+
+    __slots__ = ("_flat", "_shard")
+
+    def __init__(self, shard: Shard, flat: np.ndarray):
+        self._shard = shard
+        self._flat = flat
+
+    def __len__(self) -> int:
+        return len(self._flat)
+
+    @overload
+    def __getitem__(self, i: int) -> str: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[str]: ...
+    def __getitem__(self, i: int | slice) -> str | list[str]:
+        if isinstance(i, slice):
+            return [self[k] for k in range(*i.indices(len(self)))]
+        shard = self._shard
+        node = shard.node
+        assert node.shards is not None
+        inner = np.unravel_index(int(self._flat[i]), node.shards)
+        index = tuple(o + int(k) for o, k in zip(shard.origin, inner, strict=True))
+        key = node.path_key(node.metadata.chunk_key_encoding.encode_chunk_key(index))
+        return f"{key} (in shard {shard.key!r})"
+
+
+#: what a planned read of a shard takes: its size, the ranges per path id, the index part
+_Plan = tuple[int, dict[int, tuple[np.ndarray, ...]], tuple[int, int]]
+
+
+def read_shard_sync(
+    shard: Shard, byte_range: ByteRequest | None, *, max_gap_bytes: int, max_request_bytes: int
+) -> np.ndarray | None:
+    """A shard's bytes (or a byte range of them); None when it holds no chunk."""
+    planned = _plan_shard_read(shard, byte_range)
+    if planned is None:
+        return None
+    return _fill_shard_sync(shard, planned, max_gap_bytes, max_request_bytes)
+
+
+async def read_shard_async(
+    shard: Shard, byte_range: ByteRequest | None, *, max_gap_bytes: int, max_request_bytes: int
+) -> np.ndarray | None:
+    """`read_shard_sync` on the event loop: local sources read as `read_chunk_async` does,
+    remote ones concurrently, one coalesced read per source."""
+    planned = _plan_shard_read(shard, byte_range)
+    if planned is None:
+        return None
+    size, reads, index_part = planned
+    sources = {pid: shard.node.source(pid, shard.sources.registry, shard.key) for pid in reads}
+    if all(source.local_path is not None for source in sources.values()):
+        if size <= LOCAL_INLINE_MAX_BYTES:
+            # a small local read is a few microseconds: cheaper than any scheduling
+            return _fill_shard_sync(shard, planned, max_gap_bytes, max_request_bytes)
+        # a large one would hold up every other read on zarr's event loop
+        return await asyncio.to_thread(
+            _fill_shard_sync, shard, planned, max_gap_bytes, max_request_bytes
+        )
+    out = _shard_buffer(size, shard)
+
+    async def read_source(pid: int, plan: tuple[np.ndarray, ...]) -> None:
+        starts, ends, positions, chunks = plan
+        await read_ranges_into_async(
+            await shard.source_async(pid),
+            starts,
+            ends,
+            out,
+            positions,
+            keys=shard.chunk_keys(chunks),
+            max_gap_bytes=max_gap_bytes,
+            max_request_bytes=max_request_bytes,
+        )
+
+    await asyncio.gather(*(read_source(pid, plan) for pid, plan in reads.items()))
+    _place_index(out, shard.layout, index_part)
+    return out
+
+
+def _plan_shard_read(shard: Shard, byte_range: ByteRequest | None) -> _Plan | None:
+    """What a read of a shard takes: its size and `ShardLayout.plan` (None: absent)."""
+    layout = shard.layout
+    if not layout.present:
+        return None
+    lo, hi = request_bounds(layout.size, byte_range, shard.key)
+    return hi - lo, *layout.plan(lo, hi)
+
+
+def _fill_shard_sync(
+    shard: Shard, planned: _Plan, max_gap_bytes: int, max_request_bytes: int
+) -> np.ndarray:
+    """Read a planned part of a shard (see `_plan_shard_read`) into a new buffer."""
+    size, reads, index_part = planned
+    sources = {pid: shard.source(pid) for pid in reads}
+    for pid, (_, ends, _, chunks) in reads.items():
+        last = int(np.argmax(ends))
+        check_local_extent(sources[pid], int(ends[last]), key=shard.chunk_keys(chunks)[last])
+    out = _shard_buffer(size, shard)
+    for pid, (starts, ends, positions, chunks) in reads.items():
+        read_ranges_into_sync(
+            sources[pid],
+            starts,
+            ends,
+            out,
+            positions,
+            keys=shard.chunk_keys(chunks),
+            max_gap_bytes=max_gap_bytes,
+            max_request_bytes=max_request_bytes,
+        )
+    _place_index(out, shard.layout, index_part)
+    return out
+
+
+def _shard_buffer(size: int, shard: Shard) -> np.ndarray:
+    """Room for ``size`` bytes of a shard, not zeroed (every byte is read into it)."""
+    try:
+        return np.empty(size, dtype=np.uint8)
+    except MemoryError as exc:
+        raise ChunkReadError(
+            f"shard {shard.key!r} would take {size} bytes, more than can be held; the "
+            f"manifest's chunk lengths may be wrong",
+            key=shard.key,
+        ) from exc
+
+
+def _place_index(out: np.ndarray, layout: ShardLayout, part: tuple[int, int]) -> None:
+    """Copy the requested part of a shard's index to the end of the result."""
+    lo, hi = part
+    if hi > lo:
+        memoryview(out)[len(out) - (hi - lo) :] = layout.index[lo:hi]
