@@ -1207,12 +1207,6 @@ class _RedirectingHandler(http.server.BaseHTTPRequestHandler):
         pass
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="KNOWN GAP: obstore (reqwest) follows HTTP redirects and offers no option to turn "
-    "that off, so an allowed server that redirects makes the reader fetch a URL outside the "
-    "allowed prefix (spec 8.1 rule 5 requires re-checking the new URL)",
-)
 def test_http_redirect_out_of_the_allowed_prefix_is_not_followed(tmp_path: Path) -> None:
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _RedirectingHandler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -1231,3 +1225,69 @@ def test_http_redirect_out_of_the_allowed_prefix_is_not_followed(tmp_path: Path)
     finally:
         server.shutdown()
         thread.join(timeout=5)
+
+
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+def test_http_redirects_are_rechecked_against_the_allowed_prefixes(
+    tmp_path: Path,
+    clean_range_server: RangeServer,
+    serve_bytes: Callable[..., str],
+    status: int,
+) -> None:
+    """An allowed server redirecting (any 3xx kind) to a path outside the allowed prefix is
+    refused, sync and async, before a single byte of the target is requested."""
+    srv = clean_range_server
+    public = serve_bytes(OK_DATA, "public/x.bin")
+    secret = serve_bytes(SECRET, "secret.bin")
+    allowed = srv.url_for(public.rsplit("/", 1)[0] + "/")
+    srv.set_redirect(public, srv.url_for(secret), status=status)
+    try:
+        root = make_store(tmp_path / "store", two_chunks(srv.url_for(public)))
+        outcomes = read_all_ways(root, allowed_prefixes=[allowed], verify="never")
+    finally:
+        srv.set_redirect(public, None)
+    for how, got in outcomes.items():
+        assert_no_secret(got)
+        assert isinstance(got, SourceNotAllowedError), f"{how}: {got!r}"
+        assert "redirects" in str(got) and srv.url_for(secret) in str(got), f"{how}: {got}"
+    assert srv.request_count(secret) == 0
+
+
+def test_http_redirect_inside_the_allowed_prefix_is_followed(
+    tmp_path: Path, clean_range_server: RangeServer, serve_bytes: Callable[..., str]
+) -> None:
+    """A redirect to another allowed URL is followed (data portals move files), and the
+    bytes come from the target."""
+    srv = clean_range_server
+    moved = serve_bytes(OK_DATA, "public/new.bin")
+    old = moved.replace("new.bin", "old.bin")
+    allowed = srv.url_for(moved.rsplit("/", 1)[0] + "/")
+    srv.set_redirect(old, "new.bin", status=301)  # relative Location
+    try:
+        root = make_store(tmp_path / "store", two_chunks(srv.url_for(old)))
+        outcomes = read_all_ways(root, allowed_prefixes=[allowed], verify="never")
+    finally:
+        srv.set_redirect(old, None)
+    assert outcomes["get"] == OK_DATA[:CHUNK]
+    assert outcomes["get_sync"] == OK_DATA[:CHUNK]
+    assert outcomes["zarr"] == OK_DATA[:CHUNK] + OK_DATA[CHUNK : 2 * CHUNK]
+
+
+def test_http_redirect_loops_are_refused(
+    tmp_path: Path, clean_range_server: RangeServer, serve_bytes: Callable[..., str]
+) -> None:
+    srv = clean_range_server
+    first = serve_bytes(OK_DATA, "public/a.bin")
+    second = first.replace("a.bin", "b.bin")
+    allowed = srv.url_for(first.rsplit("/", 1)[0] + "/")
+    srv.set_redirect(first, "b.bin")
+    srv.set_redirect(second, "a.bin")
+    try:
+        root = make_store(tmp_path / "store", two_chunks(srv.url_for(first)))
+        outcomes = read_all_ways(root, allowed_prefixes=[allowed], verify="never")
+    finally:
+        srv.set_redirect(first, None)
+        srv.set_redirect(second, None)
+    for how, got in outcomes.items():
+        assert isinstance(got, SourceNotAllowedError), f"{how}: {got!r}"
+        assert "more than" in str(got)

@@ -36,14 +36,17 @@ from typing import Any, NamedTuple
 import numpy as np
 import numpy.typing as npt
 import obstore
+import obstore.exceptions
 
 from zarr_manifest.errors import (
     ChunkReadError,
     ManifestError,
     ShortReadError,
     SourceNotAllowedError,
+    StaleReferenceError,
     ZarrManifestError,
 )
+from zarr_manifest.store._http import http_executor
 from zarr_manifest.store.sources import Source
 
 __all__ = [
@@ -425,7 +428,84 @@ def _waves(ms: list[int], me: list[int]) -> list[list[int]]:
     return [idx] if idx else []
 
 
+def _stale(source: Source, etag: str, why: str) -> StaleReferenceError:
+    return StaleReferenceError(
+        f"source {source.url} changed since the manifest was made: ETag {etag} recorded, "
+        f"{why}; its byte ranges may no longer hold the chunks, rebuild the manifest",
+        url=source.url,
+    )
+
+
+def _check_pinned_meta(source: Source, etag: str, meta: Any) -> None:
+    live = meta.get("e_tag") if meta is not None else None
+    if live and _strong_etag(live) != _strong_etag(etag):
+        raise _stale(source, etag, f"the store served ETag {live}")
+
+
+def _strong_etag(etag: str) -> str:
+    return etag[2:] if etag.startswith("W/") else etag
+
+
+def _remote_range_sync(source: Source, a: int, b: int) -> Any:
+    """One remote range, raising.  http(s) goes through the redirect-checking client; a
+    pinned ETag (verified source) is sent as If-Match."""
+    etag = source.expected_etag
+    if source.http is not None:
+        return source.http.get_range(a, b, etag)
+    if etag is None:
+        return obstore.get_range(source.store, source.path, start=a, end=b)
+    try:
+        res = obstore.get(source.store, source.path, options={"range": (a, b), "if_match": etag})
+    except obstore.exceptions.PreconditionError as exc:
+        raise _stale(source, etag, "the store refused If-Match") from exc
+    _check_pinned_meta(source, etag, res.meta)
+    return res.bytes()
+
+
+async def _remote_range_async(source: Source, a: int, b: int) -> Any:
+    """Async `_remote_range_sync` (http(s) requests run in `http_executor`'s threads)."""
+    etag = source.expected_etag
+    if source.http is not None:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(http_executor(), source.http.get_range, a, b, etag)
+    if etag is None:
+        return await obstore.get_range_async(source.store, source.path, start=a, end=b)
+    try:
+        res = await obstore.get_async(
+            source.store, source.path, options={"range": (a, b), "if_match": etag}
+        )
+    except obstore.exceptions.PreconditionError as exc:
+        raise _stale(source, etag, "the store refused If-Match") from exc
+    _check_pinned_meta(source, etag, res.meta)
+    return await res.bytes_async()
+
+
+def _slot(source: Source, a: int, b: int) -> Any:
+    """`_remote_range_sync`, a failure returned instead of raised -- except refusals and
+    stale sources, which concern the whole source."""
+    try:
+        return _remote_range_sync(source, a, b)
+    except (SourceNotAllowedError, StaleReferenceError):
+        raise
+    except Exception as exc:
+        return exc
+
+
+def _reraise_fatal(results: list[Any]) -> list[Any]:
+    for r in results:
+        if isinstance(r, SourceNotAllowedError | StaleReferenceError):
+            raise r
+    return results
+
+
 def _fetch_wave_sync(source: Source, ms: list[int], me: list[int], idx: list[int]) -> list[Any]:
+    if source.http is not None or source.expected_etag is not None:
+        # One request per merged range (obstore's get_ranges cannot carry If-Match nor
+        # stop redirects), in parallel as get_ranges would run them.
+        if len(idx) == 1:
+            return [_slot(source, ms[idx[0]], me[idx[0]])]
+        pool = http_executor()
+        return list(pool.map(lambda i: _slot(source, ms[i], me[i]), idx))
     qs = [ms[i] for i in idx]
     qe = [me[i] for i in idx]
     try:
@@ -455,6 +535,15 @@ def _fetch_remote_sync(source: Source, ms: list[int], me: list[int]) -> list[Any
 async def _fetch_wave_async(
     source: Source, ms: list[int], me: list[int], idx: list[int]
 ) -> list[Any]:
+    if source.http is not None or source.expected_etag is not None:
+        return _reraise_fatal(
+            list(
+                await asyncio.gather(
+                    *(_remote_range_async(source, ms[i], me[i]) for i in idx),
+                    return_exceptions=True,
+                )
+            )
+        )
     qs = [ms[i] for i in idx]
     qe = [me[i] for i in idx]
     try:
@@ -953,10 +1042,7 @@ def read_range_sync(source: Source, start: int, end: int, *, key: str | None = N
     elif end == start:
         result = b""
     else:
-        try:
-            result = obstore.get_range(source.store, source.path, start=start, end=end)
-        except Exception as exc:
-            result = exc
+        result = _slot(source, start, end)
     if isinstance(result, BaseException):
         raise _range_error(source, result, start, end, key, req=(start, end)) from result
     if len(result) != end - start:

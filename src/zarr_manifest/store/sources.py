@@ -33,6 +33,7 @@ from zarr_manifest.format.paths import (
     split_url,
     url_to_local_path,
 )
+from zarr_manifest.store._http import HttpClient, HttpObject
 
 __all__ = ["Source", "SourceRegistry"]
 
@@ -61,6 +62,12 @@ class Source:
         For ``file://`` sources: the object's real filesystem path (symlinks resolved and
         checked to lie under the allowed prefix), which the fetch module reads with
         ``os.pread`` instead of going through obstore.  ``None`` for every other scheme.
+    http
+        For http(s) sources served by an ``HTTPStore``: how the fetch module reads them
+        without following redirects blindly (see `zarr_manifest.store._http`); else None.
+    expected_etag
+        The ETag this source was verified to have (set by the store's verifier through
+        `pin_etag`); remote reads then carry ``If-Match`` with it.
 
     Two sources are equal when they name the same object through the same store object,
     so requests for them can be merged into one fetch.
@@ -70,6 +77,17 @@ class Source:
     store: Any
     path: str
     local_path: str | None = None
+    http: HttpObject | None = None
+    expected_etag: str | None = None
+
+    def pin_etag(self, etag: str) -> None:
+        """Send ``If-Match: etag`` with every later read of this source.
+
+        The one mutable part of a source: a store's verifier pins the ETag it checked, so
+        bytes served after the object was replaced fail instead of mixing two versions.
+        Sources are per store (each store resolves through its own registry copy).
+        """
+        object.__setattr__(self, "expected_etag", etag)
 
     def _identity(self) -> tuple[str, str, str | None, int]:
         return (self.url, self.path, self.local_path, id(self.store))
@@ -108,6 +126,9 @@ class _Entry:
     real_prefix: str | None = None
     # http(s): client_options / retry_config for the per-query stores of presigned URLs.
     http_options: Mapping[str, Any] | None = None
+    # http(s) served by an HTTPStore: the client reading it, and the store's base URL.
+    http_client: HttpClient | None = None
+    http_base: str | None = None
 
 
 def _segments_of(canon: str) -> tuple[str, str, tuple[str, ...]]:
@@ -266,6 +287,13 @@ class SourceRegistry:
                 }
         if store is None:
             store = self._build_store(scheme, root_url, real_root, kwargs)
+        http_client = http_base = None
+        if scheme in _HTTP_SCHEMES and isinstance(store, HTTPStore):
+            # obstore follows redirects on its own: http(s) bytes are read by a client
+            # that does not, and re-checks every redirect against this registry.
+            opts = http_options or {}
+            http_client = HttpClient(opts.get("client_options"), opts.get("retry_config"))
+            http_base = store.url.rstrip("/")
         entry = _Entry(
             prefix=normalized,
             scheme=scheme,
@@ -276,6 +304,8 @@ class SourceRegistry:
             real_root=real_root,
             real_prefix=real_prefix,
             http_options=http_options,
+            http_client=http_client,
+            http_base=http_base,
         )
         with self._lock:
             entries = [e for e in self._entries if e.prefix != normalized]
@@ -392,7 +422,11 @@ class SourceRegistry:
             # HTTPStore, not from_url: that would map e.g. amazonaws.com hosts to an
             # S3Store, which drops the query.
             store = HTTPStore.from_url(f"{root}?{query}", **options)
-        return Source(url=canon, store=store, path=path, local_path=None)
+        http = None
+        if best.http_client is not None:
+            target = f"{best.http_base}/" + "/".join(rel) + (f"?{query}" if query else "")
+            http = HttpObject(target, best.http_client, self.resolve)
+        return Source(url=canon, store=store, path=path, local_path=None, http=http)
 
     def _resolve_file(self, url: str, canon: str, key: str | None, entries: list[_Entry]) -> Source:
         real = os.path.realpath(url_to_local_path(canon))
