@@ -22,9 +22,11 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import errno
 import itertools
 import os
 import re
+import stat
 import threading
 import time
 import weakref
@@ -244,13 +246,14 @@ def plan_coalesced(
 
 
 class _OpenFile:
-    __slots__ = ("checked", "dev", "evicted", "fd", "ino", "size", "users")
+    __slots__ = ("checked", "dev", "evicted", "fd", "ino", "nlink", "size", "users")
 
     def __init__(self, fd: int, dev: int, ino: int, size: int) -> None:
         self.fd = fd
         self.dev = dev
         self.ino = ino
         self.size = size  # as of the last check
+        self.nlink = 1
         self.checked = time.monotonic()
         self.users = 0
         self.evicted = False
@@ -261,6 +264,106 @@ class _OpenFile:
         if end > self.size:
             self.size = os.fstat(self.fd).st_size
         return self.size
+
+
+_DIR_FLAGS = (
+    os.O_RDONLY
+    | getattr(os, "O_DIRECTORY", 0)
+    | getattr(os, "O_NOFOLLOW", 0)
+    | getattr(os, "O_CLOEXEC", 0)
+    | getattr(os, "O_PATH", 0)
+)
+_FILE_FLAGS = (
+    os.O_RDONLY
+    | getattr(os, "O_NOFOLLOW", 0)
+    | getattr(os, "O_CLOEXEC", 0)
+    # A FIFO opened for reading blocks until a writer comes: never wait for one.
+    | getattr(os, "O_NONBLOCK", 0)
+)
+# errno values of opening a symlink with O_NOFOLLOW (ELOOP; ENOTDIR with O_DIRECTORY;
+# EMLINK on FreeBSD, EFTYPE elsewhere).
+_LINK_ERRNOS = frozenset(
+    getattr(errno, n) for n in ("ELOOP", "ENOTDIR", "EMLINK", "EFTYPE") if hasattr(errno, n)
+)
+
+
+def open_no_follow(path: str) -> int:
+    """Open the regular file at absolute real path ``path`` read-only, following no symlink
+    at any component, without blocking.
+
+    Each directory is opened relative to the one before it (``openat`` with
+    ``O_NOFOLLOW``), so no component can be swapped for a symlink between a check and the
+    open: what is opened is the file at ``path`` as it is now, or nothing.
+
+    Raises
+    ------
+    SourceNotAllowedError
+        A component is (now) a symlink, or the file is not a regular file (FIFO, device,
+        socket, directory).
+    OSError
+        The file is missing or cannot be opened.
+    """
+    parts = [p for p in path.split(os.sep) if p]
+    if not os.path.isabs(path) or not parts or any(p in (".", "..") for p in parts):
+        raise SourceNotAllowedError(f"local source {path!r} is not an absolute real path")
+    fd = os.open(os.sep, _DIR_FLAGS)
+    try:
+        for i, name in enumerate(parts):
+            last = i == len(parts) - 1
+            try:
+                nxt = os.open(name, _FILE_FLAGS if last else _DIR_FLAGS, dir_fd=fd)
+            except OSError as exc:
+                if exc.errno in _LINK_ERRNOS and _is_symlink(name, fd):
+                    where = os.sep + os.sep.join(parts[: i + 1])
+                    raise SourceNotAllowedError(
+                        f"local source {path!r} is now reached through a symlink or a "
+                        f"non-directory at {where!r}; refusing to follow it",
+                        path=path,
+                    ) from exc
+                raise
+            os.close(fd)
+            fd = nxt
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise SourceNotAllowedError(
+                f"local source {path!r} is not a regular file ({_file_kind(st.st_mode)}); "
+                "refusing to read it",
+                path=path,
+            )
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _is_symlink(name: str, dir_fd: int) -> bool:
+    try:
+        return stat.S_ISLNK(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode)
+    except OSError:
+        return False
+
+
+def _file_kind(mode: int) -> str:
+    for test, name in (
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISDIR, "a directory"),
+    ):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def _check_links(path: str, nlink: int, allowed: bool) -> None:
+    if nlink > 1 and not allowed:
+        raise SourceNotAllowedError(
+            f"local source {path!r} has {nlink} hard links and hard links are refused "
+            "(SourceRegistry(hard_links=...)): another name of it may lie outside the "
+            "allowed prefixes",
+            path=path,
+        )
 
 
 class _FdCache:
@@ -277,37 +380,41 @@ class _FdCache:
         self._lock = threading.Lock()
         self._files: OrderedDict[str, _OpenFile] = OrderedDict()
 
-    def acquire(self, path: str) -> _OpenFile:
+    def acquire(self, path: str, *, hard_links: bool = True) -> _OpenFile:
+        """A descriptor of the regular file at real path ``path``, opened without
+        following a symlink at any component (see `open_no_follow`).
+
+        ``hard_links=False`` refuses a file with more than one link (strict mode).
+        """
         now = time.monotonic()
         with self._lock:
             f = self._files.get(path)
             if f is not None and now - f.checked < LOCAL_REVALIDATE_SECONDS:
+                _check_links(path, f.nlink, hard_links)
                 self._files.move_to_end(path)
                 f.users += 1
                 return f
-        # The path was checked to lie under an allowed prefix when it was resolved, with
-        # every symlink followed.  Something may have been swapped for a symlink since:
-        # never follow one now (that check is what made the path safe to read).
-        real = os.path.realpath(path)
-        if real != path:
-            raise SourceNotAllowedError(
-                f"local source {path!r} is now reached through a symlink "
-                f"({real!r}); refusing to follow it",
-                path=path,
-            )
-        st = os.stat(path)
+        # Opening again, component by component, is the check: a path swapped for a
+        # symlink since it was resolved fails here, and what is opened is what is read.
+        fd = open_no_follow(path)
+        try:
+            fst = os.fstat(fd)
+            _check_links(path, fst.st_nlink, hard_links)
+        except BaseException:
+            os.close(fd)
+            raise
         with self._lock:
             f = self._files.get(path)
-            if f is not None and f.dev == st.st_dev and f.ino == st.st_ino:
-                f.size = st.st_size
+            if f is not None and f.dev == fst.st_dev and f.ino == fst.st_ino:
+                os.close(fd)
+                f.size = fst.st_size
+                f.nlink = fst.st_nlink
                 f.checked = now
                 self._files.move_to_end(path)
                 f.users += 1
                 return f
-        flags = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0)
-        fd = os.open(path, flags)
-        fst = os.fstat(fd)
         new = _OpenFile(fd, fst.st_dev, fst.st_ino, fst.st_size)
+        new.nlink = fst.st_nlink
         new.users = 1
         with self._lock:
             old = self._files.pop(path, None)
@@ -371,7 +478,7 @@ def _fetch_local(source: Source, ms: list[int], me: list[int]) -> list[Any]:
     """pread every merged range; a failure (OSError) is returned in its slot."""
     assert source.local_path is not None
     try:
-        f = _FD_CACHE.acquire(source.local_path)
+        f = _FD_CACHE.acquire(source.local_path, hard_links=source.hard_links)
     except SourceNotAllowedError:
         raise
     except OSError as exc:
@@ -956,7 +1063,7 @@ def _open_local(source: Source, start: int, end: int, key: str | None) -> Iterat
     `ChunkReadError` for bytes ``[start, end)`` of ``key``."""
     assert source.local_path is not None
     try:
-        f = _FD_CACHE.acquire(source.local_path)
+        f = _FD_CACHE.acquire(source.local_path, hard_links=source.hard_links)
     except SourceNotAllowedError:
         raise
     except OSError as exc:
