@@ -214,8 +214,8 @@ class HttpClient:
             if self._pool is None or self._pid != os.getpid():
                 s = self.settings
                 kwargs: dict[str, Any] = {
-                    "num_pools": 32,
-                    "maxsize": 32,
+                    "num_pools": 64,
+                    "maxsize": 64,
                     "block": False,
                     "retries": False,
                     "timeout": urllib3.Timeout(total=s.timeout, connect=s.connect_timeout),
@@ -417,6 +417,6 @@ def http_executor() -> ThreadPoolExecutor:
         return ex
     with _EXECUTOR_LOCK:
         if _EXECUTOR is None or os.getpid() != _EXECUTOR_PID:
-            _EXECUTOR = ThreadPoolExecutor(max_workers=32, thread_name_prefix="zarr-manifest-http")
+            _EXECUTOR = ThreadPoolExecutor(max_workers=64, thread_name_prefix="zarr-manifest-http")
             _EXECUTOR_PID = os.getpid()
         return _EXECUTOR

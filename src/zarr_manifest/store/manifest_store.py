@@ -1743,7 +1743,7 @@ def _resolve_paths(paths: Iterable[str], base: str, where: str) -> list[str]:
 def _movable(fingerprint: Fingerprint) -> Fingerprint:
     """A relative reference's fingerprint without its time: such sources move with the
     store (spec 7), and a copy keeps the size and ETag but rarely the modification time."""
-    return dataclasses.replace(fingerprint, last_modified=None)
+    return dataclasses.replace(fingerprint, last_modified=None, inode=None, ctime_ns=None)
 
 
 def _reference_urls(
