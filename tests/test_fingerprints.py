@@ -141,11 +141,17 @@ def test_combine_takes_the_union(tmp_path: Path, h5: Path) -> None:
 # ---- recording --------------------------------------------------------------------------------
 
 
-def test_local_fingerprint_is_size_and_mtime(h5: Path) -> None:
+def test_local_fingerprint_is_size_mtime_inode_and_change_time(h5: Path) -> None:
     set_mtime(h5, 1_700_000_000)
     group = zm.open_virtual(h5)
     fp = group["x"].fingerprints[h5.resolve().as_uri()]
-    assert fp == Fingerprint(size=h5.stat().st_size, last_modified="2023-11-14T22:13:20Z")
+    st = h5.stat()
+    assert fp == Fingerprint(
+        size=st.st_size,
+        last_modified="2023-11-14T22:13:20Z",
+        inode=st.st_ino,
+        ctime_ns=st.st_ctime_ns,
+    )
     assert fp.etag is None
     assert zm.open_virtual(h5, fingerprints=False)["x"].fingerprints == {}
 
@@ -385,3 +391,131 @@ def test_relative_references_survive_a_copy_that_changes_times(h5: Path, tmp_pat
     write_h5(copy, np.arange(2 * N))
     with pytest.raises(StaleReferenceError, match="size"):
         read_x(ManifestStore(store_dir))
+
+
+# ---- what size and mtime cannot see (issue 13, item 11) ----------------------------------
+
+
+def test_inode_and_change_time_round_trip_and_validate() -> None:
+    fp = Fingerprint(size=3, last_modified="2026-01-01T00:00:00Z", inode=12, ctime_ns=5)
+    assert fp.to_json() == {
+        "size": 3,
+        "last_modified": "2026-01-01T00:00:00Z",
+        "inode": 12,
+        "ctime_ns": 5,
+    }
+    assert Fingerprint.from_json(fp.to_json()) == fp
+    for bad in ({"size": 1, "inode": -1}, {"size": 1, "ctime_ns": "5"}, {"size": 1, "inode": True}):
+        with pytest.raises(MetadataError):
+            Fingerprint.from_json(bad)
+    # either side unknown (an older manifest): not compared
+    assert Fingerprint(size=3).mismatch(fp) is None
+    assert fp.mismatch(Fingerprint(size=3, last_modified="2026-01-01T00:00:00Z")) is None
+    assert "inode 12 recorded, 13 now" in (fp.mismatch(dataclasses_replace(fp, inode=13)) or "")
+
+
+def dataclasses_replace(fp: Fingerprint, **changes: Any) -> Fingerprint:
+    return Fingerprint(**{**fp.to_json(), **changes})
+
+
+def _rewrite_in_place(path: Path, values: np.ndarray, tmp: Path) -> None:
+    """Same inode, same size, other bytes, the mtime set back to what it was."""
+    st = path.stat()
+    new = write_h5(tmp / "new.h5", values).read_bytes()
+    assert len(new) == st.st_size
+    with open(path, "r+b") as f:
+        f.write(new)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert path.stat().st_mtime_ns == st.st_mtime_ns and path.stat().st_ino == st.st_ino
+
+
+@pytest.mark.parametrize("verify", ["once", "always"])
+def test_same_size_rewrite_with_mtime_restored_is_stale(
+    h5: Path, tmp_path: Path, verify: Any
+) -> None:
+    group = zm.open_virtual(h5)
+    store = ManifestStore(group, verify=verify)
+    if verify == "always":
+        np.testing.assert_array_equal(read_x(store), np.arange(N))
+    _rewrite_in_place(h5, np.arange(N)[::-1].copy(), tmp_path)
+    fresh = ManifestStore(group, verify=verify)  # "once": the first read checks
+    for s in (fresh, store) if verify == "always" else (fresh,):
+        with pytest.raises(StaleReferenceError, match="change time") as info:
+            read_x(s)
+        assert info.value.url == h5.resolve().as_uri()
+
+
+def test_new_inode_with_same_size_and_mtime_is_stale(h5: Path, tmp_path: Path) -> None:
+    group = zm.open_virtual(h5)
+    st = h5.stat()
+    other = write_h5(tmp_path / "other.h5", np.arange(N) * 3)
+    os.utime(other, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert other.stat().st_size == st.st_size
+    os.replace(other, h5)
+    assert h5.stat().st_mtime_ns == st.st_mtime_ns and h5.stat().st_ino != st.st_ino
+    with pytest.raises(StaleReferenceError, match="another file"):
+        read_x(ManifestStore(group, verify="once"))
+
+
+def test_fingerprints_without_inode_keep_working(h5: Path) -> None:
+    """A manifest written before inodes and change times were recorded reads as before."""
+    group = zm.open_virtual(h5)
+    url = h5.resolve().as_uri()
+    fp = group["x"].fingerprints[url]
+    old = Fingerprint(size=fp.size, last_modified=fp.last_modified)
+    assert Fingerprint.from_stat(h5.stat()).mismatch(old) is None
+    assert old.mismatch(Fingerprint.from_stat(h5.stat())) is None
+
+
+# ---- If-Match on remote reads (issue 13, item 12) ----------------------------------------
+
+
+def test_http_object_replaced_after_the_check_fails_the_next_read(
+    clean_range_server: RangeServer, serve_bytes: Any, h5: Path, range_root: Path, tmp_path: Path
+) -> None:
+    """verify="once" checks the ETag once; later range GETs carry If-Match, so bytes of a
+    replacement never mix with the bytes read before."""
+    rel = serve_bytes(h5.read_bytes(), "a.h5")
+    url = clean_range_server.url_for(rel)
+    group = zm.open_virtual(url)
+    store = _http_store(clean_range_server, group, "once")
+    first = store.get_sync("x/c/0", prototype=default_buffer_prototype())
+    assert first is not None
+    replacement = write_h5(tmp_path / "b.h5", np.arange(N) * 2).read_bytes()
+    assert len(replacement) == (range_root / rel).stat().st_size
+    (range_root / rel).write_bytes(replacement)
+    set_mtime(range_root / rel, 1_600_000_000)  # a new ETag
+    for read in (
+        lambda: store.get_sync("x/c/1", prototype=default_buffer_prototype()),
+        lambda: asyncio.run(store.get("x/c/2", default_buffer_prototype())),
+    ):
+        with pytest.raises(StaleReferenceError, match="If-Match") as info:
+            read()
+        assert info.value.url == url
+    gets = [r for r in clean_range_server.requests if r.method == "GET" and r.path == rel]
+    assert gets and all(r.status in (206, 412) for r in gets)
+
+
+def test_s3_object_replaced_after_the_check_fails_the_next_read(
+    s3_server: S3Server, s3_bucket: str, h5: Path, tmp_path: Path
+) -> None:
+    s3_server.put_object(s3_bucket, "d/a.h5", h5.read_bytes())
+    url = f"s3://{s3_bucket}/d/a.h5"
+    group = zm.open_virtual(url, **s3_server.obstore_config())
+    config = s3_server.obstore_config()
+    registry = SourceRegistry.from_urls(
+        [f"s3://{s3_bucket}/"],
+        config={k: v for k, v in config.items() if k != "client_options"},
+        client_options=config["client_options"],
+    )
+    store = ManifestStore(group, registry=registry, readahead_bytes=0)
+    assert store.get_sync("x/c/0", prototype=default_buffer_prototype()) is not None
+    rewritten = write_h5(tmp_path / "b.h5", np.arange(N) * 2)
+    s3_server.put_object(s3_bucket, "d/a.h5", rewritten.read_bytes())
+    for read in (
+        lambda: store.get_sync("x/c/1", prototype=default_buffer_prototype()),
+        lambda: asyncio.run(store.get("x/c/2", default_buffer_prototype())),
+    ):
+        with pytest.raises(StaleReferenceError, match="If-Match") as info:
+            read()
+        assert info.value.url == url

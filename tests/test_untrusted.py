@@ -19,6 +19,7 @@ the machine; the 10^7-key run needs ``ZARR_MANIFEST_HEAVY=1``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import http.server
 import json
 import os
@@ -1207,12 +1208,6 @@ class _RedirectingHandler(http.server.BaseHTTPRequestHandler):
         pass
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="KNOWN GAP: obstore (reqwest) follows HTTP redirects and offers no option to turn "
-    "that off, so an allowed server that redirects makes the reader fetch a URL outside the "
-    "allowed prefix (spec 8.1 rule 5 requires re-checking the new URL)",
-)
 def test_http_redirect_out_of_the_allowed_prefix_is_not_followed(tmp_path: Path) -> None:
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _RedirectingHandler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -1231,3 +1226,224 @@ def test_http_redirect_out_of_the_allowed_prefix_is_not_followed(tmp_path: Path)
     finally:
         server.shutdown()
         thread.join(timeout=5)
+
+
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+def test_http_redirects_are_rechecked_against_the_allowed_prefixes(
+    tmp_path: Path,
+    clean_range_server: RangeServer,
+    serve_bytes: Callable[..., str],
+    status: int,
+) -> None:
+    """An allowed server redirecting (any 3xx kind) to a path outside the allowed prefix is
+    refused, sync and async, before a single byte of the target is requested."""
+    srv = clean_range_server
+    public = serve_bytes(OK_DATA, "public/x.bin")
+    secret = serve_bytes(SECRET, "secret.bin")
+    allowed = srv.url_for(public.rsplit("/", 1)[0] + "/")
+    srv.set_redirect(public, srv.url_for(secret), status=status)
+    try:
+        root = make_store(tmp_path / "store", two_chunks(srv.url_for(public)))
+        outcomes = read_all_ways(root, allowed_prefixes=[allowed], verify="never")
+    finally:
+        srv.set_redirect(public, None)
+    for how, got in outcomes.items():
+        assert_no_secret(got)
+        assert isinstance(got, SourceNotAllowedError), f"{how}: {got!r}"
+        assert "redirects" in str(got) and srv.url_for(secret) in str(got), f"{how}: {got}"
+    assert srv.request_count(secret) == 0
+
+
+def test_http_redirect_inside_the_allowed_prefix_is_followed(
+    tmp_path: Path, clean_range_server: RangeServer, serve_bytes: Callable[..., str]
+) -> None:
+    """A redirect to another allowed URL is followed (data portals move files), and the
+    bytes come from the target."""
+    srv = clean_range_server
+    moved = serve_bytes(OK_DATA, "public/new.bin")
+    old = moved.replace("new.bin", "old.bin")
+    allowed = srv.url_for(moved.rsplit("/", 1)[0] + "/")
+    srv.set_redirect(old, "new.bin", status=301)  # relative Location
+    try:
+        root = make_store(tmp_path / "store", two_chunks(srv.url_for(old)))
+        outcomes = read_all_ways(root, allowed_prefixes=[allowed], verify="never")
+    finally:
+        srv.set_redirect(old, None)
+    assert outcomes["get"] == OK_DATA[:CHUNK]
+    assert outcomes["get_sync"] == OK_DATA[:CHUNK]
+    assert outcomes["zarr"] == OK_DATA[:CHUNK] + OK_DATA[CHUNK : 2 * CHUNK]
+
+
+def test_http_redirect_loops_are_refused(
+    tmp_path: Path, clean_range_server: RangeServer, serve_bytes: Callable[..., str]
+) -> None:
+    srv = clean_range_server
+    first = serve_bytes(OK_DATA, "public/a.bin")
+    second = first.replace("a.bin", "b.bin")
+    allowed = srv.url_for(first.rsplit("/", 1)[0] + "/")
+    srv.set_redirect(first, "b.bin")
+    srv.set_redirect(second, "a.bin")
+    try:
+        root = make_store(tmp_path / "store", two_chunks(srv.url_for(first)))
+        outcomes = read_all_ways(root, allowed_prefixes=[allowed], verify="never")
+    finally:
+        srv.set_redirect(first, None)
+        srv.set_redirect(second, None)
+    for how, got in outcomes.items():
+        assert isinstance(got, SourceNotAllowedError), f"{how}: {got!r}"
+        assert "more than" in str(got)
+
+
+# ---- races, special files, hard links (issue 13 items 4, 5, 6, 15) ----------------------
+
+_RENAME_EXCHANGE = 2
+
+
+def _renameat2_exchange() -> Callable[[str, str], None] | None:
+    """``renameat2(RENAME_EXCHANGE)`` through ctypes (Linux), else None."""
+    import ctypes
+    import ctypes.util
+
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+    fn = getattr(libc, "renameat2", None)
+    if fn is None:
+        return None
+    at_fdcwd = -100
+
+    def exchange(a: str, b: str) -> None:
+        fn(at_fdcwd, a.encode(), at_fdcwd, b.encode(), _RENAME_EXCHANGE)
+
+    return exchange
+
+
+def test_swapping_a_directory_for_a_symlink_never_leaks(
+    tmp_path: Path, outside: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """TOCTOU: a thread swaps a directory inside the root with a symlink to an outside
+    directory (atomically, renameat2 RENAME_EXCHANGE) while the same source is read over
+    and over; every read either returns the file's own bytes or fails with a documented
+    error -- never a byte from outside."""
+    from zarr_manifest.store import fetch
+
+    exchange = _renameat2_exchange()
+    if exchange is None:
+        pytest.skip("renameat2 is not available")
+    root = tmp_path / "root"
+    (root / "d").mkdir(parents=True)
+    (root / "d" / "f.bin").write_bytes(OK_DATA)
+    (outside / "d").mkdir()
+    (outside / "d" / "f.bin").write_bytes(SECRET)
+    (root / "swap").symlink_to(outside / "d", target_is_directory=True)
+    registry = SourceRegistry({str(root): None})
+    source = registry.resolve(local_path_to_url(str(root / "d" / "f.bin")))
+    # Reopen (and so re-check) the file at every read, as after a cache expiry.
+    monkeypatch.setattr(fetch, "LOCAL_REVALIDATE_SECONDS", -1.0)
+    stop = threading.Event()
+
+    def swap() -> None:
+        a, b = str(root / "d"), str(root / "swap")
+        while not stop.is_set():
+            exchange(a, b)
+
+    swapper = threading.Thread(target=swap, daemon=True)
+    swapper.start()
+    leaked = refused = ok = 0
+    try:
+        # the old check-then-open leaked about once per 1,000 reads here
+        for i in range(12000):
+            try:
+                got = bytes(fetch.read_range_sync(source, 0, 8))
+            except (SourceNotAllowedError, ChunkReadError):
+                refused += 1
+                continue
+            if got == SECRET[:8]:
+                leaked += 1
+            else:
+                assert got == OK_DATA[:8]
+                ok += 1
+            if i % 16:
+                continue
+            # resolving while the swap runs: a refusal, never a bare OSError
+            with contextlib.suppress(SourceNotAllowedError):
+                registry.copy().resolve(local_path_to_url(str(root / "d" / "f.bin")))
+    finally:
+        stop.set()
+        swapper.join(timeout=5)
+        close_local_files()
+    assert leaked == 0, f"{leaked} reads returned bytes from outside ({ok} ok, {refused} refused)"
+    assert ok > 0 and refused > 0
+
+
+def test_realpath_failing_mid_race_is_a_refusal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """os.path.realpath raises OSError(EINVAL) when a component stops being a symlink
+    between its lstat and readlink: the reference is refused, naming it."""
+    import errno
+
+    root = make_store(tmp_path / "store", {"0": entry("../data/ok.bin")})
+    registry = SourceRegistry({str(root): None})
+
+    def racing_realpath(path: Any, *args: Any, **kwargs: Any) -> str:
+        raise OSError(errno.EINVAL, "Invalid argument", str(path))
+
+    monkeypatch.setattr(os.path, "realpath", racing_realpath)
+    url = local_path_to_url(str(root / "data" / "ok.bin"))
+    with pytest.raises(SourceNotAllowedError, match="could not be resolved") as info:
+        registry.resolve(url, key="a/c/0")
+    assert info.value.key == "a/c/0" and url in str(info.value)
+
+
+def _in_thread(fn: Callable[[], Outcome], timeout: float = 20.0) -> Outcome:
+    box: list[Outcome] = []
+    worker = threading.Thread(target=lambda: box.append(_catch(fn)), daemon=True)
+    worker.start()
+    worker.join(timeout)
+    return box[0] if box else TimeoutError(f"still blocked after {timeout} s")
+
+
+def test_fifo_as_data_file_is_refused_without_blocking(tmp_path: Path) -> None:
+    """A FIFO named by a reference would block a reader (and zarr's event loop) until a
+    writer comes; it is refused at once, as is any file that is not a regular file."""
+    root = make_store(tmp_path / "store", two_chunks("../data/pipe.bin"))
+    fifo = root / "data" / "pipe.bin"
+    os.mkfifo(fifo)
+    try:
+        outcomes = _in_thread(lambda: read_all_ways(root))  # type: ignore[arg-type,return-value]
+    finally:
+        # unblock a reader that did block (old code), so no thread hangs on
+        with contextlib.suppress(OSError):
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+    assert isinstance(outcomes, dict), outcomes
+    for how, got in outcomes.items():
+        assert isinstance(got, SourceNotAllowedError), f"{how}: {got!r}"
+        assert "not a regular file (a FIFO)" in str(got), f"{how}: {got}"
+
+
+def test_character_device_as_data_file_is_refused(tmp_path: Path) -> None:
+    root = make_store(tmp_path / "store", two_chunks("../data/dev.bin"))
+    (root / "data" / "dev.bin").symlink_to("/dev/zero")
+    # /dev/zero lies outside the root: allow it explicitly, the kind of file is what counts
+    outcomes = read_all_ways(root, allowed_prefixes=["/dev/zero"])
+    for how, got in outcomes.items():
+        assert isinstance(got, SourceNotAllowedError), f"{how}: {got!r}"
+        assert "character device" in str(got), f"{how}: {got}"
+
+
+def test_hard_links_strict_mode(tmp_path: Path, outside: Path) -> None:
+    """A hard link inside the root to an outside file is the file itself: read by default
+    (spec 8.2), refused with ``SourceRegistry(hard_links=False)``, and read again under a
+    prefix the caller exempts."""
+    root = make_store(tmp_path / "store", two_chunks("../data/hl.bin"))
+    os.link(outside / "secret.bin", root / "data" / "hl.bin")
+    default = read_all_ways(root)
+    assert default["get_sync"] == SECRET[:CHUNK]
+    strict = read_all_ways(root, registry=SourceRegistry(hard_links=False))
+    for how, got in strict.items():
+        assert isinstance(got, SourceNotAllowedError), f"{how}: {got!r}"
+        assert "2 hard links" in str(got), f"{how}: {got}"
+    exempt = read_all_ways(root, registry=SourceRegistry(hard_links=[str(root / "data")]))
+    assert exempt["get_sync"] == SECRET[:CHUNK]
+    # a file with one link is read in strict mode
+    ok = make_store(tmp_path / "ok", two_chunks("../data/ok.bin"))
+    assert read_all_ways(ok, registry=SourceRegistry(hard_links=False))["get"] == OK_DATA[:CHUNK]

@@ -23,7 +23,10 @@ from zarr_manifest.errors import CombineError, MetadataError
 
 __all__ = ["Fingerprint", "fingerprints_from_json", "fingerprints_to_json", "merge_fingerprints"]
 
-_FIELDS = ("size", "etag", "last_modified")
+_FIELDS = ("size", "etag", "last_modified", "inode", "ctime_ns")
+# st_ctime is the status change time on POSIX; on Windows it was the creation time, which a
+# rewrite does not change.
+_HAS_CHANGE_TIME = os.name == "posix"
 
 
 def _iso_utc(value: str | dt.datetime) -> str:
@@ -57,21 +60,34 @@ class Fingerprint:
     last_modified
         When the file was last modified: an ISO 8601 timestamp with a time zone, stored
         normalised to UTC (``"2026-11-23T18:33:02.123456Z"``); for local files the mtime.
+    inode
+        Local files: the inode number (``st_ino``); a file replaced by another one (even
+        with the same size and mtime) has another.
+    ctime_ns
+        Local files on POSIX: the status change time in nanoseconds (``st_ctime_ns``).
+        Every write, truncate or rename sets it, and unlike the mtime it cannot be set back
+        (``os.utime``), so a same-size rewrite with the mtime restored is still seen.
 
     Raises
     ------
     MetadataError
-        A negative or non-integer size, an empty ETag, or a timestamp that is not ISO 8601
-        with a time zone.
+        A negative or non-integer size, inode or change time, an empty ETag, or a
+        timestamp that is not ISO 8601 with a time zone.
     """
 
     size: int
     etag: str | None = None
     last_modified: str | None = None
+    inode: int | None = None
+    ctime_ns: int | None = None
 
     def __post_init__(self) -> None:
-        if isinstance(self.size, bool) or not isinstance(self.size, int) or self.size < 0:
-            raise MetadataError(f"fingerprint size must be an integer >= 0, got {self.size!r}")
+        for name in ("size", "inode", "ctime_ns"):
+            value = getattr(self, name)
+            if value is None and name != "size":
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise MetadataError(f"fingerprint {name} must be an integer >= 0, got {value!r}")
         if self.etag is not None and (not isinstance(self.etag, str) or not self.etag):
             raise MetadataError(f"fingerprint etag must be a non-empty string, got {self.etag!r}")
         if self.last_modified is not None:
@@ -81,12 +97,20 @@ class Fingerprint:
 
     @classmethod
     def from_stat(cls, st: os.stat_result) -> Fingerprint:
-        """The fingerprint of a local file from its ``os.stat`` result (size and mtime)."""
+        """The fingerprint of a local file from its ``os.stat`` result: size, mtime, inode
+        and (POSIX) status change time."""
         # from integer microseconds: float seconds could round differently per platform
         mtime = dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(
             microseconds=st.st_mtime_ns // 1000
         )
-        return cls(size=int(st.st_size), last_modified=_iso_utc(mtime))
+        ino = int(st.st_ino)
+        ctime = int(st.st_ctime_ns)
+        return cls(
+            size=int(st.st_size),
+            last_modified=_iso_utc(mtime),
+            inode=ino if ino > 0 else None,
+            ctime_ns=ctime if _HAS_CHANGE_TIME and ctime >= 0 else None,
+        )
 
     @classmethod
     def from_object_meta(cls, meta: Mapping[str, Any]) -> Fingerprint:
@@ -123,18 +147,29 @@ class Fingerprint:
             problems.append(
                 f"last modified {self.last_modified} recorded, {live.last_modified} now"
             )
+        if self.inode is not None and live.inode is not None and self.inode != live.inode:
+            problems.append(f"inode {self.inode} recorded, {live.inode} now (another file)")
+        if (
+            self.ctime_ns is not None
+            and live.ctime_ns is not None
+            and self.ctime_ns != live.ctime_ns
+        ):
+            problems.append(
+                f"change time {self.ctime_ns} ns recorded, {live.ctime_ns} ns now "
+                "(written, renamed or re-linked)"
+            )
         return "; ".join(problems) or None
 
     # ---- JSON ----------------------------------------------------------------------------
 
     def to_json(self) -> dict[str, Any]:
-        """The JSON object form: ``{"size": n, "etag": ..., "last_modified": ...}`` (members
-        that are None are left out)."""
+        """The JSON object form: ``{"size": n, "etag": ..., "last_modified": ..., "inode":
+        ..., "ctime_ns": ...}`` (members that are None are left out)."""
         out: dict[str, Any] = {"size": self.size}
-        if self.etag is not None:
-            out["etag"] = self.etag
-        if self.last_modified is not None:
-            out["last_modified"] = self.last_modified
+        for name in _FIELDS[1:]:
+            value = getattr(self, name)
+            if value is not None:
+                out[name] = value
         return out
 
     @classmethod
@@ -157,7 +192,13 @@ class Fingerprint:
             value = obj.get(name)
             if value is not None and not isinstance(value, str):
                 raise MetadataError(f"fingerprint {name} must be a string, got {value!r}")
-        return cls(size=obj["size"], etag=obj.get("etag"), last_modified=obj.get("last_modified"))
+        return cls(
+            size=obj["size"],
+            etag=obj.get("etag"),
+            last_modified=obj.get("last_modified"),
+            inode=obj.get("inode"),
+            ctime_ns=obj.get("ctime_ns"),
+        )
 
 
 def _strong(etag: str) -> str:

@@ -19,13 +19,19 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from obstore.store import LocalStore, MemoryStore
 
-from zarr_manifest.errors import ChunkReadError, ManifestError, ShortReadError
+from zarr_manifest.errors import (
+    ChunkReadError,
+    ManifestError,
+    ShortReadError,
+    StaleReferenceError,
+)
 from zarr_manifest.format.paths import local_path_to_url
 from zarr_manifest.store import fetch
 from zarr_manifest.store.fetch import (
     DEFAULT_MAX_GAP_BYTES,
     RangeBatcher,
     plan_coalesced,
+    read_range_sync,
     read_ranges_async,
     read_ranges_sync,
 )
@@ -46,6 +52,8 @@ class _Server(ThreadingHTTPServer):
         self.mode = "ok"
         self.log: list[tuple[str, str | None]] = []
         self.lock = threading.Lock()
+        self.etag: str | None = None  # sent with every 206, whatever If-Match says
+        self.if_match: list[str | None] = []
 
     @property
     def base(self) -> str:
@@ -86,6 +94,7 @@ class _Handler(BaseHTTPRequestHandler):
         header = self.headers.get("Range")
         with srv.lock:
             srv.log.append((self.path, header))
+            srv.if_match.append(self.headers.get("If-Match"))
             mode = srv.mode
         data = srv.files.get(self.path)
         if data is None:
@@ -103,6 +112,8 @@ class _Handler(BaseHTTPRequestHandler):
             last -= 2  # a valid-looking 206 that is shorter than asked
         body = data[start : last + 1]
         headers = {"Content-Range": f"bytes {start}-{last}/{len(data)}"}
+        if srv.etag is not None:
+            headers["ETag"] = srv.etag
         self._send(206, body, headers, cut=(len(body) // 2 if mode == "truncate" else 0))
 
 
@@ -796,3 +807,32 @@ def test_absurd_length_over_http(http: _Server) -> None:
     src = http_source(http, data=DATA[:1000])
     with pytest.raises(ShortReadError, match="'big'"):
         read_ranges_sync(src, [10], [10 + (1 << 40)], keys=["big"])
+
+
+async def test_http_reads_send_if_match_only_once_an_etag_is_pinned(http: _Server) -> None:
+    src = http_source(http)
+    http.etag = '"v1"'
+    assert bytes(read_range_sync(src, 0, 4)) == DATA[:4]
+    assert http.if_match == [None]
+    src.pin_etag('"v1"')
+    assert bytes(read_range_sync(src, 4, 8)) == DATA[4:8]
+    got = await read_ranges_async(src, [0, 100], [4, 104], max_gap_bytes=0)
+    assert [bytes(v) for v in got] == [DATA[:4], DATA[100:104]]
+    assert http.if_match[1:] == ['"v1"'] * 3
+
+
+@pytest.mark.parametrize("use_async", [False, True])
+async def test_http_server_ignoring_if_match_with_another_etag_is_stale(
+    http: _Server, use_async: bool
+) -> None:
+    """A server whose HEAD showed the recorded ETag but whose GET ignores If-Match and
+    serves another version (its ETag says so): StaleReferenceError naming the file."""
+    src = http_source(http)
+    src.pin_etag('"v1"')
+    http.etag = '"v2"'
+    with pytest.raises(StaleReferenceError, match='ETag "v1" recorded') as info:
+        if use_async:
+            await read_ranges_async(src, [0, 100], [4, 104], max_gap_bytes=0)
+        else:
+            read_ranges_sync(src, [0, 100], [4, 104], max_gap_bytes=0)
+    assert info.value.url == src.url

@@ -416,3 +416,35 @@ def http_server():  # type: ignore[no-untyped-def]
         srv.shutdown()
         srv.server_close()
         thread.join(timeout=5)
+
+
+def test_hard_links_option_default_copy_and_pickle(tree: Path) -> None:
+    a_bin = url(tree / "root" / "a.bin")
+    default = SourceRegistry.from_urls([url(tree / "root")])
+    assert default.resolve(a_bin).hard_links is True
+    strict = SourceRegistry({url(tree / "root"): None}, hard_links=False)
+    assert strict.resolve(a_bin).hard_links is False
+    exempt = SourceRegistry({url(tree / "root"): None}, hard_links=[str(tree / "root")])
+    assert exempt.resolve(a_bin).hard_links is True
+    for reg in (strict, exempt):
+        assert reg.copy().resolve(a_bin).hard_links == reg.resolve(a_bin).hard_links
+        assert pickle.loads(pickle.dumps(reg)) == reg
+    assert strict != default and strict != exempt
+
+
+def test_http_sources_get_a_client_that_does_not_follow_redirects() -> None:
+    reg = SourceRegistry.from_urls(
+        ["http://127.0.0.1:9/x/", "s3://b/d"],
+        config={"skip_signature": True},
+        client_options={"timeout": "1m 30s", "connect_timeout": "250ms"},
+    )
+    src = reg.resolve("http://127.0.0.1:9/x/a%20b.nc?sig=1")
+    assert src.http is not None and src.http.url == "http://127.0.0.1:9/x/a%20b.nc?sig=1"
+    settings = src.http.client.settings
+    assert (settings.timeout, settings.connect_timeout, settings.allow_http) == (90.0, 0.25, True)
+    assert reg.resolve("s3://b/d/k").http is None
+    # an option that changes where requests go and that the client cannot honour
+    with pytest.raises(ValueError, match="proxy_excludes"):
+        SourceRegistry.from_urls(["https://h/"], client_options={"proxy_excludes": "h"})
+    with pytest.raises((ValueError, obstore.exceptions.GenericError), match="soon"):
+        SourceRegistry.from_urls(["https://h/"], client_options={"timeout": "soon"})

@@ -115,7 +115,7 @@ def fingerprint_urls(
 def _movable(fingerprint: Fingerprint) -> Fingerprint:
     """A relative reference's fingerprint without its time: such sources move with the
     store (spec 7), and a copy keeps the size and ETag but rarely the modification time."""
-    return dataclasses.replace(fingerprint, last_modified=None)
+    return dataclasses.replace(fingerprint, last_modified=None, inode=None, ctime_ns=None)
 
 
 # ---- sources, checked against their fingerprints ------------------------------------------

@@ -28,13 +28,18 @@ def live_fingerprint(source: Source) -> Fingerprint | None:
     """The fingerprint of a source as it is now; None when it does not exist.
 
     Local files are ``stat``-ed (size and mtime); remote objects get one HEAD request
-    through the source's own obstore store (its credentials and endpoint).
+    through the source's own obstore store (its credentials and endpoint), or for http(s)
+    through the client that re-checks redirects.
     """
     if source.local_path is not None:
         try:
             return Fingerprint.from_stat(os.stat(source.local_path))
         except FileNotFoundError:
             return None
+    if source.http is not None:
+        # Not obstore: it would follow a redirect to anywhere (see store._http).
+        meta = source.http.head()
+        return None if meta is None else Fingerprint.from_object_meta(meta)
     try:
         return Fingerprint.from_object_meta(obstore.head(source.store, source.path))
     except FileNotFoundError:
@@ -96,6 +101,10 @@ class SourceVerifier:
                 else:
                     live = self._live[source.url] = live_fingerprint(source)
         reason = stale_reason(recorded, live)
+        if reason is None and recorded.etag is not None and source.local_path is None:
+            # Reads from now on carry If-Match: an object replaced after this check (or a
+            # server whose HEAD and GET disagree) fails instead of serving other bytes.
+            source.pin_etag(recorded.etag)
         if reason is not None:
             where = f" (reading chunk {key!r})" if key is not None else ""
             raise StaleReferenceError(

@@ -22,9 +22,11 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import errno
 import itertools
 import os
 import re
+import stat
 import threading
 import time
 import weakref
@@ -36,14 +38,17 @@ from typing import Any, NamedTuple
 import numpy as np
 import numpy.typing as npt
 import obstore
+import obstore.exceptions
 
 from zarr_manifest.errors import (
     ChunkReadError,
     ManifestError,
     ShortReadError,
     SourceNotAllowedError,
+    StaleReferenceError,
     ZarrManifestError,
 )
+from zarr_manifest.store._http import http_executor
 from zarr_manifest.store.sources import Source
 
 __all__ = [
@@ -241,13 +246,14 @@ def plan_coalesced(
 
 
 class _OpenFile:
-    __slots__ = ("checked", "dev", "evicted", "fd", "ino", "size", "users")
+    __slots__ = ("checked", "dev", "evicted", "fd", "ino", "nlink", "size", "users")
 
     def __init__(self, fd: int, dev: int, ino: int, size: int) -> None:
         self.fd = fd
         self.dev = dev
         self.ino = ino
         self.size = size  # as of the last check
+        self.nlink = 1
         self.checked = time.monotonic()
         self.users = 0
         self.evicted = False
@@ -258,6 +264,106 @@ class _OpenFile:
         if end > self.size:
             self.size = os.fstat(self.fd).st_size
         return self.size
+
+
+_DIR_FLAGS = (
+    os.O_RDONLY
+    | getattr(os, "O_DIRECTORY", 0)
+    | getattr(os, "O_NOFOLLOW", 0)
+    | getattr(os, "O_CLOEXEC", 0)
+    | getattr(os, "O_PATH", 0)
+)
+_FILE_FLAGS = (
+    os.O_RDONLY
+    | getattr(os, "O_NOFOLLOW", 0)
+    | getattr(os, "O_CLOEXEC", 0)
+    # A FIFO opened for reading blocks until a writer comes: never wait for one.
+    | getattr(os, "O_NONBLOCK", 0)
+)
+# errno values of opening a symlink with O_NOFOLLOW (ELOOP; ENOTDIR with O_DIRECTORY;
+# EMLINK on FreeBSD, EFTYPE elsewhere).
+_LINK_ERRNOS = frozenset(
+    getattr(errno, n) for n in ("ELOOP", "ENOTDIR", "EMLINK", "EFTYPE") if hasattr(errno, n)
+)
+
+
+def open_no_follow(path: str) -> int:
+    """Open the regular file at absolute real path ``path`` read-only, following no symlink
+    at any component, without blocking.
+
+    Each directory is opened relative to the one before it (``openat`` with
+    ``O_NOFOLLOW``), so no component can be swapped for a symlink between a check and the
+    open: what is opened is the file at ``path`` as it is now, or nothing.
+
+    Raises
+    ------
+    SourceNotAllowedError
+        A component is (now) a symlink, or the file is not a regular file (FIFO, device,
+        socket, directory).
+    OSError
+        The file is missing or cannot be opened.
+    """
+    parts = [p for p in path.split(os.sep) if p]
+    if not os.path.isabs(path) or not parts or any(p in (".", "..") for p in parts):
+        raise SourceNotAllowedError(f"local source {path!r} is not an absolute real path")
+    fd = os.open(os.sep, _DIR_FLAGS)
+    try:
+        for i, name in enumerate(parts):
+            last = i == len(parts) - 1
+            try:
+                nxt = os.open(name, _FILE_FLAGS if last else _DIR_FLAGS, dir_fd=fd)
+            except OSError as exc:
+                if exc.errno in _LINK_ERRNOS and _is_symlink(name, fd):
+                    where = os.sep + os.sep.join(parts[: i + 1])
+                    raise SourceNotAllowedError(
+                        f"local source {path!r} is now reached through a symlink or a "
+                        f"non-directory at {where!r}; refusing to follow it",
+                        path=path,
+                    ) from exc
+                raise
+            os.close(fd)
+            fd = nxt
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise SourceNotAllowedError(
+                f"local source {path!r} is not a regular file ({_file_kind(st.st_mode)}); "
+                "refusing to read it",
+                path=path,
+            )
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _is_symlink(name: str, dir_fd: int) -> bool:
+    try:
+        return stat.S_ISLNK(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode)
+    except OSError:
+        return False
+
+
+def _file_kind(mode: int) -> str:
+    for test, name in (
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISDIR, "a directory"),
+    ):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def _check_links(path: str, nlink: int, allowed: bool) -> None:
+    if nlink > 1 and not allowed:
+        raise SourceNotAllowedError(
+            f"local source {path!r} has {nlink} hard links and hard links are refused "
+            "(SourceRegistry(hard_links=...)): another name of it may lie outside the "
+            "allowed prefixes",
+            path=path,
+        )
 
 
 class _FdCache:
@@ -274,37 +380,41 @@ class _FdCache:
         self._lock = threading.Lock()
         self._files: OrderedDict[str, _OpenFile] = OrderedDict()
 
-    def acquire(self, path: str) -> _OpenFile:
+    def acquire(self, path: str, *, hard_links: bool = True) -> _OpenFile:
+        """A descriptor of the regular file at real path ``path``, opened without
+        following a symlink at any component (see `open_no_follow`).
+
+        ``hard_links=False`` refuses a file with more than one link (strict mode).
+        """
         now = time.monotonic()
         with self._lock:
             f = self._files.get(path)
             if f is not None and now - f.checked < LOCAL_REVALIDATE_SECONDS:
+                _check_links(path, f.nlink, hard_links)
                 self._files.move_to_end(path)
                 f.users += 1
                 return f
-        # The path was checked to lie under an allowed prefix when it was resolved, with
-        # every symlink followed.  Something may have been swapped for a symlink since:
-        # never follow one now (that check is what made the path safe to read).
-        real = os.path.realpath(path)
-        if real != path:
-            raise SourceNotAllowedError(
-                f"local source {path!r} is now reached through a symlink "
-                f"({real!r}); refusing to follow it",
-                path=path,
-            )
-        st = os.stat(path)
+        # Opening again, component by component, is the check: a path swapped for a
+        # symlink since it was resolved fails here, and what is opened is what is read.
+        fd = open_no_follow(path)
+        try:
+            fst = os.fstat(fd)
+            _check_links(path, fst.st_nlink, hard_links)
+        except BaseException:
+            os.close(fd)
+            raise
         with self._lock:
             f = self._files.get(path)
-            if f is not None and f.dev == st.st_dev and f.ino == st.st_ino:
-                f.size = st.st_size
+            if f is not None and f.dev == fst.st_dev and f.ino == fst.st_ino:
+                os.close(fd)
+                f.size = fst.st_size
+                f.nlink = fst.st_nlink
                 f.checked = now
                 self._files.move_to_end(path)
                 f.users += 1
                 return f
-        flags = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0)
-        fd = os.open(path, flags)
-        fst = os.fstat(fd)
         new = _OpenFile(fd, fst.st_dev, fst.st_ino, fst.st_size)
+        new.nlink = fst.st_nlink
         new.users = 1
         with self._lock:
             old = self._files.pop(path, None)
@@ -368,7 +478,7 @@ def _fetch_local(source: Source, ms: list[int], me: list[int]) -> list[Any]:
     """pread every merged range; a failure (OSError) is returned in its slot."""
     assert source.local_path is not None
     try:
-        f = _FD_CACHE.acquire(source.local_path)
+        f = _FD_CACHE.acquire(source.local_path, hard_links=source.hard_links)
     except SourceNotAllowedError:
         raise
     except OSError as exc:
@@ -425,7 +535,84 @@ def _waves(ms: list[int], me: list[int]) -> list[list[int]]:
     return [idx] if idx else []
 
 
+def _stale(source: Source, etag: str, why: str) -> StaleReferenceError:
+    return StaleReferenceError(
+        f"source {source.url} changed since the manifest was made: ETag {etag} recorded, "
+        f"{why}; its byte ranges may no longer hold the chunks, rebuild the manifest",
+        url=source.url,
+    )
+
+
+def _check_pinned_meta(source: Source, etag: str, meta: Any) -> None:
+    live = meta.get("e_tag") if meta is not None else None
+    if live and _strong_etag(live) != _strong_etag(etag):
+        raise _stale(source, etag, f"the store served ETag {live}")
+
+
+def _strong_etag(etag: str) -> str:
+    return etag[2:] if etag.startswith("W/") else etag
+
+
+def _remote_range_sync(source: Source, a: int, b: int) -> Any:
+    """One remote range, raising.  http(s) goes through the redirect-checking client; a
+    pinned ETag (verified source) is sent as If-Match."""
+    etag = source.expected_etag
+    if source.http is not None:
+        return source.http.get_range(a, b, etag)
+    if etag is None:
+        return obstore.get_range(source.store, source.path, start=a, end=b)
+    try:
+        res = obstore.get(source.store, source.path, options={"range": (a, b), "if_match": etag})
+    except obstore.exceptions.PreconditionError as exc:
+        raise _stale(source, etag, "the store refused If-Match") from exc
+    _check_pinned_meta(source, etag, res.meta)
+    return res.bytes()
+
+
+async def _remote_range_async(source: Source, a: int, b: int) -> Any:
+    """Async `_remote_range_sync` (http(s) requests run in `http_executor`'s threads)."""
+    etag = source.expected_etag
+    if source.http is not None:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(http_executor(), source.http.get_range, a, b, etag)
+    if etag is None:
+        return await obstore.get_range_async(source.store, source.path, start=a, end=b)
+    try:
+        res = await obstore.get_async(
+            source.store, source.path, options={"range": (a, b), "if_match": etag}
+        )
+    except obstore.exceptions.PreconditionError as exc:
+        raise _stale(source, etag, "the store refused If-Match") from exc
+    _check_pinned_meta(source, etag, res.meta)
+    return await res.bytes_async()
+
+
+def _slot(source: Source, a: int, b: int) -> Any:
+    """`_remote_range_sync`, a failure returned instead of raised -- except refusals and
+    stale sources, which concern the whole source."""
+    try:
+        return _remote_range_sync(source, a, b)
+    except (SourceNotAllowedError, StaleReferenceError):
+        raise
+    except Exception as exc:
+        return exc
+
+
+def _reraise_fatal(results: list[Any]) -> list[Any]:
+    for r in results:
+        if isinstance(r, SourceNotAllowedError | StaleReferenceError):
+            raise r
+    return results
+
+
 def _fetch_wave_sync(source: Source, ms: list[int], me: list[int], idx: list[int]) -> list[Any]:
+    if source.http is not None or source.expected_etag is not None:
+        # One request per merged range (obstore's get_ranges cannot carry If-Match nor
+        # stop redirects), in parallel as get_ranges would run them.
+        if len(idx) == 1:
+            return [_slot(source, ms[idx[0]], me[idx[0]])]
+        pool = http_executor()
+        return list(pool.map(lambda i: _slot(source, ms[i], me[i]), idx))
     qs = [ms[i] for i in idx]
     qe = [me[i] for i in idx]
     try:
@@ -455,6 +642,15 @@ def _fetch_remote_sync(source: Source, ms: list[int], me: list[int]) -> list[Any
 async def _fetch_wave_async(
     source: Source, ms: list[int], me: list[int], idx: list[int]
 ) -> list[Any]:
+    if source.http is not None or source.expected_etag is not None:
+        return _reraise_fatal(
+            list(
+                await asyncio.gather(
+                    *(_remote_range_async(source, ms[i], me[i]) for i in idx),
+                    return_exceptions=True,
+                )
+            )
+        )
     qs = [ms[i] for i in idx]
     qe = [me[i] for i in idx]
     try:
@@ -867,7 +1063,7 @@ def _open_local(source: Source, start: int, end: int, key: str | None) -> Iterat
     `ChunkReadError` for bytes ``[start, end)`` of ``key``."""
     assert source.local_path is not None
     try:
-        f = _FD_CACHE.acquire(source.local_path)
+        f = _FD_CACHE.acquire(source.local_path, hard_links=source.hard_links)
     except SourceNotAllowedError:
         raise
     except OSError as exc:
@@ -953,10 +1149,7 @@ def read_range_sync(source: Source, start: int, end: int, *, key: str | None = N
     elif end == start:
         result = b""
     else:
-        try:
-            result = obstore.get_range(source.store, source.path, start=start, end=end)
-        except Exception as exc:
-            result = exc
+        result = _slot(source, start, end)
     if isinstance(result, BaseException):
         raise _range_error(source, result, start, end, key, req=(start, end)) from result
     if len(result) != end - start:

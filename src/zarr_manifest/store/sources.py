@@ -33,6 +33,7 @@ from zarr_manifest.format.paths import (
     split_url,
     url_to_local_path,
 )
+from zarr_manifest.store._http import HttpClient, HttpObject
 
 __all__ = ["Source", "SourceRegistry"]
 
@@ -61,6 +62,15 @@ class Source:
         For ``file://`` sources: the object's real filesystem path (symlinks resolved and
         checked to lie under the allowed prefix), which the fetch module reads with
         ``os.pread`` instead of going through obstore.  ``None`` for every other scheme.
+    http
+        For http(s) sources served by an ``HTTPStore``: how the fetch module reads them
+        without following redirects blindly (see `zarr_manifest.store._http`); else None.
+    hard_links
+        For local sources: whether a file with more than one hard link may be read (see
+        `SourceRegistry`'s ``hard_links``).
+    expected_etag
+        The ETag this source was verified to have (set by the store's verifier through
+        `pin_etag`); remote reads then carry ``If-Match`` with it.
 
     Two sources are equal when they name the same object through the same store object,
     so requests for them can be merged into one fetch.
@@ -70,6 +80,18 @@ class Source:
     store: Any
     path: str
     local_path: str | None = None
+    http: HttpObject | None = None
+    expected_etag: str | None = None
+    hard_links: bool = True
+
+    def pin_etag(self, etag: str) -> None:
+        """Send ``If-Match: etag`` with every later read of this source.
+
+        The one mutable part of a source: a store's verifier pins the ETag it checked, so
+        bytes served after the object was replaced fail instead of mixing two versions.
+        Sources are per store (each store resolves through its own registry copy).
+        """
+        object.__setattr__(self, "expected_etag", etag)
 
     def _identity(self) -> tuple[str, str, str | None, int]:
         return (self.url, self.path, self.local_path, id(self.store))
@@ -108,6 +130,9 @@ class _Entry:
     real_prefix: str | None = None
     # http(s): client_options / retry_config for the per-query stores of presigned URLs.
     http_options: Mapping[str, Any] | None = None
+    # http(s) served by an HTTPStore: the client reading it, and the store's base URL.
+    http_client: HttpClient | None = None
+    http_base: str | None = None
 
 
 def _segments_of(canon: str) -> tuple[str, str, tuple[str, ...]]:
@@ -139,6 +164,14 @@ class SourceRegistry:
     stores
         Initial ``{prefix: store}`` mapping (a store of ``None`` is built from the prefix
         URL, as `register` does).
+    hard_links
+        Whether local files with more than one hard link (``st_nlink > 1``) may be read.
+        ``True`` (the default): yes -- a hard link is the file itself, and whoever could
+        create it inside an allowed directory could as well have copied the bytes there.
+        ``False`` (strict): no, because another name of the file may lie outside the
+        allowed prefixes (use it when untrusted users can create links inside them, on a
+        filesystem they share with files they may not read).  A list of local prefixes:
+        strict, except for files under those (e.g. a deduplicated archive).
 
     Notes
     -----
@@ -148,7 +181,18 @@ class SourceRegistry:
     several threads; `register` after `resolve` is allowed (the resolve cache is cleared).
     """
 
-    def __init__(self, stores: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        stores: Mapping[str, Any] | None = None,
+        *,
+        hard_links: bool | Iterable[str] = True,
+    ) -> None:
+        if isinstance(hard_links, bool):
+            self._hard_links: bool | tuple[str, ...] = hard_links
+        else:
+            self._hard_links = tuple(
+                os.path.realpath(url_to_local_path(_canonical_prefix(p))) for p in hard_links
+            )
         self._entries: list[_Entry] = []
         self._lock = threading.Lock()
         self._cache: dict[str, Source] = {}
@@ -266,6 +310,13 @@ class SourceRegistry:
                 }
         if store is None:
             store = self._build_store(scheme, root_url, real_root, kwargs)
+        http_client = http_base = None
+        if scheme in _HTTP_SCHEMES and isinstance(store, HTTPStore):
+            # obstore follows redirects on its own: http(s) bytes are read by a client
+            # that does not, and re-checks every redirect against this registry.
+            opts = http_options or {}
+            http_client = HttpClient(opts.get("client_options"), opts.get("retry_config"))
+            http_base = store.url.rstrip("/")
         entry = _Entry(
             prefix=normalized,
             scheme=scheme,
@@ -276,6 +327,8 @@ class SourceRegistry:
             real_root=real_root,
             real_prefix=real_prefix,
             http_options=http_options,
+            http_client=http_client,
+            http_base=http_base,
         )
         with self._lock:
             entries = [e for e in self._entries if e.prefix != normalized]
@@ -307,6 +360,7 @@ class SourceRegistry:
         Registering on the copy leaves this one unchanged.
         """
         new = SourceRegistry()
+        new._hard_links = self._hard_links
         new._entries = list(self._entries)
         return new
 
@@ -392,10 +446,21 @@ class SourceRegistry:
             # HTTPStore, not from_url: that would map e.g. amazonaws.com hosts to an
             # S3Store, which drops the query.
             store = HTTPStore.from_url(f"{root}?{query}", **options)
-        return Source(url=canon, store=store, path=path, local_path=None)
+        http = None
+        if best.http_client is not None:
+            target = f"{best.http_base}/" + "/".join(rel) + (f"?{query}" if query else "")
+            http = HttpObject(target, best.http_client, self.resolve)
+        return Source(url=canon, store=store, path=path, local_path=None, http=http)
 
     def _resolve_file(self, url: str, canon: str, key: str | None, entries: list[_Entry]) -> Source:
-        real = os.path.realpath(url_to_local_path(canon))
+        try:
+            real = os.path.realpath(url_to_local_path(canon))
+        except OSError as exc:
+            # A component swapped between realpath's lstat and readlink (EINVAL), a loop
+            # of links: whatever the path means cannot be told, so it is refused.
+            raise self._refuse(
+                url, key, f"its real path could not be resolved ({exc.strerror or exc})"
+            ) from exc
         best: _Entry | None = None
         for e in entries:
             if (
@@ -414,7 +479,10 @@ class SourceRegistry:
         if rel == "." or rel.startswith(".." + os.sep) or rel == "..":
             raise self._refuse(url, key, "it names the store root, not an object")
         path = rel.replace(os.sep, "/")
-        return Source(url=canon, store=best.store, path=path, local_path=real)
+        links = self._hard_links
+        if not isinstance(links, bool):
+            links = any(_is_under_real(real, p) for p in links)
+        return Source(url=canon, store=best.store, path=path, local_path=real, hard_links=links)
 
     # -- protocol ---------------------------------------------------------------------
 
@@ -435,11 +503,15 @@ class SourceRegistry:
             return NotImplemented
         mine = sorted(self._entries, key=lambda e: e.prefix)
         theirs = sorted(other._entries, key=lambda e: e.prefix)
-        return len(mine) == len(theirs) and all(
-            a.prefix == b.prefix
-            and a.root_len == b.root_len
-            and (a.store is b.store or _stores_equal(a.store, b.store))
-            for a, b in zip(mine, theirs, strict=True)
+        return (
+            self._hard_links == other._hard_links
+            and len(mine) == len(theirs)
+            and all(
+                a.prefix == b.prefix
+                and a.root_len == b.root_len
+                and (a.store is b.store or _stores_equal(a.store, b.store))
+                for a, b in zip(mine, theirs, strict=True)
+            )
         )
 
     __hash__ = None  # type: ignore[assignment]  # mutable (register)
@@ -449,10 +521,11 @@ class SourceRegistry:
         return f"SourceRegistry({{{inner}}})"
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"entries": self._entries}
+        return {"entries": self._entries, "hard_links": self._hard_links}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self._entries = list(state["entries"])
+        self._hard_links = state.get("hard_links", True)
         self._lock = threading.Lock()
         self._cache = {}
 

@@ -372,6 +372,7 @@ class RangeServer:
         self._remaining: dict[str, int] = {}
         self._rng = random.Random(seed)
         self._records: list[RequestRecord] = []
+        self._redirects: dict[str, tuple[int, str]] = {}
         self._in_flight = 0
         self._set_faults_locked(faults or Faults())
         self._loop_thread: _LoopThread | None = None
@@ -526,6 +527,23 @@ class RangeServer:
                 self._rng.seed(seed)
             return new
 
+    def set_redirect(self, path: str, location: str | None, status: int = 302) -> None:
+        """Answer every request for ``path`` with a redirect to ``location`` (absolute or
+        relative, sent as is in ``Location``); ``location=None`` removes it.
+
+        Raises
+        ------
+        ValueError
+            ``status`` is not a redirect (301, 302, 303, 307, 308).
+        """
+        if status not in (301, 302, 303, 307, 308):
+            raise ValueError(f"redirect status must be 301/302/303/307/308, got {status}")
+        with self._lock:
+            if location is None:
+                self._redirects.pop(path.lstrip("/"), None)
+            else:
+                self._redirects[path.lstrip("/")] = (status, location)
+
     def clear_faults(self) -> None:
         """Turn every fault off."""
         self.set_faults(Faults())
@@ -647,6 +665,11 @@ class RangeServer:
             rec["fault"] = FAULT_ERROR
             return self._plain(rec, faults.error_status, f"injected fault for /{rel}\n")
 
+        with self._lock:
+            redirect = self._redirects.get(rel)
+        if redirect is not None:
+            rec["status"] = redirect[0]
+            return web.Response(status=redirect[0], headers={"Location": redirect[1]})
         if request.method not in ("GET", "HEAD"):
             resp = self._plain(rec, 405, "only GET and HEAD are served\n")
             resp.headers["Allow"] = "GET, HEAD"
