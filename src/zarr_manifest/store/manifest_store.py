@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Any, Self, overload
 import numpy as np
 import obstore
 import orjson
-from obstore.store import LocalStore
 from zarr.abc.store import (
     ByteRequest,
     OffsetByteRequest,
@@ -36,7 +35,6 @@ from zarr_manifest.errors import (
     ChunkReadError,
     ManifestFormatError,
     ShortReadError,
-    SourceNotAllowedError,
 )
 from zarr_manifest.fingerprint import Fingerprint
 from zarr_manifest.format.location import open_location
@@ -214,7 +212,6 @@ class ManifestStore(Store):
             max_gap_bytes=max_gap_bytes, max_request_bytes=max_request_bytes
         )
         self._blocks = _BlockCache(cache_bytes)
-        self._local_root: str | None = None
         self._verifier = SourceVerifier(verify)
         if isinstance(root, ManifestGroup):
             self._location = None
@@ -245,8 +242,6 @@ class ManifestStore(Store):
         else:
             self._location = open_location(root, **obstore_kwargs)
             self._memory = None
-            if isinstance(self._location.store, LocalStore) and self._location.store.prefix:
-                self._local_root = os.path.realpath(self._location.store.prefix)
             self._url = self._location.url
             self._registry.register(self._url, self._location.store)
             for prefix in allowed_prefixes or ():
@@ -714,24 +709,9 @@ class ManifestStore(Store):
         return {m["path"]: int(m["size"]) for m in sorted(listing, key=lambda m: m["path"])}
 
     def _is_local_file(self, key: str) -> bool | None:
-        """For a local root: whether ``key`` is a regular file (None for other roots).
-
-        A symlink leading out of the root is refused.  A key that names a directory or
-        runs through a file is absent, as in zarr's LocalStore (obstore would report some
-        of these as errors).
-        """
-        if self._local_root is None:
-            return None
-        if "\x00" in key:
-            return False  # no file name holds a NUL (a manifest member may spell one)
-        real = os.path.realpath(os.path.join(self._local_root, key))
-        if real != self._local_root and not real.startswith(self._local_root + os.sep):
-            raise SourceNotAllowedError(
-                f"object {key!r} of {self._url} resolves to {real!r}, outside the store root",
-                key=key,
-                path=real,
-            )
-        return os.path.isfile(real)
+        """For a local root: whether ``key`` is a regular file (None for other roots); a
+        symlink leading out of the root is refused (`StoreLocation.is_local_file`)."""
+        return None if self._location is None else self._location.is_local_file(key)
 
     def _read_object_sync(self, key: str, byte_range: ByteRequest | None) -> bytes | None:
         if self._memory is not None:
