@@ -33,6 +33,7 @@ import orjson
 import zarr
 from zarr.core.metadata.v3 import ArrayV3Metadata
 
+from zarr_manifest.array import check_chunk_edges
 from zarr_manifest.errors import ManifestFormatError, MetadataError
 from zarr_manifest.fingerprint import Fingerprint, fingerprints_from_json, fingerprints_to_json
 from zarr_manifest.format._members import refuse_unknown_members
@@ -168,7 +169,8 @@ def parse_array_document(doc: dict[str, Any], *, location: str) -> ArrayDocument
         The transformer entry is malformed, names an unknown configuration member that
         must be understood, points outside the array directory, another storage transformer
         is listed, the plain-reader guard is malformed or stands without the transformer,
-        or zarr rejects the remaining metadata.
+        a rectilinear chunk grid has more than `~zarr_manifest.array.MAX_CHUNK_EDGES`
+        edges, or zarr rejects the remaining metadata.
     """
     transformers = doc.get("storage_transformers", [])
     if not isinstance(transformers, list):
@@ -205,6 +207,11 @@ def parse_array_document(doc: dict[str, Any], *, location: str) -> ArrayDocument
         manifest, config = _parse_configuration(t, location)
     _check_guard(doc, referenced=manifest is not None, location=location)
     visible = plain_zarr_metadata(doc)
+    try:
+        # zarr expands run-length chunk edges into lists: bound them first
+        check_chunk_edges(visible, where=location)
+    except MetadataError as e:
+        raise ManifestFormatError(str(e), location=location, field="chunk_grid") from e
     try:
         # Parsing is not opening: the rectilinear-grid gate is zarr's to apply when it opens
         # the array, so a store this library wrote can always be read back here.
