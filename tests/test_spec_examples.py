@@ -20,6 +20,7 @@ import orjson
 import pytest
 import xarray as xr
 import zarr
+from zarr.errors import MetadataValidationError
 
 import zarr_manifest
 from zarr_manifest import errors
@@ -171,3 +172,49 @@ def test_examples_are_what_generate_py_writes(tmp_path: Path) -> None:
         assert sorted(committed) == sorted(fresh), f"{kind}: rerun spec/examples/generate.py"
         changed = [rel for rel in fresh if committed[rel] != fresh[rel]]
         assert not changed, f"{kind}: rerun spec/examples/generate.py; differs: {changed}"
+
+
+def _referenced_arrays(store: Path) -> list[str]:
+    return sorted(
+        p.parent.relative_to(store).as_posix()
+        for p in store.rglob("zarr.json")
+        if _load(p).get("storage_transformers")
+    )
+
+
+@pytest.mark.parametrize("example", VALID, ids=lambda p: p.name)
+def test_plain_zarr_refuses_every_referenced_array(example: Path) -> None:
+    """Section 4, rule 10: opened without a reader of the format, through the group as
+    xarray does, every referenced array fails (except in the example of the older form)."""
+    store = example / "store"
+    plain = _load(example / "plain-reader.json") if (example / "plain-reader.json").exists() else {}
+    group = zarr.open_group(zarr.storage.LocalStore(store, read_only=True), mode="r")
+    for path in _referenced_arrays(store):
+        if plain.get("fails") is False:
+            continue
+        with pytest.raises(MetadataValidationError, match="chunk-manifest-json"):
+            group[path]
+    if plain.get("fails"):
+        assert sorted(plain["arrays"]) == _referenced_arrays(store)
+
+
+@pytest.mark.parametrize(
+    "example",
+    [p for p in VALID if (p / "plain-reader.json").exists()],
+    ids=lambda p: p.name,
+)
+def test_plain_reader_sees_what_plain_reader_json_says(example: Path) -> None:
+    plain = _load(example / "plain-reader.json")
+    group = zarr.open_group(zarr.storage.LocalStore(example / "store", read_only=True), mode="r")
+    if plain["fails"]:
+        for path in plain["arrays"]:
+            with pytest.raises(MetadataValidationError, match="chunk-manifest-json"):
+                group[path]
+    else:
+        _check_arrays(group, plain["sees"])
+        # and a reader of the format returns the stored values, not those
+        expected = _load(example / "expected.json")
+        assert expected != plain["sees"]
+        _check_arrays(
+            zarr.open_group(zarr_manifest.ManifestStore(example / "store"), mode="r"), expected
+        )

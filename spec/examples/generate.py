@@ -38,6 +38,10 @@ from zarr.core.metadata.v3 import ArrayV3Metadata
 
 HERE = Path(__file__).resolve().parent
 TRANSFORMER = "chunk-manifest-json"
+# The top-level member of a referenced array's zarr.json that makes plain Zarr readers fail
+# (section 4, rule 10): named as the transformer, and to be understood.
+GUARD_MEMBER = TRANSFORMER
+GUARD = {"must_understand": True}
 MAX_INT64 = 2**63 - 1
 
 JSON = Any
@@ -265,6 +269,9 @@ class Store:
         self.root = example / "store"
         self.expected: dict[str, JSON] = {}
         self.files: list[DataFile] = []
+        # What a Zarr library that does not know the format does with the store as stored
+        # (plain-reader.json; section 4, rule 10), for the examples that show it.
+        self.plain_reader: dict[str, JSON] | None = None
 
     def group(self, path: str, attributes: dict[str, JSON] | None = None) -> None:
         """Write a group's zarr.json (``path`` "" is the root group)."""
@@ -281,16 +288,20 @@ class Store:
         spec: ArraySpec,
         refs: dict[ChunkIndex, Ref],
         configuration: dict[str, JSON] | None = None,
+        guard: bool = True,
     ) -> None:
         """Write a referenced array: zarr.json with the transformer, plus manifest.json.
 
         ``refs`` maps chunk indices to byte ranges; its order is the manifest's order.
-        ``configuration`` replaces the transformer configuration ``{"manifest": ...}``.
+        ``configuration`` replaces the transformer configuration ``{"manifest": ...}``;
+        ``guard=False`` leaves out the plain-reader guard (the form written before it).
         """
         array_dir = self.root / spec.path
         doc = spec.zarr_json()
         conf = {"manifest": "./manifest.json"} if configuration is None else configuration
         doc["storage_transformers"] = [{"name": TRANSFORMER, "configuration": conf}]
+        if guard:
+            doc[GUARD_MEMBER] = dict(GUARD)
         dump_json(array_dir / "zarr.json", doc)
         manifest = {
             manifest_key(index): {
@@ -308,11 +319,12 @@ class Store:
         spec: ArraySpec,
         file: DataFile,
         order: Callable[[list[ChunkIndex]], Iterable[ChunkIndex]] = list,
+        guard: bool = True,
     ) -> dict[ChunkIndex, Ref]:
         """Append ``spec``'s chunks to ``file`` (in ``order``) and write the array."""
         blobs = spec.stored_chunks()
         refs = {index: file.append(blobs[index]) for index in order(list(blobs))}
-        self.referenced(spec, refs)
+        self.referenced(spec, refs, guard=guard)
         return refs
 
     def inline(self, spec: ArraySpec) -> None:
@@ -333,6 +345,8 @@ class Store:
             f.path.write_bytes(bytes(f.content))
         if expected:
             dump_json(self.example / "expected.json", dict(sorted(self.expected.items())))
+        if self.plain_reader is not None:
+            dump_json(self.example / "plain-reader.json", self.plain_reader)
 
 
 def split_array(
@@ -390,7 +404,10 @@ def relative_reference(target: Path, array_dir: Path) -> str:
 
 
 def valid_int32_1d(s: Store) -> None:
-    """A 1-D uncompressed little-endian int32 array, two chunks back to back in one file."""
+    """A 1-D uncompressed little-endian int32 array, two chunks back to back in one file.
+
+    Its plain-reader.json says what a Zarr library that does not know the format must do
+    with the store as stored: fail, because of the guard member."""
     s.group("", {"description": "1-D int32, bytes codec only"})
     spec = ArraySpec(
         "counts",
@@ -401,6 +418,12 @@ def valid_int32_1d(s: Store) -> None:
         ["x"],
     )
     s.reference(spec, s.data_file("counts.bin"))
+    s.plain_reader = {
+        "fails": True,
+        "arrays": ["counts"],
+        "why": f'the zarr.json of "counts" holds the member "{GUARD_MEMBER}" with '
+        '"must_understand": true, which a Zarr v3 reader that does not know it must refuse',
+    }
 
 
 def valid_float64_2d_bigendian_gzip(s: Store) -> None:
@@ -747,6 +770,31 @@ def valid_split_manifest(s: Store) -> None:
     split_array(s, "scalar", [])
 
 
+def valid_without_plain_reader_guard(s: Store) -> None:
+    """A referenced array in the form written before the plain-reader guard (section 16):
+    readers of the format still read it.  Its plain-reader.json shows why the guard exists:
+    a Zarr library that ignores storage_transformers returns the fill value everywhere."""
+    s.group("", {"description": "referenced array without the plain-reader guard"})
+    spec = ArraySpec(
+        "a", np.array([3.0, -1.5, 8.25, 0.5], dtype="float32"), (2,), [bytes_codec()], "NaN"
+    )
+    s.reference(spec, s.data_file("a.bin"), guard=False)
+    meta = spec.metadata()
+    s.plain_reader = {
+        "fails": False,
+        "sees": {
+            "a": {
+                "dtype": meta.data_type.to_json(zarr_format=3),
+                "shape": list(spec.values.shape),
+                "values": json_values(np.full(spec.values.shape, meta.fill_value)),
+            }
+        },
+        "why": "zarr-python 3.4 opens the array through its group without looking at "
+        "storage_transformers, finds no chunk files, and returns the fill value: silently "
+        "wrong, which the guard member prevents",
+    }
+
+
 VALID: dict[str, Callable[[Store], None]] = {
     "int32-1d": valid_int32_1d,
     "float64-2d-bigendian-gzip": valid_float64_2d_bigendian_gzip,
@@ -760,6 +808,7 @@ VALID: dict[str, Callable[[Store], None]] = {
     "ignorable-extension": valid_ignorable_extension,
     "percent-encoded-path": valid_percent_encoded_path,
     "split-manifest": valid_split_manifest,
+    "without-plain-reader-guard": valid_without_plain_reader_guard,
 }
 
 
@@ -1087,6 +1136,30 @@ def inv_unknown_storage_transformer(s: Store) -> Broken:
     return Broken("ManifestFormatError", "a second, unsupported storage transformer is listed")
 
 
+def inv_guard_without_transformer(s: Store) -> Broken:
+    path = s.root / "a" / "zarr.json"
+    doc = load_json(path)
+    del doc["storage_transformers"]
+    dump_json(path, doc)
+    return Broken(
+        "ManifestFormatError",
+        f'the member "{GUARD_MEMBER}" marks a referenced array, but "a" declares no '
+        "storage transformer",
+    )
+
+
+def inv_guard_not_must_understand(s: Store) -> Broken:
+    path = s.root / "a" / "zarr.json"
+    doc = load_json(path)
+    doc[GUARD_MEMBER] = {"must_understand": False}
+    dump_json(path, doc)
+    return Broken(
+        "ManifestFormatError",
+        f'the member "{GUARD_MEMBER}" says must_understand: false, so a plain Zarr '
+        "reader would read the array as fill values",
+    )
+
+
 def inv_missing_manifest_file(s: Store) -> Broken:
     (s.root / "a" / "manifest.json").unlink()
     return Broken(
@@ -1207,6 +1280,8 @@ INVALID: dict[str, Callable[[Store], Broken]] = {
     "manifest-escapes-array-dir": inv_manifest_escapes_array_dir,
     "manifest-control-character": inv_manifest_control_character,
     "unknown-storage-transformer": inv_unknown_storage_transformer,
+    "guard-without-transformer": inv_guard_without_transformer,
+    "guard-not-must-understand": inv_guard_not_must_understand,
     "missing-manifest-file": inv_missing_manifest_file,
     "malformed-json": inv_malformed_json,
     "deeply-nested-json": inv_deeply_nested_json,

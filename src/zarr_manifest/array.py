@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -23,7 +24,57 @@ from zarr_manifest.errors import CombineError, MetadataError
 from zarr_manifest.fingerprint import Fingerprint, merge_fingerprints
 from zarr_manifest.manifest import ChunkManifest
 
-__all__ = ["InlineArray", "ManifestArray", "chunk_grid_shape", "parse_array_metadata"]
+__all__ = [
+    "MAX_CHUNK_EDGES",
+    "InlineArray",
+    "ManifestArray",
+    "check_chunk_edges",
+    "chunk_grid_shape",
+    "parse_array_metadata",
+]
+
+#: The most chunk edges a rectilinear chunk grid may spell out, all dimensions together,
+#: once its run-length pairs ``[size, count]`` are expanded.  zarr expands them into Python
+#: lists: ``[[1, 100000000]]`` (a 600-byte document) took 1.7 GB and 29 s, and 10**9 a
+#: MemoryError; 2**20 edges take zarr about 1.5 s and 25 MB.  Raise it with the environment
+#: variable ZARR_MANIFEST_MAX_CHUNK_EDGES.
+MAX_CHUNK_EDGES = int(os.environ.get("ZARR_MANIFEST_MAX_CHUNK_EDGES", 2**20))
+
+
+def check_chunk_edges(doc: Mapping[str, Any], *, where: str = "array metadata") -> None:
+    """Refuse a zarr.json document whose rectilinear chunk grid expands to more than
+    `MAX_CHUNK_EDGES` edges, counting its run-length pairs without expanding them.
+
+    Call it before handing the document to zarr's parser.  Anything malformed is left for
+    that parser to report.
+
+    Raises
+    ------
+    MetadataError
+        Too many edges; the message names ``where`` (the array) and the count.
+    """
+    grid = doc.get("chunk_grid")
+    if not isinstance(grid, Mapping) or grid.get("name") != "rectilinear":
+        return
+    config = grid.get("configuration")
+    shapes = config.get("chunk_shapes") if isinstance(config, Mapping) else None
+    if not isinstance(shapes, list):
+        return
+    total = 0
+    for spec in shapes:
+        if not isinstance(spec, list):
+            continue  # a bare int: a regular step, never expanded
+        for item in spec:
+            if isinstance(item, list) and len(item) == 2 and isinstance(item[1], int):
+                total += max(item[1], 0)
+            else:
+                total += 1
+    if total > MAX_CHUNK_EDGES:
+        raise MetadataError(
+            f"{where}: the rectilinear chunk grid spells out {total} chunk edges once its "
+            f"run-length pairs are expanded, more than the {MAX_CHUNK_EDGES} allowed "
+            "(ZARR_MANIFEST_MAX_CHUNK_EDGES raises the limit)"
+        )
 
 
 def parse_array_metadata(metadata: ArrayV3Metadata | Mapping[str, Any]) -> ArrayV3Metadata:
@@ -32,12 +83,14 @@ def parse_array_metadata(metadata: ArrayV3Metadata | Mapping[str, Any]) -> Array
     Raises
     ------
     MetadataError
-        The document is not valid Zarr v3 array metadata, or declares storage transformers.
+        The document is not valid Zarr v3 array metadata, declares storage transformers,
+        or has a rectilinear chunk grid of more than `MAX_CHUNK_EDGES` edges.
     """
     if isinstance(metadata, ArrayV3Metadata):
         meta = metadata
     elif isinstance(metadata, Mapping):
         doc = {"zarr_format": 3, "node_type": "array", **metadata}
+        check_chunk_edges(doc)
         try:
             # the rectilinear-grid gate is zarr's to apply when it opens an array
             with zarr.config.set({"array.rectilinear_chunks": True}):

@@ -96,6 +96,12 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--to", choices=_TARGETS, help="output kind (default: from DEST's suffix)")
     c.add_argument("--overwrite", action="store_true")
     c.add_argument(
+        "--allow",
+        action="append",
+        default=[],
+        help="prefix a references file may point under besides its own directory",
+    )
+    c.add_argument(
         "--split-above",
         type=int,
         default=100_000,
@@ -215,8 +221,9 @@ def _write_icechunk(group: Any, dest: str) -> None:
     to_icechunk(group, session.store, commit_message="zarr-manifest")
 
 
-def _read(src: str) -> Any:
-    """A ManifestGroup from a manifest store, or from kerchunk references / a legacy file."""
+def _read(src: str, allow: Sequence[str] = ()) -> Any:
+    """A ManifestGroup from a manifest store, or from kerchunk references / a legacy file
+    (``allow``: where references may point, besides the references file's directory)."""
     from zarr_manifest.group import ManifestGroup
 
     is_store = os.path.isdir(src) and os.path.exists(os.path.join(src, "zarr.json"))
@@ -224,7 +231,7 @@ def _read(src: str) -> Any:
         return ManifestGroup.from_store(src)
     from zarr_manifest.builders import open_virtual
 
-    return open_virtual(src)
+    return open_virtual(src, allowed_prefixes=allow)
 
 
 def _info(args: argparse.Namespace) -> int:
@@ -368,7 +375,7 @@ def _convert(args: argparse.Namespace) -> int:
             if dest.endswith(".icechunk")
             else "manifest"
         )
-    group = _read(args.src)
+    group = _read(args.src, args.allow)
     _write(group, args.dest, kind, overwrite=args.overwrite, split_above=args.split_above)
     print(f"wrote {kind} {args.dest}")
     return EXIT_OK

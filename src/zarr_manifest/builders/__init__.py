@@ -9,6 +9,7 @@ only matters for the formats that need it.
 from __future__ import annotations
 
 import importlib
+import inspect
 import os
 from collections.abc import Callable, Collection, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -104,6 +105,7 @@ def open_virtual(
     load: Collection[str] = (),
     options: Mapping[str, Any] | None = None,
     fingerprints: bool = True,
+    allowed_prefixes: Collection[str] = (),
     **obstore_kwargs: Any,
 ) -> ManifestGroup:
     """Reference a legacy file in place: its variables as a `ManifestGroup` of chunk manifests.
@@ -132,6 +134,12 @@ def open_virtual(
         request (remote) per distinct file; when a file references more than
         `MAX_FINGERPRINTED_FILES` others (a Zarr store's chunk objects), only the opened
         file is fingerprinted.
+    allowed_prefixes
+        For references files (kerchunk JSON / parquet), which point at other files: the URL
+        prefixes or local directories they may point under besides their own directory
+        (the default allows only that).  A reference anywhere else is refused
+        (`SourceNotAllowedError`) before it is read or contacted.  Other formats reference
+        only the opened file and take no such list.
     **obstore_kwargs
         Passed to obstore for remote URLs (credentials, ``client_options`` ...).
 
@@ -155,6 +163,13 @@ def open_virtual(
     source = open_input(url, **obstore_kwargs)
     if builder is None:
         builder = get_builder(detect_format(source))
+    if allowed_prefixes:
+        if "allowed_prefixes" not in inspect.signature(builder).parameters:
+            raise TypeError(
+                f"allowed_prefixes applies to references files; {source.url} is read by "
+                f"{builder.__name__}, which references only the file itself"
+            )
+        options = {**dict(options or {}), "allowed_prefixes": tuple(allowed_prefixes)}
     # The opened file is fingerprinted before it is parsed: if it changes during the build,
     # the recorded state is the older one, and readers find it stale rather than trust it.
     known = {source.url: _fingerprint(source)} if fingerprints else {}

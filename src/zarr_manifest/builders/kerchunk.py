@@ -25,6 +25,12 @@ no virtual form, is decoded through zarr (Zarr v2 rules) and kept as an `InlineA
 Reference URLs are fsspec paths, not URLs: ``/data/x.nc`` and ``s3://bucket/a b.nc`` name
 objects verbatim.  They are turned into canonical URLs (``file:///data/x.nc``,
 ``s3://bucket/a%20b.nc``); relative ones resolve against ``base_url``.
+
+References are untrusted input: a references *file* may point only under its own directory
+and the prefixes the caller allows (``allowed_prefixes``), checked with the store's own
+default-deny rules (`~zarr_manifest.store.sources.SourceRegistry`: canonical URLs, symlinks
+resolved) when each URL is resolved -- before anything is read from it, a HEAD request is
+sent for it, or it is written into a manifest.
 """
 
 from __future__ import annotations
@@ -48,7 +54,12 @@ import orjson
 from zarr_manifest.array import InlineArray, ManifestArray
 from zarr_manifest.builders._source import Source, open_source
 from zarr_manifest.builders.codecs import v2_codecs_to_v3, v3_array_document
-from zarr_manifest.errors import BuildError, ManifestFormatError, UnsupportedError
+from zarr_manifest.errors import (
+    BuildError,
+    ManifestFormatError,
+    SourceNotAllowedError,
+    UnsupportedError,
+)
 from zarr_manifest.format.paths import (
     SCHEMES,
     canonical_url,
@@ -60,6 +71,7 @@ from zarr_manifest.format.paths import (
 )
 from zarr_manifest.group import ManifestGroup
 from zarr_manifest.manifest import ChunkManifest
+from zarr_manifest.store.sources import SourceRegistry
 
 __all__ = [
     "build_kerchunk",
@@ -951,8 +963,23 @@ def url_to_fsspec_path(url: str) -> str:
     return f"{m.group(1)}://{authority}{slash}{decode_path_segments(path)}"
 
 
+# The registry only decides what is allowed; nothing is read through it.
+_CHECK_ONLY = object()
+
+
+def _allowed_registry(prefixes: Iterable[str]) -> SourceRegistry:
+    """A registry allowing ``prefixes`` (URLs or local directories), used for its checks."""
+    registry = SourceRegistry()
+    for prefix in prefixes:
+        registry.register(prefix, _CHECK_ONLY)
+    return registry
+
+
 class _Resolver:
-    """Canonical URLs and whole-file sizes, each computed once per distinct reference URL."""
+    """Canonical URLs and whole-file sizes, each computed once per distinct reference URL.
+
+    With ``allowed`` (a registry), every URL is checked against it as it is resolved.
+    """
 
     def __init__(
         self,
@@ -960,11 +987,13 @@ class _Resolver:
         location: str,
         source_options: Mapping[str, Any],
         templates: _Templates | None = None,
+        allowed: SourceRegistry | None = None,
     ):
         self.base_url = base_url
         self.location = location
         self.source_options = dict(source_options)
         self.templates = templates
+        self.allowed = allowed
         self._urls: dict[str, str] = {}
         self._sizes: dict[str, int] = {}
 
@@ -980,8 +1009,22 @@ class _Resolver:
             if "{{" in text and self.templates is not None:
                 text = self.templates.url(text)
             out = _normalize_url(text, self.base_url, key_hint, self.location)
+            self._check_allowed(out, key_hint)
             self._urls[raw] = out
         return out
+
+    def _check_allowed(self, url: str, key_hint: str) -> None:
+        if self.allowed is None:
+            return
+        try:
+            self.allowed.resolve(url, key=key_hint)
+        except SourceNotAllowedError as e:
+            raise SourceNotAllowedError(
+                f"{self.location}: {e}; a references file may point only under its own "
+                "directory and the prefixes passed as allowed_prefixes=[...]",
+                key=key_hint,
+                path=url,
+            ) from e
 
     def fetch(self, key: str, ref: Any) -> bytes:
         """The bytes a ``[url]`` / ``[url, offset, length]`` reference names."""
@@ -1407,6 +1450,7 @@ def from_kerchunk_refs(
     root_array_name: str = "data",
     source_options: Mapping[str, Any] | None = None,
     location: str = "<refs>",
+    allowed_prefixes: Iterable[str] | None = None,
 ) -> ManifestGroup:
     """Translate kerchunk references (version 0 or 1, as a dict) into a `ManifestGroup`.
 
@@ -1429,6 +1473,12 @@ def from_kerchunk_refs(
         obstore options for reading referenced remote files (whole-file sizes, loading).
     location
         Named in error messages (the references file).
+    allowed_prefixes
+        URL prefixes (or local directories) the references may point under; any other
+        reference is refused before it is read, sized or recorded.  None (the default)
+        checks nothing: the references are the caller's own (built in memory, or by a
+        scanner from a file the caller opened).  `build_kerchunk` (a references *file*)
+        always checks.
 
     Returns
     -------
@@ -1443,13 +1493,16 @@ def from_kerchunk_refs(
         ``drop``/``load`` name.
     UnsupportedError
         A codec or data type that can neither be referenced nor decoded.
+    SourceNotAllowedError
+        A reference outside ``allowed_prefixes`` (the message names its key and URL).
     """
     if not isinstance(refs, Mapping):
         raise BuildError(
             f"{location}: kerchunk references must be a dict, got {type(refs).__name__}"
         )
     body, tmpl, gens = _refs_parts(refs, location)
-    resolver = _Resolver(base_url, location, source_options or {}, tmpl)
+    allowed = None if allowed_prefixes is None else _allowed_registry(allowed_prefixes)
+    resolver = _Resolver(base_url, location, source_options or {}, tmpl, allowed)
     parsed = _parse_refs(_with_gen(body, gens, tmpl, location), location, resolver.fetch)
     return _assemble(
         parsed,
@@ -1471,9 +1524,17 @@ def build_kerchunk(
     base_url: str | None = None,
     root_array_name: str = "data",
     storage_options: Mapping[str, Any] | None = None,
+    allowed_prefixes: Iterable[str] = (),
     **options: Any,
 ) -> ManifestGroup:
     """Reference the arrays a kerchunk references file (JSON) or parquet store describes.
+
+    The references are untrusted: they may point only under the directory holding the
+    JSON file (or the parquet store), ``base_url`` when given, and ``allowed_prefixes``.
+    Any other reference is refused before anything is read from it, a HEAD request is sent
+    for it, or it is written into a manifest -- so a references file cannot make the build
+    (or a `ManifestStore` over its result, which allows the directories of the group's
+    sources) read a file or contact a host the caller did not name.
 
     Parameters
     ----------
@@ -1490,6 +1551,11 @@ def build_kerchunk(
         The array's name when the references describe a single array.
     storage_options
         obstore options for the references themselves and the files they reference.
+    allowed_prefixes
+        URL prefixes (``"s3://bucket/data/"``, ``"https://host/files/"``) or local
+        directories the references may point under, besides the references' own
+        directory.  Matching is segment-wise on canonical URLs, with symlinks resolved for
+        local files, as in `ManifestStore`.
     **options
         obstore options too (what ``open_virtual`` passes on); merged into ``storage_options``.
 
@@ -1497,6 +1563,8 @@ def build_kerchunk(
     ------
     BuildError
         Not kerchunk references; malformed references (named).
+    SourceNotAllowedError
+        A reference outside the allowed places (the message names its key and URL).
     """
     obstore_kwargs = {**dict(storage_options or {}), **options}
     if isinstance(source, Source):
@@ -1515,9 +1583,11 @@ def build_kerchunk(
     else:
         is_parquet = _remote_is_parquet(url, obstore_kwargs)
     trimmed = url.rstrip("/")
+    own_directory = trimmed.rsplit("/", 1)[0] + "/"
+    allowed = [own_directory, *([base_url] if base_url is not None else []), *allowed_prefixes]
     if base_url is None:
-        base_url = trimmed.rsplit("/", 1)[0] + "/"
-    resolver = _Resolver(base_url, location, obstore_kwargs)
+        base_url = own_directory
+    resolver = _Resolver(base_url, location, obstore_kwargs, allowed=_allowed_registry(allowed))
     if is_parquet:
         fs, root = _parquet_filesystem(local if local is not None else trimmed, obstore_kwargs)
         parsed = _parse_parquet_refs(root, fs, location)

@@ -153,6 +153,9 @@ def read_group(src: str | os.PathLike[str] | ObjectStore, **obstore_kwargs: Any)
     ------
     ManifestFormatError
         A zarr.json or manifest.json breaks the spec; the message names the file.
+    SourceNotAllowedError
+        A zarr.json, manifest or inline chunk of a local store is a symlink leading out of
+        the store root (as `ManifestStore` refuses it).
     FileNotFoundError
         There is no zarr.json at the root.
     """
@@ -164,7 +167,8 @@ def read_group(src: str | os.PathLike[str] | ObjectStore, **obstore_kwargs: Any)
 
 
 def _read(location: StoreLocation, key: str) -> bytes:
-    return bytes(obstore.get(location.store, key).bytes())
+    # the same rule as ManifestStore: nothing under a local root may lead out of it
+    return location.read(key)
 
 
 def _read_node_group(location: StoreLocation, prefix: str, keys: set[str]) -> ManifestGroup:

@@ -1,4 +1,10 @@
-"""Where a manifest store lives: a local directory, a URL or an obstore store."""
+"""Where a manifest store lives: a local directory, a URL or an obstore store.
+
+Every reader of a store's own objects (zarr.json, manifests, inline chunks) goes through
+`StoreLocation.is_local_file` for a local root, so that a symlink inside the store cannot
+make any of them -- `ManifestStore`, `read_group` and the command line alike -- read a file
+outside it (spec section 8.1, rule 4).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +14,8 @@ from typing import Any
 
 import obstore
 from obstore.store import HTTPStore, LocalStore, MemoryStore, ObjectStore
+
+from zarr_manifest.errors import SourceNotAllowedError
 
 __all__ = ["StoreLocation", "open_location"]
 
@@ -21,13 +29,59 @@ class StoreLocation:
         The obstore store; keys are relative to the manifest store's root.
     url
         The root as a URL ending in "/", against which relative references resolve.
+    real_root
+        For a local root: its real path (symlinks resolved), which every object read must
+        stay under; None for other roots.
     """
 
-    __slots__ = ("store", "url")
+    __slots__ = ("real_root", "store", "url")
 
     def __init__(self, store: ObjectStore, url: str):
         self.store = store
         self.url = url if url.endswith("/") else url + "/"
+        prefix = store.prefix if isinstance(store, LocalStore) else None
+        self.real_root = os.path.realpath(prefix) if prefix else None
+
+    def is_local_file(self, key: str) -> bool | None:
+        """For a local root: whether ``key`` is a regular file (None for other roots).
+
+        A key whose real path (symlinks resolved) leaves the root is refused.  A key that
+        names a directory or runs through a file is absent, as in zarr's LocalStore
+        (obstore would report some of these as errors).
+
+        Raises
+        ------
+        SourceNotAllowedError
+            ``key`` resolves outside the store root; the message names the key and where
+            it leads.
+        """
+        root = self.real_root
+        if root is None:
+            return None
+        if "\x00" in key:
+            return False  # no file name holds a NUL (a manifest member may spell one)
+        real = os.path.realpath(os.path.join(root, key))
+        if real != root and not real.startswith(root + os.sep):
+            raise SourceNotAllowedError(
+                f"object {key!r} of {self.url} resolves to {real!r}, outside the store root",
+                key=key,
+                path=real,
+            )
+        return os.path.isfile(real)
+
+    def read(self, key: str) -> bytes:
+        """The bytes of the object ``key`` under the root.
+
+        Raises
+        ------
+        FileNotFoundError
+            No such object (for a local root: not a regular file).
+        SourceNotAllowedError
+            A local ``key`` resolves outside the root (see `is_local_file`).
+        """
+        if self.is_local_file(key) is False:
+            raise FileNotFoundError(f"no object {key!r} in {self.url}")
+        return bytes(obstore.get(self.store, key).bytes())
 
     def __repr__(self) -> str:
         return f"StoreLocation({self.url!r})"

@@ -10,8 +10,17 @@ A split manifest (`zarr_manifest.format.split`) declares instead::
 
     "configuration": {"manifest": "./manifest/", "split": {"version": 1, "region_shape": [...]}}
 
-Zarr libraries must not see it (zarr-python 3.4 refuses any array that lists a storage
-transformer), so readers take it out before serving the document.
+and, beside ``storage_transformers``, the top-level *plain-reader guard*::
+
+    "chunk-manifest-json": {"must_understand": true}
+
+zarr-python 3.4 checks ``storage_transformers`` only when an array is opened by its own path
+(``zarr.open_array``); reached through a group (``group["a"]``, ``members()``, xarray) the
+array opens and reads as all fill values.  Every path, though, parses the document with
+``ArrayV3Metadata.from_dict``, which refuses an extra member that is not marked
+``"must_understand": false``: the guard makes every plain Zarr reader fail loudly.
+Readers of this format take both out before serving the document (`plain_zarr_metadata`);
+stores written before the guard existed (without it) are still read.
 """
 
 from __future__ import annotations
@@ -24,6 +33,7 @@ import orjson
 import zarr
 from zarr.core.metadata.v3 import ArrayV3Metadata
 
+from zarr_manifest.array import check_chunk_edges
 from zarr_manifest.errors import ManifestFormatError, MetadataError
 from zarr_manifest.fingerprint import Fingerprint, fingerprints_from_json, fingerprints_to_json
 from zarr_manifest.format._members import refuse_unknown_members
@@ -32,16 +42,21 @@ from zarr_manifest.format.split import MANIFEST_DIR, SPLIT_MEMBER, parse_split, 
 __all__ = [
     "MANIFEST_FILE",
     "TRANSFORMER_NAME",
+    "PLAIN_READER_GUARD",
     "ArrayDocument",
     "array_document",
     "parse_array_document",
     "parse_node_document",
+    "plain_zarr_metadata",
 ]
 
 TRANSFORMER_NAME = "chunk-manifest-json"
 MANIFEST_FILE = "manifest.json"
 #: the optional extension member recording source fingerprints (must_understand: false)
 FINGERPRINTS_MEMBER = "fingerprints"
+#: the top-level member of a referenced array's zarr.json that plain Zarr readers refuse
+PLAIN_READER_GUARD = TRANSFORMER_NAME
+_GUARD_VALUE: dict[str, Any] = {"must_understand": True}
 #: the configuration members this reader understands
 _KNOWN_CONFIGURATION = {"manifest", SPLIT_MEMBER, FINGERPRINTS_MEMBER}
 
@@ -93,7 +108,8 @@ def array_document(
     split: tuple[int, ...] | None = None,
     fingerprints: Mapping[str, Fingerprint] | None = None,
 ) -> bytes:
-    """The on-disk zarr.json of an array; ``virtual`` adds the chunk-manifest transformer.
+    """The on-disk zarr.json of an array; ``virtual`` adds the chunk-manifest transformer
+    and the plain-reader guard member.
 
     With ``split`` (a region shape) the transformer declares a split manifest in the
     directory ``manifest/``.  ``fingerprints`` (by manifest path) are written as the
@@ -114,6 +130,7 @@ def array_document(
                 "sources": fingerprints_to_json(fingerprints),
             }
         doc["storage_transformers"] = [{"name": TRANSFORMER_NAME, "configuration": configuration}]
+        doc[PLAIN_READER_GUARD] = dict(_GUARD_VALUE)
     return orjson.dumps(doc, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY)
 
 
@@ -151,7 +168,9 @@ def parse_array_document(doc: dict[str, Any], *, location: str) -> ArrayDocument
     ManifestFormatError
         The transformer entry is malformed, names an unknown configuration member that
         must be understood, points outside the array directory, another storage transformer
-        is listed, or zarr rejects the remaining metadata.
+        is listed, the plain-reader guard is malformed or stands without the transformer,
+        a rectilinear chunk grid has more than `~zarr_manifest.array.MAX_CHUNK_EDGES`
+        edges, or zarr rejects the remaining metadata.
     """
     transformers = doc.get("storage_transformers", [])
     if not isinstance(transformers, list):
@@ -186,7 +205,13 @@ def parse_array_document(doc: dict[str, Any], *, location: str) -> ArrayDocument
                 field=extra[0],
             )
         manifest, config = _parse_configuration(t, location)
-    visible = {k: v for k, v in doc.items() if k != "storage_transformers"}
+    _check_guard(doc, referenced=manifest is not None, location=location)
+    visible = plain_zarr_metadata(doc)
+    try:
+        # zarr expands run-length chunk edges into lists: bound them first
+        check_chunk_edges(visible, where=location)
+    except MetadataError as e:
+        raise ManifestFormatError(str(e), location=location, field="chunk_grid") from e
     try:
         # Parsing is not opening: the rectilinear-grid gate is zarr's to apply when it opens
         # the array, so a store this library wrote can always be read back here.
@@ -200,6 +225,38 @@ def parse_array_document(doc: dict[str, Any], *, location: str) -> ArrayDocument
         split = parse_split(config[SPLIT_MEMBER], ndim=len(metadata.shape), location=location)
     fingerprints = _parse_fingerprints(config.get(FINGERPRINTS_MEMBER), location)
     return ArrayDocument(visible, metadata, manifest, split, fingerprints)
+
+
+def plain_zarr_metadata(doc: Mapping[str, Any]) -> dict[str, Any]:
+    """An array's zarr.json as a Zarr library is shown it: without the ``chunk-manifest-json``
+    storage transformer and without the plain-reader guard member (`PLAIN_READER_GUARD`).
+
+    Only takes members out; `parse_array_document` validates them first.
+    """
+    return {k: v for k, v in doc.items() if k != "storage_transformers" and k != PLAIN_READER_GUARD}
+
+
+def _check_guard(doc: Mapping[str, Any], *, referenced: bool, location: str) -> None:
+    """The plain-reader guard: optional on a referenced array (stores written before it
+    existed lack it), exactly ``{"must_understand": true}``, and only on a referenced array."""
+    if PLAIN_READER_GUARD not in doc:
+        return
+    if doc[PLAIN_READER_GUARD] != _GUARD_VALUE or not isinstance(
+        doc[PLAIN_READER_GUARD].get("must_understand"), bool
+    ):
+        raise ManifestFormatError(
+            f"{location}: the member {PLAIN_READER_GUARD!r} must be "
+            f'{{"must_understand": true}}, got {orjson.dumps(doc[PLAIN_READER_GUARD]).decode()}',
+            location=location,
+            field=PLAIN_READER_GUARD,
+        )
+    if not referenced:
+        raise ManifestFormatError(
+            f"{location}: the member {PLAIN_READER_GUARD!r} marks a referenced array, but "
+            f"the array declares no {TRANSFORMER_NAME} storage transformer",
+            location=location,
+            field=PLAIN_READER_GUARD,
+        )
 
 
 def _parse_fingerprints(member: Any, location: str) -> dict[str, Fingerprint]:

@@ -3,14 +3,11 @@ from its root storage through obstore, or from an in-memory group's encoded obje
 
 from __future__ import annotations
 
-import os
 from typing import TYPE_CHECKING, Any
 
 import obstore
-from obstore.store import LocalStore
 from zarr.abc.store import ByteRequest, OffsetByteRequest, RangeByteRequest
 
-from zarr_manifest.errors import SourceNotAllowedError
 from zarr_manifest.store._byte_ranges import selects_nothing, slice_bytes
 
 if TYPE_CHECKING:
@@ -38,10 +35,6 @@ class RootObjects:
         self._location = location
         self._memory = memory
         self._url = url
-        self.local_root: str | None = None
-        store = None if location is None else location.store
-        if isinstance(store, LocalStore) and store.prefix:
-            self.local_root = os.path.realpath(store.prefix)
 
     def sizes(self) -> dict[str, int]:
         """Every object's key and size, sorted by key."""
@@ -119,24 +112,9 @@ class RootObjects:
         return int(meta["size"])
 
     def _is_local_file(self, key: str) -> bool | None:
-        """For a local root: whether ``key`` is a regular file (None for other roots).
-
-        A symlink leading out of the root is refused.  A key that names a directory or
-        runs through a file is absent, as in zarr's LocalStore (obstore would report some
-        of these as errors).
-        """
-        if self.local_root is None:
-            return None
-        if "\x00" in key:
-            return False  # no file name holds a NUL (a manifest member may spell one)
-        real = os.path.realpath(os.path.join(self.local_root, key))
-        if real != self.local_root and not real.startswith(self.local_root + os.sep):
-            raise SourceNotAllowedError(
-                f"object {key!r} of {self._url} resolves to {real!r}, outside the store root",
-                key=key,
-                path=real,
-            )
-        return os.path.isfile(real)
+        """For a local root: whether ``key`` is a regular file (None for other roots); a
+        symlink leading out of the root is refused (`StoreLocation.is_local_file`)."""
+        return None if self._location is None else self._location.is_local_file(key)
 
 
 def _obstore_range_sync(store: Any, key: str, byte_range: ByteRequest) -> Any:
