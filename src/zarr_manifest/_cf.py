@@ -115,6 +115,15 @@ def first_difference(a: Encoding, b: Encoding) -> tuple[str, Any, Any] | None:
     return None
 
 
+def label(key: str) -> str:
+    """How an error names an encoding key: an attribute, the dtype or the fill value."""
+    if key == "data type":
+        return "dtype"
+    if key == "fill value":
+        return "fill value"
+    return f"attribute {key!r}"
+
+
 def describe(key: str, value: Any, encoding: Encoding) -> str:
     """An attribute value for an error message (base64 fill values shown as numbers)."""
     if value is _MISSING:
@@ -122,7 +131,7 @@ def describe(key: str, value: Any, encoding: Encoding) -> str:
     shown = repr(value)
     if key in ("_FillValue", "missing_value") and isinstance(value, str):
         try:
-            raw = base64.standard_b64decode(value, validate=True)
+            raw = base64.b64decode(value, validate=True)
         except ValueError:
             raw = b""
         if len(raw) == 8:

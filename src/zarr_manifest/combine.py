@@ -360,9 +360,10 @@ def _combine_array(
                 f"; load it (load=[{name!r}, ...]) to have its values decoded and re-encoded "
                 "into one encoding"
             )
+        shown_a, shown_b = _cf.describe(key, a, encodings[0]), _cf.describe(key, b, enc)
         raise CombineError(
-            f"variable {var!r}: {key!r} is {_cf.describe(key, a, encodings[0])} in {names[0]} "
-            f"but {_cf.describe(key, b, enc)} in {names[i]}, so the same stored numbers mean "
+            f"variable {var!r}: {_cf.label(key)} is {shown_a} in {names[0]} "
+            f"but {shown_b} in {names[i]}, so the same stored numbers mean "
             f"different things; one array cannot describe both{hint}"
         )
     if kinds == {InlineArray}:
@@ -406,7 +407,7 @@ def _kept_once(
             return CombineError(
                 f"variable {var!r} has no dimension {dim!r}, so it must be the same in every "
                 f"input (compat={options.compat!r}), but {names[0]} and {names[i]} differ "
-                f"({what}); pass compat='override' to take {names[0]}'s"
+                f"({what}); pass compat='override' to keep the one in {names[0]}"
             )
 
         if m.shape != first.shape or tuple(m.dimension_names or ()) != tuple(
