@@ -336,3 +336,44 @@ def test_float32_scale_factor_through_json_decodes_to_float64(tmp_path: Path) ->
         warnings.simplefilter("ignore")
         assert ours.p.dtype == np.float64
     np.testing.assert_array_equal(ours.p.values, direct.p.values.astype("f8"))
+
+
+# ---- the command line: same defaults as the API --------------------------------------------
+
+
+def test_cli_build_defaults_agree_with_the_api(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from zarr_manifest.cli import main
+    from zarr_manifest.demo import make_sample_files
+
+    # the README's command, on the demo's files, with no --load
+    files = make_sample_files(tmp_path / "data")
+    out = tmp_path / "air.manifest"
+    pattern = str(tmp_path / "data" / "*.nc")
+    code = main(["build", pattern, "-o", str(out), "--concat-dim", "time", "--no-progress"])
+    assert code == 0, capsys.readouterr().err
+    written = zm.ManifestGroup.from_store(str(out))
+    assert written == zm.build(files, concat_dim="time")
+    assert isinstance(written["time"], InlineArray) and isinstance(written["lat"], InlineArray)
+    # --no-load keeps the coordinates referenced: lat/lon then compare by value
+    code = main(["build", pattern, "-o", str(out), "--concat-dim", "time", "--no-load",
+                 "--overwrite", "--no-progress"])  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    assert isinstance(zm.ManifestGroup.from_store(str(out))["lat"], ManifestArray)
+
+
+def test_cli_compat_default_refuses_differing_static_variables(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from zarr_manifest.cli import main
+
+    files = xarray_files(tmp_path, mask_of=lambda i: np.full((3, 2), i, dtype="i1"))
+    out = tmp_path / "x.manifest"
+    argv = ["build", *map(str, files), "-o", str(out), "--concat-dim", "time", "--no-progress"]
+    assert main(argv) == 3
+    err = capsys.readouterr().err
+    assert "CombineError" in err and "'mask'" in err and "compat='override'" in err
+    assert not out.exists()
+    assert main([*argv, "--compat", "override"]) == 0
+    assert read_back(zm.ManifestGroup.from_store(str(out))).mask.values.max() == 0

@@ -84,7 +84,7 @@ def encoding_of(group: ManifestGroup, name: str) -> Encoding:
     node = group.arrays[name]
     attrs = node.metadata.attributes
     values = {k: attrs[k] for k in ENCODING_ATTRIBUTES if k in attrs}
-    inherited = {}
+    inherited: dict[str, str] = {}
     parent = bounds_parent(group, name)
     if parent is not None:
         parent_attrs = group.arrays[parent].metadata.attributes
