@@ -118,10 +118,11 @@ def test_by_coords_shuffled(tmp_path: Path) -> None:
             for xi, xb in enumerate(np.split(xs, 3)):
                 paths.append(write_nc(tmp_path / f"t{ti}y{yi}x{xi}.nc", tb, yb, xb))
     random.Random(3).shuffle(paths)
-    # "extra" has only the time dimension: referenced from each tile it would differ
-    # between tiles, loaded it is the same values in every tile of a time block
-    with pytest.raises(CombineError, match="'extra'"):
-        build(paths, combine="by_coords", load=LOAD)
+    # "extra" has only the time dimension: referenced from each tile, its references
+    # differ between the tiles of a time block, its values do not (compared by value)
+    with pytest.raises(CombineError, match=r"'extra'.*compare_limit"):
+        build(paths, combine="by_coords", load=LOAD, compare_limit=0)
+    assert build(paths, combine="by_coords", load=LOAD)["extra"].shape == (6,)
     group = build(paths, combine="by_coords", load=[*LOAD, "extra"])
     assert group["air"].shape == (6, 4, 6)
     np.testing.assert_array_equal(read(group, "air"), field(ts, ys, xs))
@@ -303,7 +304,9 @@ def test_usage_errors(months: tuple[list[Path], np.ndarray], tmp_path: Path) -> 
         build([], concat_dim="time")
     # combining problems are CombineErrors naming the variable and files
     with pytest.raises(CombineError, match=r"'x'.*'m01\.nc' and 'm02\.nc'"):
-        build(paths, concat_dim="time", load=["time", "y"])
+        build(paths, concat_dim="time", load=["time", "y"], compare_limit=0)
+    with pytest.raises(CombineError, match="compat must be"):
+        build(paths, concat_dim="time", compat="no_conflicts")  # type: ignore[arg-type]
 
 
 def test_same_file_names_in_different_folders_are_told_apart(tmp_path: Path) -> None:
@@ -311,9 +314,9 @@ def test_same_file_names_in_different_folders_are_told_apart(tmp_path: Path) -> 
     for year, t in ((2020, [0, 1]), (2021, [2, 3])):
         (tmp_path / str(year)).mkdir()
         paths.append(write_nc(tmp_path / str(year) / "air.nc", t))
-    # "x" referenced from each file differs: the error must say which two files
+    # "x" referenced from each file, not compared by value: the error says which two files
     with pytest.raises(CombineError) as info:
-        build(paths, concat_dim="time", load=["time", "y"])
+        build(paths, concat_dim="time", load=["time", "y"], compare_limit=0)
     message = str(info.value)
     assert repr(str(paths[0])) in message and repr(str(paths[1])) in message
     group = build(str(tmp_path / "*" / "air.nc"), concat_dim="time", load=LOAD)

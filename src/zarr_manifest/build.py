@@ -8,7 +8,8 @@ from collections.abc import Callable, Collection, Iterable, Sequence
 from concurrent.futures import Executor, Future, as_completed
 from typing import Any, Literal
 
-from zarr_manifest.combine import combine_by_coords, concat
+from zarr_manifest.builders import default_load
+from zarr_manifest.combine import COMPARE_LIMIT, Compat, combine_by_coords, concat
 from zarr_manifest.errors import BuildError
 from zarr_manifest.group import ManifestGroup
 
@@ -48,6 +49,8 @@ def build(
     group: str | None = None,
     drop: Collection[str] = (),
     load: Collection[str] | None = None,
+    compat: Compat = "equals",
+    compare_limit: int | None = COMPARE_LIMIT,
     **obstore_kwargs: Any,
 ) -> ManifestGroup:
     """Parse every file into a virtual dataset and combine them into one.
@@ -69,11 +72,18 @@ def build(
         True for a progress bar on stderr (rich if installed), or a callable
         ``(done, total, url)`` called after each file.
     load
-        Variables to store inline instead of referencing.  Default (None): the dimension
-        coordinates (1-D arrays named like their dimension) of the first file, so that
-        they compare by value across files and come out as one array.
+        Variables to store inline instead of referencing.  Default (None): as
+        `open_virtual`, the dimension coordinates (1-D arrays named like their dimension)
+        of the first file and the bounds variables they name, in every file, so that they
+        compare by value and per-file time units are re-encoded into one.  ``()`` keeps
+        everything referenced.
+    compat, compare_limit
+        How variables without ``concat_dim`` are checked between files (see `concat`):
+        default, the same decoded values, read when their references differ and they are at
+        most ``compare_limit`` bytes.
     format, group, drop, **obstore_kwargs
-        Passed to `open_virtual` for every file.
+        Passed to `open_virtual` for every file (``obstore_kwargs`` also to the store that
+        reads values to compare).
 
     Raises
     ------
@@ -91,22 +101,30 @@ def build(
     if combine == "nested" and concat_dim is None and len(urls) > 1:
         raise BuildError("combine='nested' over several files needs concat_dim")
     if load is None:
+        # the first file says which variables are loaded by default, and every file loads
+        # the same ones (so they combine alike); only that file is parsed twice
         try:
             first = parse_one(urls[0], _options(format, group, drop, ()), obstore_kwargs)
         except Exception:
             # the main pass parses this file again and reports it with every other failure
             load = ()
         else:
-            load = _dimension_coordinates(first)
+            load = default_load(first)
     options = _options(format, group, drop, load)
     groups = _parse_all(urls, options, obstore_kwargs, executor, _reporter(progress, len(urls)))
     if len(groups) == 1:
         return groups[0]
     labels = _labels(urls)
+    checks: dict[str, Any] = {
+        "labels": labels,
+        "compat": compat,
+        "compare_limit": compare_limit,
+        "store_options": obstore_kwargs,
+    }
     if combine == "by_coords":
-        return combine_by_coords(groups, labels=labels)
+        return combine_by_coords(groups, **checks)
     assert concat_dim is not None
-    return concat(groups, concat_dim, labels=labels)
+    return concat(groups, concat_dim, **checks)
 
 
 def _labels(urls: Sequence[str]) -> list[str]:
@@ -122,19 +140,6 @@ def _options(
     format: str | None, group: str | None, drop: Collection[str], load: Collection[str]
 ) -> dict[str, Any]:
     return {"format": format, "group": group, "drop": tuple(drop), "load": tuple(load)}
-
-
-def _dimension_coordinates(group: ManifestGroup) -> tuple[str, ...]:
-    """Paths of the referenced 1-D arrays named like their dimension (coordinates)."""
-    from zarr_manifest.array import ManifestArray
-
-    return tuple(
-        path
-        for path, node in group.walk()
-        if isinstance(node, ManifestArray)
-        and node.ndim == 1
-        and tuple(node.dimension_names or ()) == (path.rsplit("/", 1)[-1],)
-    )
 
 
 def parse_one(url: str, options: dict[str, Any], obstore_kwargs: dict[str, Any]) -> ManifestGroup:

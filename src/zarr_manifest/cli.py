@@ -64,7 +64,30 @@ def _parser() -> argparse.ArgumentParser:
     how.add_argument("--by-coords", action="store_true", help="order by coordinate values")
     b.add_argument("--format", help="input format (default: detected from magic bytes)")
     b.add_argument("--workers", type=int, default=1, help="parse files on N processes")
-    b.add_argument("--load", action="append", default=[], help="store this variable inline")
+    loading = b.add_mutually_exclusive_group()
+    loading.add_argument(
+        "--load",
+        action="append",
+        help="store this variable inline (default: the dimension coordinates and their bounds)",
+    )
+    loading.add_argument(
+        "--no-load", action="store_true", help="store no variable inline (coordinates too)"
+    )
+    b.add_argument(
+        "--compat",
+        choices=("equals", "identical", "override"),
+        default="equals",
+        help="variables without the concatenation dimension must have the same values "
+        "(equals, the default), values and attributes (identical), or are taken from the "
+        "first file (override)",
+    )
+    b.add_argument(
+        "--compare-limit",
+        type=int,
+        metavar="BYTES",
+        help="read variables without the concatenation dimension up to this size to compare "
+        "their values (default 64 MiB; -1: no limit)",
+    )
     b.add_argument("--drop", action="append", default=[], help="leave this variable out")
     b.add_argument("--to", choices=_TARGETS, default="manifest", help="output kind")
     b.add_argument("--overwrite", action="store_true", help="replace an existing output")
@@ -159,8 +182,10 @@ def _build(args: argparse.Namespace) -> int:
             executor=executor,
             progress=not args.no_progress,
             format=args.format,
-            load=args.load,
+            load=() if args.no_load else args.load,
             drop=args.drop,
+            compat=args.compat,
+            compare_limit=_compare_limit(args.compare_limit),
         )
     finally:
         if executor is not None:
@@ -168,6 +193,14 @@ def _build(args: argparse.Namespace) -> int:
     _write(group, args.output, args.to, overwrite=args.overwrite, split_above=args.split_above)
     print(f"wrote {args.to} {args.output}")
     return EXIT_OK
+
+
+def _compare_limit(given: int | None) -> int | None:
+    from zarr_manifest.combine import COMPARE_LIMIT
+
+    if given is None:
+        return COMPARE_LIMIT
+    return None if given < 0 else given
 
 
 def _write(group: Any, dest: str, kind: str, *, overwrite: bool, split_above: int) -> None:

@@ -1,24 +1,55 @@
 """Many virtual datasets into one: concat and stack by dimension name, combine by coordinates.
 
-Steps 3-5 of the seed pipeline, without xarray: the order comes from the caller (`concat`,
-`stack`) or from the values of 1-D coordinate arrays (`combine_by_coords`); the checks name
-the variable and the two inputs that differ; the manifests are merged as numpy columns.
+Steps 3-5 of the seed pipeline: the order comes from the caller (`concat`, `stack`) or from
+the values of 1-D coordinate arrays (`combine_by_coords`); the checks name the variable and
+the two inputs that differ; the manifests are merged as numpy columns.  Encodings are
+compared the CF way (`zarr_manifest._cf`): arrays concatenated must decode alike, arrays
+kept once must hold the same decoded values (``compat``, xarray's vocabulary).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 import numpy as np
 
+from zarr_manifest import _cf
 from zarr_manifest.array import InlineArray, ManifestArray
 from zarr_manifest.errors import CombineError
 from zarr_manifest.group import ManifestGroup
 
-__all__ = ["combine_by_coords", "concat", "input_label", "stack"]
+__all__ = ["COMPARE_LIMIT", "Compat", "combine_by_coords", "concat", "input_label", "stack"]
 
 ArrayNode = ManifestArray | InlineArray
+
+#: How arrays without the concatenation dimension are checked (xarray's vocabulary):
+#: ``"equals"`` same decoded values, ``"identical"`` values and attributes, ``"override"``
+#: the first input's, unchecked.
+Compat = Literal["equals", "identical", "override"]
+
+#: Default bound, in bytes, on a referenced array read to compare its values between inputs.
+COMPARE_LIMIT = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class _Options:
+    compat: Compat = "equals"
+    compare_limit: int | None = COMPARE_LIMIT
+    store_options: Mapping[str, Any] = field(default_factory=dict)
+
+
+def _options(compat: Any, compare_limit: Any, store_options: Mapping[str, Any] | None) -> _Options:
+    if compat not in ("equals", "identical", "override"):
+        raise CombineError(f"compat must be 'equals', 'identical' or 'override', got {compat!r}")
+    if compare_limit is not None and (
+        isinstance(compare_limit, bool) or not isinstance(compare_limit, int) or compare_limit < 0
+    ):
+        raise CombineError(
+            f"compare_limit must be a number of bytes or None, got {compare_limit!r}"
+        )
+    return _Options(compat, compare_limit, dict(store_options or {}))
 
 
 def input_label(group: ManifestGroup, index: int) -> str:
@@ -30,13 +61,23 @@ def input_label(group: ManifestGroup, index: int) -> str:
 
 
 def concat(
-    groups: Sequence[ManifestGroup], dim: str, *, labels: Sequence[str] | None = None
+    groups: Sequence[ManifestGroup],
+    dim: str,
+    *,
+    labels: Sequence[str] | None = None,
+    compat: Compat = "equals",
+    compare_limit: int | None = COMPARE_LIMIT,
+    store_options: Mapping[str, Any] | None = None,
 ) -> ManifestGroup:
     """Concatenate groups along the existing dimension ``dim``, in the order given.
 
-    Arrays whose ``dimension_names`` include ``dim`` are concatenated along it; every other
-    array must be identical in all inputs (metadata and references, or values).  Child
-    groups are combined the same way, member by member.
+    Arrays whose ``dimension_names`` include ``dim`` are concatenated along it.  Their CF
+    encodings (``units``, ``calendar``, ``scale_factor``, ``add_offset``, ``_FillValue``,
+    ``missing_value``, data type; a bounds variable's inherited units) must agree: where
+    they differ, a loaded (inline) array is decoded and re-encoded into the first input's
+    encoding when that is exact (xarray's coding; per-file time units), and a referenced
+    array is refused.  Every other array must hold the same values in all inputs (see
+    ``compat``); the first input's is kept.  Child groups are combined the same way.
 
     Parameters
     ----------
@@ -46,26 +87,43 @@ def concat(
         The dimension name.
     labels
         Names of the inputs for error messages (default: their first source file).
+    compat
+        How arrays without ``dim`` are checked: ``"equals"`` (default) the same decoded
+        values, ``"identical"`` values and attributes, ``"override"`` not at all (the first
+        input's is taken).  Arrays with the same metadata and references pass unread.
+    compare_limit
+        Referenced arrays without ``dim`` larger than this many bytes are compared by
+        reference only, not read (None: no limit).
+    store_options
+        Passed to the `ManifestStore` that reads values to compare (obstore credentials
+        for remote sources).
 
     Raises
     ------
     CombineError
         Inputs with different members, or a variable that differs where it must not
-        (dtype, codecs, chunking, fill value, shape off ``dim``, or content when it does
-        not have ``dim``); the message names the variable and the two inputs.
+        (encoding, dtype, codecs, chunking, fill value, shape off ``dim``, or values when
+        it does not have ``dim``); the message names the variable, what differs, both
+        values and both inputs.
     """
     groups = _check_groups(groups, "concat")
     names = _labels(groups, labels)
-    return _combine_group(groups, names, dim, stack_new=False, path="")
+    options = _options(compat, compare_limit, store_options)
+    return _combine_group(groups, names, dim, stack_new=False, path="", options=options)
 
 
 def stack(
-    groups: Sequence[ManifestGroup], dim: str, *, labels: Sequence[str] | None = None
+    groups: Sequence[ManifestGroup],
+    dim: str,
+    *,
+    labels: Sequence[str] | None = None,
+    store_options: Mapping[str, Any] | None = None,
 ) -> ManifestGroup:
     """Stack groups along a new leading dimension ``dim``.
 
     Arrays that differ between inputs get ``dim`` as a new first axis (chunk length 1);
-    arrays identical in every input are kept once.
+    arrays identical in every input (metadata and references, or values) are kept once.
+    Encodings are checked as in `concat`.
 
     Raises
     ------
@@ -74,19 +132,26 @@ def stack(
     """
     groups = _check_groups(groups, "stack")
     names = _labels(groups, labels)
-    return _combine_group(groups, names, dim, stack_new=True, path="")
+    options = _options("equals", COMPARE_LIMIT, store_options)
+    return _combine_group(groups, names, dim, stack_new=True, path="", options=options)
 
 
 def combine_by_coords(
-    groups: Sequence[ManifestGroup], *, labels: Sequence[str] | None = None
+    groups: Sequence[ManifestGroup],
+    *,
+    labels: Sequence[str] | None = None,
+    compat: Compat = "equals",
+    compare_limit: int | None = COMPARE_LIMIT,
+    store_options: Mapping[str, Any] | None = None,
 ) -> ManifestGroup:
     """Order inputs by the values of their 1-D coordinate arrays and concatenate them.
 
     A coordinate is a 1-D array named like its dimension.  Every dimension whose
     coordinate values differ between inputs is a concatenation dimension; the inputs must
     tile those dimensions completely (e.g. tiles in x/y and steps in time), each input
-    once.  Coordinates stored inline are used as they are; referenced ones are read from
-    their sources.
+    once.  Coordinates are compared by their decoded values (times in different units
+    compare as dates); referenced ones are read from their sources.  ``compat``,
+    ``compare_limit`` and ``store_options`` are as for `concat`.
 
     Raises
     ------
@@ -97,9 +162,10 @@ def combine_by_coords(
     """
     groups = _check_groups(groups, "combine_by_coords")
     names = _labels(groups, labels)
+    options = _options(compat, compare_limit, store_options)
     if len(groups) == 1:
         return groups[0]
-    values = [_coordinate_values(g) for g in groups]
+    values = _coordinate_values(groups, names, options)
     dims = sorted(set(values[0]).intersection(*values[1:]))
     concat_dims = [
         d for d in dims if any(not np.array_equal(values[0][d], v[d]) for v in values[1:])
@@ -150,7 +216,14 @@ def combine_by_coords(
         out = np.empty(moved.shape[:-1], dtype=object)
         for index in np.ndindex(*moved.shape[:-1]):
             row = moved[index]
-            combined = concat([g for g, _ in row], d, labels=[n for _, n in row])
+            combined = _combine_group(
+                [g for g, _ in row],
+                [n for _, n in row],
+                d,
+                stack_new=False,
+                path="",
+                options=options,
+            )
             out[index] = (combined, " + ".join(n for _, n in row))
         items = out
     result: ManifestGroup = items[()][0]
@@ -180,7 +253,13 @@ def _check_groups(groups: Sequence[ManifestGroup], what: str) -> list[ManifestGr
 
 
 def _combine_group(
-    groups: list[ManifestGroup], names: list[str], dim: str, *, stack_new: bool, path: str
+    groups: list[ManifestGroup],
+    names: list[str],
+    dim: str,
+    *,
+    stack_new: bool,
+    path: str,
+    options: _Options,
 ) -> ManifestGroup:
     first = groups[0]
     for i, g in enumerate(groups[1:], start=1):
@@ -194,22 +273,53 @@ def _combine_group(
                     f"{path or '/'}: {names[0]} and {names[i]} have different {kind} "
                     f"({', '.join(diff)})"
                 )
+    # bounds variables after the variables they inherit units from: a re-encoded bounds
+    # array takes its parent's combined encoding
+    parents = {name: _cf.bounds_parent(first, name) for name in first.arrays}
+    order = sorted(first.arrays, key=lambda name: parents[name] is not None)
     arrays: dict[str, ArrayNode] = {}
-    for name in first.arrays:
-        members = [g.arrays[name] for g in groups]
-        arrays[name] = _combine_array(members, names, dim, stack_new=stack_new, var=path + name)
+    for name in order:
+        parent = parents[name]
+        arrays[name] = _combine_array(
+            groups,
+            name,
+            names,
+            dim,
+            stack_new=stack_new,
+            var=path + name,
+            options=options,
+            parent=None if parent is None else (parent, arrays[parent]),
+        )
     children = {
         name: _combine_group(
-            [g.groups[name] for g in groups], names, dim, stack_new=stack_new, path=f"{path}{name}/"
+            [g.groups[name] for g in groups],
+            names,
+            dim,
+            stack_new=stack_new,
+            path=f"{path}{name}/",
+            options=options,
         )
         for name in first.groups
     }
-    return ManifestGroup(arrays=arrays, groups=children, attributes=first.attributes)
+    return ManifestGroup(
+        arrays={name: arrays[name] for name in first.arrays},
+        groups=children,
+        attributes=first.attributes,
+    )
 
 
 def _combine_array(
-    members: list[ArrayNode], names: list[str], dim: str, *, stack_new: bool, var: str
+    groups: list[ManifestGroup],
+    name: str,
+    names: list[str],
+    dim: str,
+    *,
+    stack_new: bool,
+    var: str,
+    options: _Options,
+    parent: tuple[str, ArrayNode] | None,
 ) -> ArrayNode:
+    members = [g.arrays[name] for g in groups]
     first = members[0]
     dims = first.dimension_names or ()
     if stack_new:
@@ -218,21 +328,46 @@ def _combine_array(
         if all(m == first for m in members[1:]):
             return first
     elif dim not in dims:
-        for i, m in enumerate(members[1:], start=1):
-            if m != first:
-                raise CombineError(
-                    f"variable {var!r} has no dimension {dim!r}, so it must be identical in every "
-                    f"input, but {names[0]} and {names[i]} differ ({_difference(first, m)})"
-                )
-        return first
+        return _kept_once(groups, name, names, dim, var=var, options=options)
     kinds = {type(m) for m in members}
-    if kinds == {InlineArray}:
-        return _combine_inline(members, dim, stack_new=stack_new, var=var, names=names)  # type: ignore[arg-type]
-    if kinds != {ManifestArray}:
+    if len(kinds) > 1:
         raise CombineError(
             f"variable {var!r} is stored inline in some inputs and referenced in others; "
             "load it in all of them or in none"
         )
+    encodings = [_cf.encoding_of(g, name) for g in groups]
+    for i, enc in enumerate(encodings[1:], start=1):
+        difference = _cf.first_difference(encodings[0], enc)
+        if difference is None:
+            continue
+        key, a, b = difference
+        if kinds == {InlineArray}:
+            inline: list[InlineArray] = members  # type: ignore[assignment]
+            return _cf.reencode(
+                inline,
+                [_inherited_context(g, name) for g in groups],
+                var=var,
+                name=name,
+                dim=dim,
+                stack_new=stack_new,
+                names=names,
+                parent=parent,
+                store_options=options.store_options,
+            )
+        hint = ""
+        if key in ("units", "calendar") and not stack_new:
+            hint = (
+                f"; load it (load=[{name!r}, ...]) to have its values decoded and re-encoded "
+                "into one encoding"
+            )
+        shown_a, shown_b = _cf.describe(key, a, encodings[0]), _cf.describe(key, b, enc)
+        raise CombineError(
+            f"variable {var!r}: {_cf.label(key)} is {shown_a} in {names[0]} "
+            f"but {shown_b} in {names[i]}, so the same stored numbers mean "
+            f"different things; one array cannot describe both{hint}"
+        )
+    if kinds == {InlineArray}:
+        return _combine_inline(members, dim, stack_new=stack_new, var=var, names=names)  # type: ignore[arg-type]
     arrays: list[ManifestArray] = members  # type: ignore[assignment]
     try:
         if stack_new:
@@ -240,6 +375,104 @@ def _combine_array(
         return ManifestArray.concat(arrays, axis=dims.index(dim))
     except CombineError as e:
         raise CombineError(f"variable {var!r}: {_name_inputs(str(e), names)}") from e
+
+
+def _inherited_context(group: ManifestGroup, name: str) -> dict[str, ArrayNode]:
+    """The arrays of ``group`` that array ``name`` inherits CF attributes from."""
+    parent = _cf.bounds_parent(group, name)
+    return {} if parent is None else {parent: group.arrays[parent]}
+
+
+def _kept_once(
+    groups: list[ManifestGroup],
+    name: str,
+    names: list[str],
+    dim: str,
+    *,
+    var: str,
+    options: _Options,
+) -> ArrayNode:
+    """An array without ``dim``: the first input's, once every input holds the same
+    values (``compat``)."""
+    members = [g.arrays[name] for g in groups]
+    first = members[0]
+    if options.compat == "override":
+        return first
+    first_values: Any = None
+    for i, m in enumerate(members[1:], start=1):
+        if m == first:
+            continue
+
+        def refuse(what: str, i: int = i, m: ArrayNode = m) -> CombineError:
+            return CombineError(
+                f"variable {var!r} has no dimension {dim!r}, so it must be the same in every "
+                f"input (compat={options.compat!r}), but {names[0]} and {names[i]} differ "
+                f"({what}); pass compat='override' to keep the one in {names[0]}"
+            )
+
+        if m.shape != first.shape or tuple(m.dimension_names or ()) != tuple(
+            first.dimension_names or ()
+        ):
+            raise refuse(_difference(first, m))
+        size = int(np.prod(first.shape)) * first.dtype.itemsize
+        referenced = isinstance(first, ManifestArray) or isinstance(m, ManifestArray)
+        if referenced and options.compare_limit is not None and size > options.compare_limit:
+            raise refuse(
+                f"{_difference(first, m)}; at {size} bytes it is above compare_limit="
+                f"{options.compare_limit} and was not read: pass compare_limit={size} (or "
+                "--compare-limit) to compare its values"
+            )
+        encodings_equal = (
+            _cf.first_difference(_cf.encoding_of(groups[0], name), _cf.encoding_of(groups[i], name))
+            is None
+        )
+        if first_values is None:
+            first_values = _values(name, first, options)
+        raw_equal = _equal_values(first_values, _values(name, m, options))
+        if encodings_equal and raw_equal:
+            if options.compat == "identical":
+                diff = _attribute_difference(first.attributes, m.attributes)
+                if diff is not None:
+                    raise refuse(f"attributes: {diff}")
+            continue
+        why = f"variable {var!r} is stored differently in {names[0]} and {names[i]}"
+        a = _cf.decoded(
+            {**_inherited_context(groups[0], name), name: first},
+            name,
+            why=why,
+            store_options=options.store_options,
+        )
+        b = _cf.decoded(
+            {**_inherited_context(groups[i], name), name: m},
+            name,
+            why=why,
+            store_options=options.store_options,
+        )
+        if not a.equals(b):
+            raise refuse("decoded values")
+        if options.compat == "identical" and not a.identical(b):
+            raise refuse(f"attributes: {_attribute_difference(a.attrs, b.attrs)}")
+    return first
+
+
+def _values(name: str, node: ArrayNode, options: _Options) -> np.ndarray:
+    if isinstance(node, InlineArray):
+        return np.asarray(node.data)
+    return _read_referenced(name, node, options.store_options)
+
+
+def _equal_values(a: np.ndarray, b: np.ndarray) -> bool:
+    if a.shape != b.shape:
+        return False
+    equal_nan = a.dtype.kind in "fcmM" and b.dtype.kind in "fcmM"
+    return bool(np.array_equal(a, b, equal_nan=equal_nan))
+
+
+def _attribute_difference(a: Mapping[str, Any], b: Mapping[str, Any]) -> str | None:
+    for key in sorted(set(a) | set(b)):
+        if key not in a or key not in b or not _cf._same(a[key], b[key]):
+            return f"{key!r}: {a.get(key, 'absent')!r} vs {b.get(key, 'absent')!r}"
+    return None
 
 
 def _combine_inline(
@@ -283,9 +516,9 @@ def _difference(a: ArrayNode, b: ArrayNode) -> str:
     if type(a) is not type(b):
         return "one is inline, one referenced"
     da, db = a.metadata.to_dict(), b.metadata.to_dict()
-    for field in ("shape", "data_type", "chunk_grid", "codecs", "fill_value", "attributes"):
-        if da.get(field) != db.get(field):
-            return f"{field}: {da.get(field)!r} vs {db.get(field)!r}"
+    for key in ("shape", "data_type", "chunk_grid", "codecs", "fill_value", "attributes"):
+        if da.get(key) != db.get(key):
+            return f"{key}: {da.get(key)!r} vs {db.get(key)!r}"
     return "values" if isinstance(a, InlineArray) else "chunk references"
 
 
@@ -298,28 +531,52 @@ def _name_inputs(message: str, names: list[str]) -> str:
     return message
 
 
-def _coordinate_values(group: ManifestGroup) -> dict[str, np.ndarray]:
-    """The values of every 1-D coordinate array (named like its only dimension)."""
-    out: dict[str, np.ndarray] = {}
-    for name, node in group.arrays.items():
-        if node.ndim != 1 or tuple(node.dimension_names or ()) != (name,):
-            continue
-        if isinstance(node, InlineArray):
-            out[name] = np.asarray(node.data)
-        else:
-            out[name] = _read_referenced(name, node)
+def _coordinate_values(
+    groups: list[ManifestGroup], names: list[str], options: _Options
+) -> list[dict[str, np.ndarray]]:
+    """The values of every 1-D coordinate array (named like its only dimension) of each
+    input: as stored where every input encodes it alike, decoded (dates) where not."""
+    found: list[dict[str, ArrayNode]] = [
+        {
+            name: node
+            for name, node in g.arrays.items()
+            if node.ndim == 1 and tuple(node.dimension_names or ()) == (name,)
+        }
+        for g in groups
+    ]
+    common = set(found[0]).intersection(*found[1:])
+    out: list[dict[str, np.ndarray]] = [{} for _ in groups]
+    for name in sorted(common):
+        encodings = [_cf.encoding_of(g, name) for g in groups]
+        alike = all(_cf.first_difference(encodings[0], e) is None for e in encodings[1:])
+        for i, g in enumerate(groups):
+            node = found[i][name]
+            if alike:
+                out[i][name] = _values(name, node, options)
+            else:
+                why = f"combine_by_coords: coordinate {name!r} is encoded differently in {names[i]}"
+                decoded = _cf.decoded(
+                    {**_inherited_context(g, name), name: node},
+                    name,
+                    why=why,
+                    store_options=options.store_options,
+                )
+                out[i][name] = np.asarray(decoded.values)
     return out
 
 
-def _read_referenced(name: str, array: ManifestArray) -> np.ndarray:
-    # Reading a referenced coordinate needs the store; imported here so the model layer
+def _read_referenced(
+    name: str, array: ManifestArray, store_options: Mapping[str, Any]
+) -> np.ndarray:
+    # Reading a referenced array needs the store; imported here so the model layer
     # stays free of it for every other use.
     import zarr
 
     from zarr_manifest.store import ManifestStore
 
-    store = ManifestStore(ManifestGroup(arrays={name: array}))
-    return np.asarray(zarr.open_array(store, path=name, mode="r")[...])
+    store = ManifestStore(ManifestGroup(arrays={name: array}), **dict(store_options))
+    with zarr.config.set({"array.rectilinear_chunks": True}):
+        return np.asarray(zarr.open_array(store, path=name, mode="r")[...])
 
 
 def _first(values: np.ndarray, dim: str, label: str) -> Any:

@@ -25,7 +25,15 @@ from zarr_manifest.fingerprint import Fingerprint
 from zarr_manifest.format.paths import is_absolute_url
 from zarr_manifest.group import ManifestGroup
 
-__all__ = ["BUILDERS", "FORMATS", "detect_format", "get_builder", "open_virtual", "sniff"]
+__all__ = [
+    "BUILDERS",
+    "FORMATS",
+    "default_load",
+    "detect_format",
+    "get_builder",
+    "open_virtual",
+    "sniff",
+]
 
 #: Format name -> where its builder lives: candidate ``(module, function)`` pairs, first found
 #: wins (TIFF, FITS and GRIB go through kerchunk's scanners unless a module of their own exists).
@@ -102,7 +110,7 @@ def open_virtual(
     format: str | None = None,
     group: str | None = None,
     drop: Collection[str] = (),
-    load: Collection[str] = (),
+    load: Collection[str] | None = None,
     options: Mapping[str, Any] | None = None,
     fingerprints: bool = True,
     allowed_prefixes: Collection[str] = (),
@@ -123,7 +131,10 @@ def open_virtual(
     drop
         Variables to leave out.
     load
-        Variables to read now and store inline (e.g. coordinates).
+        Variables to read now and store inline.  Default (None): `default_load`, the
+        dimension coordinates (1-D arrays named like their dimension) and the CF bounds
+        variables they name, as VirtualiZarr's ``loadable_variables`` default, so inputs
+        order and combine by coordinate values.  ``()`` keeps every variable referenced.
     options
         Format-specific builder options (e.g. ``{"split_contiguous_bytes": 8 << 20}`` for
         HDF5).
@@ -173,16 +184,49 @@ def open_virtual(
     # The opened file is fingerprinted before it is parsed: if it changes during the build,
     # the recorded state is the older one, and readers find it stale rather than trust it.
     known = {source.url: _fingerprint(source)} if fingerprints else {}
-    if obstore_kwargs:
-        # builders take obstore options alongside a URL (a `Source` does not hand them on)
-        built = builder(
-            source.url, group=group, drop=drop, load=load, **dict(options or {}), **obstore_kwargs
-        )
-    else:
-        built = builder(source, group=group, drop=drop, load=load, **dict(options or {}))
+
+    def run(load: Collection[str]) -> ManifestGroup:
+        if obstore_kwargs:
+            # builders take obstore options alongside a URL (a `Source` does not hand them on)
+            return builder(
+                source.url,
+                group=group,
+                drop=drop,
+                load=load,
+                **dict(options or {}),
+                **obstore_kwargs,
+            )
+        return builder(source, group=group, drop=drop, load=load, **dict(options or {}))
+
+    built = run(() if load is None else load)
+    if load is None and (names := default_load(built)):
+        # parsed again rather than read here: a builder loads a variable its own way
+        # (netCDF-4 padding, string types), and builders do not read through the store
+        built = run(names)
     if not fingerprints:
         return built
     return _with_fingerprints(built, known, obstore_kwargs)
+
+
+def default_load(group: ManifestGroup) -> tuple[str, ...]:
+    """What `open_virtual` loads by default: the paths of the referenced dimension
+    coordinates (1-D arrays named like their dimension) and of the CF bounds variables
+    they name (``time_bnds``: small, and their numbers mean what the coordinate's units say,
+    which may differ from file to file)."""
+    paths = []
+    for path, node in group.walk():
+        if not isinstance(node, ManifestArray):
+            continue
+        name = path.rsplit("/", 1)[-1]
+        if node.ndim == 1 and tuple(node.dimension_names or ()) == (name,):
+            paths.append(path)
+            bounds = node.metadata.attributes.get("bounds")
+            prefix = path[: len(path) - len(name)]
+            if isinstance(bounds, str):
+                target = prefix + bounds
+                if target in group and isinstance(group[target], ManifestArray):
+                    paths.append(target)
+    return tuple(dict.fromkeys(paths))
 
 
 def _fingerprint(source: Source) -> Fingerprint | None:
