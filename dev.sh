@@ -4,6 +4,7 @@
 #   ./dev.sh test    the whole test suite (what CI runs)
 #   ./dev.sh bench   the benchmark suite against the peers (installs the `bench` extra)
 #   ./dev.sh lint    ruff (check, format) and mypy
+#   ./dev.sh corpus  sample files from PyPI packages, read virtually, checked against their libraries
 # Python >= 3.12 is looked for on PATH, then under pyenv; a virtualenv is made in .venv
 # and the project is installed into it (again only when pyproject.toml changes).
 set -euo pipefail
@@ -56,6 +57,11 @@ case "$cmd" in
         ensure_env bench
         exec "$PY" benchmarks/run.py "$@"
         ;;
+    corpus)
+        # downloads sdists/wheels into ~/.cache/zarr-manifest-corpus (or $ZARR_MANIFEST_CORPUS)
+        ensure_env test
+        exec "$PY" tests/corpus/corpus.py "$@"
+        ;;
     lint)
         ensure_env test
         "$PY" -m ruff check src tests benchmarks
@@ -63,7 +69,7 @@ case "$cmd" in
         exec "$PY" -m mypy src
         ;;
     *)
-        sed -n '2,8p' "$0"
+        sed -n '2,9p' "$0"
         exit 2
         ;;
 esac

@@ -17,8 +17,20 @@ Two repairs of kerchunk's output (kerchunk 0.2.x with zarr 3):
   convention (``BZERO`` = 2**(bits-1), ``BSCALE`` = 1) decode exactly to ``uint16``/``uint32``
   (and ``BZERO`` = -128 bytes to ``int8``); other scalings decode to ``float64``.
 
-HDUs kerchunk cannot scan, and 64-bit unsigned images (no exact float path), are read with
-astropy and kept inline, with a warning.
+Some HDUs have no exact virtual form; they are read with astropy (so their values are
+astropy's) and kept inline, with a warning naming the HDU and why:
+
+- tile-compressed images (``ZIMAGE``: gzip, Rice, HCOMPRESS, PLIO, quantised floats): their
+  tiles live in a binary table's heap and need CFITSIO's decoders;
+- integer images with ``BLANK`` (astropy turns blank pixels into NaN; no Zarr codec does);
+- 64-bit unsigned images (no exact float path);
+- random-groups HDUs, ASCII tables, and binary tables whose columns are not plain scalars
+  or strings (array-valued ``TDIM``/repeat columns, logical, bit, scaled ``TSCAL``/``TZERO``
+  columns): such an HDU becomes a *group* named after it with one array per column (astropy's
+  converted values, first dimension ``row``); a plain binary table is one structured array;
+- variable-length array columns (``P``/``Q``) cannot be stored at all: the HDU is refused
+  with `UnsupportedError` unless the column is left out with ``drop=["<HDU>/<column>"]``;
+- HDUs kerchunk cannot scan.
 """
 
 from __future__ import annotations
@@ -35,7 +47,7 @@ import numpy as np
 from zarr_manifest.array import InlineArray
 from zarr_manifest.builders._source import Source, open_source
 from zarr_manifest.builders.kerchunk import from_kerchunk_refs, insert_array, url_to_fsspec_path
-from zarr_manifest.errors import BuildError
+from zarr_manifest.errors import BuildError, UnsupportedError
 from zarr_manifest.group import ManifestGroup
 
 __all__ = ["build_fits", "fits_refs"]
@@ -47,12 +59,19 @@ _OFFSET_CONVENTION = {8: (-128.0, "i1"), 16: (32768.0, "<u2"), 32: (2147483648.0
 
 
 def _header_attrs(header: Any) -> dict[str, Any]:
-    """A FITS header as JSON attributes (kerchunk's rule: non-scalars as strings)."""
+    """A FITS header as JSON attributes (kerchunk's rule: non-scalars as strings; integers
+    beyond 64 bits, which JSON readers cannot hold, as strings too)."""
     return {
-        k: v if isinstance(v, bool | int | float | str) else str(v)
+        k: v if _json_scalar(v) else str(v)
         for k, v in dict(header).items()
         if k not in ("COMMENT", "")
     }
+
+
+def _json_scalar(value: Any) -> bool:
+    if isinstance(value, bool | float | str):
+        return True
+    return isinstance(value, int) and -(2**63) <= value < 2**64
 
 
 def _decode_value(value: Any) -> Any:
@@ -104,14 +123,15 @@ def _fix_scaling(zarray: dict[str, Any], attrs: dict[str, Any]) -> bool:
 
 
 def _hdus(source: Source) -> list[tuple[int, Any]]:
-    """(index, HDU) of the data-bearing HDUs, with headers read (data untouched)."""
+    """(index, (name, header, kind, why)) of the data-bearing HDUs, headers read (data
+    untouched); ``kind`` and ``why`` as `_classify` says."""
     from astropy.io import fits
 
     handle: Any = source.local_path if source.local_path is not None else source.open()
     try:
         with fits.open(handle, lazy_load_hdus=False, do_not_scale_image_data=True) as hdul:
             return [
-                (i, (h.name, h.header.copy(), h.is_image))
+                (i, (h.name, h.header.copy(), *_classify(h)))
                 for i, h in enumerate(hdul)
                 if h.header.get("NAXIS", 0) > 0
             ]
@@ -119,31 +139,142 @@ def _hdus(source: Source) -> list[tuple[int, Any]]:
         raise BuildError(f"{source.url}: not a readable FITS file ({e})") from e
 
 
-def _load_hdu(source: Source, index: int) -> np.ndarray:
+def _classify(hdu: Any) -> tuple[str, str]:
+    """How an HDU is built: ``("image"|"table", "")`` referenced in place, ``("load", why)``
+    read with astropy as one array, ``("columns", why)`` read as a group of column arrays."""
+    from astropy.io import fits
+
+    header = hdu.header
+    if isinstance(hdu, fits.CompImageHDU):
+        return "load", f"tile-compressed image ({header.get('ZCMPTYPE', '?')})"
+    if isinstance(hdu, fits.GroupsHDU):
+        return "columns", "random-groups HDU"
+    if isinstance(hdu, fits.TableHDU):
+        return "columns", "ASCII table"
+    if isinstance(hdu, fits.BinTableHDU):
+        for column in hdu.columns:
+            why = _column_not_plain(column)
+            if why:
+                return "columns", f"column {column.name!r} is {why}"
+        return "table", ""
+    if hdu.is_image:
+        if int(header.get("BITPIX", 0)) > 0 and "BLANK" in header:
+            return "load", "integer image with BLANK"
+        return "image", ""
+    return "load", f"{type(hdu).__name__} HDU"
+
+
+def _column_not_plain(column: Any) -> str:
+    """Why a binary-table column cannot be a field of a referenced structured array ('' if
+    it can: a scalar number or a string, stored as is)."""
+    code = column.format.format
+    repeat = column.format.repeat or 1
+    if code in ("P", "Q") or "P" in str(column.format) or "Q" in str(column.format):
+        return "variable-length"
+    if code == "L":
+        return "logical"
+    if code == "X":
+        return "a bit array"
+    if column.bscale not in (None, 1) or column.bzero not in (None, 0):
+        return "scaled (TSCAL/TZERO)"
+    if code == "A":
+        return "a string array" if column.dim else ""
+    if repeat != 1 or column.dim:
+        return "array-valued"
+    return ""
+
+
+def _load_hdu(source: Source, index: int) -> np.ndarray | None:
     from astropy.io import fits
 
     handle: Any = source.local_path if source.local_path is not None else source.open()
     with fits.open(handle, memmap=False) as hdul:
         data = hdul[index].data
+        if data is None:
+            return None
         arr = np.asarray(data)
         return arr.astype(arr.dtype.newbyteorder("=")) if arr.dtype.fields is None else arr.copy()
 
 
+def _column_names(names: list[str]) -> list[str]:
+    """Column names as array names: no ``/``, none empty, none twice."""
+    out: list[str] = []
+    for i, raw in enumerate(names):
+        name = (raw or "").replace("/", "_").strip() or f"col{i}"
+        if name in out:
+            name = f"{name}_{i}"
+        out.append(name)
+    return out
+
+
+def _load_columns(
+    source: Source, index: int, hdu_name: str, attrs: dict[str, Any], drop: Collection[str]
+) -> ManifestGroup | None:
+    """A table or random-groups HDU read with astropy: a group with one array per column
+    (None when it holds no data).
+
+    Raises
+    ------
+    UnsupportedError
+        A variable-length array column that ``drop`` does not leave out.
+    """
+    from astropy.io import fits
+
+    handle: Any = source.local_path if source.local_path is not None else source.open()
+    arrays: dict[str, InlineArray] = {}
+    with fits.open(handle, memmap=False) as hdul:
+        hdu = hdul[index]
+        data = hdu.data
+        if data is None:  # a header that promises rows the file does not hold
+            return None
+        formats = [str(c.format) for c in hdu.columns]
+        for i, name in enumerate(_column_names(list(hdu.columns.names))):
+            if f"{hdu_name}/{name}" in drop:
+                continue
+            if "P" in formats[i] or "Q" in formats[i]:
+                raise UnsupportedError(
+                    f"{source.url}: HDU {index} ({hdu_name}) column {name!r} holds "
+                    f"variable-length arrays, which Zarr cannot store; leave it out with "
+                    f"drop=[{hdu_name + '/' + name!r}]"
+                )
+            values = np.asarray(data.field(i))
+            if values.dtype.kind in "iufcb" or values.dtype.kind in "SU":
+                values = values.astype(values.dtype.newbyteorder("="))
+            dims = ["row"] + [f"{name}_{k}" for k in range(1, values.ndim)]
+            arrays[name] = InlineArray.from_numpy(values, dimension_names=dims)
+    return ManifestGroup(arrays=arrays, attributes=attrs)
+
+
 def fits_refs(
-    source: Source, *, extension: Collection[int | str] | int | str | None = None
-) -> tuple[dict[str, Any], dict[str, InlineArray], dict[str, Any]]:
+    source: Source,
+    *,
+    extension: Collection[int | str] | int | str | None = None,
+    drop: Collection[str] = (),
+) -> tuple[dict[str, Any], dict[str, InlineArray | ManifestGroup], dict[str, Any]]:
     """kerchunk references for a FITS file's HDUs, plus the HDUs that had to be loaded.
+
+    Parameters
+    ----------
+    source
+        The file.
+    extension
+        HDUs to include, by index or name (default: every HDU with data).
+    drop
+        Columns of loaded tables to leave out, as ``"<HDU>/<column>"``.
 
     Returns
     -------
     refs, loaded, attributes
-        Version 0 references; ``{name: InlineArray}`` of HDUs read with astropy; the primary
-        header (root group attributes).
+        Version 0 references; ``{name: InlineArray}`` of HDUs read with astropy (a
+        `ManifestGroup` of column arrays for tables read so); the primary header (root group
+        attributes).
 
     Raises
     ------
     BuildError
         Not a FITS file, or an unknown extension.
+    UnsupportedError
+        A variable-length array column not left out by ``drop``.
     """
     from kerchunk.fits import process_file
 
@@ -155,7 +286,7 @@ def fits_refs(
         requested = [extension] if isinstance(extension, int | str) else list(extension)
         wanted = []
         for ext in requested:
-            matches = [i for i, (name, _, _) in hdus if i == ext or name == ext]
+            matches = [i for i, (name, *_) in hdus if i == ext or name == ext]
             if not matches:
                 raise BuildError(f"{source.url}: no HDU with data named or numbered {ext!r}")
             wanted.extend(m for m in matches if m not in wanted)
@@ -165,15 +296,29 @@ def fits_refs(
         ".zgroup": json.dumps({"zarr_format": 2}),
         ".zattrs": json.dumps(primary),
     }
-    loaded: dict[str, InlineArray] = {}
+    loaded: dict[str, InlineArray | ManifestGroup] = {}
     taken: set[str] = set()
     for index in wanted:
-        hdu_name, header, is_image = by_index[index]
+        hdu_name, header, kind, why = by_index[index]
         name = hdu_name or str(index)
         if name in taken:
             name = f"{name}_{index}"
         taken.add(name)
         attrs = _header_attrs(header)
+        if kind in ("load", "columns"):
+            warnings.warn(
+                f"{source.url}: HDU {index} ({name}) cannot be referenced in place ({why}); "
+                "loading it with astropy",
+                stacklevel=3,
+            )
+            node = (
+                _load_columns(source, index, name, attrs, drop)
+                if kind == "columns"
+                else _loaded(source, index, attrs)
+            )
+            if node is not None:
+                loaded[name] = node
+            continue
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -182,14 +327,19 @@ def fits_refs(
             warnings.warn(
                 f"{source.url}: HDU {index} cannot be referenced ({e}); loading it", stacklevel=3
             )
-            loaded[name] = _loaded(source, index, attrs)
+            if (array := _loaded(source, index, attrs)) is not None:
+                loaded[name] = array
             continue
         out = {k: _decode_value(v) for k, v in out.items()}
         kname = hdu_name or str(index)
         zarray = json.loads(out[f"{kname}/.zarray"])
-        zattrs = json.loads(out.get(f"{kname}/.zattrs", "{}"))
-        if is_image and not _fix_scaling(zarray, attrs):
-            loaded[name] = _loaded(source, index, attrs)
+        zattrs = {
+            k: str(v) if isinstance(v, int) and not _json_scalar(v) else v
+            for k, v in json.loads(out.get(f"{kname}/.zattrs", "{}")).items()
+        }
+        if kind == "image" and not _fix_scaling(zarray, attrs):
+            if (array := _loaded(source, index, attrs)) is not None:
+                loaded[name] = array
             continue
         refs[f"{name}/.zarray"] = json.dumps(zarray)
         refs[f"{name}/.zattrs"] = json.dumps(zattrs)
@@ -208,9 +358,14 @@ def _primary_header(source: Source) -> dict[str, Any]:
         return _header_attrs(hdul[0].header)
 
 
-def _loaded(source: Source, index: int, attrs: dict[str, Any]) -> InlineArray:
+def _loaded(source: Source, index: int, attrs: dict[str, Any]) -> InlineArray | None:
+    """An image HDU read with astropy (None when it holds no data)."""
     data = _load_hdu(source, index)
-    dims = ["z", "y", "x"][-data.ndim :] if 0 < data.ndim <= 3 else None
+    if data is None:
+        return None
+    dims = (
+        ["z", "y", "x"][-data.ndim :] if data.ndim <= 3 else [f"dim_{k}" for k in range(data.ndim)]
+    )
     return InlineArray.from_numpy(data, dimension_names=dims, attributes=attrs)
 
 
@@ -233,7 +388,9 @@ def build_fits(
     group
         Must be None: FITS files have no groups.
     drop, load
-        Arrays (HDU names, see the module notes) to leave out / read now and keep inline.
+        Arrays (HDU names, see the module notes) to leave out / read now and keep inline;
+        ``drop`` also takes columns of tables that are loaded as groups
+        (``"<HDU>/<column>"``, e.g. a variable-length column).
     extension
         HDUs to include, by index or name (default: every HDU with data).
     **options
@@ -243,6 +400,8 @@ def build_fits(
     ------
     BuildError
         Not a FITS file; unknown extension, ``drop`` or ``load`` name; a ``group``.
+    UnsupportedError
+        A table with a variable-length array column (see the module notes).
     """
     if not isinstance(source, Source):
         source = open_source(source, **options)
@@ -250,9 +409,16 @@ def build_fits(
         raise TypeError(f"build_fits: unexpected options {sorted(options)}")
     if group not in (None, "", "/"):
         raise BuildError(f"{source.url}: FITS files have no groups (asked for {group!r})")
-    refs, loaded, attributes = fits_refs(source, extension=extension)
+    refs, loaded, attributes = fits_refs(source, extension=extension, drop=drop)
     virtual = {k[: -len("/.zarray")] for k in refs if k.endswith("/.zarray")}
-    unknown = sorted((set(drop) | set(load)) - virtual - set(loaded))
+    columns = {
+        f"{name}/{c}"
+        for name, node in loaded.items()
+        if isinstance(node, ManifestGroup)
+        for c in node.arrays
+    }
+    dropped_columns = {d for d in drop if "/" in d and d.split("/", 1)[0] in loaded}
+    unknown = sorted((set(drop) - dropped_columns | set(load)) - virtual - set(loaded) - columns)
     if unknown:
         raise BuildError(f"{source.url}: no HDU(s) {unknown} in the file (drop/load)")
     result = from_kerchunk_refs(
@@ -261,7 +427,11 @@ def build_fits(
         load=[x for x in load if x in virtual],
         location=source.url,
     )
-    for name, array in loaded.items():
-        if name not in drop:
-            result = insert_array(result, name, array)
+    for name, node in loaded.items():
+        if name in drop:
+            continue
+        if isinstance(node, ManifestGroup):
+            result = result.replace(groups={**result.groups, name: node})
+        else:
+            result = insert_array(result, name, node)
     return result.replace(attributes=attributes)
