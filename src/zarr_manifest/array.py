@@ -220,6 +220,70 @@ class ManifestArray:
             f"chunks={chunk_grid_shape(self._metadata)} grid, references={len(self._manifest)}>"
         )
 
+    # ---- a duck array for xarray (NEP 18; see array_api) ----------------------------------
+
+    @property
+    def size(self) -> int:
+        return math.prod(self.shape)
+
+    def __array_function__(
+        self, func: Any, types: Any, args: Any, kwargs: Mapping[str, Any]
+    ) -> Any:
+        from zarr_manifest.array_api import HANDLED_FUNCTIONS, needs_data
+
+        impl = HANDLED_FUNCTIONS.get(func)
+        if impl is None:
+            raise needs_data(f"numpy.{getattr(func, '__name__', func)}")
+        return impl(*args, **kwargs)
+
+    def __array_ufunc__(self, ufunc: Any, method: str, *inputs: Any, **kwargs: Any) -> Any:
+        from zarr_manifest.array_api import needs_data
+
+        raise needs_data(f"numpy.{getattr(ufunc, '__name__', ufunc)}")
+
+    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
+        from zarr_manifest.array_api import needs_data
+
+        raise needs_data("converting to a numpy array")
+
+    def __getitem__(self, key: Any) -> ManifestArray:
+        """Only the whole array (``a[...]``, ``a[:, :]``): a selection needs the values."""
+        from zarr_manifest.array_api import needs_data
+
+        parts = key if isinstance(key, tuple) else (key,)
+        if all(p is Ellipsis or (isinstance(p, slice) and p == slice(None)) for p in parts):
+            return self
+        raise needs_data(f"indexing with {key!r}")
+
+    def astype(self, dtype: Any, *, copy: bool = True) -> ManifestArray:
+        """Only to the array's own dtype (a no-op xarray asks for)."""
+        from zarr_manifest.array_api import needs_data
+
+        if np.dtype(dtype) != self.dtype:
+            raise needs_data(f"casting from {self.dtype} to {np.dtype(dtype)}")
+        return self
+
+    @property
+    def T(self) -> ManifestArray:
+        return self.transpose()
+
+    def transpose(self, *axes: Any) -> ManifestArray:
+        """Reorder axes, where that moves no element inside a chunk (see array_api)."""
+        from zarr_manifest.array_api import transpose
+
+        order = axes[0] if len(axes) == 1 and not isinstance(axes[0], int) else axes
+        return transpose(self, order or None)
+
+    def _unsupported(self, *args: Any, **kwargs: Any) -> Any:
+        from zarr_manifest.array_api import needs_data
+
+        raise needs_data("arithmetic")
+
+    __add__ = __radd__ = __sub__ = __rsub__ = __mul__ = __rmul__ = _unsupported
+    __truediv__ = __rtruediv__ = __floordiv__ = __rfloordiv__ = __pow__ = _unsupported
+    __mod__ = __neg__ = __abs__ = __lt__ = __le__ = __gt__ = __ge__ = _unsupported
+    __and__ = __or__ = __xor__ = __invert__ = _unsupported
+
     # ---- combining ----------------------------------------------------------------------
 
     @staticmethod
