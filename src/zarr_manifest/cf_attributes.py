@@ -17,7 +17,7 @@ import numpy as np
 
 from zarr_manifest.errors import CombineError
 
-__all__ = ["DECODING_ATTRIBUTES", "check_decoding_attributes"]
+__all__ = ["DECODING_ATTRIBUTES", "check_decoding_attributes", "same_value"]
 
 #: attributes whose values change what a stored number means
 DECODING_ATTRIBUTES = (
@@ -53,7 +53,7 @@ def check_decoding_attributes(
     for attribute in DECODING_ATTRIBUTES:
         a = first.get(attribute, _ABSENT)
         b = other.get(attribute, _ABSENT)
-        if not _same(a, b):
+        if not same_value(a, b):
             where = f" ({inputs})" if inputs else ""
             raise CombineError(
                 f"cannot join {name!r}: its {attribute} is {_show(a)} in one input and "
@@ -74,7 +74,8 @@ def _show(value: Any) -> str:
     return "absent" if value is _ABSENT else repr(value)
 
 
-def _same(a: Any, b: Any) -> bool:
+def same_value(a: Any, b: Any) -> bool:
+    """Whether two attribute values are the same (arrays by value, NaN equal to NaN)."""
     if a is _ABSENT or b is _ABSENT:
         return a is b
     if isinstance(a, str) or isinstance(b, str):

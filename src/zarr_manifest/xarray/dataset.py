@@ -24,8 +24,12 @@ from xarray.backends.zarr import FillValueCoder, encode_zarr_attr_value
 from zarr_manifest.array import InlineArray, ManifestArray
 from zarr_manifest.build import expand_inputs
 from zarr_manifest.builders import open_virtual
-from zarr_manifest.cf_attributes import check_decoding_attributes
-from zarr_manifest.errors import MetadataError
+from zarr_manifest.cf_attributes import (
+    DECODING_ATTRIBUTES,
+    check_decoding_attributes,
+    same_value,
+)
+from zarr_manifest.errors import CombineError, MetadataError
 from zarr_manifest.group import ManifestGroup
 from zarr_manifest.store import ManifestStore
 from zarr_manifest.xarray.backend import ManifestBackendEntrypoint
@@ -309,6 +313,20 @@ def _with_variable_metadata(
     fill = attrs.pop("_FillValue", None)
     if fill is not None:
         attrs["_FillValue"] = FillValueCoder.encode(var.attrs["_FillValue"], array.dtype)
+    # How the referenced numbers decode is fixed by the files they are in: the array's own
+    # decoding attributes are kept (xarray may have dropped them, e.g. combine_attrs="drop"),
+    # and a variable whose attributes say otherwise is refused, never written.
+    own = array.attributes
+    for key in DECODING_ATTRIBUTES:
+        if key in attrs and not same_value(attrs[key], own.get(key, _MISSING)):
+            raise CombineError(
+                f"variable {str(name)!r} has {key}={var.attrs[key]!r}, but its references "
+                f"were made with {key}={own[key] if key in own else 'absent'}; writing it "
+                "would decode its values wrongly (to change it on purpose, replace the "
+                "attributes of the ManifestArray itself: var.data.replace(attributes=...))"
+            )
+        if key in own:
+            attrs[key] = own[key]
     if name not in coord_names and "coordinates" not in attrs:
         # as xarray writes it: the non-index coordinates that share this variable's dims
         extra = [
@@ -349,9 +367,20 @@ def _inline_arrays(
     return out
 
 
+_MISSING = object()
+
 #: encodings that say how values are stored (not where): kept for inline copies
 _VALUE_ENCODINGS = frozenset(
-    {"units", "calendar", "dtype", "scale_factor", "add_offset", "_FillValue", "missing_value"}
+    {
+        "units",
+        "calendar",
+        "dtype",
+        "scale_factor",
+        "add_offset",
+        "_FillValue",
+        "missing_value",
+        "fill_value",
+    }
 )
 
 
