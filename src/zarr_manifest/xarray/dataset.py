@@ -321,7 +321,7 @@ def _with_variable_metadata(
         if key in attrs and not same_value(attrs[key], own.get(key, _MISSING)):
             raise CombineError(
                 f"variable {str(name)!r} has {key}={var.attrs[key]!r}, but its references "
-                f"were made with {key}={own[key] if key in own else 'absent'}; writing it "
+                f"were made with {key}={own.get(key, 'absent')}; writing it "
                 "would decode its values wrongly (to change it on purpose, replace the "
                 "attributes of the ManifestArray itself: var.data.replace(attributes=...))"
             )
