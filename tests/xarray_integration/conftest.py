@@ -26,7 +26,8 @@ def air_dataset(index: int, steps: int = 4) -> xr.Dataset:
                 ("time", "lat", "lon"),
                 rng.uniform(900, 1000, (steps, 3, 5)).astype("f4"),
             ),
-            "land": (("lat", "lon"), (rng.uniform(size=(3, 5)) > 0.5).astype("i1")),
+            # the same in every file, as a static field is
+            "land": (("lat", "lon"), np.arange(15, dtype="i1").reshape(3, 5) % 2),
         },
         coords={"time": time, "lat": [10.0, 20.0, 30.0], "lon": np.arange(5.0) * 2.5},
         attrs={"title": "air"},

@@ -31,12 +31,21 @@ from zarr_manifest.store import ManifestStore, SourceRegistry
 if TYPE_CHECKING:
     from xarray import Dataset, DataTree
 
-__all__ = ["FUSED_PIPELINE", "ManifestBackendEntrypoint", "open_manifest_store"]
+__all__ = [
+    "DEFAULT_VIRTUAL_SHARD_BYTES",
+    "FUSED_PIPELINE",
+    "ManifestBackendEntrypoint",
+    "open_manifest_store",
+]
 
 #: zarr's synchronous, bulk codec pipeline; ManifestStore serves its ``get_sync`` calls
 FUSED_PIPELINE = "zarr.core.codec_pipeline.FusedCodecPipeline"
 
 _TRANSFORMER = "chunk-manifest-json"
+
+#: the engine's default virtual shard size: a full read of 4,096 chunks of 16 KiB takes
+#: 0.28 s instead of 0.64 s without (and 1.9 s through open_zarr with zarr's defaults)
+DEFAULT_VIRTUAL_SHARD_BYTES = 4 << 20
 
 
 @contextmanager
@@ -71,10 +80,16 @@ def open_manifest_store(
 ) -> ManifestStore:
     """A `ManifestStore` for what the user passed (a path or URL, a group, or a store)."""
     if isinstance(source, ManifestStore):
-        if allowed_prefixes or registry or storage_options or virtual_shard_bytes:
+        if (
+            allowed_prefixes
+            or registry
+            or storage_options
+            or store_options
+            or virtual_shard_bytes not in (None, DEFAULT_VIRTUAL_SHARD_BYTES)
+        ):
             raise ValueError(
-                "a ManifestStore was passed: set allowed_prefixes, registry, storage_options "
-                "and virtual_shard_bytes on it, not on open_dataset"
+                "a ManifestStore was passed: set allowed_prefixes, registry, storage_options, "
+                "virtual_shard_bytes and other options on it, not on open_dataset"
             )
         return source
     root: Any = os.fspath(source) if isinstance(source, os.PathLike) else source
@@ -98,7 +113,8 @@ class ManifestBackendEntrypoint(BackendEntrypoint):
     - ``registry``: a `SourceRegistry` with configured obstore stores, instead;
     - ``storage_options``: obstore options (credentials, ``region``...) for the store itself;
     - ``virtual_shard_bytes``: show arrays of many small chunks as shards of about this size
-      (see `ManifestStore`); dask then defaults to chunks of whole shards;
+      (see `ManifestStore`; default 4 MiB, None: as stored); dask then defaults to chunks
+      of whole shards;
     - ``store_options``: other `ManifestStore` options (``verify``, ``readahead_bytes``...).
 
     ``filename_or_obj`` may also be a `ManifestStore` or an in-memory `ManifestGroup`.
@@ -152,7 +168,7 @@ class ManifestBackendEntrypoint(BackendEntrypoint):
         allowed_prefixes: Iterable[str] | None = None,
         registry: SourceRegistry | None = None,
         storage_options: Mapping[str, Any] | None = None,
-        virtual_shard_bytes: int | None = None,
+        virtual_shard_bytes: int | None = DEFAULT_VIRTUAL_SHARD_BYTES,
         store_options: Mapping[str, Any] | None = None,
     ) -> Dataset:
         store = open_manifest_store(
@@ -201,7 +217,7 @@ class ManifestBackendEntrypoint(BackendEntrypoint):
         allowed_prefixes: Iterable[str] | None = None,
         registry: SourceRegistry | None = None,
         storage_options: Mapping[str, Any] | None = None,
-        virtual_shard_bytes: int | None = None,
+        virtual_shard_bytes: int | None = DEFAULT_VIRTUAL_SHARD_BYTES,
         store_options: Mapping[str, Any] | None = None,
     ) -> dict[str, Dataset]:
         store = open_manifest_store(
@@ -236,21 +252,31 @@ class ManifestBackendEntrypoint(BackendEntrypoint):
 
 
 def _is_local_manifest_store(path: str) -> bool:
-    """A local directory whose hierarchy (the root or its members, one level down) holds an
-    array declaring the chunk-manifest-json storage transformer."""
-    root = os.path.join(path, "zarr.json")
-    if not os.path.isfile(root):
+    """A local directory whose hierarchy holds an array declaring the chunk-manifest-json
+    storage transformer (looked for breadth first, a bounded number of nodes deep)."""
+    if not os.path.isfile(os.path.join(path, "zarr.json")):
         return False
-    candidates = [root]
-    try:
-        candidates += [
-            os.path.join(path, entry, "zarr.json")
-            for entry in sorted(os.listdir(path))
-            if not entry.startswith(".")
+    queue = [path]
+    for _ in range(_GUESS_NODES):
+        if not queue:
+            return False
+        node = queue.pop(0)
+        if _declares_manifest(os.path.join(node, "zarr.json")):
+            return True
+        try:
+            children = sorted(os.listdir(node))
+        except OSError:
+            continue
+        queue += [
+            os.path.join(node, c)
+            for c in children
+            if not c.startswith(".") and os.path.isfile(os.path.join(node, c, "zarr.json"))
         ]
-    except OSError:
-        return False
-    return any(_declares_manifest(candidate) for candidate in candidates)
+    return False
+
+
+#: zarr.json documents read at most to guess whether a directory is a manifest store
+_GUESS_NODES = 64
 
 
 def _declares_manifest(zarr_json: str) -> bool:
