@@ -247,13 +247,23 @@ class ManifestArray:
         raise needs_data("converting to a numpy array")
 
     def __getitem__(self, key: Any) -> ManifestArray:
-        """Only the whole array (``a[...]``, ``a[:, :]``): a selection needs the values."""
-        from zarr_manifest.array_api import needs_data
+        """Only the whole array, with new axes if asked (``a[...]``, ``a[:, None]``): a
+        selection needs the values."""
+        from zarr_manifest.array_api import expand_dims, needs_data
 
         parts = key if isinstance(key, tuple) else (key,)
-        if all(p is Ellipsis or (isinstance(p, slice) and p == slice(None)) for p in parts):
-            return self
-        raise needs_data(f"indexing with {key!r}")
+        whole = all(
+            p is None or p is Ellipsis or (isinstance(p, slice) and p == slice(None)) for p in parts
+        )
+        axes = sum(p is not None and p is not Ellipsis for p in parts)
+        if not whole or parts.count(Ellipsis) > 1 or axes > self.ndim:
+            raise needs_data(f"indexing with {key!r}")
+        if Ellipsis not in parts:
+            parts = (*parts, Ellipsis)
+        at = parts.index(Ellipsis)
+        parts = (*parts[:at], *[slice(None)] * (self.ndim - axes), *parts[at + 1 :])
+        new = [i for i, p in enumerate(parts) if p is None]
+        return expand_dims(self, new) if new else self
 
     def astype(self, dtype: Any, *, copy: bool = True) -> ManifestArray:
         """Only to the array's own dtype (a no-op xarray asks for)."""

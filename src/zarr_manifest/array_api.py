@@ -118,7 +118,11 @@ def broadcast_to(array: ManifestArray, shape: Sequence[int], subok: bool = False
     if tuple(shape) == array.shape:
         return array
     new = len(shape) - array.ndim
-    if new < 0 or np.broadcast_shapes(array.shape, shape) != shape:
+    try:
+        fits = new >= 0 and np.broadcast_shapes(array.shape, shape) == shape
+    except ValueError:
+        fits = False
+    if not fits:
         raise ValueError(f"a ManifestArray of shape {array.shape} cannot broadcast to {shape}")
     meta = array.metadata
     chunks = list(_regular_chunks(array, "broadcast_to"))
