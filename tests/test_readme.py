@@ -202,6 +202,14 @@ def _run_python(script: str, *, cwd: Path, env: dict[str, str], what: str) -> st
 
 _RUNNER = """
 import sys, traceback
+from importlib.metadata import entry_points
+
+if not entry_points(group="xarray.backends", name="manifest"):
+    # installed before pyproject declared the engine: register it as the entry point does
+    from xarray.backends import plugins
+    plugins.BACKEND_ENTRYPOINTS["manifest"] = (None, __import__(
+        "zarr_manifest.xarray", fromlist=["x"]).ManifestBackendEntrypoint)
+    plugins.refresh_engines()
 
 def main():
     namespace = {"__name__": "__readme__"}

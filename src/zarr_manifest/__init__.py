@@ -28,6 +28,18 @@ from zarr_manifest.store import ManifestStore, SourceRegistry
 
 __version__ = "0.1.0"
 
+#: needing xarray (an optional dependency), so imported on first use
+_XARRAY_NAMES = frozenset({"open_virtual_dataset", "open_virtual_mfdataset"})
+
+
+def __getattr__(name: str) -> object:
+    if name in _XARRAY_NAMES:
+        import zarr_manifest.xarray as integration
+
+        return getattr(integration, name)
+    raise AttributeError(f"module 'zarr_manifest' has no attribute {name!r}")
+
+
 __all__ = [
     "BuildError",
     "ChunkEntry",
@@ -53,5 +65,7 @@ __all__ = [
     "combine_by_coords",
     "concat",
     "open_virtual",
+    "open_virtual_dataset",
+    "open_virtual_mfdataset",
     "stack",
 ]
