@@ -176,6 +176,14 @@ g.to_store("s3://{BUCKET}/stores/air.manifest")
         yield env
 
 
+def copy_reader_folder(source: Path, dest: Path) -> Path:
+    """A copy of the reader's folder at ``dest``, its references file pointing into the copy."""
+    shutil.copytree(source, dest)
+    refs = dest / "refs.json"
+    refs.write_text(refs.read_text().replace(str(source), str(dest)))
+    return dest
+
+
 def _subprocess_env(extra: dict[str, str]) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     env.update(extra)
@@ -230,8 +238,7 @@ if __name__ == "__main__":
 def test_python_blocks_run_top_to_bottom(
     reader_folder: Path, s3_environment: dict[str, str], tmp_path: Path
 ) -> None:
-    work = tmp_path / "reader"
-    shutil.copytree(reader_folder, work)
+    work = copy_reader_folder(reader_folder, tmp_path / "reader")
     blocks = [b for b in readme_blocks() if b.language == "python"]
     assert blocks
     # line numbers are kept by padding each block with blank lines in its own compile()
@@ -264,8 +271,7 @@ def _shell_blocks() -> list[Block]:
 def test_shell_block_runs(
     block: Block, reader_folder: Path, tmp_path: Path, s3_environment: dict[str, str]
 ) -> None:
-    work = tmp_path / "reader"
-    shutil.copytree(reader_folder, work)
+    work = copy_reader_folder(reader_folder, tmp_path / "reader")
     path = os.pathsep.join(filter(None, [str(Path(sys.executable).parent), os.environ.get("PATH")]))
     assert (Path(sys.executable).parent / "zarr-manifest").exists(), "zarr-manifest not installed"
     env = _subprocess_env(s3_environment) | {"PATH": path}
