@@ -6,17 +6,28 @@ from __future__ import annotations
 
 import gc
 import tracemalloc
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 import zarr
+from zarr.abc.store import RangeByteRequest
 from zarr.core.buffer import default_buffer_prototype
 
 import zarr_manifest.store._nodes as nodes_module
-from zarr_manifest import ChunkManifest, ManifestArray, ManifestGroup, ManifestStore
+from zarr_manifest import (
+    ChunkManifest,
+    ChunkTooLargeError,
+    ManifestArray,
+    ManifestGroup,
+    ManifestStore,
+    ShortReadError,
+)
 from zarr_manifest.store._manifest_cache import DEFAULT_MANIFEST_CACHE_BYTES
+from zarr_manifest.store._references import DEFAULT_MAX_CHUNK_BYTES
+from zarr_manifest.testing import RangeServer
 
 PROTO = default_buffer_prototype()
 MiB = 1 << 20
@@ -135,3 +146,119 @@ def test_manifest_cache_bytes_is_checked(tmp_path: Path) -> None:
     for bad in (-1, 1.5, True, "1"):
         with pytest.raises(ValueError, match="manifest_cache_bytes"):
             ManifestStore(root, manifest_cache_bytes=bad)  # type: ignore[arg-type]
+
+
+# ---- issue 13 item 9: a per-chunk size cap ---------------------------------------------------
+
+
+def _one_chunk_group(path: Path, offset: int, length: int, chunk: int) -> ManifestGroup:
+    manifest = ChunkManifest(
+        {"0": {"path": str(path), "offset": offset, "length": length}}, shape=(1,)
+    )
+    return ManifestGroup(arrays={"a": ManifestArray(_meta([chunk], [chunk]), manifest)})
+
+
+async def test_a_chunk_over_the_cap_is_refused_naming_its_key(tmp_path: Path) -> None:
+    data = tmp_path / "d.bin"
+    data.write_bytes(bytes(range(256)) * 256)  # 64 KiB
+    store = ManifestStore(_one_chunk_group(data, 0, 65536, 65536), max_chunk_bytes=60000)
+    with pytest.raises(
+        ChunkTooLargeError, match=r"'a/c/0'.*65536 bytes.*max_chunk_bytes=60000"
+    ) as e:
+        store.get_sync("a/c/0", prototype=PROTO)
+    assert e.value.key == "a/c/0"
+    with pytest.raises(ChunkTooLargeError):
+        await store.get("a/c/0", PROTO)
+    with pytest.raises(ChunkTooLargeError):
+        await store.get_partial_values(PROTO, [("a/c/0", None)])
+    with pytest.raises(ChunkTooLargeError):
+        zarr.open_array(store, path="a", mode="r")[...]
+    # a part of the chunk within the cap is read; its size is known without reading
+    part = await store.get("a/c/0", PROTO, RangeByteRequest(0, 1000))
+    assert part is not None and part.to_bytes() == data.read_bytes()[:1000]
+    assert await store.getsize("a/c/0") == 65536
+    # the same chunk under a larger cap reads
+    ok = ManifestStore(_one_chunk_group(data, 0, 65536, 65536), max_chunk_bytes=65536)
+    np.testing.assert_array_equal(
+        zarr.open_array(ok, path="a", mode="r")[...], np.frombuffer(data.read_bytes(), np.uint8)
+    )
+
+
+def test_the_default_cap_refuses_a_chunk_over_1_gib_before_any_io(tmp_path: Path) -> None:
+    data = tmp_path / "d.bin"
+    data.write_bytes(b"0123456789")
+    # a 2^30 + 1 byte chunk of a 10 byte file: refused for its size, not read short
+    store = ManifestStore(_one_chunk_group(data, 0, (1 << 30) + 1, (1 << 30) + 1))
+    with pytest.raises(ChunkTooLargeError, match="max_chunk_bytes=1073741824"):
+        store.get_sync("a/c/0", prototype=PROTO)
+    assert DEFAULT_MAX_CHUNK_BYTES == 1 << 30
+    # at the cap, the read goes ahead (and finds the file short)
+    store = ManifestStore(_one_chunk_group(data, 0, 1 << 30, 1 << 30))
+    with pytest.raises(ShortReadError):
+        store.get_sync("a/c/0", prototype=PROTO)
+
+
+def _overlapping_group(path: Path, chunks: int, length: int) -> ManifestGroup:
+    """``chunks`` chunks of ``length`` bytes that all reference the same bytes of ``path``."""
+    manifest = ChunkManifest.from_arrays(
+        paths=np.full(chunks, str(path), dtype=object),
+        offsets=np.zeros(chunks, dtype=np.uint64),
+        lengths=np.full(chunks, length, dtype=np.uint64),
+    )
+    return ManifestGroup(arrays={"a": ManifestArray(_meta([chunks * length], [length]), manifest)})
+
+
+def test_overlapping_references_cannot_build_a_shard_over_the_cap(tmp_path: Path) -> None:
+    data = tmp_path / "d.bin"
+    data.write_bytes(bytes(range(256)) * 16)  # 4 KiB, referenced 4096 times: a 16 MiB shard
+    group = _overlapping_group(data, 4096, 4096)
+    store = ManifestStore(group, virtual_shard_bytes=64 * MiB, max_chunk_bytes=MiB)
+    with pytest.raises(ChunkTooLargeError, match="virtual shard 'a/c/0'") as e:
+        store.get_sync("a/c/0", prototype=PROTO)
+    assert e.value.key == "a/c/0"
+    with pytest.raises(ChunkTooLargeError):
+        zarr.open_array(store, path="a", mode="r")[...]  # zarr asks for whole shards
+    # a few chunks of a shard are read by their own byte ranges, each within the cap
+    np.testing.assert_array_equal(
+        zarr.open_array(store, path="a", mode="r")[4090:4100], np.arange(4090, 4100) % 256
+    )
+    # unsharded, each chunk is within the cap and reads
+    plain = ManifestStore(group, max_chunk_bytes=MiB)
+    assert zarr.open_array(plain, path="a", mode="r")[4095 * 4096 + 5] == 5
+
+
+async def test_a_remote_shard_reserves_no_room_before_its_bytes_arrive(
+    clean_range_server: RangeServer, serve_bytes: Callable[..., str]
+) -> None:
+    # 256 chunks of 256 KiB promised, from a 64 KiB file: a 64 MiB shard that cannot be read
+    url = clean_range_server.url_for(serve_bytes(bytes(65536), "short.bin"))
+    chunks, length = 256, 256 * 1024
+    manifest = ChunkManifest.from_arrays(
+        paths=np.full(chunks, url, dtype=object),
+        offsets=np.arange(chunks, dtype=np.uint64) * length,
+        lengths=np.full(chunks, length, dtype=np.uint64),
+    )
+    group = ManifestGroup(arrays={"a": ManifestArray(_meta([chunks * length], [length]), manifest)})
+    store = ManifestStore(group, virtual_shard_bytes=1 << 30, max_chunk_bytes=1 << 30)
+    gc.collect()
+    tracemalloc.start()
+    try:
+        with pytest.raises(ShortReadError):
+            await store.get("a/c/0", PROTO)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 * MiB, peak  # not the 64 MiB the manifest promised
+
+
+async def test_a_remote_chunk_over_the_cap_is_not_requested(
+    clean_range_server: RangeServer, serve_bytes: Callable[..., str]
+) -> None:
+    path = serve_bytes(bytes(65536), "big.bin")
+    url = clean_range_server.url_for(path)
+    manifest = ChunkManifest({"0": {"path": url, "offset": 0, "length": 65536}}, shape=(1,))
+    group = ManifestGroup(arrays={"a": ManifestArray(_meta([65536], [65536]), manifest)})
+    store = ManifestStore(group, max_chunk_bytes=1000)
+    with pytest.raises(ChunkTooLargeError):
+        await store.get("a/c/0", PROTO)
+    assert clean_range_server.request_count(path.removeprefix("/"), "GET") == 0

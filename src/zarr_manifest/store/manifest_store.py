@@ -36,8 +36,10 @@ from zarr_manifest.store._manifest_cache import DEFAULT_MANIFEST_CACHE_BYTES, Ma
 from zarr_manifest.store._nodes import ZARR_JSON, LoadedNode, load_node
 from zarr_manifest.store._readahead import Readahead
 from zarr_manifest.store._references import (
+    DEFAULT_MAX_CHUNK_BYTES,
     CheckedSources,
     Chunk,
+    check_chunk_size,
     fingerprint_urls,
     read_chunk_async,
     read_chunk_sync,
@@ -114,6 +116,13 @@ class ManifestStore(Store):
         `ManifestGroup` are the caller's and are not counted.  Raise it for datasets
         whose arrays, read in turn, hold more chunk entries than fit (an entry takes
         about 3 to 20 bytes), lest each be parsed again and again.
+    max_chunk_bytes
+        The most bytes one chunk read (or, with virtual shards, one shard read) may take
+        (default 1 GiB).  A larger read raises `ChunkTooLargeError` naming the key,
+        before anything is requested or reserved: a manifest entry of many GiB (a sparse
+        file, references that overlap) cannot make the store hold many GiB.  Chunks are
+        usually 1-100 MB; raise it for data whose chunks are larger, and keep it above
+        ``virtual_shard_bytes``.
     **obstore_kwargs
         Passed to `obstore.store.from_url` when ``root`` is a URL.
 
@@ -156,6 +165,7 @@ class ManifestStore(Store):
         verify: VerifyMode = "once",
         virtual_shard_bytes: int | None = None,
         manifest_cache_bytes: int = DEFAULT_MANIFEST_CACHE_BYTES,
+        max_chunk_bytes: int = DEFAULT_MAX_CHUNK_BYTES,
         **obstore_kwargs: Any,
     ) -> None:
         if not read_only:
@@ -168,14 +178,8 @@ class ManifestStore(Store):
             raise ValueError(
                 f"virtual_shard_bytes must be a positive int or None, got {virtual_shard_bytes!r}"
             )
-        if (
-            isinstance(manifest_cache_bytes, bool)
-            or not isinstance(manifest_cache_bytes, int)
-            or manifest_cache_bytes < 0
-        ):
-            raise ValueError(
-                f"manifest_cache_bytes must be a non-negative int, got {manifest_cache_bytes!r}"
-            )
+        _check_size_option("manifest_cache_bytes", manifest_cache_bytes, minimum=0)
+        _check_size_option("max_chunk_bytes", max_chunk_bytes, minimum=1)
         super().__init__(read_only=True)
         self._args = {
             "root": root,
@@ -191,11 +195,13 @@ class ManifestStore(Store):
             "verify": verify,
             "virtual_shard_bytes": virtual_shard_bytes,
             "manifest_cache_bytes": manifest_cache_bytes,
+            "max_chunk_bytes": max_chunk_bytes,
             **obstore_kwargs,
         }
         self._shard_bytes = virtual_shard_bytes
         self._max_gap = max_gap_bytes
         self._max_request = max_request_bytes
+        self._max_chunk = max_chunk_bytes
         self._registry = registry.copy() if registry is not None else SourceRegistry()
         self._verifier = SourceVerifier(verify)
         self._manifests = ManifestCache(manifest_cache_bytes)
@@ -303,13 +309,14 @@ class ManifestStore(Store):
         prototype = prototype or default_buffer_prototype()
         target = self._router.route(key)
         if isinstance(target, Chunk):
-            data: Any = await read_chunk_async(target, byte_range, self._readahead)
+            data: Any = await read_chunk_async(target, byte_range, self._readahead, self._max_chunk)
         elif isinstance(target, Shard):
             data = await read_shard_async(
                 target,
                 byte_range,
                 max_gap_bytes=self._max_gap,
                 max_request_bytes=self._max_request,
+                max_bytes=self._max_chunk,
             )
         elif isinstance(target, bytes):
             data = slice_bytes(target, byte_range, key)
@@ -337,6 +344,7 @@ class ManifestStore(Store):
                     continue
                 start, end = target.byte_range(byte_range)
                 source = await target.source_async()
+                check_chunk_size(start, end, self._max_chunk, key, url=source.url)
                 by_source.setdefault(source, []).append((i, start, end, key))
             elif target is not HIDDEN:
                 others.append((i, key, byte_range))
@@ -469,13 +477,14 @@ class ManifestStore(Store):
         prototype = prototype or default_buffer_prototype()
         target = self._router.route(key)
         if isinstance(target, Chunk):
-            data: Any = read_chunk_sync(target, byte_range)
+            data: Any = read_chunk_sync(target, byte_range, self._max_chunk)
         elif isinstance(target, Shard):
             data = read_shard_sync(
                 target,
                 byte_range,
                 max_gap_bytes=self._max_gap,
                 max_request_bytes=self._max_request,
+                max_bytes=self._max_chunk,
             )
         elif isinstance(target, bytes):
             data = slice_bytes(target, byte_range, key)
@@ -517,3 +526,9 @@ class ManifestStore(Store):
 
     def _fingerprint_urls(self, fingerprints: Any, base: str, where: str | None) -> Any:
         return fingerprint_urls(fingerprints, base, where, self._verifier)
+
+
+def _check_size_option(name: str, value: object, *, minimum: int) -> None:
+    """Refuse a byte-count option that is not an int of at least ``minimum`` (ValueError)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an int of at least {minimum}, got {value!r}")
