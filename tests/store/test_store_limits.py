@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import obstore
 import pytest
 import zarr
 from zarr.abc.store import RangeByteRequest
@@ -262,3 +263,129 @@ async def test_a_remote_chunk_over_the_cap_is_not_requested(
     with pytest.raises(ChunkTooLargeError):
         await store.get("a/c/0", PROTO)
     assert clean_range_server.request_count(path.removeprefix("/"), "GET") == 0
+
+
+# ---- issue 13 item 10: listing a deep hierarchy ---------------------------------------------
+
+GROUP_DOC = b'{"zarr_format": 3, "node_type": "group", "attributes": {}}'
+
+
+class _ListingCounter:
+    """Counts the entries the root storage's listings return (patched into obstore)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, limit: int) -> None:
+        self.entries = 0
+        self.limit = limit
+        real_list, real_delimited = obstore.list, obstore.list_with_delimiter
+
+        def listed(*args: Any, **kwargs: Any) -> Any:
+            return _Counted(real_list(*args, **kwargs), self._count)
+
+        def delimited(*args: Any, **kwargs: Any) -> Any:
+            result = real_delimited(*args, **kwargs)
+            self._count(len(result["objects"]) + len(result["common_prefixes"]))
+            return result
+
+        monkeypatch.setattr(obstore, "list", listed)
+        monkeypatch.setattr(obstore, "list_with_delimiter", delimited)
+
+    def _count(self, n: int) -> None:
+        self.entries += n
+        # stop a runaway walk early rather than after minutes
+        assert self.entries <= self.limit, f"listings returned over {self.limit} entries"
+
+
+class _Counted:
+    """An obstore list stream whose entries are counted as they are taken."""
+
+    def __init__(self, stream: Any, count: Callable[[int], None]) -> None:
+        self._stream = stream
+        self._count = count
+
+    def collect(self) -> list[Any]:
+        items = self._stream.collect()
+        self._count(len(items))
+        return items
+
+    def __iter__(self) -> Any:
+        for batch in self._stream:
+            self._count(len(batch))
+            yield batch
+
+
+def test_walking_a_deep_hierarchy_lists_each_directory_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    depth = 300
+    root = tmp_path / "deep"
+    node = root
+    for _ in range(depth + 1):
+        node.mkdir()
+        (node / "zarr.json").write_bytes(GROUP_DOC)
+        node = node / "g"
+    counter = _ListingCounter(monkeypatch, limit=10 * depth)
+    group = zarr.open_group(ManifestStore(root), mode="r")
+    members = dict(group.members(max_depth=None))
+    assert len(members) == depth
+    assert "/".join(["g"] * depth) in members
+    # each group's directory is listed once: its zarr.json and its child, two entries
+    assert counter.entries <= 3 * (depth + 1), counter.entries
+
+
+def _mixed_group(data: Path) -> ManifestGroup:
+    """Groups, virtual arrays (one nested, one at the root), an inline array."""
+    from zarr_manifest import InlineArray
+
+    entry = {"path": str(data), "offset": 0, "length": 4}
+    a = ManifestArray(_meta([8], [4]), ChunkManifest({"0": entry, "1": entry}, shape=(2,)))
+    b = ManifestArray(_meta([4], [4]), ChunkManifest({"0": entry}, shape=(1,)))
+    inner = ManifestGroup(arrays={"b": b}, groups={"h": ManifestGroup(arrays={"b2": b})})
+    return ManifestGroup(
+        arrays={"a": a, "coord": InlineArray.from_numpy(np.arange(4, dtype=np.uint8))},
+        groups={"g": inner},
+    )
+
+
+def _reference_names(store: ManifestStore, prefix: str) -> list[str]:
+    """What list_dir showed before it listed one directory: the first parts of the keys
+    of the whole listing under ``prefix`` (only chunk keys of arrays holding it)."""
+    from zarr_manifest.store._listing import keys_under
+
+    start = f"{prefix}/" if prefix else ""
+    names: list[str] = []
+    for key in keys_under(store._router, store._objects, start, inside_only=True):
+        name = key[len(start) :].split("/", 1)[0]
+        if name not in names:
+            names.append(name)
+    return names
+
+
+@pytest.mark.parametrize("where", ["disk", "memory"])
+async def test_list_dir_shows_what_the_whole_listing_shows(tmp_path: Path, where: str) -> None:
+    data = tmp_path / "raw.bin"
+    data.write_bytes(b"abcdefgh")
+    group = _mixed_group(data)
+    if where == "memory":
+        store = ManifestStore(group)
+    else:
+        root = tmp_path / "store"
+        group.to_store(root)
+        # things zarr is not shown: files beside nodes, non-node directories, an empty one
+        (root / "README").write_bytes(b"hi")
+        (root / "data").mkdir()
+        (root / "data" / "x.bin").write_bytes(b"x")
+        (root / "g" / "junk" / "deeper").mkdir(parents=True)
+        (root / "g" / "junk" / "deeper" / "y").write_bytes(b"y")
+        (root / "g" / "empty").mkdir()
+        (root / "g" / "h" / "b2" / "stray.txt").write_bytes(b"s")
+        store = ManifestStore(root, allowed_prefixes=[str(tmp_path)])
+    keys = [k async for k in store.list()]
+    prefixes = {"", "nope", "a/c", "g/junk", "g/junk/deeper", "data", "g/empty", "a//c", ".."}
+    for key in keys:
+        parts = key.split("/")
+        prefixes.update("/".join(parts[:i]) for i in range(1, len(parts)))
+    for prefix in sorted(prefixes):
+        got = [n async for n in store.list_dir(prefix)]
+        assert got == _reference_names(store, prefix), prefix
+    assert [n async for n in store.list_dir("g")] == ["b", "h", "zarr.json"]
+    assert [n async for n in store.list_dir("a")] == ["zarr.json", "c"]

@@ -31,7 +31,7 @@ from zarr_manifest.group import ManifestGroup
 from zarr_manifest.store._byte_ranges import check_byte_range, slice_bytes
 from zarr_manifest.store._in_memory import group_source_urls, memory_objects
 from zarr_manifest.store._keys import HIDDEN, KeyRouter, Target
-from zarr_manifest.store._listing import keys_under, listed_objects, virtual_arrays
+from zarr_manifest.store._listing import dir_names, keys_under, listed_objects, virtual_arrays
 from zarr_manifest.store._manifest_cache import DEFAULT_MANIFEST_CACHE_BYTES, ManifestCache
 from zarr_manifest.store._nodes import ZARR_JSON, LoadedNode, load_node
 from zarr_manifest.store._readahead import Readahead
@@ -407,17 +407,10 @@ class ManifestStore(Store):
 
     async def list_dir(self, prefix: str) -> AsyncIterator[str]:
         """The names directly under the directory ``prefix``."""
-        prefix = prefix.rstrip("/")
-        start = f"{prefix}/" if prefix else ""
-        seen: set[str] = set()
-        # Only arrays whose directory is `start` or holds it need their manifest for this:
-        # an array below `start` is named by its zarr.json already (zarr lists the members
-        # of groups this way, and must not make every manifest be parsed).
-        for key in keys_under(self._router, self._objects, start, inside_only=True):
-            name = key[len(start) :].split("/", 1)[0]
-            if name not in seen:
-                seen.add(name)
-                yield name
+        # Only this directory is listed, and only an array whose directory is ``prefix`` or
+        # holds it has its manifest parsed: zarr lists the members of groups this way.
+        for name in dir_names(self._router, self._objects, prefix.rstrip("/")):
+            yield name
 
     async def delete_dir(self, prefix: str) -> None:
         """Refused: the store is read-only (ValueError)."""
