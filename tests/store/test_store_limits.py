@@ -389,3 +389,48 @@ async def test_list_dir_shows_what_the_whole_listing_shows(tmp_path: Path, where
         assert got == _reference_names(store, prefix), prefix
     assert [n async for n in store.list_dir("g")] == ["b", "h", "zarr.json"]
     assert [n async for n in store.list_dir("a")] == ["zarr.json", "c"]
+
+
+# ---- issue 13 item 14: a pickled store reopens the same store elsewhere ----------------------
+
+
+def _store_of(directory: Path, value: int) -> None:
+    """A store at ``directory/store`` whose one chunk, in ``directory/data/d.bin``, reads
+    ``value`` (its reference relative, its data directory allowed by a relative prefix)."""
+    (directory / "data").mkdir(parents=True)
+    (directory / "data" / "d.bin").write_bytes(bytes([value]) * 4)
+    manifest = ChunkManifest(
+        {"0": {"path": str(directory / "data" / "d.bin"), "offset": 0, "length": 4}}, shape=(1,)
+    )
+    ManifestGroup(arrays={"a": ManifestArray(_meta([4], [4]), manifest)}).to_store(
+        directory / "store"
+    )
+
+
+def test_a_pickled_store_with_relative_paths_reopens_the_same_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pickle
+
+    _store_of(tmp_path / "one", 1)
+    _store_of(tmp_path / "two", 2)
+    monkeypatch.chdir(tmp_path / "one")
+    store = ManifestStore("store", allowed_prefixes=["data/"])
+    group = ManifestGroup(
+        arrays={
+            "a": ManifestArray(
+                _meta([4], [4]),
+                ChunkManifest({"0": {"path": "data/d.bin", "offset": 0, "length": 4}}, shape=(1,)),
+            )
+        }
+    )
+    in_memory = ManifestStore(group)
+    for s in (store, in_memory):
+        assert zarr.open_array(s, path="a", mode="r")[0] == 1
+    pickled = [pickle.dumps(s) for s in (store, in_memory)]
+    # a worker whose working directory holds another store of the same relative layout
+    monkeypatch.chdir(tmp_path / "two")
+    for data in pickled:
+        copy = pickle.loads(data)
+        assert zarr.open_array(copy, path="a", mode="r")[0] == 1
+    assert pickle.loads(pickled[0]) == store

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from pathlib import Path
 from collections.abc import AsyncIterator, Iterable
 from typing import TYPE_CHECKING, Any, Self
 
@@ -181,6 +182,14 @@ class ManifestStore(Store):
         _check_size_option("manifest_cache_bytes", manifest_cache_bytes, minimum=0)
         _check_size_option("max_chunk_bytes", max_chunk_bytes, minimum=1)
         super().__init__(read_only=True)
+        # Relative local paths are made absolute now, against this process's working
+        # directory: a pickled store then reopens the same store in a worker whose working
+        # directory differs, instead of silently reading another one.
+        if isinstance(root, ManifestGroup):
+            base_url = base_url or local_path_to_url(os.getcwd()) + "/"
+        else:
+            root = _absolute_local_path(root)
+        allowed_prefixes = tuple(_absolute_local_prefix(p) for p in allowed_prefixes or ())
         self._args = {
             "root": root,
             "allowed_prefixes": tuple(allowed_prefixes or ()),
@@ -216,7 +225,8 @@ class ManifestStore(Store):
         self._router = KeyRouter(self._load_node, self._sources, virtual_shard_bytes)
         if isinstance(root, ManifestGroup):
             self._location = None
-            base = base_url or local_path_to_url(os.getcwd()) + "/"
+            assert base_url is not None
+            base = base_url
             self._url = base
             self._objects = RootObjects(None, memory_objects(root), base)
             # The caller's own prefixes go first: a source they cover is read with the store
@@ -525,3 +535,24 @@ def _check_size_option(name: str, value: object, *, minimum: int) -> None:
     """Refuse a byte-count option that is not an int of at least ``minimum`` (ValueError)."""
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ValueError(f"{name} must be an int of at least {minimum}, got {value!r}")
+
+
+def _absolute_local_path(root: Any) -> Any:
+    """A local path made absolute (as `open_location` would take it); others unchanged."""
+    if isinstance(root, os.PathLike) or (isinstance(root, str) and "://" not in root):
+        return str(Path(root).expanduser().absolute())
+    return root
+
+
+def _absolute_local_prefix(prefix: Any) -> Any:
+    """An allowed prefix that `SourceRegistry` takes as a local path, made absolute (a
+    trailing ``/`` kept); URLs and anything else unchanged."""
+    if (
+        isinstance(prefix, str)
+        and prefix
+        and "://" not in prefix
+        and (prefix.startswith((".", "~")) or os.path.exists(prefix))
+    ):
+        absolute = os.path.abspath(os.path.expanduser(prefix))
+        return absolute + "/" if prefix.endswith("/") and absolute != "/" else absolute
+    return prefix
