@@ -43,6 +43,7 @@ from zarr.core.buffer import default_buffer_prototype
 from zarr_manifest import ChunkManifest, ManifestStore
 from zarr_manifest.errors import (
     ChunkReadError,
+    ChunkTooLargeError,
     ManifestError,
     ManifestFormatError,
     ShortReadError,
@@ -50,6 +51,7 @@ from zarr_manifest.errors import (
     ZarrManifestError,
 )
 from zarr_manifest.format.paths import local_path_to_url
+from zarr_manifest.store._references import DEFAULT_MAX_CHUNK_BYTES
 from zarr_manifest.store.fetch import close_local_files
 from zarr_manifest.store.sources import SourceRegistry
 from zarr_manifest.testing import RangeServer, S3Server
@@ -671,7 +673,9 @@ def test_range_beyond_source_is_a_short_read(tmp_path: Path, offset: int, length
     finally:
         tracemalloc.stop()
     for how, got in outcomes.items():
-        assert isinstance(got, ShortReadError), f"{how}: {got!r}"
+        # a claim over the store's max_chunk_bytes is refused for its size, before any read
+        want = ChunkTooLargeError if length > DEFAULT_MAX_CHUNK_BYTES else ShortReadError
+        assert isinstance(got, want), f"{how}: {got!r}"
         assert got.key == "a/c/0" and "'a/c/0'" in str(got), str(got)
         assert got.url is not None and got.url.endswith("/data/ok.bin")
         assert "data/ok.bin" in str(got)
@@ -708,8 +712,11 @@ def test_remote_range_beyond_source_is_a_short_read(
                 tracemalloc.stop()
             for how, got in outcomes.items():
                 # a range starting past the end is refused by the server (416): a read
-                # error; one that ends past it comes back short
+                # error; one that ends past it comes back short; one over the store's
+                # max_chunk_bytes is refused for its size, before any request
                 want = ChunkReadError if offset >= len(OK_DATA) else ShortReadError
+                if length > DEFAULT_MAX_CHUNK_BYTES:
+                    want = ChunkTooLargeError
                 assert isinstance(got, want), f"{how} {name}: {got!r}"
                 assert got.key == "a/c/0", got
             assert peak < 64 * 2**20, peak

@@ -11,6 +11,7 @@ from zarr_manifest.combine import combine_by_coords, concat, stack
 from zarr_manifest.errors import (
     BuildError,
     ChunkReadError,
+    ChunkTooLargeError,
     CombineError,
     ManifestError,
     ManifestFormatError,
@@ -45,6 +46,7 @@ __all__ = [
     "ChunkEntry",
     "ChunkManifest",
     "ChunkReadError",
+    "ChunkTooLargeError",
     "CombineError",
     "Fingerprint",
     "InlineArray",

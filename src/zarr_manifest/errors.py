@@ -18,6 +18,7 @@ Hierarchy::
     ├── SourceNotAllowedError(PermissionError)  a reference points outside what may be read
     └── ChunkReadError(OSError)            fetching a chunk's bytes failed
         ├── ShortReadError                 the source returned a different length than promised
+        ├── ChunkTooLargeError             a chunk (or virtual shard) is over the store's size cap
         └── StaleReferenceError            the source file changed since the manifest was made
 """
 
@@ -26,6 +27,7 @@ from __future__ import annotations
 __all__ = [
     "BuildError",
     "ChunkReadError",
+    "ChunkTooLargeError",
     "CombineError",
     "ManifestError",
     "ManifestFormatError",
@@ -151,3 +153,8 @@ class ShortReadError(ChunkReadError):
 
 class StaleReferenceError(ChunkReadError):
     """A source file changed (size, ETag or last-modified) since the manifest was made."""
+
+
+class ChunkTooLargeError(ChunkReadError):
+    """A chunk (or virtual shard) read would take more bytes than the store's
+    ``max_chunk_bytes`` allows; nothing was read or reserved for it."""

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from zarr_manifest.store._keys import KeyRouter, is_zarr_json, node_dir
+from zarr_manifest.store._keys import KeyRouter, is_valid_key, is_zarr_json, node_dir
 from zarr_manifest.store._nodes import ZARR_JSON, LoadedNode
 from zarr_manifest.store._root_objects import RootObjects
 
-__all__ = ["keys_under", "listed_objects", "virtual_arrays"]
+__all__ = ["dir_names", "keys_under", "listed_objects", "virtual_arrays"]
 
 
 def listed_objects(router: KeyRouter, objects: RootObjects) -> dict[str, int]:
@@ -72,6 +72,68 @@ def keys_under(
             yield from (key for key in node.chunk_keys() if key.startswith(prefix))
         elif directory.startswith(prefix) and not inside_only:
             yield from node.chunk_keys()
+
+
+def dir_names(router: KeyRouter, objects: RootObjects, prefix: str) -> list[str]:
+    """The names directly under directory ``prefix`` that zarr is shown, as the first
+    parts of the keys `keys_under` lists (with ``inside_only``), in the same order.
+
+    Only ``prefix`` itself is listed, and its ancestors looked up (nodes are cached), so
+    walking a hierarchy costs one listing per directory, not one of the whole store.
+    """
+    if prefix and not is_valid_key(prefix):
+        return []  # no key lies under "a//b" or "../x"
+    parts = prefix.split("/") if prefix else []
+    directory = ""
+    for depth in range(len(parts) + 1):
+        router.forget_absent(directory)  # its zarr.json may have been written since
+        node = router.node(directory)
+        if node is not None and node.is_array:
+            return _array_dir_names(router, objects, node, prefix)
+        if depth == len(parts):
+            if node is None:
+                break  # not a node: its contents are listed as they are
+            # a group shows its objects and those subdirectories that are nodes (spec 9.5)
+            files, dirs = objects.list_dir(prefix, empty_dirs=True)
+            return _in_key_order(files, [d for d in dirs if _is_node(router, prefix, d)])
+        child = f"{directory}/{parts[depth]}" if depth else parts[depth]
+        if node is not None:
+            router.forget_absent(child)
+            if router.node(child) is None:
+                return []  # a directory of a group that is not a node: not shown
+        directory = child
+    return _in_key_order(*objects.list_dir(prefix))
+
+
+def _array_dir_names(
+    router: KeyRouter, objects: RootObjects, node: LoadedNode, prefix: str
+) -> list[str]:
+    """The names under ``prefix`` inside the directory of array ``node``."""
+    if node.manifest_key is None:
+        return _in_key_order(*objects.list_dir(prefix))  # an inline array: as stored
+    start = f"{prefix}/" if prefix else ""
+    names = [ZARR_JSON] if prefix == node.path else []
+    seen = set(names)
+    for key in node.chunk_keys():
+        if key.startswith(start):
+            name = key[len(start) :].split("/", 1)[0]
+            if name not in seen:
+                seen.add(name)
+                names.append(name)
+    return names
+
+
+def _is_node(router: KeyRouter, prefix: str, name: str) -> bool:
+    path = f"{prefix}/{name}" if prefix else name
+    router.forget_absent(path)
+    return router.node(path) is not None
+
+
+def _in_key_order(files: list[str], dirs: list[str]) -> list[str]:
+    """Names of files and directories in the order of the keys they start (a directory
+    ``d`` sorts as ``d/``)."""
+    directories = set(dirs)
+    return sorted([*files, *dirs], key=lambda n: n + "/" if n in directories else n)
 
 
 def _in_hierarchy(router: KeyRouter, key: str, node_dirs: set[str]) -> bool:

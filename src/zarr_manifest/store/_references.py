@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from zarr.abc.store import ByteRequest
 
-from zarr_manifest.errors import ManifestFormatError
+from zarr_manifest.errors import ChunkTooLargeError, ManifestFormatError
 from zarr_manifest.fingerprint import Fingerprint
 from zarr_manifest.format.paths import is_absolute_url, local_path_to_url, resolve_reference
 from zarr_manifest.manifest import ChunkManifest
@@ -26,8 +26,10 @@ if TYPE_CHECKING:
     from zarr_manifest.store._readahead import Readahead
 
 __all__ = [
+    "DEFAULT_MAX_CHUNK_BYTES",
     "CheckedSources",
     "Chunk",
+    "check_chunk_size",
     "fingerprint_urls",
     "memory_paths_as_urls",
     "read_chunk_async",
@@ -35,6 +37,14 @@ __all__ = [
     "reference_urls",
     "resolve_paths",
 ]
+
+
+#: The default cap on the bytes of one chunk read (spec 8.2, 8.3).  Zarr's guidance is
+#: chunks of 1-100 MB; blosc, zarr's default compressor, cannot encode more than 2 GiB in
+#: one buffer; the builders split contiguous data into chunks of a few MiB.  A read holds
+#: the fetched bytes and zarr the decoded chunk, for several chunks at once: 1 GiB keeps a
+#: hostile or broken entry (a 3 GiB range of a sparse file) from costing many GiB.
+DEFAULT_MAX_CHUNK_BYTES = 1 << 30
 
 
 # ---- a manifest's paths as URLs --------------------------------------------------------------
@@ -185,16 +195,45 @@ class Chunk:
         return self.offset + lo, self.offset + hi
 
 
-def read_chunk_sync(chunk: Chunk, byte_range: ByteRequest | None) -> bytes | None:
-    """A chunk's bytes (or a byte range of them); None when the manifest has no entry."""
+def check_chunk_size(
+    start: int,
+    end: int,
+    limit: int,
+    key: str,
+    *,
+    url: str | None = None,
+    what: str = "chunk",
+) -> None:
+    """Refuse to read bytes ``[start, end)`` of a chunk (or shard) when they are more than
+    ``limit`` (`ChunkTooLargeError` naming ``key``), before anything is read or reserved."""
+    if end - start > limit:
+        source = f" of {url}" if url is not None else ""
+        raise ChunkTooLargeError(
+            f"{what} {key!r}: reading bytes [{start}, {end}){source} would take "
+            f"{end - start} bytes, more than the store's max_chunk_bytes={limit}; the "
+            f"manifest may be wrong (or raise the limit)",
+            key=key,
+            url=url,
+            start=start,
+            end=end,
+        )
+
+
+def read_chunk_sync(chunk: Chunk, byte_range: ByteRequest | None, max_bytes: int) -> bytes | None:
+    """A chunk's bytes (or a byte range of them); None when the manifest has no entry.
+
+    A read of more than ``max_bytes`` is a `ChunkTooLargeError`.
+    """
     if chunk.missing:
         return None
     start, end = chunk.byte_range(byte_range)
-    return read_range_sync(chunk.source(), start, end, key=chunk.key)
+    source = chunk.source()
+    check_chunk_size(start, end, max_bytes, chunk.key, url=source.url)
+    return read_range_sync(source, start, end, key=chunk.key)
 
 
 async def read_chunk_async(
-    chunk: Chunk, byte_range: ByteRequest | None, readahead: Readahead
+    chunk: Chunk, byte_range: ByteRequest | None, readahead: Readahead, max_bytes: int
 ) -> bytes | memoryview | None:
     """`read_chunk_sync` on the event loop: small local reads inline, large ones in a
     thread, remote ones through ``readahead``."""
@@ -202,6 +241,7 @@ async def read_chunk_async(
         return None
     start, end = chunk.byte_range(byte_range)
     source = await chunk.source_async()
+    check_chunk_size(start, end, max_bytes, chunk.key, url=source.url)
     if source.local_path is not None:
         if end - start <= LOCAL_INLINE_MAX_BYTES:
             # a small local read is a few microseconds: cheaper than any scheduling

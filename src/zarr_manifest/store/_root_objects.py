@@ -3,6 +3,7 @@ from its root storage through obstore, or from an in-memory group's encoded obje
 
 from __future__ import annotations
 
+import bisect
 from typing import TYPE_CHECKING, Any
 
 import obstore
@@ -34,6 +35,8 @@ class RootObjects:
     ) -> None:
         self._location = location
         self._memory = memory
+        # an in-memory group's keys, sorted: a directory's entries are a contiguous run
+        self._memory_keys = sorted(memory) if memory is not None else []
         self._url = url
 
     def sizes(self) -> dict[str, int]:
@@ -43,6 +46,37 @@ class RootObjects:
         assert self._location is not None
         listing = obstore.list(self._location.store).collect()
         return {m["path"]: int(m["size"]) for m in sorted(listing, key=lambda m: m["path"])}
+
+    def list_dir(self, prefix: str, *, empty_dirs: bool = False) -> tuple[list[str], list[str]]:
+        """The names of the objects directly under directory ``prefix`` ("" for the root)
+        and of its subdirectories, each sorted; without ``empty_dirs``, only those holding
+        an object (a local store may hold empty directories)."""
+        start = f"{prefix}/" if prefix else ""
+        if self._memory is not None:
+            keys = self._memory_keys
+            files: list[str] = []
+            dirs: list[str] = []
+            i = bisect.bisect_left(keys, start)
+            while i < len(keys) and keys[i].startswith(start):
+                name, sep, _ = keys[i][len(start) :].partition("/")
+                if not sep:
+                    files.append(name)
+                    i += 1
+                else:
+                    dirs.append(name)
+                    # skip the rest of this subdirectory: its keys sort before "name0"
+                    i = bisect.bisect_left(keys, f"{start}{name}0", i)
+            return files, dirs
+        assert self._location is not None
+        store = self._location.store
+        listing = obstore.list_with_delimiter(store, start or None)
+        files = sorted(m["path"][len(start) :] for m in listing["objects"])
+        dirs = []
+        for path in sorted(listing["common_prefixes"]):
+            # a local store reports empty directories too, which hold no object
+            if empty_dirs or self.local_root is None or _holds_an_object(store, path):
+                dirs.append(path.rstrip("/")[len(start) :])
+        return files, dirs
 
     def read_sync(self, key: str, byte_range: ByteRequest | None) -> bytes | None:
         """An object's bytes (or a byte range of them); None when it does not exist."""
@@ -115,6 +149,14 @@ class RootObjects:
         """For a local root: whether ``key`` is a regular file (None for other roots); a
         symlink leading out of the root is refused (`StoreLocation.is_local_file`)."""
         return None if self._location is None else self._location.is_local_file(key)
+
+
+def _holds_an_object(store: Any, directory: str) -> bool:
+    """Whether any object lies under ``directory`` (stops at the first one found)."""
+    for batch in obstore.list(store, prefix=directory.rstrip("/") + "/", chunk_size=1):
+        if batch:
+            return True
+    return False
 
 
 def _obstore_range_sync(store: Any, key: str, byte_range: ByteRequest) -> Any:

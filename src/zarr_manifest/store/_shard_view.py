@@ -13,11 +13,12 @@ from zarr.abc.store import ByteRequest
 
 from zarr_manifest.errors import ChunkReadError
 from zarr_manifest.store._byte_ranges import request_bounds
+from zarr_manifest.store._references import check_chunk_size
 from zarr_manifest.store._virtual_shards import ShardLayout
 from zarr_manifest.store.fetch import (
     LOCAL_INLINE_MAX_BYTES,
     check_local_extent,
-    read_ranges_into_async,
+    read_ranges_async,
     read_ranges_into_sync,
 )
 from zarr_manifest.store.sources import Source
@@ -91,21 +92,35 @@ _Plan = tuple[int, dict[int, tuple[np.ndarray, ...]], tuple[int, int]]
 
 
 def read_shard_sync(
-    shard: Shard, byte_range: ByteRequest | None, *, max_gap_bytes: int, max_request_bytes: int
+    shard: Shard,
+    byte_range: ByteRequest | None,
+    *,
+    max_gap_bytes: int,
+    max_request_bytes: int,
+    max_bytes: int,
 ) -> np.ndarray | None:
-    """A shard's bytes (or a byte range of them); None when it holds no chunk."""
-    planned = _plan_shard_read(shard, byte_range)
+    """A shard's bytes (or a byte range of them); None when it holds no chunk.
+
+    A read of more than ``max_bytes`` is a `ChunkTooLargeError` (chunks whose references
+    overlap can make a shard far larger than the file they reference).
+    """
+    planned = _plan_shard_read(shard, byte_range, max_bytes)
     if planned is None:
         return None
     return _fill_shard_sync(shard, planned, max_gap_bytes, max_request_bytes)
 
 
 async def read_shard_async(
-    shard: Shard, byte_range: ByteRequest | None, *, max_gap_bytes: int, max_request_bytes: int
+    shard: Shard,
+    byte_range: ByteRequest | None,
+    *,
+    max_gap_bytes: int,
+    max_request_bytes: int,
+    max_bytes: int,
 ) -> np.ndarray | None:
     """`read_shard_sync` on the event loop: local sources read as `read_chunk_async` does,
     remote ones concurrently, one coalesced read per source."""
-    planned = _plan_shard_read(shard, byte_range)
+    planned = _plan_shard_read(shard, byte_range, max_bytes)
     if planned is None:
         return None
     size, reads, index_part = planned
@@ -118,32 +133,38 @@ async def read_shard_async(
         return await asyncio.to_thread(
             _fill_shard_sync, shard, planned, max_gap_bytes, max_request_bytes
         )
-    out = _shard_buffer(size, shard)
 
-    async def read_source(pid: int, plan: tuple[np.ndarray, ...]) -> None:
-        starts, ends, positions, chunks = plan
-        await read_ranges_into_async(
+    async def read_source(pid: int, plan: tuple[np.ndarray, ...]) -> list[memoryview]:
+        starts, ends, _, chunks = plan
+        return await read_ranges_async(
             await shard.source_async(pid),
             starts,
             ends,
-            out,
-            positions,
             keys=shard.chunk_keys(chunks),
             max_gap_bytes=max_gap_bytes,
             max_request_bytes=max_request_bytes,
         )
 
-    await asyncio.gather(*(read_source(pid, plan) for pid, plan in reads.items()))
+    fetched = await asyncio.gather(*(read_source(pid, plan) for pid, plan in reads.items()))
+    # Room for the shard is reserved only now that every source has delivered its bytes
+    # (a remote source's size is not known before): a manifest promising more than the
+    # sources hold fails with ShortReadError without reserving anything.
+    out = _shard_buffer(size, shard)
+    view = memoryview(out)
+    for (_, _, positions, _), views in zip(reads.values(), fetched, strict=True):
+        for p, v in zip(positions.tolist(), views, strict=True):
+            view[p : p + len(v)] = v
     _place_index(out, shard.layout, index_part)
     return out
 
 
-def _plan_shard_read(shard: Shard, byte_range: ByteRequest | None) -> _Plan | None:
+def _plan_shard_read(shard: Shard, byte_range: ByteRequest | None, max_bytes: int) -> _Plan | None:
     """What a read of a shard takes: its size and `ShardLayout.plan` (None: absent)."""
     layout = shard.layout
     if not layout.present:
         return None
     lo, hi = request_bounds(layout.size, byte_range, shard.key)
+    check_chunk_size(lo, hi, max_bytes, shard.key, what="virtual shard")
     return hi - lo, *layout.plan(lo, hi)
 
 

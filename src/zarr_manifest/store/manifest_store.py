@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from pathlib import Path
 from collections.abc import AsyncIterator, Iterable
 from typing import TYPE_CHECKING, Any, Self
 
@@ -31,13 +32,15 @@ from zarr_manifest.group import ManifestGroup
 from zarr_manifest.store._byte_ranges import check_byte_range, slice_bytes
 from zarr_manifest.store._in_memory import group_source_urls, memory_objects
 from zarr_manifest.store._keys import HIDDEN, KeyRouter, Target
-from zarr_manifest.store._listing import keys_under, listed_objects, virtual_arrays
+from zarr_manifest.store._listing import dir_names, keys_under, listed_objects, virtual_arrays
 from zarr_manifest.store._manifest_cache import DEFAULT_MANIFEST_CACHE_BYTES, ManifestCache
 from zarr_manifest.store._nodes import ZARR_JSON, LoadedNode, load_node
 from zarr_manifest.store._readahead import Readahead
 from zarr_manifest.store._references import (
+    DEFAULT_MAX_CHUNK_BYTES,
     CheckedSources,
     Chunk,
+    check_chunk_size,
     fingerprint_urls,
     read_chunk_async,
     read_chunk_sync,
@@ -114,6 +117,13 @@ class ManifestStore(Store):
         `ManifestGroup` are the caller's and are not counted.  Raise it for datasets
         whose arrays, read in turn, hold more chunk entries than fit (an entry takes
         about 3 to 20 bytes), lest each be parsed again and again.
+    max_chunk_bytes
+        The most bytes one chunk read (or, with virtual shards, one shard read) may take
+        (default 1 GiB).  A larger read raises `ChunkTooLargeError` naming the key,
+        before anything is requested or reserved: a manifest entry of many GiB (a sparse
+        file, references that overlap) cannot make the store hold many GiB.  Chunks are
+        usually 1-100 MB; raise it for data whose chunks are larger, and keep it above
+        ``virtual_shard_bytes``.
     **obstore_kwargs
         Passed to `obstore.store.from_url` when ``root`` is a URL.
 
@@ -156,6 +166,7 @@ class ManifestStore(Store):
         verify: VerifyMode = "once",
         virtual_shard_bytes: int | None = None,
         manifest_cache_bytes: int = DEFAULT_MANIFEST_CACHE_BYTES,
+        max_chunk_bytes: int = DEFAULT_MAX_CHUNK_BYTES,
         **obstore_kwargs: Any,
     ) -> None:
         if not read_only:
@@ -168,15 +179,17 @@ class ManifestStore(Store):
             raise ValueError(
                 f"virtual_shard_bytes must be a positive int or None, got {virtual_shard_bytes!r}"
             )
-        if (
-            isinstance(manifest_cache_bytes, bool)
-            or not isinstance(manifest_cache_bytes, int)
-            or manifest_cache_bytes < 0
-        ):
-            raise ValueError(
-                f"manifest_cache_bytes must be a non-negative int, got {manifest_cache_bytes!r}"
-            )
+        _check_size_option("manifest_cache_bytes", manifest_cache_bytes, minimum=0)
+        _check_size_option("max_chunk_bytes", max_chunk_bytes, minimum=1)
         super().__init__(read_only=True)
+        # Relative local paths are made absolute now, against this process's working
+        # directory: a pickled store then reopens the same store in a worker whose working
+        # directory differs, instead of silently reading another one.
+        if isinstance(root, ManifestGroup):
+            base_url = base_url or local_path_to_url(os.getcwd()) + "/"
+        else:
+            root = _absolute_local_path(root)
+        allowed_prefixes = tuple(_absolute_local_prefix(p) for p in allowed_prefixes or ())
         self._args = {
             "root": root,
             "allowed_prefixes": tuple(allowed_prefixes or ()),
@@ -191,11 +204,13 @@ class ManifestStore(Store):
             "verify": verify,
             "virtual_shard_bytes": virtual_shard_bytes,
             "manifest_cache_bytes": manifest_cache_bytes,
+            "max_chunk_bytes": max_chunk_bytes,
             **obstore_kwargs,
         }
         self._shard_bytes = virtual_shard_bytes
         self._max_gap = max_gap_bytes
         self._max_request = max_request_bytes
+        self._max_chunk = max_chunk_bytes
         self._registry = registry.copy() if registry is not None else SourceRegistry()
         self._verifier = SourceVerifier(verify)
         self._manifests = ManifestCache(manifest_cache_bytes)
@@ -210,7 +225,8 @@ class ManifestStore(Store):
         self._router = KeyRouter(self._load_node, self._sources, virtual_shard_bytes)
         if isinstance(root, ManifestGroup):
             self._location = None
-            base = base_url or local_path_to_url(os.getcwd()) + "/"
+            assert base_url is not None
+            base = base_url
             self._url = base
             self._objects = RootObjects(None, memory_objects(root), base)
             # The caller's own prefixes go first: a source they cover is read with the store
@@ -303,13 +319,14 @@ class ManifestStore(Store):
         prototype = prototype or default_buffer_prototype()
         target = self._router.route(key)
         if isinstance(target, Chunk):
-            data: Any = await read_chunk_async(target, byte_range, self._readahead)
+            data: Any = await read_chunk_async(target, byte_range, self._readahead, self._max_chunk)
         elif isinstance(target, Shard):
             data = await read_shard_async(
                 target,
                 byte_range,
                 max_gap_bytes=self._max_gap,
                 max_request_bytes=self._max_request,
+                max_bytes=self._max_chunk,
             )
         elif isinstance(target, bytes):
             data = slice_bytes(target, byte_range, key)
@@ -337,6 +354,7 @@ class ManifestStore(Store):
                     continue
                 start, end = target.byte_range(byte_range)
                 source = await target.source_async()
+                check_chunk_size(start, end, self._max_chunk, key, url=source.url)
                 by_source.setdefault(source, []).append((i, start, end, key))
             elif target is not HIDDEN:
                 others.append((i, key, byte_range))
@@ -399,17 +417,10 @@ class ManifestStore(Store):
 
     async def list_dir(self, prefix: str) -> AsyncIterator[str]:
         """The names directly under the directory ``prefix``."""
-        prefix = prefix.rstrip("/")
-        start = f"{prefix}/" if prefix else ""
-        seen: set[str] = set()
-        # Only arrays whose directory is `start` or holds it need their manifest for this:
-        # an array below `start` is named by its zarr.json already (zarr lists the members
-        # of groups this way, and must not make every manifest be parsed).
-        for key in keys_under(self._router, self._objects, start, inside_only=True):
-            name = key[len(start) :].split("/", 1)[0]
-            if name not in seen:
-                seen.add(name)
-                yield name
+        # Only this directory is listed, and only an array whose directory is ``prefix`` or
+        # holds it has its manifest parsed: zarr lists the members of groups this way.
+        for name in dir_names(self._router, self._objects, prefix.rstrip("/")):
+            yield name
 
     async def delete_dir(self, prefix: str) -> None:
         """Refused: the store is read-only (ValueError)."""
@@ -469,13 +480,14 @@ class ManifestStore(Store):
         prototype = prototype or default_buffer_prototype()
         target = self._router.route(key)
         if isinstance(target, Chunk):
-            data: Any = read_chunk_sync(target, byte_range)
+            data: Any = read_chunk_sync(target, byte_range, self._max_chunk)
         elif isinstance(target, Shard):
             data = read_shard_sync(
                 target,
                 byte_range,
                 max_gap_bytes=self._max_gap,
                 max_request_bytes=self._max_request,
+                max_bytes=self._max_chunk,
             )
         elif isinstance(target, bytes):
             data = slice_bytes(target, byte_range, key)
@@ -517,3 +529,30 @@ class ManifestStore(Store):
 
     def _fingerprint_urls(self, fingerprints: Any, base: str, where: str | None) -> Any:
         return fingerprint_urls(fingerprints, base, where, self._verifier)
+
+
+def _check_size_option(name: str, value: object, *, minimum: int) -> None:
+    """Refuse a byte-count option that is not an int of at least ``minimum`` (ValueError)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an int of at least {minimum}, got {value!r}")
+
+
+def _absolute_local_path(root: Any) -> Any:
+    """A local path made absolute (as `open_location` would take it); others unchanged."""
+    if isinstance(root, os.PathLike) or (isinstance(root, str) and "://" not in root):
+        return str(Path(root).expanduser().absolute())
+    return root
+
+
+def _absolute_local_prefix(prefix: Any) -> Any:
+    """An allowed prefix that `SourceRegistry` takes as a local path, made absolute (a
+    trailing ``/`` kept); URLs and anything else unchanged."""
+    if (
+        isinstance(prefix, str)
+        and prefix
+        and "://" not in prefix
+        and (prefix.startswith((".", "~")) or os.path.exists(prefix))
+    ):
+        absolute = os.path.abspath(os.path.expanduser(prefix))
+        return absolute + "/" if prefix.endswith("/") and absolute != "/" else absolute
+    return prefix
