@@ -32,6 +32,7 @@ from zarr_manifest import (
     ManifestGroup,
     ManifestStore,
     MetadataError,
+    SourceNotAllowedError,
     SourceRegistry,
     StaleReferenceError,
 )
@@ -519,3 +520,25 @@ def test_s3_object_replaced_after_the_check_fails_the_next_read(
         with pytest.raises(StaleReferenceError, match="If-Match") as info:
             read()
         assert info.value.url == url
+
+
+def test_http_fingerprint_check_does_not_follow_a_redirect_out(
+    clean_range_server: RangeServer, serve_bytes: Any, h5: Path
+) -> None:
+    """The HEAD request of the check is redirected like the GETs would be: re-checked
+    against the allowed prefixes, and refused before the target is contacted."""
+    rel = serve_bytes(h5.read_bytes(), "pub/a.h5")
+    secret = serve_bytes(b"\xff" * 64, "secret.bin")
+    url = clean_range_server.url_for(rel)
+    group = zm.open_virtual(url)
+    clean_range_server.set_redirect(rel, clean_range_server.url_for(secret), status=307)
+    try:
+        registry = SourceRegistry.from_urls(
+            [url.rsplit("/", 1)[0] + "/"], retry_config=fast_retry_config()
+        )
+        with pytest.raises(SourceNotAllowedError, match="redirects"):
+            read_x(ManifestStore(group, registry=registry, verify="once"))
+    finally:
+        clean_range_server.set_redirect(rel, None)
+    assert clean_range_server.request_count(secret) == 0
+    assert clean_range_server.request_count(rel, method="HEAD") >= 1

@@ -12,6 +12,11 @@ Three layers:
 - `RangeBatcher` -- many concurrent single-range ``await batcher.read(...)`` calls made in
   the same event-loop turn are merged into coalesced fetches per source.
 
+Local files are opened by `open_no_follow` (no symlink followed at any path component,
+regular files only, never blocking); http(s) sources go through `zarr_manifest.store._http`
+(redirects re-checked against the registry), and a source whose ETag was verified is read
+with ``If-Match`` (`StaleReferenceError` when the object changed).
+
 Every merged fetch is checked: a source that returns fewer or more bytes than asked (short
 file, truncated body, an HTTP server ignoring ``Range``) raises `ShortReadError`, never
 short data.  Other failures raise `ChunkReadError`.  Both name the key(s), URL and byte
