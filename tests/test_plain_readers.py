@@ -198,3 +198,24 @@ def test_guard_on_inline_array_is_refused(written: tuple[Path, Path], tmp_path: 
     meta.write_bytes(orjson.dumps(doc))
     with pytest.raises(ManifestFormatError, match="declares no chunk-manifest-json"):
         zarr.open_group(_manifest_store(written[0], copy), mode="r")["x"]
+
+
+def test_convert_rewrites_an_old_store_with_the_guard(
+    written: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """``zarr-manifest convert old new`` protects plain readers of a store in the old form."""
+    from zarr_manifest.cli import main
+
+    old = tmp_path / "old.manifest"
+    shutil.copytree(written[1], old)
+    meta = old / "t" / "zarr.json"
+    doc = orjson.loads(meta.read_bytes())
+    del doc[PLAIN_READER_GUARD]
+    meta.write_bytes(orjson.dumps(doc))
+    new = tmp_path / "new.manifest"
+    assert main(["convert", str(old), str(new)]) == 0
+    assert orjson.loads((new / "t" / "zarr.json").read_bytes())[PLAIN_READER_GUARD] == {
+        "must_understand": True
+    }
+    with pytest.raises(MetadataValidationError, match=PLAIN_READER_GUARD):
+        _quiet(lambda: xr.open_zarr(str(new))["t"].values)

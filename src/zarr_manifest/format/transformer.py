@@ -246,7 +246,7 @@ def _check_guard(doc: Mapping[str, Any], *, referenced: bool, location: str) -> 
     ):
         raise ManifestFormatError(
             f"{location}: the member {PLAIN_READER_GUARD!r} must be "
-            f'{{"must_understand": true}}, got {orjson.dumps(doc[PLAIN_READER_GUARD]).decode()}',
+            f'{{"must_understand": true}}, got {_shown(doc[PLAIN_READER_GUARD])}',
             location=location,
             field=PLAIN_READER_GUARD,
         )
@@ -257,6 +257,12 @@ def _check_guard(doc: Mapping[str, Any], *, referenced: bool, location: str) -> 
             location=location,
             field=PLAIN_READER_GUARD,
         )
+
+
+def _shown(value: Any) -> str:
+    """A JSON value for a message, cut short."""
+    text = orjson.dumps(value).decode()
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _parse_fingerprints(member: Any, location: str) -> dict[str, Fingerprint]:
