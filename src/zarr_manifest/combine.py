@@ -398,42 +398,42 @@ def _kept_once(
     first = members[0]
     if options.compat == "override":
         return first
-    first_values: Any = None
-    for i, m in enumerate(members[1:], start=1):
-        if m == first:
-            continue
+    differing = [i for i, m in enumerate(members) if i and m != first]
 
-        def refuse(what: str, i: int = i, m: ArrayNode = m) -> CombineError:
-            return CombineError(
-                f"variable {var!r} has no dimension {dim!r}, so it must be the same in every "
-                f"input (compat={options.compat!r}), but {names[0]} and {names[i]} differ "
-                f"({what}); pass compat='override' to keep the one in {names[0]}"
-            )
+    def refuse(i: int, what: str) -> CombineError:
+        return CombineError(
+            f"variable {var!r} has no dimension {dim!r}, so it must be the same in every "
+            f"input (compat={options.compat!r}), but {names[0]} and {names[i]} differ "
+            f"({what}); pass compat='override' to keep the one in {names[0]}"
+        )
 
+    for i in differing:
+        m = members[i]
         if m.shape != first.shape or tuple(m.dimension_names or ()) != tuple(
             first.dimension_names or ()
         ):
-            raise refuse(_difference(first, m))
+            raise refuse(i, _difference(first, m))
         size = int(np.prod(first.shape)) * first.dtype.itemsize
         referenced = isinstance(first, ManifestArray) or isinstance(m, ManifestArray)
         if referenced and options.compare_limit is not None and size > options.compare_limit:
             raise refuse(
+                i,
                 f"{_difference(first, m)}; at {size} bytes it is above compare_limit="
                 f"{options.compare_limit} and was not read: pass compare_limit={size} (or "
-                "--compare-limit) to compare its values"
+                "--compare-limit) to compare its values",
             )
+    values = _values({i: members[i] for i in [0, *differing]} if differing else {}, options)
+    for i in differing:
+        m = members[i]
         encodings_equal = (
             _cf.first_difference(_cf.encoding_of(groups[0], name), _cf.encoding_of(groups[i], name))
             is None
         )
-        if first_values is None:
-            first_values = _values(name, first, options)
-        raw_equal = _equal_values(first_values, _values(name, m, options))
-        if encodings_equal and raw_equal:
+        if encodings_equal and _equal_values(values[0], values[i]):
             if options.compat == "identical":
                 diff = _attribute_difference(first.attributes, m.attributes)
                 if diff is not None:
-                    raise refuse(f"attributes: {diff}")
+                    raise refuse(i, f"attributes: {diff}")
             continue
         why = f"variable {var!r} is stored differently in {names[0]} and {names[i]}"
         a = _cf.decoded(
@@ -449,16 +449,19 @@ def _kept_once(
             store_options=options.store_options,
         )
         if not a.equals(b):
-            raise refuse("decoded values")
+            raise refuse(i, "decoded values")
         if options.compat == "identical" and not a.identical(b):
-            raise refuse(f"attributes: {_attribute_difference(a.attrs, b.attrs)}")
+            raise refuse(i, f"attributes: {_attribute_difference(a.attrs, b.attrs)}")
     return first
 
 
-def _values(name: str, node: ArrayNode, options: _Options) -> np.ndarray:
-    if isinstance(node, InlineArray):
-        return np.asarray(node.data)
-    return _read_referenced(name, node, options.store_options)
+def _values(nodes: Mapping[int, ArrayNode], options: _Options) -> dict[int, np.ndarray]:
+    """The stored (raw) values of arrays, the referenced ones read through one store."""
+    out = {i: np.asarray(n.data) for i, n in nodes.items() if isinstance(n, InlineArray)}
+    referenced = {f"a{i}": n for i, n in nodes.items() if isinstance(n, ManifestArray)}
+    for key, data in _read_referenced(referenced, options.store_options).items():
+        out[int(key[1:])] = data
+    return out
 
 
 def _equal_values(a: np.ndarray, b: np.ndarray) -> bool:
@@ -549,10 +552,12 @@ def _coordinate_values(
     for name in sorted(common):
         encodings = [_cf.encoding_of(g, name) for g in groups]
         alike = all(_cf.first_difference(encodings[0], e) is None for e in encodings[1:])
+        if alike:
+            raw = _values({i: found[i][name] for i in range(len(groups))}, options)
         for i, g in enumerate(groups):
             node = found[i][name]
             if alike:
-                out[i][name] = _values(name, node, options)
+                out[i][name] = raw[i]
             else:
                 why = f"combine_by_coords: coordinate {name!r} is encoded differently in {names[i]}"
                 decoded = _cf.decoded(
@@ -566,17 +571,21 @@ def _coordinate_values(
 
 
 def _read_referenced(
-    name: str, array: ManifestArray, store_options: Mapping[str, Any]
-) -> np.ndarray:
-    # Reading a referenced array needs the store; imported here so the model layer
-    # stays free of it for every other use.
+    arrays: Mapping[str, ManifestArray], store_options: Mapping[str, Any]
+) -> dict[str, np.ndarray]:
+    """The values of referenced arrays, read through one in-memory `ManifestStore`."""
+    if not arrays:
+        return {}
+    # Reading needs the store; imported here so the model layer stays free of it.
     import zarr
 
     from zarr_manifest.store import ManifestStore
 
-    store = ManifestStore(ManifestGroup(arrays={name: array}), **dict(store_options))
+    store = ManifestStore(ManifestGroup(arrays=dict(arrays)), **dict(store_options))
     with zarr.config.set({"array.rectilinear_chunks": True}):
-        return np.asarray(zarr.open_array(store, path=name, mode="r")[...])
+        return {
+            name: np.asarray(zarr.open_array(store, path=name, mode="r")[...]) for name in arrays
+        }
 
 
 def _first(values: np.ndarray, dim: str, label: str) -> Any:
