@@ -288,7 +288,9 @@ def _combine_group(
             stack_new=stack_new,
             var=path + name,
             options=options,
-            parent=None if parent is None else (parent, arrays[parent]),
+            # (a bounds variable of a bounds variable finds no combined parent, and its
+            # re-encoded form then states its units itself)
+            parent=None if parent not in arrays else (parent, arrays[parent]),
         )
     children = {
         name: _combine_group(
