@@ -149,11 +149,13 @@ def test_xarray_default_files_combine_like_open_mfdataset(tmp_path: Path) -> Non
     assert ours.time.values[4] == np.datetime64("2000-01-05")
 
 
-def test_h5netcdf_files_combine_like_open_mfdataset(tmp_path: Path) -> None:
-    pytest.importorskip("h5netcdf")
-    files = xarray_files(tmp_path, engine="h5netcdf")
+@pytest.mark.parametrize("engine", ["h5netcdf", "scipy"])
+def test_other_writers_files_combine_like_open_mfdataset(tmp_path: Path, engine: str) -> None:
+    # h5netcdf writes netCDF-4 its own way; scipy writes netCDF3 (the netCDF3 builder)
+    pytest.importorskip(engine)
+    files = xarray_files(tmp_path, engine=engine)
     group = zm.build(files, concat_dim="time")
-    assert_same_decoded(read_back(group), reference(files, engine="h5netcdf"))
+    assert_same_decoded(read_back(group), reference(files, engine=engine))
 
 
 def test_referenced_time_with_per_file_units_is_refused(tmp_path: Path) -> None:
