@@ -259,6 +259,16 @@ def reencode(
             parts.append(decoded_inline(inline, name, why=why))
         else:
             parts.append(decoded({**ctx, name: m}, name, why=why, store_options=store_options))
+    if all(isinstance(n, InlineArray) for n in contexts[0].values()):
+        # the store-free decoding must agree with the reader's: checked on the first input
+        reader = decoded(
+            {**contexts[0], name: members[0]}, name, why=why, store_options=store_options
+        )
+        if reader.dtype != parts[0].dtype or not reader.equals(parts[0]):
+            raise CombineError(
+                f"variable {var!r}: decoding {names[0]} without a store disagrees with "
+                "xr.open_zarr over a ManifestStore, so it cannot be re-encoded safely"
+            )
     for i, p in enumerate(parts[1:], start=1):
         if p.dtype != parts[0].dtype:
             raise CombineError(
