@@ -9,7 +9,7 @@ kept once must hold the same decoded values (``compat``, xarray's vocabulary).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -409,13 +409,13 @@ def _kept_once(
             f"({what}); pass compat='override' to keep the one in {names[0]}"
         )
 
+    size = int(np.prod(first.shape)) * first.dtype.itemsize
     for i in differing:
         m = members[i]
         if m.shape != first.shape or tuple(m.dimension_names or ()) != tuple(
             first.dimension_names or ()
         ):
             raise refuse(i, _difference(first, m))
-        size = int(np.prod(first.shape)) * first.dtype.itemsize
         referenced = isinstance(first, ManifestArray) or isinstance(m, ManifestArray)
         if referenced and options.compare_limit is not None and size > options.compare_limit:
             raise refuse(
@@ -424,37 +424,80 @@ def _kept_once(
                 f"{options.compare_limit} and was not read: pass compare_limit={size} (or "
                 "--compare-limit) to compare its values",
             )
-    values = _values({i: members[i] for i in [0, *differing]} if differing else {}, options)
-    for i in differing:
-        m = members[i]
-        encodings_equal = (
-            _cf.first_difference(_cf.encoding_of(groups[0], name), _cf.encoding_of(groups[i], name))
-            is None
-        )
-        if encodings_equal and _equal_values(values[0], values[i]):
-            if options.compat == "identical":
-                diff = _attribute_difference(first.attributes, m.attributes)
-                if diff is not None:
-                    raise refuse(i, f"attributes: {diff}")
-            continue
-        why = f"variable {var!r} is stored differently in {names[0]} and {names[i]}"
-        a = _cf.decoded(
+    if not differing:
+        return first
+    # read a batch of inputs at a time: memory stays near the comparison bound
+    per_batch = max(1, (options.compare_limit or COMPARE_LIMIT) // max(size, 1))
+    values = _values({0: first}, options)
+    decoded_first: Any = None
+    for start in range(0, len(differing), per_batch):
+        batch = differing[start : start + per_batch]
+        values = {0: values[0], **_values({i: members[i] for i in batch}, options)}
+        for i in batch:
+            decoded_first = _compare_kept(
+                groups, name, i, values, decoded_first, var=var, options=options, refuse=refuse
+            )
+    return first
+
+
+def _compare_kept(
+    groups: list[ManifestGroup],
+    name: str,
+    i: int,
+    values: dict[int, np.ndarray],
+    decoded_first: Any,
+    *,
+    var: str,
+    options: _Options,
+    refuse: Callable[[int, str], CombineError],
+) -> Any:
+    """Check input ``i``'s array ``name`` against the first input's (`_kept_once`); returns
+    the first input's decoded variable once it was needed, for the next call."""
+    first, m = groups[0].arrays[name], groups[i].arrays[name]
+    encodings_equal = (
+        _cf.first_difference(_cf.encoding_of(groups[0], name), _cf.encoding_of(groups[i], name))
+        is None
+    )
+    if encodings_equal and _equal_values(values[0], values[i]):
+        if options.compat == "identical":
+            diff = _attribute_difference(first.attributes, m.attributes)
+            if diff is not None:
+                raise refuse(i, f"attributes: {diff}")
+        return decoded_first
+    why = f"variable {var!r} is stored differently in two inputs"
+    if decoded_first is None:
+        decoded_first = _cf.decoded(
             {**_inherited_context(groups[0], name), name: first},
             name,
             why=why,
             store_options=options.store_options,
         )
-        b = _cf.decoded(
-            {**_inherited_context(groups[i], name), name: m},
-            name,
-            why=why,
-            store_options=options.store_options,
-        )
-        if not a.equals(b):
-            raise refuse(i, "decoded values")
-        if options.compat == "identical" and not a.identical(b):
-            raise refuse(i, f"attributes: {_attribute_difference(a.attrs, b.attrs)}")
-    return first
+    other = _cf.decoded(
+        {**_inherited_context(groups[i], name), name: m},
+        name,
+        why=why,
+        store_options=options.store_options,
+    )
+    if not decoded_first.equals(other):
+        raise refuse(i, f"decoded values{_first_unequal(decoded_first.values, other.values)}")
+    if options.compat == "identical" and not decoded_first.identical(other):
+        raise refuse(i, f"attributes: {_attribute_difference(decoded_first.attrs, other.attrs)}")
+    return decoded_first
+
+
+def _first_unequal(a: np.ndarray, b: np.ndarray) -> str:
+    """Where two arrays of one shape first differ, for an error message ("" if unknown)."""
+    if a.shape != b.shape:
+        return ""
+    try:
+        same = (a == b) | ((a != a) & (b != b))  # NaN (and NaT) equal themselves here
+    except (TypeError, ValueError):
+        return ""
+    where = np.argwhere(~np.asarray(same, dtype=bool))
+    if not where.size:
+        return ""
+    index = tuple(int(k) for k in where[0])
+    return f", first at index {index}: {a[index]} vs {b[index]}"
 
 
 def _values(nodes: Mapping[int, ArrayNode], options: _Options) -> dict[int, np.ndarray]:
