@@ -301,9 +301,7 @@ def test_compare_limit_says_how_to_override(tmp_path: Path) -> None:
         files, concat_dim="time"
     )
     # at the bound (the 3x2 int8 mask: 6 bytes), one input read at a time
-    assert zm.build(files, concat_dim="time", compare_limit=6) == zm.build(
-        files, concat_dim="time"
-    )
+    assert zm.build(files, concat_dim="time", compare_limit=6) == zm.build(files, concat_dim="time")
 
 
 # ---- 4. open_virtual loads dimension coordinates ------------------------------------------
