@@ -205,6 +205,26 @@ def decoded(
     return variable
 
 
+def decoded_inline(arrays: Mapping[str, InlineArray], name: str, *, why: str) -> Any:
+    """Inline array ``name`` decoded as `decoded` does, without a store: the variables
+    xarray's Zarr backend would make of ``arrays`` (dimension names, attributes, its
+    ``_FillValue`` encoding), through xarray's CF decoding.  Fast enough to run on every
+    input; `reencode` still checks its result through the real reader."""
+    xr = _xarray(why)
+    from xarray.backends.zarr import FillValueCoder
+
+    variables = {}
+    for key, node in arrays.items():
+        attrs = dict(node.metadata.attributes)
+        if "_FillValue" in attrs:
+            attrs["_FillValue"] = FillValueCoder.decode(attrs["_FillValue"], node.dtype)
+        variables[key] = xr.Variable(tuple(node.dimension_names or ()), node.data, attrs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        out, _, _ = xr.conventions.decode_cf_variables(variables, {}, decode_coords=False)
+    return out[name]
+
+
 def reencode(
     members: Sequence[InlineArray],
     contexts: Sequence[Mapping[str, ArrayNode]],
@@ -232,10 +252,23 @@ def reencode(
     """
     xr = _xarray(f"variable {var!r} is encoded differently in its inputs")
     why = f"variable {var!r} is encoded differently in its inputs"
-    parts = [
-        decoded({**ctx, name: m}, name, why=why, store_options=store_options)
-        for m, ctx in zip(members, contexts, strict=True)
-    ]
+    parts = []
+    for m, ctx in zip(members, contexts, strict=True):
+        if all(isinstance(n, InlineArray) for n in ctx.values()):
+            inline: dict[str, InlineArray] = {**ctx, name: m}  # type: ignore[dict-item]
+            parts.append(decoded_inline(inline, name, why=why))
+        else:
+            parts.append(decoded({**ctx, name: m}, name, why=why, store_options=store_options))
+    if all(isinstance(n, InlineArray) for n in contexts[0].values()):
+        # the store-free decoding must agree with the reader's: checked on the first input
+        reader = decoded(
+            {**contexts[0], name: members[0]}, name, why=why, store_options=store_options
+        )
+        if reader.dtype != parts[0].dtype or not reader.equals(parts[0]):
+            raise CombineError(
+                f"variable {var!r}: decoding {names[0]} without a store disagrees with "
+                "xr.open_zarr over a ManifestStore, so it cannot be re-encoded safely"
+            )
     for i, p in enumerate(parts[1:], start=1):
         if p.dtype != parts[0].dtype:
             raise CombineError(

@@ -9,7 +9,7 @@ kept once must hold the same decoded values (``compat``, xarray's vocabulary).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -288,7 +288,9 @@ def _combine_group(
             stack_new=stack_new,
             var=path + name,
             options=options,
-            parent=None if parent is None else (parent, arrays[parent]),
+            # (a bounds variable of a bounds variable finds no combined parent, and its
+            # re-encoded form then states its units itself)
+            parent=None if parent not in arrays else (parent, arrays[parent]),
         )
     children = {
         name: _combine_group(
@@ -398,67 +400,113 @@ def _kept_once(
     first = members[0]
     if options.compat == "override":
         return first
-    first_values: Any = None
-    for i, m in enumerate(members[1:], start=1):
-        if m == first:
-            continue
+    differing = [i for i, m in enumerate(members) if i and m != first]
 
-        def refuse(what: str, i: int = i, m: ArrayNode = m) -> CombineError:
-            return CombineError(
-                f"variable {var!r} has no dimension {dim!r}, so it must be the same in every "
-                f"input (compat={options.compat!r}), but {names[0]} and {names[i]} differ "
-                f"({what}); pass compat='override' to keep the one in {names[0]}"
-            )
+    def refuse(i: int, what: str) -> CombineError:
+        return CombineError(
+            f"variable {var!r} has no dimension {dim!r}, so it must be the same in every "
+            f"input (compat={options.compat!r}), but {names[0]} and {names[i]} differ "
+            f"({what}); pass compat='override' to keep the one in {names[0]}"
+        )
 
+    size = int(np.prod(first.shape)) * first.dtype.itemsize
+    for i in differing:
+        m = members[i]
         if m.shape != first.shape or tuple(m.dimension_names or ()) != tuple(
             first.dimension_names or ()
         ):
-            raise refuse(_difference(first, m))
-        size = int(np.prod(first.shape)) * first.dtype.itemsize
+            raise refuse(i, _difference(first, m))
         referenced = isinstance(first, ManifestArray) or isinstance(m, ManifestArray)
         if referenced and options.compare_limit is not None and size > options.compare_limit:
             raise refuse(
+                i,
                 f"{_difference(first, m)}; at {size} bytes it is above compare_limit="
                 f"{options.compare_limit} and was not read: pass compare_limit={size} (or "
-                "--compare-limit) to compare its values"
+                "--compare-limit) to compare its values",
             )
-        encodings_equal = (
-            _cf.first_difference(_cf.encoding_of(groups[0], name), _cf.encoding_of(groups[i], name))
-            is None
-        )
-        if first_values is None:
-            first_values = _values(name, first, options)
-        raw_equal = _equal_values(first_values, _values(name, m, options))
-        if encodings_equal and raw_equal:
-            if options.compat == "identical":
-                diff = _attribute_difference(first.attributes, m.attributes)
-                if diff is not None:
-                    raise refuse(f"attributes: {diff}")
-            continue
-        why = f"variable {var!r} is stored differently in {names[0]} and {names[i]}"
-        a = _cf.decoded(
+    if not differing:
+        return first
+    # read a batch of inputs at a time: memory stays near the comparison bound
+    per_batch = max(1, (options.compare_limit or COMPARE_LIMIT) // max(size, 1))
+    values = _values({0: first}, options)
+    decoded_first: Any = None
+    for start in range(0, len(differing), per_batch):
+        batch = differing[start : start + per_batch]
+        values = {0: values[0], **_values({i: members[i] for i in batch}, options)}
+        for i in batch:
+            decoded_first = _compare_kept(
+                groups, name, i, values, decoded_first, var=var, options=options, refuse=refuse
+            )
+    return first
+
+
+def _compare_kept(
+    groups: list[ManifestGroup],
+    name: str,
+    i: int,
+    values: dict[int, np.ndarray],
+    decoded_first: Any,
+    *,
+    var: str,
+    options: _Options,
+    refuse: Callable[[int, str], CombineError],
+) -> Any:
+    """Check input ``i``'s array ``name`` against the first input's (`_kept_once`); returns
+    the first input's decoded variable once it was needed, for the next call."""
+    first, m = groups[0].arrays[name], groups[i].arrays[name]
+    encodings_equal = (
+        _cf.first_difference(_cf.encoding_of(groups[0], name), _cf.encoding_of(groups[i], name))
+        is None
+    )
+    if encodings_equal and _equal_values(values[0], values[i]):
+        if options.compat == "identical":
+            diff = _attribute_difference(first.attributes, m.attributes)
+            if diff is not None:
+                raise refuse(i, f"attributes: {diff}")
+        return decoded_first
+    why = f"variable {var!r} is stored differently in two inputs"
+    if decoded_first is None:
+        decoded_first = _cf.decoded(
             {**_inherited_context(groups[0], name), name: first},
             name,
             why=why,
             store_options=options.store_options,
         )
-        b = _cf.decoded(
-            {**_inherited_context(groups[i], name), name: m},
-            name,
-            why=why,
-            store_options=options.store_options,
-        )
-        if not a.equals(b):
-            raise refuse("decoded values")
-        if options.compat == "identical" and not a.identical(b):
-            raise refuse(f"attributes: {_attribute_difference(a.attrs, b.attrs)}")
-    return first
+    other = _cf.decoded(
+        {**_inherited_context(groups[i], name), name: m},
+        name,
+        why=why,
+        store_options=options.store_options,
+    )
+    if not decoded_first.equals(other):
+        raise refuse(i, f"decoded values{_first_unequal(decoded_first.values, other.values)}")
+    if options.compat == "identical" and not decoded_first.identical(other):
+        raise refuse(i, f"attributes: {_attribute_difference(decoded_first.attrs, other.attrs)}")
+    return decoded_first
 
 
-def _values(name: str, node: ArrayNode, options: _Options) -> np.ndarray:
-    if isinstance(node, InlineArray):
-        return np.asarray(node.data)
-    return _read_referenced(name, node, options.store_options)
+def _first_unequal(a: np.ndarray, b: np.ndarray) -> str:
+    """Where two arrays of one shape first differ, for an error message ("" if unknown)."""
+    if a.shape != b.shape:
+        return ""
+    try:
+        same = (a == b) | ((a != a) & (b != b))  # NaN (and NaT) equal themselves here
+    except (TypeError, ValueError):
+        return ""
+    where = np.argwhere(~np.asarray(same, dtype=bool))
+    if not where.size:
+        return ""
+    index = tuple(int(k) for k in where[0])
+    return f", first at index {index}: {a[index]} vs {b[index]}"
+
+
+def _values(nodes: Mapping[int, ArrayNode], options: _Options) -> dict[int, np.ndarray]:
+    """The stored (raw) values of arrays, the referenced ones read through one store."""
+    out = {i: np.asarray(n.data) for i, n in nodes.items() if isinstance(n, InlineArray)}
+    referenced = {f"a{i}": n for i, n in nodes.items() if isinstance(n, ManifestArray)}
+    for key, data in _read_referenced(referenced, options.store_options).items():
+        out[int(key[1:])] = data
+    return out
 
 
 def _equal_values(a: np.ndarray, b: np.ndarray) -> bool:
@@ -549,10 +597,12 @@ def _coordinate_values(
     for name in sorted(common):
         encodings = [_cf.encoding_of(g, name) for g in groups]
         alike = all(_cf.first_difference(encodings[0], e) is None for e in encodings[1:])
+        if alike:
+            raw = _values({i: found[i][name] for i in range(len(groups))}, options)
         for i, g in enumerate(groups):
             node = found[i][name]
             if alike:
-                out[i][name] = _values(name, node, options)
+                out[i][name] = raw[i]
             else:
                 why = f"combine_by_coords: coordinate {name!r} is encoded differently in {names[i]}"
                 decoded = _cf.decoded(
@@ -566,17 +616,21 @@ def _coordinate_values(
 
 
 def _read_referenced(
-    name: str, array: ManifestArray, store_options: Mapping[str, Any]
-) -> np.ndarray:
-    # Reading a referenced array needs the store; imported here so the model layer
-    # stays free of it for every other use.
+    arrays: Mapping[str, ManifestArray], store_options: Mapping[str, Any]
+) -> dict[str, np.ndarray]:
+    """The values of referenced arrays, read through one in-memory `ManifestStore`."""
+    if not arrays:
+        return {}
+    # Reading needs the store; imported here so the model layer stays free of it.
     import zarr
 
     from zarr_manifest.store import ManifestStore
 
-    store = ManifestStore(ManifestGroup(arrays={name: array}), **dict(store_options))
+    store = ManifestStore(ManifestGroup(arrays=dict(arrays)), **dict(store_options))
     with zarr.config.set({"array.rectilinear_chunks": True}):
-        return np.asarray(zarr.open_array(store, path=name, mode="r")[...])
+        return {
+            name: np.asarray(zarr.open_array(store, path=name, mode="r")[...]) for name in arrays
+        }
 
 
 def _first(values: np.ndarray, dim: str, label: str) -> Any:
