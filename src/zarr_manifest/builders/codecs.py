@@ -462,6 +462,8 @@ IMAGECODECS_TIFF_CODECS: dict[str, str] = {
     "imagecodecs_png": "array-bytes",
     "imagecodecs_webp": "array-bytes",
     "imagecodecs_lerc": "array-bytes",
+    # FITS tile compression (builders/fits.py): CFITSIO's Rice coder
+    "imagecodecs_rcomp": "array-bytes",
 }
 
 
