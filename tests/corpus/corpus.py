@@ -107,6 +107,7 @@ PACKAGES: list[Package] = [
     Package("xarray", "wheel", ("*/tests/data/*",), installed="xarray"),
     Package("astropy", "wheel", ("*/tests/data/*",), installed="astropy"),
     Package("sunpy", "wheel", ("*/data/test/*",)),
+    Package("healpy", "wheel", ("*/data/*",)),
     Package("arm_pyart", "wheel", ("*/testing/data/*",)),
     Package("cfgrib", "sdist", ("*/tests/sample-data/*",)),
     Package("eccodes", "sdist"),
