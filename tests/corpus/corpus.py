@@ -622,8 +622,9 @@ def detect(path: Path) -> str | None:
     return None
 
 
-def _download(pkg: Package, cache: Path) -> Path | None:
-    """The cached distribution archive of a package (downloaded when missing)."""
+def _download(pkg: Package, cache: Path, retry: bool = False) -> Path | None:
+    """The cached distribution archive of a package (downloaded when missing; a failed
+    download is not tried again unless ``retry``)."""
     dest = cache / "dist" / pkg.kind
     dest.mkdir(parents=True, exist_ok=True)
     stem = pkg.name.lower().replace("-", "_").replace(".", "_")
@@ -637,12 +638,19 @@ def _download(pkg: Package, cache: Path) -> Path | None:
 
     if (p := found()) is not None:
         return p
+    failed = dest / f".failed-{stem}"
+    if failed.exists() and not retry:
+        # pip could not prepare this sdist before (it needs C headers); says so once a run
+        why = failed.read_text().strip()[-200:]
+        print(f"  {pkg.name}: not downloaded, --retry to try again ({why})", file=sys.stderr)
+        return None
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", str(dest)]
     # the sdist of this package only: its build dependencies may come as wheels
     cmd += ["--no-binary", pkg.name] if pkg.kind == "sdist" else []
     cmd += ["--only-binary", ":all:"] if pkg.kind == "wheel" else []
     proc = subprocess.run([*cmd, pkg.name], capture_output=True, text=True, timeout=600)
     if proc.returncode != 0:
+        failed.write_text(proc.stderr.strip()[-2000:])
         print(f"  {pkg.name}: pip download failed: {proc.stderr.strip()[-300:]}", file=sys.stderr)
     return found()
 
@@ -660,12 +668,12 @@ def _members(archive: Path) -> Iterator[tuple[str, Callable[[], bytes], int]]:
                     yield m.name, lambda m=m: t.extractfile(m).read(), m.size  # type: ignore[union-attr]
 
 
-def collect_package(pkg: Package, cache: Path) -> list[tuple[str, Path]]:
+def collect_package(pkg: Package, cache: Path, retry: bool = False) -> list[tuple[str, Path]]:
     """(format, path) of the package's sample files, unpacked under ``cache/files/<name>``."""
     root = cache / "files" / pkg.name
     stamp = root / ".collected"
     if not stamp.exists():
-        archive = _download(pkg, cache)
+        archive = _download(pkg, cache, retry)
         if archive is None:
             return []
         shutil.rmtree(root, ignore_errors=True)
@@ -876,12 +884,12 @@ def run(
 
 
 def gather(
-    packages: list[Package], formats: set[str], cache: Path, installed: bool
+    packages: list[Package], formats: set[str], cache: Path, installed: bool, retry: bool = False
 ) -> list[tuple[str, str, Path]]:
     files: list[tuple[str, str, Path]] = []
     seen: set[bytes] = set()
     for pkg in packages:
-        found = collect_installed(pkg) if installed else collect_package(pkg, cache)
+        found = collect_installed(pkg) if installed else collect_package(pkg, cache, retry)
         for fmt, path in found:
             if fmt not in formats:
                 continue
@@ -906,6 +914,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--matrix", type=Path, default=None, help="README to update")
     parser.add_argument("--quiet", action="store_true", help="no per-file progress")
     parser.add_argument("--show-skipped", action="store_true", help="list skipped files")
+    parser.add_argument("--retry", action="store_true", help="retry failed downloads")
     args = parser.parse_args(argv)
 
     formats = {f.strip() for f in args.formats.split(",") if f.strip()}
@@ -916,7 +925,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.packages:
         wanted = {p.strip().lower() for p in args.packages.split(",")}
         packages = [p for p in PACKAGES if p.name.lower() in wanted]
-    files = gather(packages, formats, args.cache, args.installed)
+    files = gather(packages, formats, args.cache, args.installed, args.retry)
     print(f"{len(files)} files from {len({p for p, _, _ in files})} packages", file=sys.stderr)
     src = str(Path(__file__).resolve().parents[2] / "src")
     results = run(files, timeout=args.timeout, jobs=args.jobs, src=src, progress=not args.quiet)
