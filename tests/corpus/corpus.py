@@ -423,8 +423,10 @@ def compare(ours: Any, ref: Any, where: str = "") -> str | None:
         a = np.char.rstrip(ours.astype("U") if ours.dtype.kind == "U" else ours.astype("S"))
         b = np.char.rstrip(ref.astype("U") if ours.dtype.kind == "U" else ref.astype("S"))
         return None if np.array_equal(a, b) else f"{where}: strings differ"
-    if ref.dtype.kind == "O" or ours.dtype.kind == "O":
-        return None if all(map(_same_object, ours.ravel(), ref.ravel())) else f"{where}: differ"
+    if ref.dtype.kind in "OT" or ours.dtype.kind in "OT":
+        # variable-length strings: h5py gives bytes objects, zarr gives str; same text
+        a, b = (list(map(_text, x.ravel())) for x in (ours, ref))
+        return None if all(map(_same_object, a, b)) else f"{where}: objects differ"
     if ref.dtype.fields is not None:
         return compare(ours, {f: ref[f] for f in ref.dtype.names}, where)
     rtol = _tolerance(ours.dtype, ref.dtype)
@@ -441,6 +443,10 @@ def compare(ours: Any, ref: Any, where: str = "") -> str | None:
     return f"{where}: values differ ({ours.dtype} vs {ref.dtype}" + (
         f", {bad} of {ref.size})" if bad is not None else ")"
     )
+
+
+def _text(value: Any) -> Any:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
 
 
 def _same_object(a: Any, b: Any) -> bool:
