@@ -149,7 +149,7 @@ def _classify(hdu: Any) -> tuple[str, str]:
 
     header = hdu.header
     if isinstance(hdu, fits.CompImageHDU):
-        return "load", f"tile-compressed image ({header.get('ZCMPTYPE', '?')})"
+        return "load", f"tile-compressed image ({hdu.compression_type})"
     if isinstance(hdu, fits.GroupsHDU):
         return "columns", "random-groups HDU"
     if isinstance(hdu, fits.TableHDU):
