@@ -193,7 +193,37 @@ def test_single_record_variable_is_packed(tmp_path: Path, dtype: str) -> None:
     group = build_netcdf3(path)
     manifest = group["v"].manifest
     itemsize = np.dtype(dtype).itemsize
-    assert manifest["1.0"]["offset"] - manifest["0.0"]["offset"] == 3 * itemsize
+    # the records follow each other unpadded: one chunk of all five
+    assert dict(manifest.items()) == {"0.0": manifest["0.0"]}
+    assert manifest["0.0"]["length"] == 5 * 3 * itemsize
+    _assert_same_as_netcdf4(group, path)
+
+
+def test_records_of_the_only_record_variable_share_chunks(tmp_path: Path) -> None:
+    # one chunk per record made a long time series 10,000 chunks of 4 bytes
+    path = tmp_path / "series.nc"
+    with netCDF4.Dataset(path, "w", format="NETCDF3_CLASSIC") as ds:
+        ds.createDimension("time", None)
+        ds.createDimension("x", 3)
+        ds.createVariable("x", "i4", ("x",))[:] = [1, 2, 3]
+        ds.createVariable("time", "f4", ("time",))[:] = np.arange(10_000, dtype="f4") / 7
+    group = build_netcdf3(path)
+    assert len(group["time"].manifest) == 1
+    _assert_same_as_netcdf4(group, path)
+    split = build_netcdf3(path, target_chunk_bytes=4000)
+    assert split["time"].chunks == (1000,)
+    assert len(split["time"].manifest) == 10
+    _assert_same_as_netcdf4(split, path)
+
+
+def test_interleaved_record_variables_keep_a_chunk_per_record(tmp_path: Path) -> None:
+    path = tmp_path / "two.nc"
+    with netCDF4.Dataset(path, "w", format="NETCDF3_CLASSIC") as ds:
+        ds.createDimension("time", None)
+        ds.createVariable("a", "f8", ("time",))[:] = np.arange(50.0)
+        ds.createVariable("b", "i2", ("time",))[:] = np.arange(50) * 2
+    group = build_netcdf3(path)
+    assert len(group["a"].manifest) == 50  # records of a and b alternate in the file
     _assert_same_as_netcdf4(group, path)
 
 

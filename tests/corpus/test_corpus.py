@@ -8,16 +8,13 @@ run over downloaded packages is ``./dev.sh corpus``.
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
-from corpus import PACKAGES, collect_installed, evaluate
+from corpus import PACKAGES, collect_installed, compare, evaluate
 
 #: Files that do not read right yet: display path -> why (strict xfail).
-KNOWN: dict[str, str] = {
-    "h5py/tests/data_files/vlen_string_dset.h5": "HDF5 variable-length strings",
-    "h5py/tests/data_files/vlen_string_dset_utc.h5": "HDF5 variable-length strings",
-    "h5py/tests/data_files/vlen_string_s390x.h5": "HDF5 variable-length strings",
-}
+KNOWN: dict[str, str] = {}
 
 
 def _id(path: str) -> str:
@@ -53,3 +50,20 @@ def test_sample_file_reads_like_its_library(package: str, fmt: str, path: str) -
 def test_the_subset_is_not_empty() -> None:
     formats = {fmt for _, fmt, _ in FILES}
     assert {"fits", "netcdf3", "hdf5"} <= formats, formats
+
+
+def test_compare_finds_every_kind_of_difference() -> None:
+    assert compare(np.array([1.0, np.nan]), np.array([1.0, np.nan])) is None
+    assert "values differ" in (compare(np.array([1, 2]), np.array([1, 3])) or "")
+    assert "shape" in (compare(np.zeros((2, 3)), np.zeros((3, 2))) or "")
+    third = np.array([1 / 3])
+    assert compare(third.astype("f4"), third) is None  # float32 against float64: its ulps
+    assert compare(third + 1e-9, third) is not None
+    assert compare(np.array([b"ab ", b"c"]), np.array([b"ab", b"c"])) is None
+    assert compare(np.array([b"ab"]), np.array([b"ax"])) is not None
+    text = np.array(["a", "bc"], dtype=np.dtypes.StringDType())
+    assert compare(text, np.array([b"a", b"bc"], dtype=object)) is None  # h5py's vlen str
+    assert compare(text, np.array([b"a", b"bd"], dtype=object)) is not None
+    table = np.array([(1, 2.5)], dtype=[("a", "i4"), ("b", "f8")])
+    assert compare(table, {"a": np.array([1]), "b": np.array([2.5])}) is None
+    assert "t.b" in (compare(table, {"a": np.array([1]), "b": np.array([3.0])}, "t") or "")

@@ -433,3 +433,81 @@ def v3_array_document(
         "attributes": attributes,
         "dimension_names": dimension_names,
     }
+
+
+# ---- imagecodecs (TIFF) --------------------------------------------------------------------
+#
+# tifffile describes a TIFF's strips/tiles with imagecodecs' numcodecs codecs
+# (``imagecodecs_lzw``, ``imagecodecs_jpeg``, ``imagecodecs_delta`` ...).  zarr-python reads a
+# numcodecs codec as Zarr v3 ``numcodecs.<id>`` only through a wrapper class of the right
+# kind, registered here (and as ``zarr.codecs`` entry points in pyproject.toml, so a reader
+# process finds them without importing this module first).  Predictors (delta, floatpred)
+# are byte filters in numcodecs' Zarr v2 sense — they decode the decompressed bytes with the
+# dtype and shape in their configuration — so they are bytes->bytes codecs here, which keeps
+# their place after decompression and before the ``bytes`` codec.
+
+#: imagecodecs numcodecs ids tifffile emits for TIFF compressions and predictors -> codec kind.
+IMAGECODECS_TIFF_CODECS: dict[str, str] = {
+    "imagecodecs_lzw": "bytes-bytes",
+    "imagecodecs_packbits": "bytes-bytes",
+    "imagecodecs_deflate": "bytes-bytes",
+    "imagecodecs_zstd": "bytes-bytes",
+    "imagecodecs_lzma": "bytes-bytes",
+    "imagecodecs_delta": "bytes-bytes",
+    "imagecodecs_floatpred": "bytes-bytes",
+    "imagecodecs_jpeg": "array-bytes",
+    "imagecodecs_jpeg2k": "array-bytes",
+    "imagecodecs_jpegxl": "array-bytes",
+    "imagecodecs_jpegxr": "array-bytes",
+    "imagecodecs_png": "array-bytes",
+    "imagecodecs_webp": "array-bytes",
+    "imagecodecs_lerc": "array-bytes",
+    # FITS tile compression (builders/fits.py): CFITSIO's Rice coder
+    "imagecodecs_rcomp": "array-bytes",
+}
+
+
+def _imagecodec(config: Mapping[str, Any]) -> Any:
+    """The imagecodecs numcodecs codec for a config (``{"id": "imagecodecs_lzw", ...}``)."""
+    try:
+        import imagecodecs.numcodecs
+    except ImportError as e:  # pragma: no cover - the tiff extra installs it
+        raise UnsupportedError(
+            f"codec {config.get('id')!r} needs imagecodecs (pip install 'zarr-manifest[tiff]')"
+        ) from e
+    imagecodecs.numcodecs.register_codecs([str(config["id"])], verbose=False)
+    import numcodecs
+
+    return numcodecs.get_codec(dict(config))
+
+
+def _imagecodecs_wrappers() -> dict[str, type]:
+    """Zarr v3 wrapper classes for `IMAGECODECS_TIFF_CODECS`, registered with zarr."""
+    import types
+    from functools import cached_property
+
+    from zarr.codecs.numcodecs._codecs import (
+        _NumcodecsArrayBytesCodec,
+        _NumcodecsBytesBytesCodec,
+    )
+    from zarr.registry import register_codec
+
+    bases = {"bytes-bytes": _NumcodecsBytesBytesCodec, "array-bytes": _NumcodecsArrayBytesCodec}
+    out: dict[str, type] = {}
+    for cid, kind in IMAGECODECS_TIFF_CODECS.items():
+        name = "".join(part.capitalize() for part in cid.split("_")) + "Codec"
+
+        def body(ns: dict[str, Any]) -> None:
+            # zarr's wrappers find the numcodecs codec in numcodecs' registry, where
+            # imagecodecs' codecs are only after imagecodecs registers them
+            ns["_codec"] = cached_property(lambda self: _imagecodec(self.codec_config))
+
+        cls = types.new_class(name, (bases[kind],), {"codec_name": cid}, body)
+        cls.__module__ = __name__
+        register_codec(f"numcodecs.{cid}", cls)
+        out[name] = cls
+    return out
+
+
+_IMAGECODECS_WRAPPERS = _imagecodecs_wrappers()
+globals().update(_IMAGECODECS_WRAPPERS)  # module attributes: the entry points name them

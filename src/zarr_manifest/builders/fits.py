@@ -20,8 +20,9 @@ Two repairs of kerchunk's output (kerchunk 0.2.x with zarr 3):
 Some HDUs have no exact virtual form; they are read with astropy (so their values are
 astropy's) and kept inline, with a warning naming the HDU and why:
 
-- tile-compressed images (``ZIMAGE``: gzip, Rice, HCOMPRESS, PLIO, quantised floats): their
-  tiles live in a binary table's heap and need CFITSIO's decoders;
+- tile-compressed images (``ZIMAGE``) other than integer Rice/GZIP_1/GZIP_2 images made of
+  whole tiles (which are referenced tile by tile, see "tile-compressed images" below):
+  HCOMPRESS, PLIO, quantised floats, scaled or BLANK pixels, edge tiles;
 - integer images with ``BLANK`` (astropy turns blank pixels into NaN; no Zarr codec does);
 - 64-bit unsigned images (no exact float path);
 - random-groups HDUs, ASCII tables, and binary tables whose columns are not plain scalars
@@ -37,6 +38,7 @@ from __future__ import annotations
 
 import ast
 import json
+import math
 import os
 import warnings
 from collections.abc import Collection
@@ -44,11 +46,12 @@ from typing import Any
 
 import numpy as np
 
-from zarr_manifest.array import InlineArray
+from zarr_manifest.array import InlineArray, ManifestArray
 from zarr_manifest.builders._source import Source, open_source
 from zarr_manifest.builders.kerchunk import from_kerchunk_refs, insert_array, url_to_fsspec_path
 from zarr_manifest.errors import BuildError, UnsupportedError
 from zarr_manifest.group import ManifestGroup
+from zarr_manifest.manifest import ChunkManifest
 
 __all__ = ["build_fits", "fits_refs"]
 
@@ -146,7 +149,7 @@ def _classify(hdu: Any) -> tuple[str, str]:
 
     header = hdu.header
     if isinstance(hdu, fits.CompImageHDU):
-        return "load", f"tile-compressed image ({header.get('ZCMPTYPE', '?')})"
+        return "load", f"tile-compressed image ({hdu.compression_type})"
     if isinstance(hdu, fits.GroupsHDU):
         return "columns", "random-groups HDU"
     if isinstance(hdu, fits.TableHDU):
@@ -194,6 +197,133 @@ def _load_hdu(source: Source, index: int) -> np.ndarray | None:
             return None
         arr = np.asarray(data)
         return arr.astype(arr.dtype.newbyteorder("=")) if arr.dtype.fields is None else arr.copy()
+
+
+# ---- tile-compressed images ------------------------------------------------------------------
+#
+# A tile-compressed image (FITS tiled image convention, ``ZIMAGE = T``) is a binary table with
+# one row per tile; the column ``COMPRESSED_DATA`` holds a heap descriptor (byte count, offset)
+# of the tile's compressed bytes.  When every tile has the same shape (the image divides into
+# whole tiles, as the default row-by-row tiling always does) and the pixels are integers
+# stored as is, each tile is a Zarr chunk: Rice tiles decode with imagecodecs' ``rcomp``
+# (CFITSIO's Rice coder), GZIP_1 tiles are gzip of the big-endian pixels, GZIP_2 tiles are
+# gzip of the pixels' bytes shuffled by significance (numcodecs' ``shuffle``).  Everything
+# else (quantised floats, BLANK/scaling, HCOMPRESS, PLIO, tiles stored uncompressed in other
+# columns) is loaded with astropy.
+
+_TILE_DTYPES = {8: "u1", 16: "i2", 32: "i4"}
+_ZARR_INT = {"u1": "uint8", "i2": "int16", "i4": "int32"}
+
+
+def _tile_codecs(
+    ctype: str, dtype: np.dtype[Any], tile: tuple[int, ...], zvals: dict[str, Any]
+) -> list[dict[str, Any]] | str:
+    """The Zarr v3 codecs of one tile, or a reason why there are none."""
+    big = {"name": "bytes", "configuration": {"endian": "big"}} if dtype.itemsize > 1 else None
+    gzip = {"name": "gzip", "configuration": {"level": 5}}
+    if ctype in ("RICE_1", "RICE_ONE"):
+        # the convention's default BYTEPIX is 4, whatever BITPIX (CFITSIO then codes 16-bit
+        # pixels as 32-bit ints, which would need a cast after decoding)
+        bytepix = int(zvals.get("BYTEPIX", 4))
+        if bytepix != dtype.itemsize:
+            return f"Rice with BYTEPIX {bytepix} for {dtype.itemsize}-byte pixels"
+        config: dict[str, Any] = {"shape": list(tile), "dtype": dtype.newbyteorder("=").str}
+        config["nblock"] = int(zvals.get("BLOCKSIZE", 32))
+        return [{"name": "numcodecs.imagecodecs_rcomp", "configuration": config}]
+    if ctype in ("GZIP_1", "GZIP_2") and zvals.get("_TILE_ITEMSIZE") != dtype.itemsize:
+        # CFITSIO may gzip 16-bit pixels as 32-bit ints; the first tile says which
+        return f"{ctype} tiles of {zvals.get('_TILE_ITEMSIZE')}-byte pixels"
+    if ctype == "GZIP_1":
+        return [big or {"name": "bytes"}, gzip]
+    if ctype == "GZIP_2":
+        if big is None:
+            return [{"name": "bytes"}, gzip]
+        shuffle = {"name": "numcodecs.shuffle", "configuration": {"elementsize": dtype.itemsize}}
+        return [big, shuffle, gzip]
+    return f"{ctype} tiles"
+
+
+def _tile_compressed(
+    source: Source, index: int, attrs: dict[str, Any]
+) -> tuple[ManifestArray | None, str]:
+    """A tile-compressed image HDU referenced tile by tile, or (None, why not)."""
+    from astropy.io import fits
+
+    handle: Any = source.local_path if source.local_path is not None else source.open()
+    with fits.open(handle, memmap=False, disable_image_compression=True) as hdul:
+        table = hdul[index]
+        hd = table.header
+        ctype = str(hd.get("ZCMPTYPE", "?"))
+        zbitpix = int(hd.get("ZBITPIX", 0))
+        if zbitpix not in _TILE_DTYPES:
+            return None, f"{ctype} tiles of BITPIX {zbitpix}"
+        scaled = [k for k in ("BSCALE", "BZERO", "BLANK", "ZBLANK") if k in hd]
+        if scaled:
+            return None, f"{ctype} tiles with {'/'.join(scaled)}"
+        if list(table.columns.names) != ["COMPRESSED_DATA"]:
+            return None, f"{ctype} tiles in columns {list(table.columns.names)}"
+        column_format = str(table.columns[0].format)
+        if "PB" not in column_format and "QB" not in column_format:
+            # descriptors count bytes only for byte columns (PLIO uses 16-bit words)
+            return None, f"{ctype} tiles in a {column_format} column"
+        naxis = int(hd["ZNAXIS"])
+        dims = [int(hd[f"ZNAXIS{i}"]) for i in range(1, naxis + 1)]
+        tiles = [int(hd.get(f"ZTILE{i}", dims[0] if i == 1 else 1)) for i in range(1, naxis + 1)]
+        if any(d % t for d, t in zip(dims, tiles, strict=True)):
+            return None, f"{ctype} tiles {tiles} do not divide the image {dims}"
+        zvals = {}
+        for i in range(1, 100):
+            if f"ZNAME{i}" not in hd:
+                break
+            zvals[str(hd[f"ZNAME{i}"]).upper()] = hd.get(f"ZVAL{i}")
+        dtype = np.dtype(">" + _TILE_DTYPES[zbitpix]) if zbitpix > 8 else np.dtype("u1")
+        shape = tuple(reversed(dims))
+        chunks = tuple(reversed(tiles))
+        descriptors = np.asarray(table.data).view(np.ndarray)["COMPRESSED_DATA"]
+        heap = table.fileinfo()["datLoc"] + int(hd.get("THEAP", hd["NAXIS1"] * hd["NAXIS2"]))
+        if ctype.startswith("GZIP") and len(descriptors):
+            zvals["_TILE_ITEMSIZE"] = _gzip_tile_itemsize(
+                source, heap + int(descriptors[0, 1]), int(descriptors[0, 0]), math.prod(tiles)
+            )
+    codecs = _tile_codecs(ctype, dtype, chunks, zvals)
+    if isinstance(codecs, str):
+        return None, codecs
+    grid = tuple(s // c for s, c in zip(shape, chunks, strict=True))
+    if descriptors.shape != (math.prod(grid), 2) or (descriptors[:, 0] <= 0).any():
+        return None, f"{ctype} tiles that are missing or stored elsewhere"
+    manifest = ChunkManifest.from_arrays(
+        paths=source.url,
+        offsets=(heap + descriptors[:, 1].astype(np.int64)).reshape(grid),
+        lengths=descriptors[:, 0].astype(np.int64).reshape(grid),
+    )
+    doc = {
+        "shape": list(shape),
+        "data_type": _ZARR_INT[_TILE_DTYPES[zbitpix]],
+        "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": list(chunks)}},
+        "chunk_key_encoding": {"name": "default", "configuration": {"separator": "/"}},
+        "fill_value": 0,
+        "codecs": codecs,
+        "attributes": attrs,
+        "dimension_names": _dims(len(shape)),
+    }
+    return ManifestArray(doc, manifest), ""
+
+
+def _gzip_tile_itemsize(source: Source, offset: int, length: int, pixels: int) -> int | None:
+    """Bytes per pixel of a gzip-compressed tile (its decompressed size over its pixels)."""
+    import gzip
+    import zlib
+
+    data = source.read_range(offset, length)
+    try:
+        size = len(gzip.decompress(data))
+    except (OSError, EOFError, zlib.error):
+        return None
+    return size // pixels if size % pixels == 0 else None
+
+
+def _dims(ndim: int) -> list[str]:
+    return ["z", "y", "x"][-ndim:] if ndim <= 3 else [f"dim_{k}" for k in range(ndim)]
 
 
 def _column_names(names: list[str]) -> list[str]:
@@ -250,7 +380,7 @@ def fits_refs(
     *,
     extension: Collection[int | str] | int | str | None = None,
     drop: Collection[str] = (),
-) -> tuple[dict[str, Any], dict[str, InlineArray | ManifestGroup], dict[str, Any]]:
+) -> tuple[dict[str, Any], dict[str, InlineArray | ManifestArray | ManifestGroup], dict[str, Any]]:
     """kerchunk references for a FITS file's HDUs, plus the HDUs that had to be loaded.
 
     Parameters
@@ -296,7 +426,7 @@ def fits_refs(
         ".zgroup": json.dumps({"zarr_format": 2}),
         ".zattrs": json.dumps(primary),
     }
-    loaded: dict[str, InlineArray | ManifestGroup] = {}
+    loaded: dict[str, InlineArray | ManifestArray | ManifestGroup] = {}
     taken: set[str] = set()
     for index in wanted:
         hdu_name, header, kind, why = by_index[index]
@@ -305,6 +435,12 @@ def fits_refs(
             name = f"{name}_{index}"
         taken.add(name)
         attrs = _header_attrs(header)
+        if kind == "load" and why.startswith("tile-compressed"):
+            tiled, why_not = _tile_compressed(source, index, attrs)
+            if tiled is not None:
+                loaded[name] = tiled
+                continue
+            why = f"{why}: {why_not}"
         if kind in ("load", "columns"):
             warnings.warn(
                 f"{source.url}: HDU {index} ({name}) cannot be referenced in place ({why}); "

@@ -7,7 +7,9 @@ referenced in place with the ``bytes`` codec (``endian: big``):
 - a non-record variable is one contiguous block at ``begin``; it becomes one chunk, or
   several chunks of whole rows when it is large, so that reads can go in parallel;
 - a record variable (first dimension unlimited) holds one slab per record, the slab of
-  record ``r`` at ``begin + r * recsize``; each slab is a chunk (or several, as above).
+  record ``r`` at ``begin + r * recsize``; each slab is a chunk (or several, as above) —
+  except when it is the only record variable: then ``recsize`` is its slab, the records are
+  one contiguous block, and chunks span many records like a non-record variable's rows.
 
 The header is parsed here with `struct`/numpy, following the NetCDF Classic Format
 Specification (NUG appendix "File Format Specifications").
@@ -452,12 +454,31 @@ def _split(
     return chunks, offsets
 
 
+def _records_contiguous(layout: _Layout, file_size: int) -> bool:
+    """Whether a record variable's records are one gapless block that the file holds whole
+    (its slab is the whole record; a file cut short keeps one chunk per record, so that the
+    records it lacks read as fill values and the others still read)."""
+    slab = math.prod(layout.shape[1:]) * layout.dtype.itemsize
+    numrecs = layout.shape[0]
+    return (
+        slab > 0
+        and numrecs > 1
+        and layout.record_stride == slab
+        and layout.begin + numrecs * slab <= file_size
+    )
+
+
 def _manifest(
     layout: _Layout, target: int, file_size: int, url: str
 ) -> tuple[tuple[int, ...], ChunkManifest]:
     """The chunk shape and manifest of one variable."""
     itemsize = layout.dtype.itemsize
-    if layout.is_record:
+    if layout.is_record and _records_contiguous(layout, file_size):
+        # the only record variable: its records follow each other without gaps, so they
+        # are one block, chunked like a non-record variable (many records a chunk)
+        chunks, rel = _split(layout.shape, itemsize, target, layout.begin, file_size)
+        offsets = layout.begin + rel
+    elif layout.is_record:
         inner = layout.shape[1:]
         numrecs = layout.shape[0]
         last_start = layout.begin + max(numrecs - 1, 0) * layout.record_stride

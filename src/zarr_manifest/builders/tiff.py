@@ -26,6 +26,7 @@ import base64
 import enum
 import io
 import json
+import math
 import os
 import warnings
 from collections.abc import Collection, Mapping
@@ -100,18 +101,53 @@ def _series_refs(series: Any, dir_path: str, name: str) -> dict[str, Any]:
     return refs
 
 
+def _check_refs(refs: dict[str, Any], file_size: int | None) -> None:
+    """Raise ValueError when a chunk reference cannot hold its chunk: a range past the end of
+    the file, or an uncompressed chunk whose length is not the chunk's size (a malformed
+    ``RowsPerStrip`` or ``BitsPerSample``; tifffile reads such files, padding the missing
+    samples)."""
+    metas = {k[: -len(".zarray")]: json.loads(v) for k, v in refs.items() if k.endswith(".zarray")}
+    for key, ref in refs.items():
+        if not isinstance(ref, list) or len(ref) != 3:
+            continue
+        _, offset, length = ref
+        if file_size is not None and offset + length > file_size:
+            raise ValueError(
+                f"chunk {key!r} at bytes [{offset}, {offset + length}) runs past the end of "
+                f"the file ({file_size} bytes)"
+            )
+        meta = metas.get(key.rpartition("/")[0] + "/" if "/" in key else "")
+        if meta is None or meta.get("compressor") or meta.get("filters"):
+            continue
+        expected = math.prod(meta["chunks"]) * np.dtype(meta["dtype"]).itemsize
+        if length != expected:
+            raise ValueError(
+                f"chunk {key!r} holds {length} bytes where its {meta['chunks']} "
+                f"{meta['dtype']} values need {expected}"
+            )
+
+
 def _load_series(series: Any, name: str) -> dict[str, InlineArray]:
     """A series read with tifffile: ``{path: InlineArray}`` (one per pyramid level)."""
     levels = list(series.levels) if len(series.levels) > 1 else [series]
     out: dict[str, InlineArray] = {}
     for i, level in enumerate(levels):
         data = level.asarray()
+        # numpy's long long (tifffile's 64-bit integers) is not the int64 zarr knows
+        data = data.view(np.dtype(data.dtype.str))
         dims = [f"{a}{i}" if i else a for a in level.axes]
         path = f"{name}/{i}" if len(levels) > 1 else name
         out[path] = InlineArray.from_numpy(
             data, dimension_names=dims if len(dims) == data.ndim else None
         )
     return out
+
+
+def _file_size(source: Source) -> int | None:
+    try:
+        return source.fingerprint().size
+    except Exception:  # no stat/HEAD access: the range check is skipped, reads still check
+        return None
 
 
 def tiff_refs(
@@ -144,13 +180,16 @@ def tiff_refs(
             if bad:
                 raise BuildError(f"{source.url}: no series {bad} (the file has {len(all_series)})")
             single = len(all_series) == 1
+            size = _file_size(source)
             refs: dict[str, Any] = {".zgroup": json.dumps({"zarr_format": 2})}
             loaded: dict[str, InlineArray] = {}
             for i in wanted:
                 s = all_series[i]
                 name = "data" if single else f"series_{i}"
                 try:
-                    refs.update(_series_refs(s, dir_path, name))
+                    found = _series_refs(s, dir_path, name)
+                    _check_refs(found, size)
+                    refs.update(found)
                 except ValueError as e:
                     warnings.warn(
                         f"{source.url}: series {i} cannot be referenced ({e}); loading it",
