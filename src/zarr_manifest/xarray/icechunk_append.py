@@ -51,7 +51,7 @@ def append_to_icechunk(
     group = dataset_to_group(ds)
     stored = zarr.open_group(store, path=path, mode="r+", zarr_format=3)
     prefixes = container_prefixes(store)
-    plans = []
+    plans: list[tuple[str, zarr.Array, int, ManifestArray]] = []
     for name, var in ds.variables.items():
         if append_dim not in var.dims or not isinstance(var._data, ManifestArray):
             continue
