@@ -31,7 +31,7 @@ from zarr_manifest.cf_attributes import (
 )
 from zarr_manifest.errors import CombineError, MetadataError
 from zarr_manifest.group import ManifestGroup
-from zarr_manifest.store import ManifestStore
+from zarr_manifest.store import ManifestStore, SourceRegistry
 from zarr_manifest.xarray.backend import ManifestBackendEntrypoint
 
 __all__ = [
@@ -98,7 +98,12 @@ def open_virtual_dataset(
         fingerprints=fingerprints,
         **dict(storage_options or {}),
     )
-    ds = group_to_dataset(built, loadable_variables=loadable_variables, decode_times=decode_times)
+    ds = group_to_dataset(
+        built,
+        loadable_variables=loadable_variables,
+        decode_times=decode_times,
+        storage_options=storage_options,
+    )
     ds = ds.drop_vars([d for d in drop if d in ds.variables])
     ds.encoding["source"] = os.fspath(url)
     return ds
@@ -109,12 +114,14 @@ def group_to_dataset(
     *,
     loadable_variables: Iterable[str] | None = None,
     decode_times: bool | None = None,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> xr.Dataset:
     """A `ManifestGroup`'s arrays (not its child groups) as a virtual `xarray.Dataset`.
 
-    See `open_virtual_dataset` for ``loadable_variables`` and ``decode_times``.
+    See `open_virtual_dataset` for ``loadable_variables``, ``decode_times`` and
+    ``storage_options`` (used to read the variables that are loaded).
     """
-    store = ManifestStore(group)
+    store = ManifestStore(group, registry=source_registry(group, storage_options))
     # the same dataset twice: CF-decoded (what loaded variables become, and which variables
     # are coordinates) and undecoded (the stored attributes of referenced variables)
     decoded = xr.open_dataset(
@@ -159,6 +166,33 @@ def group_to_dataset(
     if plain:
         ds = ds.assign_coords(xr.Coordinates(plain, indexes={}))
     return ds
+
+
+def source_registry(
+    group: ManifestGroup, storage_options: Mapping[str, Any] | None
+) -> SourceRegistry | None:
+    """The directories of the files a group references, with obstore options to read them
+    (None without options: an in-memory group's sources are then allowed as they are)."""
+    if not storage_options:
+        return None
+    options = dict(storage_options)
+    client_options = options.pop("client_options", None)
+    retry_config = options.pop("retry_config", None)
+    credential_provider = options.pop("credential_provider", None)
+    directories = {
+        path.rsplit("/", 1)[0] + "/"
+        for _, node in group.walk()
+        if isinstance(node, ManifestArray)
+        for path in node.manifest.path_table
+        if "/" in path
+    }
+    return SourceRegistry.from_urls(
+        sorted(directories),
+        config=options or None,
+        client_options=client_options,
+        retry_config=retry_config,
+        credential_provider=credential_provider,
+    )
 
 
 def open_virtual_mfdataset(
