@@ -3,6 +3,7 @@ stores, compared with xarray's reading of the netCDF4 files themselves."""
 
 from __future__ import annotations
 
+import pickle
 import tomllib
 from importlib import import_module
 from pathlib import Path
@@ -126,11 +127,14 @@ def test_arrays_keep_the_fused_pipeline(stores, air_files, no_warnings):
     folder = str(Path(air_files[0]).parent)
     assert zarr.config.get("codec_pipeline.path") != FUSED_PIPELINE  # not the user's setting
     with xr.open_dataset(stores["all"], engine=ENGINE, allowed_prefixes=[folder]) as ds:
-        wrapper = ds["air"].variable._data
-        while not hasattr(wrapper, "_array"):
-            wrapper = wrapper.array
-        pipeline = wrapper._array._async_array.codec_pipeline
-        assert type(pipeline).__name__ == "FusedCodecPipeline"
+        # also after a trip to another process (dask.distributed pickles the arrays)
+        for opened in (ds, pickle.loads(pickle.dumps(ds))):
+            wrapper = opened["air"].variable._data
+            while not hasattr(wrapper, "_array"):
+                wrapper = wrapper.array
+            pipeline = wrapper._array._async_array.codec_pipeline
+            assert type(pipeline).__name__ == "FusedCodecPipeline"
+        xr.testing.assert_identical(opened.load(), netcdf(air_files))
     assert zarr.config.get("codec_pipeline.path") != FUSED_PIPELINE
 
 
