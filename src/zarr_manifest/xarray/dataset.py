@@ -94,6 +94,9 @@ def open_virtual_dataset(
         format=format,
         group=group,
         drop=drop,
+        # every variable referenced: what is loaded is decided here, read through the
+        # references (as the engine will read them), whatever open_virtual's default
+        load=(),
         options=options,
         fingerprints=fingerprints,
         **dict(storage_options or {}),
@@ -158,6 +161,9 @@ def group_to_dataset(
                 stored.dims, array, attrs=stored.attrs, encoding=stored.encoding
             )
     coord_names = set(decoded.coords)
+    # nothing refers to the opened datasets any more (loaded values are in memory)
+    decoded.close()
+    raw.close()
     indexed = {n: v for n, v in variables.items() if n in coord_names and n in load}
     plain = {n: v for n, v in variables.items() if n in coord_names and n not in load}
     data_vars = {n: v for n, v in variables.items() if n not in coord_names}
