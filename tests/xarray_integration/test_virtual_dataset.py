@@ -224,3 +224,21 @@ def test_to_kerchunk_reads_back(air_files, tmp_path, no_warnings):
         backend_kwargs={"storage_options": {"fo": refs}, "consolidated": False},
     ) as got:
         xr.testing.assert_identical(got.load(), reference(air_files[:1]))
+
+
+def test_open_virtual_mfdataset_defaults_match_open_mfdataset(air_files, tmp_path, no_warnings):
+    # VirtualiZarr's (and xarray's classic) defaults: data_vars="all" concatenates the
+    # static "land" along time too, by repeating its references
+    vds = zm.open_virtual_mfdataset(air_files, combine="nested", concat_dim="time")
+    assert vds["land"].dims == ("time", "lat", "lon")
+    with xr.open_mfdataset(
+        air_files,
+        combine="nested",
+        concat_dim="time",
+        data_vars="all",
+        coords="different",
+        compat="no_conflicts",
+        join="outer",
+        combine_attrs="override",
+    ) as expected:
+        xr.testing.assert_identical(reopened(vds, tmp_path), expected.load())
