@@ -132,12 +132,15 @@ def group_to_dataset(
         engine=ManifestBackendEntrypoint,
         decode_times=decode_times,
         chunks=None,
+        # indexes are made once, below, for what is loaded (not by reading everything twice)
+        create_default_indexes=False,
     )
     raw = xr.open_dataset(
         store,  # type: ignore[arg-type]
         engine=ManifestBackendEntrypoint,
         decode_cf=False,
         chunks=None,
+        create_default_indexes=False,
     )
     arrays = group.arrays
     if loadable_variables is None:
