@@ -3,7 +3,8 @@
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
@@ -111,9 +112,14 @@ def test_loadable_variables_must_exist(air_files):
         zm.open_virtual_dataset(air_files[0], loadable_variables=["nope"])
 
 
-@pytest.mark.parametrize("parallel", [None, "threads"])
+@pytest.mark.parametrize("parallel", [None, "threads", "processes"])
 def test_open_virtual_mfdataset(air_files, tmp_path, parallel, no_warnings):
-    with ThreadPoolExecutor(2) as pool:
+    if parallel == "processes":
+        # what a cluster does too: the work and its results travel pickled
+        executor: Executor = ProcessPoolExecutor(1, mp_context=get_context("spawn"))
+    else:
+        executor = ThreadPoolExecutor(2)
+    with executor as pool:
         vds = zm.open_virtual_mfdataset(
             air_files,
             combine="nested",

@@ -11,6 +11,7 @@ the same, so scripts port by changing an import.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from concurrent.futures import Executor
@@ -257,10 +258,8 @@ def open_virtual_mfdataset(
     if combine == "by_coords" and concat_dim is not None:
         raise ValueError("concat_dim has no effect with combine='by_coords'; use 'nested'")
 
-    def one(path: str) -> xr.Dataset:
-        ds = open_virtual_dataset(path, **kwargs)
-        return preprocess(ds) if preprocess is not None else ds
-
+    # a module-level function and its arguments: picklable, for process pools and clusters
+    one = functools.partial(_open_one, preprocess=preprocess, kwargs=kwargs)
     if parallel is None or parallel is False:
         datasets = [one(p) for p in flat]
     elif isinstance(parallel, Executor):
@@ -293,6 +292,16 @@ def open_virtual_mfdataset(
     if attrs_file is not None:
         combined.attrs = datasets[flat.index(os.fspath(attrs_file))].attrs
     return combined
+
+
+def _open_one(
+    path: str,
+    *,
+    preprocess: Callable[[xr.Dataset], xr.Dataset] | None,
+    kwargs: Mapping[str, Any],
+) -> xr.Dataset:
+    ds = open_virtual_dataset(path, **kwargs)
+    return preprocess(ds) if preprocess is not None else ds
 
 
 def check_datasets_combinable(
