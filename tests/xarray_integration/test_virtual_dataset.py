@@ -112,8 +112,20 @@ def test_loadable_variables_must_exist(air_files):
         zm.open_virtual_dataset(air_files[0], loadable_variables=["nope"])
 
 
-@pytest.mark.parametrize("parallel", [None, "threads", "processes"])
+@pytest.mark.parametrize("parallel", [None, "threads", "processes", "dask"])
 def test_open_virtual_mfdataset(air_files, tmp_path, parallel, no_warnings):
+    if parallel == "dask":
+        vds = zm.open_virtual_mfdataset(
+            air_files,
+            combine="nested",
+            concat_dim="time",
+            data_vars="minimal",
+            coords="minimal",
+            compat="override",
+            parallel="dask",
+        )
+        xr.testing.assert_identical(reopened(vds, tmp_path), reference(air_files))
+        return
     if parallel == "processes":
         # what a cluster does too: the work and its results travel pickled
         executor: Executor = ProcessPoolExecutor(1, mp_context=get_context("spawn"))

@@ -214,7 +214,7 @@ def open_virtual_mfdataset(
     data_vars: Any = "all",
     coords: Any = "different",
     combine: Literal["by_coords", "nested"] = "by_coords",
-    parallel: Executor | Literal[False] | None = None,
+    parallel: Executor | Literal["dask", False] | None = None,
     join: Any = "outer",
     attrs_file: str | os.PathLike[str] | None = None,
     combine_attrs: Any = "override",
@@ -238,7 +238,8 @@ def open_virtual_mfdataset(
         ``"by_coords"`` (the default, ordered by the loaded coordinates) or ``"nested"``.
     parallel
         A `concurrent.futures.Executor` (thread or process pool, or a dask.distributed
-        ``Client.get_executor()``) to open the files on; None/False: one after the other.
+        ``Client.get_executor()``) to open the files on, or ``"dask"`` (``dask.delayed``
+        on the current scheduler); None/False: one after the other.
     attrs_file
         The path whose global attributes the result takes (default: the first's).
     **kwargs
@@ -264,8 +265,14 @@ def open_virtual_mfdataset(
         datasets = [one(p) for p in flat]
     elif isinstance(parallel, Executor):
         datasets = list(parallel.map(one, flat))
+    elif parallel == "dask":
+        import dask
+
+        datasets = list(dask.compute(*[dask.delayed(one)(p) for p in flat]))
     else:
-        raise TypeError(f"parallel must be a concurrent.futures.Executor or None, got {parallel!r}")
+        raise TypeError(
+            f"parallel must be a concurrent.futures.Executor, 'dask' or None, got {parallel!r}"
+        )
     check_datasets_combinable(datasets, labels=flat)
     if combine == "nested":
         structured = _unflatten(nested, iter(datasets))
