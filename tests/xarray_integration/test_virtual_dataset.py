@@ -260,3 +260,24 @@ def test_open_virtual_mfdataset_defaults_match_open_mfdataset(air_files, tmp_pat
         combine_attrs="override",
     ) as expected:
         xr.testing.assert_identical(reopened(vds, tmp_path), expected.load())
+
+
+def test_loaded_packed_variable_is_written_as_stored(air_files, tmp_path, no_warnings):
+    # "air" loaded (decoded: scale_factor, add_offset, _FillValue applied), then written
+    # inline, re-encoded with its encoding, and decoded again on reading
+    vdss = [
+        zm.open_virtual_dataset(p, loadable_variables=["time", "lat", "lon", "air"])
+        for p in air_files
+    ]
+    assert vdss[0]["air"].dtype == np.float64 and np.isnan(vdss[0]["air"].values[0, 0, 0])
+    combined = xr.concat(
+        vdss,
+        "time",
+        data_vars="minimal",
+        coords="minimal",
+        compat="override",
+        combine_attrs="override",
+    )
+    group = combined.manifest.to_group()
+    assert isinstance(group["air"], zm.InlineArray) and group["air"].dtype == np.int16
+    xr.testing.assert_identical(reopened(combined, tmp_path), reference(air_files))
