@@ -99,6 +99,8 @@ def result_type(*arrays_and_dtypes: Any) -> np.dtype[Any]:
     dtypes = set(virtual)
     for other in others:
         # scalars (a fill value) do not change an array's dtype; dtypes and arrays must match
+        if isinstance(other, int | float | complex | np.generic):
+            continue
         if isinstance(other, np.ndarray | np.dtype | type) or hasattr(other, "dtype"):
             dtypes.add(np.dtype(getattr(other, "dtype", other)))
     if len(dtypes) != 1:

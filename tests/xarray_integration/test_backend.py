@@ -3,11 +3,13 @@ stores, compared with xarray's reading of the netCDF4 files themselves."""
 
 from __future__ import annotations
 
+import pickle
 import tomllib
 from importlib import import_module
 from pathlib import Path
 
 import numpy as np
+import obstore
 import pytest
 import xarray as xr
 import zarr
@@ -125,11 +127,14 @@ def test_arrays_keep_the_fused_pipeline(stores, air_files, no_warnings):
     folder = str(Path(air_files[0]).parent)
     assert zarr.config.get("codec_pipeline.path") != FUSED_PIPELINE  # not the user's setting
     with xr.open_dataset(stores["all"], engine=ENGINE, allowed_prefixes=[folder]) as ds:
-        wrapper = ds["air"].variable._data
-        while not hasattr(wrapper, "_array"):
-            wrapper = wrapper.array
-        pipeline = wrapper._array._async_array.codec_pipeline
-        assert type(pipeline).__name__ == "FusedCodecPipeline"
+        # also after a trip to another process (dask.distributed pickles the arrays)
+        for opened in (ds, pickle.loads(pickle.dumps(ds))):
+            wrapper = opened["air"].variable._data
+            while not hasattr(wrapper, "_array"):
+                wrapper = wrapper.array
+            pipeline = wrapper._array._async_array.codec_pipeline
+            assert type(pipeline).__name__ == "FusedCodecPipeline"
+        xr.testing.assert_identical(opened.load(), netcdf(air_files))
     assert zarr.config.get("codec_pipeline.path") != FUSED_PIPELINE
 
 
@@ -212,3 +217,32 @@ def test_dask_distributed_local_cluster(stores, air_files, no_warnings):
         ) as ds:
             got = ds.compute()
         xr.testing.assert_identical(got, netcdf(air_files))
+
+
+def test_remote_store_with_storage_options(air_files, tmp_path, s3_server, s3_bucket, no_warnings):
+    # the files and the store in a bucket that needs credentials, given as storage_options
+    config = s3_server.obstore_config()
+    s3_server.upload_dir(Path(air_files[0]).parent, s3_bucket, "data")
+    urls = [f"s3://{s3_bucket}/data/{Path(p).name}" for p in air_files]
+    vds = zm.open_virtual_mfdataset(
+        urls,
+        combine="nested",
+        concat_dim="time",
+        data_vars="minimal",
+        coords="minimal",
+        compat="override",
+        combine_attrs="override",
+        storage_options=config,
+    )
+    vds.manifest.to_store(tmp_path / "all.manifest")
+    s3_server.upload_dir(tmp_path / "all.manifest", s3_bucket, "stores/all.manifest")
+    options = {k: v for k, v in config.items() if k != "client_options"}
+    sources = zm.SourceRegistry.from_urls(
+        [f"s3://{s3_bucket}/data/"], config=options, client_options=config["client_options"]
+    )
+    url = f"s3://{s3_bucket}/stores/all.manifest"
+    with xr.open_dataset(url, engine=ENGINE, storage_options=config, registry=sources) as ds:
+        xr.testing.assert_identical(ds.load(), netcdf(air_files))
+    # without them obstore has no endpoint or credentials for the store
+    with pytest.raises(obstore.exceptions.BaseError):
+        xr.open_dataset(url, engine=ENGINE, registry=sources)

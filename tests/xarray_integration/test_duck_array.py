@@ -74,6 +74,7 @@ def test_result_type():
     a = virtual()
     assert np.result_type(a, a) == np.float32
     assert np.result_type(a, np.nan) == np.float32  # a scalar fill value
+    assert np.result_type(a, np.float64(0)) == np.float32
     with pytest.raises(TypeError, match=LOAD):
         np.result_type(a, virtual(dtype="int16"))
 

@@ -3,7 +3,8 @@
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
@@ -111,9 +112,26 @@ def test_loadable_variables_must_exist(air_files):
         zm.open_virtual_dataset(air_files[0], loadable_variables=["nope"])
 
 
-@pytest.mark.parametrize("parallel", [None, "threads"])
+@pytest.mark.parametrize("parallel", [None, "threads", "processes", "dask"])
 def test_open_virtual_mfdataset(air_files, tmp_path, parallel, no_warnings):
-    with ThreadPoolExecutor(2) as pool:
+    if parallel == "dask":
+        vds = zm.open_virtual_mfdataset(
+            air_files,
+            combine="nested",
+            concat_dim="time",
+            data_vars="minimal",
+            coords="minimal",
+            compat="override",
+            parallel="dask",
+        )
+        xr.testing.assert_identical(reopened(vds, tmp_path), reference(air_files))
+        return
+    if parallel == "processes":
+        # what a cluster does too: the work and its results travel pickled
+        executor: Executor = ProcessPoolExecutor(1, mp_context=get_context("spawn"))
+    else:
+        executor = ThreadPoolExecutor(2)
+    with executor as pool:
         vds = zm.open_virtual_mfdataset(
             air_files,
             combine="nested",
@@ -224,3 +242,42 @@ def test_to_kerchunk_reads_back(air_files, tmp_path, no_warnings):
         backend_kwargs={"storage_options": {"fo": refs}, "consolidated": False},
     ) as got:
         xr.testing.assert_identical(got.load(), reference(air_files[:1]))
+
+
+def test_open_virtual_mfdataset_defaults_match_open_mfdataset(air_files, tmp_path, no_warnings):
+    # VirtualiZarr's (and xarray's classic) defaults: data_vars="all" concatenates the
+    # static "land" along time too, by repeating its references
+    vds = zm.open_virtual_mfdataset(air_files, combine="nested", concat_dim="time")
+    assert vds["land"].dims == ("time", "lat", "lon")
+    with xr.open_mfdataset(
+        air_files,
+        combine="nested",
+        concat_dim="time",
+        data_vars="all",
+        coords="different",
+        compat="no_conflicts",
+        join="outer",
+        combine_attrs="override",
+    ) as expected:
+        xr.testing.assert_identical(reopened(vds, tmp_path), expected.load())
+
+
+def test_loaded_packed_variable_is_written_as_stored(air_files, tmp_path, no_warnings):
+    # "air" loaded (decoded: scale_factor, add_offset, _FillValue applied), then written
+    # inline, re-encoded with its encoding, and decoded again on reading
+    vdss = [
+        zm.open_virtual_dataset(p, loadable_variables=["time", "lat", "lon", "air"])
+        for p in air_files
+    ]
+    assert vdss[0]["air"].dtype == np.float64 and np.isnan(vdss[0]["air"].values[0, 0, 0])
+    combined = xr.concat(
+        vdss,
+        "time",
+        data_vars="minimal",
+        coords="minimal",
+        compat="override",
+        combine_attrs="override",
+    )
+    group = combined.manifest.to_group()
+    assert isinstance(group["air"], zm.InlineArray) and group["air"].dtype == np.int16
+    xr.testing.assert_identical(reopened(combined, tmp_path), reference(air_files))

@@ -64,9 +64,22 @@ class ManifestAccessor:
         )
 
     def to_icechunk(
-        self, store: Any, *, commit_message: str | None = None, path: str = ""
+        self,
+        store: Any,
+        *,
+        append_dim: str | None = None,
+        commit_message: str | None = None,
+        path: str = "",
     ) -> str | None:
-        """Write into an Icechunk session store (see `ManifestGroup.to_icechunk`)."""
+        """Write into an Icechunk session store (see `ManifestGroup.to_icechunk`), or with
+        ``append_dim`` append to the dataset stored there along that dimension (see
+        `zarr_manifest.xarray.icechunk_append.append_to_icechunk`)."""
+        if append_dim is not None:
+            from zarr_manifest.xarray.icechunk_append import append_to_icechunk
+
+            return append_to_icechunk(
+                self._ds, store, append_dim=append_dim, commit_message=commit_message, path=path
+            )
         return self.to_group().to_icechunk(store, commit_message=commit_message, path=path)
 
     @property

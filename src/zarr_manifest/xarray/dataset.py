@@ -11,6 +11,7 @@ the same, so scripts port by changing an import.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from concurrent.futures import Executor
@@ -31,7 +32,7 @@ from zarr_manifest.cf_attributes import (
 )
 from zarr_manifest.errors import CombineError, MetadataError
 from zarr_manifest.group import ManifestGroup
-from zarr_manifest.store import ManifestStore
+from zarr_manifest.store import ManifestStore, SourceRegistry
 from zarr_manifest.xarray.backend import ManifestBackendEntrypoint
 
 __all__ = [
@@ -94,11 +95,19 @@ def open_virtual_dataset(
         format=format,
         group=group,
         drop=drop,
+        # every variable referenced: what is loaded is decided here, read through the
+        # references (as the engine will read them), whatever open_virtual's default
+        load=(),
         options=options,
         fingerprints=fingerprints,
         **dict(storage_options or {}),
     )
-    ds = group_to_dataset(built, loadable_variables=loadable_variables, decode_times=decode_times)
+    ds = group_to_dataset(
+        built,
+        loadable_variables=loadable_variables,
+        decode_times=decode_times,
+        storage_options=storage_options,
+    )
     ds = ds.drop_vars([d for d in drop if d in ds.variables])
     ds.encoding["source"] = os.fspath(url)
     return ds
@@ -109,12 +118,14 @@ def group_to_dataset(
     *,
     loadable_variables: Iterable[str] | None = None,
     decode_times: bool | None = None,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> xr.Dataset:
     """A `ManifestGroup`'s arrays (not its child groups) as a virtual `xarray.Dataset`.
 
-    See `open_virtual_dataset` for ``loadable_variables`` and ``decode_times``.
+    See `open_virtual_dataset` for ``loadable_variables``, ``decode_times`` and
+    ``storage_options`` (used to read the variables that are loaded).
     """
-    store = ManifestStore(group)
+    store = ManifestStore(group, registry=source_registry(group, storage_options))
     # the same dataset twice: CF-decoded (what loaded variables become, and which variables
     # are coordinates) and undecoded (the stored attributes of referenced variables)
     decoded = xr.open_dataset(
@@ -122,12 +133,15 @@ def group_to_dataset(
         engine=ManifestBackendEntrypoint,
         decode_times=decode_times,
         chunks=None,
+        # indexes are made once, below, for what is loaded (not by reading everything twice)
+        create_default_indexes=False,
     )
     raw = xr.open_dataset(
         store,  # type: ignore[arg-type]
         engine=ManifestBackendEntrypoint,
         decode_cf=False,
         chunks=None,
+        create_default_indexes=False,
     )
     arrays = group.arrays
     if loadable_variables is None:
@@ -151,6 +165,9 @@ def group_to_dataset(
                 stored.dims, array, attrs=stored.attrs, encoding=stored.encoding
             )
     coord_names = set(decoded.coords)
+    # nothing refers to the opened datasets any more (loaded values are in memory)
+    decoded.close()
+    raw.close()
     indexed = {n: v for n, v in variables.items() if n in coord_names and n in load}
     plain = {n: v for n, v in variables.items() if n in coord_names and n not in load}
     data_vars = {n: v for n, v in variables.items() if n not in coord_names}
@@ -159,6 +176,33 @@ def group_to_dataset(
     if plain:
         ds = ds.assign_coords(xr.Coordinates(plain, indexes={}))
     return ds
+
+
+def source_registry(
+    group: ManifestGroup, storage_options: Mapping[str, Any] | None
+) -> SourceRegistry | None:
+    """The directories of the files a group references, with obstore options to read them
+    (None without options: an in-memory group's sources are then allowed as they are)."""
+    if not storage_options:
+        return None
+    options = dict(storage_options)
+    client_options = options.pop("client_options", None)
+    retry_config = options.pop("retry_config", None)
+    credential_provider = options.pop("credential_provider", None)
+    directories = {
+        path.rsplit("/", 1)[0] + "/"
+        for _, node in group.walk()
+        if isinstance(node, ManifestArray)
+        for path in node.manifest.path_table
+        if "/" in path
+    }
+    return SourceRegistry.from_urls(
+        sorted(directories),
+        config=options or None,
+        client_options=client_options,
+        retry_config=retry_config,
+        credential_provider=credential_provider,
+    )
 
 
 def open_virtual_mfdataset(
@@ -170,7 +214,7 @@ def open_virtual_mfdataset(
     data_vars: Any = "all",
     coords: Any = "different",
     combine: Literal["by_coords", "nested"] = "by_coords",
-    parallel: Executor | Literal[False] | None = None,
+    parallel: Executor | Literal["dask", False] | None = None,
     join: Any = "outer",
     attrs_file: str | os.PathLike[str] | None = None,
     combine_attrs: Any = "override",
@@ -194,7 +238,8 @@ def open_virtual_mfdataset(
         ``"by_coords"`` (the default, ordered by the loaded coordinates) or ``"nested"``.
     parallel
         A `concurrent.futures.Executor` (thread or process pool, or a dask.distributed
-        ``Client.get_executor()``) to open the files on; None/False: one after the other.
+        ``Client.get_executor()``) to open the files on, or ``"dask"`` (``dask.delayed``
+        on the current scheduler); None/False: one after the other.
     attrs_file
         The path whose global attributes the result takes (default: the first's).
     **kwargs
@@ -214,16 +259,20 @@ def open_virtual_mfdataset(
     if combine == "by_coords" and concat_dim is not None:
         raise ValueError("concat_dim has no effect with combine='by_coords'; use 'nested'")
 
-    def one(path: str) -> xr.Dataset:
-        ds = open_virtual_dataset(path, **kwargs)
-        return preprocess(ds) if preprocess is not None else ds
-
+    # a module-level function and its arguments: picklable, for process pools and clusters
+    one = functools.partial(_open_one, preprocess=preprocess, kwargs=kwargs)
     if parallel is None or parallel is False:
         datasets = [one(p) for p in flat]
     elif isinstance(parallel, Executor):
         datasets = list(parallel.map(one, flat))
+    elif parallel == "dask":
+        import dask
+
+        datasets = list(dask.compute(*[dask.delayed(one)(p) for p in flat]))
     else:
-        raise TypeError(f"parallel must be a concurrent.futures.Executor or None, got {parallel!r}")
+        raise TypeError(
+            f"parallel must be a concurrent.futures.Executor, 'dask' or None, got {parallel!r}"
+        )
     check_datasets_combinable(datasets, labels=flat)
     if combine == "nested":
         structured = _unflatten(nested, iter(datasets))
@@ -250,6 +299,16 @@ def open_virtual_mfdataset(
     if attrs_file is not None:
         combined.attrs = datasets[flat.index(os.fspath(attrs_file))].attrs
     return combined
+
+
+def _open_one(
+    path: str,
+    *,
+    preprocess: Callable[[xr.Dataset], xr.Dataset] | None,
+    kwargs: Mapping[str, Any],
+) -> xr.Dataset:
+    ds = open_virtual_dataset(path, **kwargs)
+    return preprocess(ds) if preprocess is not None else ds
 
 
 def check_datasets_combinable(
