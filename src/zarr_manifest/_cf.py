@@ -12,7 +12,6 @@ is imported only when encodings actually differ.
 from __future__ import annotations
 
 import base64
-import math
 import struct
 import warnings
 from collections.abc import Mapping, Sequence
@@ -21,24 +20,16 @@ from typing import Any
 
 import numpy as np
 
+from zarr_manifest import cf_attributes
 from zarr_manifest.array import InlineArray, ManifestArray
+from zarr_manifest.cf_attributes import ABSENT, DECODING_ATTRIBUTES, same_time_units, same_value
 from zarr_manifest.errors import CombineError
 from zarr_manifest.group import ManifestGroup
 
 ArrayNode = ManifestArray | InlineArray
 
-#: Attributes that change what a variable's stored numbers decode to (xarray's CF decoding:
-#: times, masking, packing, unsigned integers, booleans).
-ENCODING_ATTRIBUTES = (
-    "units",
-    "calendar",
-    "scale_factor",
-    "add_offset",
-    "_FillValue",
-    "missing_value",
-    "_Unsigned",
-    "dtype",
-)
+#: Attributes that change what a variable's stored numbers decode to
+ENCODING_ATTRIBUTES = DECODING_ATTRIBUTES
 
 # keys of an xarray variable's `encoding` that decide its encoded form
 _XARRAY_ENCODING_KEYS = (
@@ -52,7 +43,7 @@ _XARRAY_ENCODING_KEYS = (
     "_Unsigned",
 )
 
-_MISSING = object()
+_MISSING = ABSENT
 
 
 @dataclass(frozen=True)
@@ -102,17 +93,9 @@ def encoding_of(group: ManifestGroup, name: str) -> Encoding:
 
 def first_difference(a: Encoding, b: Encoding) -> tuple[str, Any, Any] | None:
     """The first encoding attribute that differs between ``a`` and ``b``: (name, a's, b's)."""
-    order = [*ENCODING_ATTRIBUTES, "data type", "fill value"]
-    for key in order:
-        va, vb = a.values.get(key, _MISSING), b.values.get(key, _MISSING)
-        if _same(va, vb):
-            continue
-        if key == "units" and _same_time_units(
-            va, vb, a.values.get("calendar"), b.values.get("calendar")
-        ):
-            continue
-        return key, va, vb
-    return None
+    return cf_attributes.first_difference(
+        a.values, b.values, [*ENCODING_ATTRIBUTES, "data type", "fill value"]
+    )
 
 
 def label(key: str) -> str:
@@ -139,39 +122,6 @@ def describe(key: str, value: Any, encoding: Encoding) -> str:
     if key in encoding.inherited:
         shown += f" (inherited from {encoding.inherited[key]!r})"
     return shown
-
-
-def _same(a: Any, b: Any) -> bool:
-    """Equality of JSON attribute values in which NaN equals NaN."""
-    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
-        return True
-    if isinstance(a, list) and isinstance(b, list):
-        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
-    return bool(type(a) is type(b) and a == b) or (
-        isinstance(a, int | float) and isinstance(b, int | float) and a == b
-    )
-
-
-def _same_time_units(a: Any, b: Any, calendar_a: Any, calendar_b: Any) -> bool:
-    """Whether two "<unit> since <date>" strings mean the same (``"days since 2000-01-01"``
-    and ``"days since 2000-01-01 00:00:00"``): they decode 0 and 1 to the same dates."""
-    if not (isinstance(a, str) and isinstance(b, str) and "since" in a and "since" in b):
-        return False
-    if not _same(calendar_a, calendar_b):
-        return False
-    try:
-        from xarray.coding.times import decode_cf_datetime
-    except ImportError:
-        return False
-    probe = np.array([0, 1])
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            da = decode_cf_datetime(probe, a, calendar_a)
-            db = decode_cf_datetime(probe, b, calendar_b)
-    except Exception:
-        return False
-    return bool(np.array_equal(da, db))
 
 
 # ---- decoding as a reader does ------------------------------------------------------------
@@ -343,8 +293,8 @@ def _encoded(
         # an equivalent spelling already there (or inherited, as in the file) stays
         calendar = encoded.attrs.get("calendar")
         kept = attrs.get(key, inherited.get(key, _MISSING))
-        if _same(value, kept) or (
-            key == "units" and _same_time_units(value, kept, calendar, calendar)
+        if same_value(value, kept) or (
+            key == "units" and same_time_units(value, kept, calendar, calendar)
         ):
             continue
         attrs[key] = value

@@ -17,6 +17,7 @@ import numpy as np
 
 from zarr_manifest import _cf
 from zarr_manifest.array import InlineArray, ManifestArray
+from zarr_manifest.cf_attributes import same_value
 from zarr_manifest.errors import CombineError
 from zarr_manifest.group import ManifestGroup
 
@@ -518,7 +519,7 @@ def _equal_values(a: np.ndarray, b: np.ndarray) -> bool:
 
 def _attribute_difference(a: Mapping[str, Any], b: Mapping[str, Any]) -> str | None:
     for key in sorted(set(a) | set(b)):
-        if key not in a or key not in b or not _cf._same(a[key], b[key]):
+        if key not in a or key not in b or not same_value(a[key], b[key]):
             return f"{key!r}: {a.get(key, 'absent')!r} vs {b.get(key, 'absent')!r}"
     return None
 
