@@ -20,6 +20,7 @@ from zarr.core.buffer import default_buffer_prototype
 import zarr_manifest.store._nodes as nodes_module
 from zarr_manifest import (
     ChunkManifest,
+    ChunkReadError,
     ChunkTooLargeError,
     ManifestArray,
     ManifestGroup,
@@ -434,3 +435,53 @@ def test_a_pickled_store_with_relative_paths_reopens_the_same_store(
         copy = pickle.loads(data)
         assert zarr.open_array(copy, path="a", mode="r")[0] == 1
     assert pickle.loads(pickled[0]) == store
+
+
+# ---- issue 13 item 13: a store used before a fork, in the forked child -----------------------
+
+
+def _read_in_child(store: ManifestStore, queue: Any) -> None:
+    try:
+        queue.put(bytes(zarr.open_array(store, path="a", mode="r")[...]))
+    except Exception as exc:  # reported to the parent, which checks its type
+        queue.put(exc)
+
+
+def _in_forked_child(store: ManifestStore) -> Any:
+    """What reading array "a" in a child forked now gives (bytes or the error raised)."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    child = context.Process(target=_read_in_child, args=(store, queue))
+    child.start()
+    child.join(30)
+    if child.is_alive():
+        child.kill()
+        child.join()
+        pytest.fail("the forked child hung")
+    return queue.get(timeout=5)
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+def test_a_store_used_before_fork_reads_local_data_in_the_child(
+    tmp_path: Path, clean_range_server: RangeServer, serve_bytes: Callable[..., str]
+) -> None:
+    _store_of(tmp_path / "one", 7)
+    local = ManifestStore(tmp_path / "one" / "store", allowed_prefixes=[str(tmp_path)])
+    url = clean_range_server.url_for(serve_bytes(bytes([5]) * 4, "fork.bin"))
+    manifest = ChunkManifest({"0": {"path": url, "offset": 0, "length": 4}}, shape=(1,))
+    # (no readahead: the child must fetch, not find the parent's cached block)
+    remote = ManifestStore(
+        ManifestGroup(arrays={"a": ManifestArray(_meta([4], [4]), manifest)}), readahead_bytes=0
+    )
+    # the parent uses both (which starts obstore's runtime, async and network)
+    assert bytes(zarr.open_array(local, path="a", mode="r")[...]) == bytes([7]) * 4
+    assert bytes(zarr.open_array(remote, path="a", mode="r")[...]) == bytes([5]) * 4
+    # local data reads in the child; remote data, which obstore cannot fetch there, is
+    # refused with an error saying why, instead of a hang
+    assert _in_forked_child(local) == bytes([7]) * 4
+    got = _in_forked_child(remote)
+    assert isinstance(got, ChunkReadError), got
+    assert "forked" in str(got) and "spawn" in str(got) and "'a/c/0'" in str(got)

@@ -12,11 +12,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 from zarr.abc.store import ByteRequest
 
-from zarr_manifest.errors import ChunkTooLargeError, ManifestFormatError
+from zarr_manifest.errors import ChunkReadError, ChunkTooLargeError, ManifestFormatError
 from zarr_manifest.fingerprint import Fingerprint
 from zarr_manifest.format.paths import is_absolute_url, local_path_to_url, resolve_reference
 from zarr_manifest.manifest import ChunkManifest
 from zarr_manifest.store._byte_ranges import request_bounds
+from zarr_manifest.store._root_objects import AFTER_FORK
 from zarr_manifest.store._verify import SourceVerifier
 from zarr_manifest.store.fetch import LOCAL_INLINE_MAX_BYTES, read_range_sync
 from zarr_manifest.store.sources import Source, SourceRegistry
@@ -138,22 +139,33 @@ class CheckedSources:
     def __init__(self, registry: SourceRegistry, verifier: SourceVerifier) -> None:
         self.registry = registry
         self.verifier = verifier
+        #: set in a forked child where obstore's runtime is dead: remote sources refused
+        self.no_runtime = False
 
     def get(self, node: LoadedNode, pid: int, key: str) -> Source:
         """The source of path id ``pid`` of ``node``, for a read of ``key``."""
-        source = node.source(pid, self.registry, key)
+        source = self._usable(node.source(pid, self.registry, key), key)
         if node.fingerprints and pid not in node.verified:
             self._verify(node, pid, source, key)
         return source
 
     async def get_async(self, node: LoadedNode, pid: int, key: str) -> Source:
         """`get`, with a remote source's HEAD request off the event loop."""
-        source = node.source(pid, self.registry, key)
+        source = self._usable(node.source(pid, self.registry, key), key)
         if node.fingerprints and pid not in node.verified:
             if source.local_path is None:
                 await asyncio.to_thread(self._verify, node, pid, source, key)
             else:
                 self._verify(node, pid, source, key)
+        return source
+
+    def _usable(self, source: Source, key: str) -> Source:
+        if self.no_runtime and source.local_path is None:
+            raise ChunkReadError(
+                f"chunk {key!r} of {source.url} cannot be read: {AFTER_FORK}",
+                key=key,
+                url=source.url,
+            )
         return source
 
     def _verify(self, node: LoadedNode, pid: int, source: Source, key: str) -> None:

@@ -4,17 +4,27 @@ from its root storage through obstore, or from an in-memory group's encoded obje
 from __future__ import annotations
 
 import bisect
+import os
 from typing import TYPE_CHECKING, Any
 
 import obstore
+from obstore.store import LocalStore
 from zarr.abc.store import ByteRequest, OffsetByteRequest, RangeByteRequest
 
+from zarr_manifest.errors import ChunkReadError
 from zarr_manifest.store._byte_ranges import selects_nothing, slice_bytes
 
 if TYPE_CHECKING:
     from zarr_manifest.format.location import StoreLocation
 
-__all__ = ["RootObjects"]
+__all__ = ["AFTER_FORK", "RootObjects"]
+
+#: why obstore's remote and async I/O is refused in a forked child (see `_fork`)
+AFTER_FORK = (
+    "this process was forked after obstore's runtime had started, and obstore's network "
+    "and async calls never return in such a child; start workers with multiprocessing's "
+    "'spawn' or 'forkserver' method, or open the store in the worker"
+)
 
 
 class RootObjects:
@@ -38,12 +48,20 @@ class RootObjects:
         # an in-memory group's keys, sorted: a directory's entries are a contiguous run
         self._memory_keys = sorted(memory) if memory is not None else []
         self._url = url
+        self.local_root: str | None = None
+        #: set in a forked child where obstore's runtime is dead: local objects are then
+        #: read with synchronous calls only, remote ones refused
+        self.no_runtime = False
+        store = None if location is None else location.store
+        if isinstance(store, LocalStore) and store.prefix:
+            self.local_root = os.path.realpath(store.prefix)
 
     def sizes(self) -> dict[str, int]:
         """Every object's key and size, sorted by key."""
         if self._memory is not None:
             return {k: len(v) for k, v in sorted(self._memory.items())}
         assert self._location is not None
+        self._check_runtime("")
         listing = obstore.list(self._location.store).collect()
         return {m["path"]: int(m["size"]) for m in sorted(listing, key=lambda m: m["path"])}
 
@@ -68,6 +86,7 @@ class RootObjects:
                     i = bisect.bisect_left(keys, f"{start}{name}0", i)
             return files, dirs
         assert self._location is not None
+        self._check_runtime(start)
         store = self._location.store
         listing = obstore.list_with_delimiter(store, start or None)
         files = sorted(m["path"][len(start) :] for m in listing["objects"])
@@ -84,8 +103,11 @@ class RootObjects:
             data = self._memory.get(key)
             return None if data is None else slice_bytes(data, byte_range, key)
         assert self._location is not None
+        self._check_runtime(key)
         if self._is_local_file(key) is False:
             return None
+        if self.no_runtime:
+            return self._read_local_file(key, byte_range)
         store = self._location.store
         try:
             if byte_range is None:
@@ -108,7 +130,7 @@ class RootObjects:
 
     async def read_async(self, key: str, byte_range: ByteRequest | None) -> bytes | None:
         """`read_sync` on the event loop."""
-        if self._memory is not None:
+        if self._memory is not None or self.no_runtime:
             return self.read_sync(key, byte_range)
         assert self._location is not None
         if self._is_local_file(key) is False:
@@ -137,13 +159,30 @@ class RootObjects:
             data = self._memory.get(key)
             return None if data is None else len(data)
         assert self._location is not None
+        self._check_runtime(key)
         if self._is_local_file(key) is False:
             return None
         try:
+            if self.no_runtime:
+                return os.path.getsize(os.path.join(self.local_root or "", key))
             meta = await obstore.head_async(self._location.store, key)
         except FileNotFoundError:
             return None
         return int(meta["size"])
+
+    def _read_local_file(self, key: str, byte_range: ByteRequest | None) -> bytes | None:
+        """Read a local object without obstore (whose reads can hang in a forked child);
+        `_is_local_file` has checked it is a regular file inside the root."""
+        try:
+            with open(os.path.join(self.local_root or "", key), "rb") as file:
+                return slice_bytes(file.read(), byte_range, key)
+        except FileNotFoundError:
+            return None
+
+    def _check_runtime(self, key: str) -> None:
+        """Refuse a remote root's I/O where obstore's runtime is dead (`ChunkReadError`)."""
+        if self.no_runtime and self.local_root is None:
+            raise ChunkReadError(f"{self._url}: {key!r} cannot be read: {AFTER_FORK}", key=key)
 
     def _is_local_file(self, key: str) -> bool | None:
         """For a local root: whether ``key`` is a regular file (None for other roots); a

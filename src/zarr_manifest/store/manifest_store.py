@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import pickle
 from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
@@ -30,6 +31,7 @@ from zarr_manifest.format.location import open_location
 from zarr_manifest.format.paths import local_path_to_url
 from zarr_manifest.group import ManifestGroup
 from zarr_manifest.store._byte_ranges import check_byte_range, slice_bytes
+from zarr_manifest.store._fork import forks, obstore_works
 from zarr_manifest.store._in_memory import group_source_urls, memory_objects
 from zarr_manifest.store._keys import HIDDEN, KeyRouter, Target
 from zarr_manifest.store._listing import dir_names, keys_under, listed_objects, virtual_arrays
@@ -207,6 +209,7 @@ class ManifestStore(Store):
             "max_chunk_bytes": max_chunk_bytes,
             **obstore_kwargs,
         }
+        self._forks = forks()  # see _rebuild_after_fork
         self._shard_bytes = virtual_shard_bytes
         self._max_gap = max_gap_bytes
         self._max_request = max_request_bytes
@@ -261,6 +264,9 @@ class ManifestStore(Store):
             self._registry.register(self._url, self._location.store)
             for prefix in allowed_prefixes or ():
                 self._registry.register(prefix)
+        if not obstore_works():
+            # a forked child whose obstore runtime is dead: no obstore async or network call
+            self._objects.no_runtime = self._sources.no_runtime = True
 
     @classmethod
     async def open(cls, *args: Any, **kwargs: Any) -> Self:
@@ -315,6 +321,7 @@ class ManifestStore(Store):
             # Opening only sets the flag: set it here, because two threads' first reads
             # could both call _open, and the second would fail with "already open".
             self._is_open = True
+        self._rebuild_after_fork()
         check_byte_range(byte_range)
         prototype = prototype or default_buffer_prototype()
         target = self._router.route(key)
@@ -342,6 +349,7 @@ class ManifestStore(Store):
         key_ranges: Iterable[tuple[str, ByteRequest | None]],
     ) -> list[Buffer | None]:
         """Many (key, byte range) reads; chunk reads in the same file are coalesced."""
+        self._rebuild_after_fork()
         requests = list(key_ranges)
         results: list[Buffer | None] = [None] * len(requests)
         by_source: dict[Source, list[tuple[int, int, int, str]]] = {}
@@ -384,6 +392,7 @@ class ManifestStore(Store):
 
     async def exists(self, key: str) -> bool:
         """Whether ``key`` exists (chunks: per the manifest, without I/O)."""
+        self._rebuild_after_fork()
         target = self._route(key)
         if isinstance(target, Chunk | Shard):
             return not target.missing
@@ -407,16 +416,19 @@ class ManifestStore(Store):
 
     async def list(self) -> AsyncIterator[str]:
         """Every key zarr is shown."""
+        self._rebuild_after_fork()
         for key in keys_under(self._router, self._objects, ""):
             yield key
 
     async def list_prefix(self, prefix: str) -> AsyncIterator[str]:
         """Every key zarr is shown that starts with ``prefix``."""
+        self._rebuild_after_fork()
         for key in keys_under(self._router, self._objects, prefix):
             yield key
 
     async def list_dir(self, prefix: str) -> AsyncIterator[str]:
         """The names directly under the directory ``prefix``."""
+        self._rebuild_after_fork()
         # Only this directory is listed, and only an array whose directory is ``prefix`` or
         # holds it has its manifest parsed: zarr lists the members of groups this way.
         for name in dir_names(self._router, self._objects, prefix.rstrip("/")):
@@ -433,6 +445,7 @@ class ManifestStore(Store):
 
     async def getsize(self, key: str) -> int:
         """Size of a value: chunk sizes come from the manifest, without I/O."""
+        self._rebuild_after_fork()
         target = self._route(key)
         if isinstance(target, Chunk | Shard):
             if target.missing:
@@ -451,6 +464,7 @@ class ManifestStore(Store):
         Chunks of virtual arrays count with their manifest lengths, ordinary objects with
         the sizes their listing reports: no object is read.
         """
+        self._rebuild_after_fork()
         if prefix and not prefix.endswith("/"):
             prefix += "/"
         total = 0
@@ -476,6 +490,7 @@ class ManifestStore(Store):
         byte_range: ByteRequest | None = None,
     ) -> Buffer | None:
         """`get` without an event loop (zarr's ``SupportsGetSync``)."""
+        self._rebuild_after_fork()
         check_byte_range(byte_range)
         prototype = prototype or default_buffer_prototype()
         target = self._router.route(key)
@@ -512,6 +527,25 @@ class ManifestStore(Store):
         return all(p.startswith(("file:", "memory:")) for p in self._registry.prefixes)
 
     # ---- private helpers --------------------------------------------------------------------
+
+    def _rebuild_after_fork(self) -> None:
+        """In a child forked after this store was built, build it again (once).
+
+        Its obstore stores (root and sources) would hang on their next call in the
+        child: they are made anew from a pickled copy of the store's arguments (obstore
+        stores pickle as their configuration), and the caches start empty.
+        """
+        if self._forks == forks():
+            return
+        is_open = self._is_open
+        try:
+            args = pickle.loads(pickle.dumps(self._args))
+        except Exception:
+            # an argument that does not pickle (a credential callback) is used as it is:
+            # URL roots and prefixes still get new stores
+            args = dict(self._args)
+        self.__init__(**args)  # type: ignore[misc]
+        self._is_open = is_open
 
     def _route(self, key: str) -> Target:
         """What ``key`` names: a chunk, a shard, served bytes, hidden, or an ordinary object
