@@ -20,6 +20,7 @@ from zarr.core.metadata.v3 import (
     RegularChunkGridMetadata,
 )
 
+from zarr_manifest import array_api
 from zarr_manifest.errors import CombineError, MetadataError
 from zarr_manifest.fingerprint import Fingerprint, merge_fingerprints
 from zarr_manifest.manifest import ChunkManifest
@@ -282,27 +283,23 @@ class ManifestArray:
     def __array_function__(
         self, func: Any, types: Any, args: Any, kwargs: Mapping[str, Any]
     ) -> Any:
-        from zarr_manifest.array_api import HANDLED_FUNCTIONS, needs_data
 
-        impl = HANDLED_FUNCTIONS.get(func)
+        impl = array_api.HANDLED_FUNCTIONS.get(func)
         if impl is None:
-            raise needs_data(f"numpy.{getattr(func, '__name__', func)}")
+            raise array_api.needs_data(f"numpy.{getattr(func, '__name__', func)}")
         return impl(*args, **kwargs)
 
     def __array_ufunc__(self, ufunc: Any, method: str, *inputs: Any, **kwargs: Any) -> Any:
-        from zarr_manifest.array_api import needs_data
 
-        raise needs_data(f"numpy.{getattr(ufunc, '__name__', ufunc)}")
+        raise array_api.needs_data(f"numpy.{getattr(ufunc, '__name__', ufunc)}")
 
     def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
-        from zarr_manifest.array_api import needs_data
 
-        raise needs_data("converting to a numpy array")
+        raise array_api.needs_data("converting to a numpy array")
 
     def __getitem__(self, key: Any) -> ManifestArray:
         """Only the whole array, with new axes if asked (``a[...]``, ``a[:, None]``): a
         selection needs the values."""
-        from zarr_manifest.array_api import expand_dims, needs_data
 
         parts = key if isinstance(key, tuple) else (key,)
         whole = all(
@@ -310,20 +307,19 @@ class ManifestArray:
         )
         axes = sum(p is not None and p is not Ellipsis for p in parts)
         if not whole or parts.count(Ellipsis) > 1 or axes > self.ndim:
-            raise needs_data(f"indexing with {key!r}")
+            raise array_api.needs_data(f"indexing with {key!r}")
         if Ellipsis not in parts:
             parts = (*parts, Ellipsis)
         at = parts.index(Ellipsis)
         parts = (*parts[:at], *[slice(None)] * (self.ndim - axes), *parts[at + 1 :])
         new = [i for i, p in enumerate(parts) if p is None]
-        return expand_dims(self, new) if new else self
+        return array_api.expand_dims(self, new) if new else self
 
     def astype(self, dtype: Any, *, copy: bool = True) -> ManifestArray:
         """Only to the array's own dtype (a no-op xarray asks for)."""
-        from zarr_manifest.array_api import needs_data
 
         if np.dtype(dtype) != self.dtype:
-            raise needs_data(f"casting from {self.dtype} to {np.dtype(dtype)}")
+            raise array_api.needs_data(f"casting from {self.dtype} to {np.dtype(dtype)}")
         return self
 
     @property
@@ -332,15 +328,13 @@ class ManifestArray:
 
     def transpose(self, *axes: Any) -> ManifestArray:
         """Reorder axes, where that moves no element inside a chunk (see array_api)."""
-        from zarr_manifest.array_api import transpose
 
         order = axes[0] if len(axes) == 1 and not isinstance(axes[0], int) else axes
-        return transpose(self, order or None)
+        return array_api.transpose(self, order or None)
 
     def _unsupported(self, *args: Any, **kwargs: Any) -> Any:
-        from zarr_manifest.array_api import needs_data
 
-        raise needs_data("arithmetic")
+        raise array_api.needs_data("arithmetic")
 
     __add__ = __radd__ = __sub__ = __rsub__ = __mul__ = __rmul__ = _unsupported
     __truediv__ = __rtruediv__ = __floordiv__ = __rfloordiv__ = __pow__ = _unsupported

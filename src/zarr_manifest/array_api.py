@@ -59,25 +59,21 @@ def _check_attributes(arrays: Sequence[ManifestArray]) -> None:
 
 @_implements(np.concatenate)
 def concatenate(arrays: Sequence[ManifestArray], axis: int | None = 0, **kwargs: Any) -> Any:
-    from zarr_manifest.array import ManifestArray
-
     if axis is None or kwargs.get("out") is not None:
         raise needs_data("concatenate with axis=None or out=")
     arrays = list(arrays)
     _check_attributes(arrays)
-    return ManifestArray.concat(arrays, axis=axis)
+    return type(arrays[0]).concat(arrays, axis=axis)
 
 
 @_implements(np.stack)
 def stack(arrays: Sequence[ManifestArray], axis: int = 0, **kwargs: Any) -> Any:
-    from zarr_manifest.array import ManifestArray
-
     if kwargs.get("out") is not None:
         raise needs_data("stack with out=")
     arrays = list(arrays)
     _check_attributes(arrays)
     # the new axis has no name in the array's metadata; xarray's Variable keeps the names
-    return ManifestArray.stack(arrays, axis=axis)
+    return type(arrays[0]).stack(arrays, axis=axis)
 
 
 @_implements(np.expand_dims)
@@ -90,12 +86,15 @@ def expand_dims(array: ManifestArray, axis: int | Sequence[int]) -> Any:
     return result
 
 
+def _is_virtual(value: Any) -> bool:
+    # a ManifestArray, known by its manifest: this module is below array.py, which uses it
+    return isinstance(getattr(value, "manifest", None), ChunkManifest)
+
+
 @_implements(np.result_type)
 def result_type(*arrays_and_dtypes: Any) -> np.dtype[Any]:
-    from zarr_manifest.array import ManifestArray
-
-    virtual = [a.dtype for a in arrays_and_dtypes if isinstance(a, ManifestArray)]
-    others = [a for a in arrays_and_dtypes if not isinstance(a, ManifestArray)]
+    virtual = [a.dtype for a in arrays_and_dtypes if _is_virtual(a)]
+    others = [a for a in arrays_and_dtypes if not _is_virtual(a)]
     dtypes = set(virtual)
     for other in others:
         # scalars (a fill value) do not change an array's dtype; dtypes and arrays must match
@@ -114,8 +113,6 @@ def result_type(*arrays_and_dtypes: Any) -> np.dtype[Any]:
 @_implements(np.broadcast_to)
 def broadcast_to(array: ManifestArray, shape: Sequence[int], subok: bool = False) -> Any:
     """Repeat references along new leading axes and axes of length 1 (chunk length 1)."""
-    from zarr_manifest.array import ManifestArray
-
     shape = tuple(int(n) for n in shape)
     if tuple(shape) == array.shape:
         return array
@@ -148,7 +145,7 @@ def broadcast_to(array: ManifestArray, shape: Sequence[int], subok: bool = False
         chunk_grid={"name": "regular", "configuration": {"chunk_shape": [1] * new + chunks}},
         dimension_names=None if names is None else [*([None] * new), *names],
     )
-    return ManifestArray(doc, manifest, fingerprints=array.fingerprints)
+    return type(array)(doc, manifest, fingerprints=array.fingerprints)
 
 
 def _axes(
@@ -162,8 +159,6 @@ def _axes(
 def transpose(array: ManifestArray, axes: Sequence[int] | None = None) -> ManifestArray:
     """Reorder axes where that does not reorder the elements of any chunk: only axes whose
     chunks are one element long may move past others."""
-    from zarr_manifest.array import ManifestArray
-
     order = list(range(array.ndim))[::-1] if axes is None else [a % array.ndim for a in axes]
     if sorted(order) != list(range(array.ndim)):
         raise ValueError(f"transpose: {axes} is not a permutation of {array.ndim} axes")
@@ -194,7 +189,7 @@ def transpose(array: ManifestArray, axes: Sequence[int] | None = None) -> Manife
         },
         dimension_names=None if names is None else [names[a] for a in order],
     )
-    return ManifestArray(doc, manifest, fingerprints=array.fingerprints)
+    return type(array)(doc, manifest, fingerprints=array.fingerprints)
 
 
 def _regular_chunks(array: ManifestArray, what: str) -> tuple[int, ...]:
