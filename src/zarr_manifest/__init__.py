@@ -30,7 +30,7 @@ from zarr_manifest.store import ManifestStore, SourceRegistry
 __version__ = "0.1.0"
 
 #: needing xarray (an optional dependency), so imported on first use
-_XARRAY_NAMES = frozenset({"open_virtual_dataset", "open_virtual_mfdataset"})
+_XARRAY_NAMES = frozenset({"group_to_dataset", "open_virtual_dataset", "open_virtual_mfdataset"})
 
 
 def __getattr__(name: str) -> object:
@@ -67,6 +67,7 @@ __all__ = [
     "combine_by_coords",
     "concat",
     "open_virtual",
+    "group_to_dataset",
     "open_virtual_dataset",
     "open_virtual_mfdataset",
     "stack",

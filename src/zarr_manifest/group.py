@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 from zarr_manifest.array import InlineArray, ManifestArray
@@ -249,18 +249,6 @@ class ManifestGroup:
         from zarr_manifest.writers.icechunk import to_icechunk
 
         return to_icechunk(self, store, commit_message=commit_message, path=path)
-
-    def to_dataset(
-        self, *, loadable_variables: Collection[str] | None = None, decode_times: bool | None = None
-    ) -> Any:
-        """This group's arrays as a virtual `xarray.Dataset` of `ManifestArray`s (needs
-        xarray; see `zarr_manifest.xarray.group_to_dataset`, and ``ds.manifest.to_group()``
-        for the way back)."""
-        from zarr_manifest.xarray import group_to_dataset
-
-        return group_to_dataset(
-            self, loadable_variables=loadable_variables, decode_times=decode_times
-        )
 
 
 _RESERVED_NAMES = {".", "..", "zarr.json", "manifest.json"}
