@@ -12,16 +12,19 @@ from zarr_manifest.errors import (
     BuildError,
     ChunkReadError,
     CombineError,
+    ConcurrentWriteError,
     ManifestError,
     ManifestFormatError,
     MetadataError,
     ShortReadError,
     SourceNotAllowedError,
     StaleReferenceError,
+    StoreConflictError,
     UnsupportedError,
     ZarrManifestError,
 )
 from zarr_manifest.fingerprint import Fingerprint
+from zarr_manifest.format.publish import clean
 from zarr_manifest.group import ManifestGroup
 from zarr_manifest.manifest import ChunkEntry, ChunkManifest
 from zarr_manifest.store import ManifestStore, SourceRegistry
@@ -34,6 +37,7 @@ __all__ = [
     "ChunkManifest",
     "ChunkReadError",
     "CombineError",
+    "ConcurrentWriteError",
     "Fingerprint",
     "InlineArray",
     "ManifestArray",
@@ -46,10 +50,12 @@ __all__ = [
     "SourceNotAllowedError",
     "SourceRegistry",
     "StaleReferenceError",
+    "StoreConflictError",
     "UnsupportedError",
     "ZarrManifestError",
     "__version__",
     "build",
+    "clean",
     "combine_by_coords",
     "concat",
     "open_virtual",

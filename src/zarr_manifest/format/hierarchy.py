@@ -15,6 +15,15 @@ from obstore.store import ObjectStore
 from zarr_manifest.array import InlineArray, ManifestArray, chunk_grid_shape
 from zarr_manifest.errors import ManifestFormatError, MetadataError
 from zarr_manifest.format.location import StoreLocation, open_location
+from zarr_manifest.format.publish import (
+    LOCK_KEY,
+    ExistingStore,
+    check_not_shadowed,
+    chunk_key_pattern,
+    fresh_manifest_name,
+    scan_store,
+    writer_lock,
+)
 from zarr_manifest.format.split import (
     DEFAULT_SPLIT_ABOVE,
     INDEX_FILE,
@@ -75,7 +84,10 @@ def write_group(
 ) -> StoreLocation:
     """Write ``group`` as a manifest store at ``dest`` (see `ManifestGroup.to_store`).
 
-    Absolute local paths in manifests are written as ``file://`` URLs.
+    Absolute local paths in manifests are written as ``file://`` URLs.  ``dest`` may hold
+    other files (the sources, say): they are never changed.  Replacing a store follows
+    `zarr_manifest.format.publish`: only the old store's own objects are replaced, manifests
+    under new names, the root zarr.json last, under the store's writer lock.
 
     Parameters
     ----------
@@ -90,58 +102,177 @@ def write_group(
     Raises
     ------
     FileExistsError
-        ``dest`` already holds a zarr.json and ``overwrite`` is False.
+        ``dest`` already holds a manifest store (a root zarr.json) and ``overwrite`` is False.
+    StoreConflictError
+        The store would overwrite, or take into its hierarchy, an object it does not own.
+    ConcurrentWriteError
+        Another writer is writing the store.
     ValueError
         ``region_shape`` does not fit an array that is split.
     """
     location = open_location(dest, mkdir=True, **obstore_kwargs)
-    store = location.store
-    existing = [m["path"] for m in obstore.list(store).collect()]
-    if existing:
-        if not overwrite:
-            raise FileExistsError(
-                f"{location.url} is not empty ({len(existing)} objects); pass overwrite=True"
-            )
-        obstore.delete(store, existing)
-    files: dict[str, bytes] = {ZARR_JSON: group_document(group.attributes)}
-    for path, node in group.walk():
-        if isinstance(node, ManifestGroup):
-            files[f"{path}/{ZARR_JSON}"] = group_document(node.attributes)
-        elif isinstance(node, ManifestArray):
-            manifest = node.manifest.rename_paths(_local_path_to_url)
-            # the same files, spelled as URLs: their fingerprints are kept whole
-            fingerprints = {_local_path_to_url(p): fp for p, fp in node.fingerprints.items()}
-            if split_above is None or len(manifest) <= split_above:
-                files[f"{path}/{ZARR_JSON}"] = array_document(
-                    node.metadata, virtual=True, fingerprints=fingerprints
-                )
-                files[f"{path}/{MANIFEST_FILE}"] = manifest.to_json_bytes()
-                continue
-            grid = manifest.shape_chunk_grid
-            regions = (
-                auto_region_shape(grid)
-                if region_shape is None
-                else tuple(int(r) for r in region_shape)
-            )
-            if len(regions) != len(grid) or not all(r > 0 for r in regions):
-                raise ValueError(
-                    f"region_shape {regions} does not fit array {path!r}: it needs "
-                    f"{len(grid)} positive integers"
-                )
-            files[f"{path}/{ZARR_JSON}"] = array_document(
-                node.metadata, virtual=True, split=regions, fingerprints=fingerprints
-            )
-            # Stored as they are made: all the region files of 10^8 references would take
-            # gigabytes at once.  The array's zarr.json is stored after them, with the rest.
-            for name, data in iter_split_manifest(manifest, regions):
-                obstore.put(store, f"{path}/{MANIFEST_DIR}/{name}", data)
-        else:
-            files[f"{path}/{ZARR_JSON}"] = array_document(node.metadata, virtual=False)
-            for key, value in encode_inline_chunks(node).items():
-                files[f"{path}/{key}"] = value
-    for key, value in files.items():
-        obstore.put(store, key, value)
+    if not overwrite and _has_root(location):
+        raise FileExistsError(f"{location.url} holds a manifest store; pass overwrite=True")
+    plan = _plan(group, split_above, region_shape)
+    with writer_lock(location):
+        keys = {m["path"] for m in obstore.list(location.store).collect()} - {LOCK_KEY}
+        old = scan_store(location, keys)
+        if old is not None and not overwrite:
+            raise FileExistsError(f"{location.url} holds a manifest store; pass overwrite=True")
+        _publish(location, plan, keys, old or ExistingStore())
     return location
+
+
+def _has_root(location: StoreLocation) -> bool:
+    try:
+        obstore.head(location.store, ZARR_JSON)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+class _Node:
+    """One node of the hierarchy to write."""
+
+    __slots__ = ("chunks", "document", "kind", "manifest", "regions", "source")
+
+    def __init__(self, kind: str, source: Any):
+        self.kind = kind  # "group", "virtual" or "inline"
+        self.source = source
+        self.document = b""
+        self.manifest: ChunkManifest | None = None
+        self.regions: tuple[int, ...] | None = None
+        self.chunks: dict[str, bytes] = {}
+
+
+def _plan(
+    group: ManifestGroup, split_above: int | None, region_shape: Sequence[int] | None
+) -> dict[str, _Node]:
+    """Every node to write by path ("" for the root), children before their parents;
+    documents of virtual arrays are made once their manifest is named (`_publish`)."""
+    nodes: dict[str, _Node] = {}
+    for path, node in reversed(list(group.walk())):
+        if isinstance(node, ManifestGroup):
+            plan = nodes[path] = _Node("group", node)
+            plan.document = group_document(node.attributes)
+        elif isinstance(node, ManifestArray):
+            plan = nodes[path] = _Node("virtual", node)
+            plan.manifest = node.manifest.rename_paths(_local_path_to_url)
+            if split_above is not None and len(plan.manifest) > split_above:
+                grid = plan.manifest.shape_chunk_grid
+                regions = (
+                    auto_region_shape(grid)
+                    if region_shape is None
+                    else tuple(int(r) for r in region_shape)
+                )
+                if len(regions) != len(grid) or not all(r > 0 for r in regions):
+                    raise ValueError(
+                        f"region_shape {regions} does not fit array {path!r}: it needs "
+                        f"{len(grid)} positive integers"
+                    )
+                plan.regions = regions
+        else:
+            plan = nodes[path] = _Node("inline", node)
+            plan.document = array_document(node.metadata, virtual=False)
+            plan.chunks = {f"{path}/{k}": v for k, v in encode_inline_chunks(node).items()}
+    root = nodes[""] = _Node("group", group)
+    root.document = group_document(group.attributes)
+    return nodes
+
+
+def _publish(
+    location: StoreLocation, plan: dict[str, _Node], keys: set[str], old: ExistingStore
+) -> None:
+    """Write the planned nodes in the order that keeps every published zarr.json readable:
+    manifests, inline chunks, documents below the root, the root; then delete what the old
+    store owned and the new one does not."""
+    store = location.store
+    names: dict[str, str] = {}
+    for path, node in plan.items():
+        if node.kind == "virtual":
+            assert node.manifest is not None
+            names[path] = fresh_manifest_name(f"{path}/", keys, node.manifest, node.regions)
+    writes = {_doc_key(p) for p in plan} | {k for n in plan.values() for k in n.chunks}
+    writes |= {f"{p}/{name}" for p, name in names.items() if plan[p].regions is None}
+    writes |= {f"{p}/{name}/{INDEX_FILE}" for p, name in names.items() if plan[p].regions}
+    check_not_shadowed(
+        keys,
+        old.owned,
+        writes,
+        [p for p, n in plan.items() if n.kind == "group"],
+        {
+            p: chunk_key_pattern(orjson.loads(n.document).get("chunk_key_encoding"))
+            for p, n in plan.items()
+            if n.kind == "inline"
+        },
+        location.url,
+    )
+    # 1. manifests, under names no published zarr.json uses (or the same content's name)
+    for path, name in names.items():
+        node = plan[path]
+        array = node.source
+        assert node.manifest is not None
+        fingerprints = {_local_path_to_url(p): fp for p, fp in array.fingerprints.items()}
+        node.document = array_document(
+            array.metadata,
+            virtual=True,
+            split=node.regions,
+            fingerprints=fingerprints,
+            manifest=name,
+        )
+        if node.regions is None:
+            key = f"{path}/{name}"
+            if key not in keys or name == MANIFEST_FILE:
+                obstore.put(store, key, node.manifest.to_json_bytes())
+            continue
+        if f"{path}/{name}/{INDEX_FILE}" in keys and name != MANIFEST_DIR:
+            continue  # the same content, complete (index.json is written last)
+        # Stored as they are made: all the region files of 10^8 references would take
+        # gigabytes at once; index.json comes last.
+        for file_name, data in iter_split_manifest(node.manifest, node.regions):
+            obstore.put(store, f"{path}/{name}/{file_name}", data)
+    # 2. inline chunks; chunks of the old version that the new one lacks would be read as
+    # its data, so they go before its zarr.json is replaced
+    for path, node in plan.items():
+        if node.kind != "inline":
+            continue
+        for key, value in node.chunks.items():
+            obstore.put(store, key, value)
+        stale = sorted(old.chunks.get(path, set()) - set(node.chunks))
+        if stale:
+            obstore.delete(store, stale)
+    # 3. documents below the root, children first; 4. the root
+    for path, node in plan.items():
+        if old.documents.get(path) != node.document:
+            obstore.put(store, _doc_key(path), node.document)
+    # 5. what the old store owned that the new one does not: nodes gone, chunks of arrays
+    # that are no longer inline.  Manifests of arrays that remain stay for readers that
+    # hold their old zarr.json, until `clean`.
+    gone: list[str] = []
+    for path, kind in old.nodes.items():
+        new = plan.get(path)
+        if new is None:
+            prefix = f"{path}/" if path else ""
+            inside = [k for k in old.owned if k.startswith(prefix) and _owner(k, old) == path]
+            gone.extend(inside)
+        elif kind == "inline" and new.kind != "inline":
+            gone.extend(old.chunks.get(path, ()))
+    if gone:
+        obstore.delete(store, sorted(gone))
+
+
+def _doc_key(path: str) -> str:
+    return f"{path}/{ZARR_JSON}" if path else ZARR_JSON
+
+
+def _owner(key: str, old: ExistingStore) -> str:
+    """The deepest node of the old store whose directory holds ``key``."""
+    parts = key.split("/")[:-1]
+    for depth in range(len(parts), 0, -1):
+        path = "/".join(parts[:depth])
+        if path in old.nodes:
+            return path
+    return ""
 
 
 def read_group(src: str | os.PathLike[str] | ObjectStore, **obstore_kwargs: Any) -> ManifestGroup:
