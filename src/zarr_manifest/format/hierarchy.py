@@ -16,11 +16,22 @@ from zarr_manifest.array import InlineArray, ManifestArray, chunk_grid_shape
 from zarr_manifest.errors import ManifestFormatError, MetadataError
 from zarr_manifest.format.location import StoreLocation, open_location
 from zarr_manifest.format.publish import (
+    INLINE_MEMBER,
     LOCK_KEY,
+    SNAPSHOT_KEY,
+    USUAL_PLACE,
     ExistingStore,
+    Snapshot,
     check_not_shadowed,
     chunk_key_pattern,
+    commit_snapshot,
+    document_key,
+    document_to_read,
+    encode_snapshot,
     fresh_manifest_name,
+    inline_presentation,
+    put_new,
+    read_snapshot,
     scan_store,
     writer_lock,
 )
@@ -124,11 +135,7 @@ def write_group(
 
 
 def _has_root(location: StoreLocation) -> bool:
-    try:
-        obstore.head(location.store, ZARR_JSON)
-    except FileNotFoundError:
-        return False
-    return True
+    return _exists(location, ZARR_JSON) or _exists(location, SNAPSHOT_KEY)
 
 
 class _Node:
@@ -231,30 +238,56 @@ def _publish(
         # gigabytes at once; index.json comes last.
         for file_name, data in iter_split_manifest(node.manifest, node.regions):
             obstore.put(store, f"{path}/{name}/{file_name}", data)
-    # 2. inline chunks; chunks of the old version that the new one lacks would be read as
-    # its data, so they go before its zarr.json is replaced
+    # 2. inline chunks at their usual keys (chunks of the old version that the new one
+    # lacks would be read as its data: they go too), and immutable copies for the snapshot
+    presented: dict[str, bytes] = {}
     for path, node in plan.items():
         if node.kind != "inline":
+            presented[path] = node.document
             continue
         for key, value in node.chunks.items():
             obstore.put(store, key, value)
         stale = sorted(old.chunks.get(path, set()) - set(node.chunks))
         if stale:
             obstore.delete(store, stale)
-    # 3. documents below the root, children first; 4. the root
+        grid = chunk_grid_shape(node.source.metadata)
+        presented[path], objects = inline_presentation(path, node.document, node.chunks, grid)
+        for key, value in objects.items():
+            put_new(location, key, value)
+    # 3. every node's immutable document, named by its zarr.json's content (so that a reader
+    # can tell a zarr.json a writer published from a hand edit); 4. the snapshot: the commit
+    copies: dict[str, str] = {}
+    for path, document in presented.items():
+        usual = plan[path].document
+        # every zarr.json a writer publishes has its copy: readers tell them from hand edits
+        put_new(location, document_key(usual), usual)
+        if document != usual:
+            put_new(location, document_key(usual, document), document)
+        copies[path] = document_key(usual, None if document == usual else document)
+    previous = old.snapshot
+    old_paths = set(old.nodes) | (set(previous.nodes) if previous else set())
+    retired = (set(previous.retired) if previous else set()) | (old_paths - set(plan))
+    commit_snapshot(
+        location,
+        encode_snapshot(
+            {p: document_key(n.document) for p, n in plan.items()}, retired - set(plan)
+        ),
+        previous,
+    )
+    # 5. each node's zarr.json at its usual place, for readers without snapshots: children
+    # first, the root last
     for path, node in plan.items():
         if old.documents.get(path) != node.document:
             obstore.put(store, _doc_key(path), node.document)
-    # 5. what the old store owned that the new one does not: nodes gone, chunks of arrays
-    # that are no longer inline.  Manifests of arrays that remain stay for readers that
-    # hold their old zarr.json, until `clean`.
+    # 6. what only the old hierarchy had: zarr.json of nodes gone, chunks of arrays that
+    # are no longer inline.  Manifests, chunk copies and documents stay for readers that
+    # opened the old snapshot, until `clean`.
     gone: list[str] = []
     for path, kind in old.nodes.items():
         new = plan.get(path)
         if new is None:
-            prefix = f"{path}/" if path else ""
-            inside = [k for k in old.owned if k.startswith(prefix) and _owner(k, old) == path]
-            gone.extend(inside)
+            gone.append(_doc_key(path))
+            gone.extend(old.chunks.get(path, ()))
         elif kind == "inline" and new.kind != "inline":
             gone.extend(old.chunks.get(path, ()))
     if gone:
@@ -263,16 +296,6 @@ def _publish(
 
 def _doc_key(path: str) -> str:
     return f"{path}/{ZARR_JSON}" if path else ZARR_JSON
-
-
-def _owner(key: str, old: ExistingStore) -> str:
-    """The deepest node of the old store whose directory holds ``key``."""
-    parts = key.split("/")[:-1]
-    for depth in range(len(parts), 0, -1):
-        path = "/".join(parts[:depth])
-        if path in old.nodes:
-            return path
-    return ""
 
 
 def read_group(src: str | os.PathLike[str] | ObjectStore, **obstore_kwargs: Any) -> ManifestGroup:
@@ -288,10 +311,99 @@ def read_group(src: str | os.PathLike[str] | ObjectStore, **obstore_kwargs: Any)
         There is no zarr.json at the root.
     """
     location = open_location(src, **obstore_kwargs)
+    snapshot = read_snapshot(location)
+    if snapshot is not None:
+        # one consistent version, whatever a writer is doing meanwhile
+        return _read_snapshot(location, snapshot)
     keys = {m["path"] for m in obstore.list(location.store).collect()}
     if ZARR_JSON not in keys:
         raise FileNotFoundError(f"no {ZARR_JSON} at {location.url}")
     return _read_node_group(location, "", keys)
+
+
+def _read_snapshot(location: StoreLocation, snapshot: Snapshot) -> ManifestGroup:
+    """The hierarchy a snapshot names, every node from its immutable document."""
+    documents: dict[str, dict[str, Any]] = {}
+    wheres: dict[str, str] = {}
+    for path in snapshot.nodes:
+        usual = _doc_key(path)
+        try:
+            raw: bytes | None = _read(location, usual)
+        except FileNotFoundError:
+            raw = None
+        key = document_to_read(snapshot.nodes, path, raw, lambda k: _exists(location, k))
+        if key is None:
+            continue
+        if key != USUAL_PLACE:
+            usual = key
+            try:
+                raw = _read(location, key)
+            except FileNotFoundError as e:
+                where = location.url + key
+                raise ManifestFormatError(
+                    f"{where} is missing (named by {SNAPSHOT_KEY})", location=where
+                ) from e
+        assert raw is not None
+        wheres[path] = location.url + usual
+        documents[path] = parse_node_document(raw, location=wheres[path])
+    children: dict[str, list[str]] = {}
+    for path in sorted(documents):
+        if path:
+            parent = path.rsplit("/", 1)[0] if "/" in path else ""
+            children.setdefault(parent, []).append(path)
+
+    def build(path: str) -> ManifestGroup:
+        doc = documents.get(path)
+        where = wheres.get(path, location.url + SNAPSHOT_KEY)
+        if doc is None or doc["node_type"] != "group":
+            raise ManifestFormatError(f"{where}: node {path!r} must be a group", location=where)
+        arrays: dict[str, ManifestArray | InlineArray] = {}
+        groups: dict[str, ManifestGroup] = {}
+        for child in children.get(path, ()):
+            name = child.rsplit("/", 1)[-1]
+            child_doc = documents[child]
+            if child_doc["node_type"] == "group":
+                groups[name] = build(child)
+                continue
+            child_where = wheres[child]
+            array = _read_array(location, child + "/", child_doc, child_where)
+            if _is_presented_inline(child_doc) and isinstance(array, ManifestArray):
+                array = _inline_from_copies(location, child + "/", array)
+            arrays[name] = array
+        return ManifestGroup(arrays=arrays, groups=groups, attributes=doc.get("attributes", {}))
+
+    return build("")
+
+
+def _exists(location: StoreLocation, key: str) -> bool:
+    try:
+        obstore.head(location.store, key)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def _is_presented_inline(doc: dict[str, Any]) -> bool:
+    for entry in doc.get("storage_transformers") or ():
+        if isinstance(entry, dict) and isinstance(entry.get("configuration"), dict):
+            return INLINE_MEMBER in entry["configuration"]
+    return False
+
+
+def _inline_from_copies(location: StoreLocation, prefix: str, array: ManifestArray) -> InlineArray:
+    """An inline array back from the snapshot's form: its chunks decoded through zarr."""
+    import zarr
+    from zarr.core.buffer import default_buffer_prototype
+
+    proto = default_buffer_prototype()
+    doc = orjson.loads(array_document(array.metadata, virtual=False))
+    memory = {ZARR_JSON: proto.buffer.from_bytes(orjson.dumps(doc))}
+    for entry in array.manifest.values():
+        path = entry["path"]
+        # "chunks.<hash>/c/0": the chunk's own key follows the copies' directory
+        memory[path.split("/", 1)[1]] = proto.buffer.from_bytes(_read(location, prefix + path))
+    data = zarr.open_array(zarr.storage.MemoryStore(memory), mode="r")[...]
+    return InlineArray(array.metadata, np.asarray(data))
 
 
 def _read(location: StoreLocation, key: str) -> bytes:

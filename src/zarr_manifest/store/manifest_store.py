@@ -41,6 +41,7 @@ from zarr_manifest.errors import (
 from zarr_manifest.fingerprint import Fingerprint
 from zarr_manifest.format.location import open_location
 from zarr_manifest.format.paths import is_absolute_url, local_path_to_url, resolve_reference
+from zarr_manifest.format.publish import USUAL_PLACE, document_to_read, read_snapshot
 from zarr_manifest.format.split import (
     INDEX_FILE,
     RegionGrid,
@@ -216,6 +217,9 @@ class ManifestStore(Store):
         self._blocks = _BlockCache(cache_bytes)
         self._local_root: str | None = None
         self._verifier = SourceVerifier(verify)
+        # node path -> key of its document, from the store's snapshot (read once, here: the
+        # store shows that version throughout, whatever writers do meanwhile)
+        self._documents: dict[str, str] | None = None
         if isinstance(root, ManifestGroup):
             self._location = None
             self._memory: dict[str, bytes] | None = _memory_objects(root)
@@ -249,6 +253,8 @@ class ManifestStore(Store):
                 self._local_root = os.path.realpath(self._location.store.prefix)
             self._url = self._location.url
             self._registry.register(self._url, self._location.store)
+            snapshot = read_snapshot(self._location)
+            self._documents = None if snapshot is None else snapshot.nodes
             for prefix in allowed_prefixes or ():
                 self._registry.register(prefix)
 
@@ -504,6 +510,8 @@ class ManifestStore(Store):
                 doc = self._node(_node_dir(key))
                 if doc is not None:
                     return doc.served
+                if self._documents is not None:
+                    return _HIDDEN  # a node of another version than the snapshot's
             return None
         rest = key[len(node.path) + 1 :] if node.path else key
         if rest == ZARR_JSON:
@@ -577,6 +585,19 @@ class ManifestStore(Store):
     def _load_node(self, path: str) -> _Node | None:
         key = f"{path}/{ZARR_JSON}" if path else ZARR_JSON
         raw = self._read_object_sync(key, None)
+        if self._documents is not None:
+            # the version of the snapshot read at open, whatever writers did since
+            chosen = document_to_read(
+                self._documents, path, None if raw is None else bytes(raw), self._has_object
+            )
+            if chosen is None:
+                return None
+            if chosen != USUAL_PLACE:
+                key = chosen
+                raw = self._read_object_sync(key, None)
+                if raw is None:
+                    where = self._url + key
+                    raise ManifestFormatError(f"{where} is missing", location=where)
         if raw is None:
             return None
         where = self._url + key
@@ -601,6 +622,14 @@ class ManifestStore(Store):
             split=parsed.split,
             fingerprints=self._fingerprint_urls(parsed.fingerprints, base, where),
         )
+
+    def _has_object(self, key: str) -> bool:
+        assert self._location is not None
+        try:
+            obstore.head(self._location.store, key)
+        except FileNotFoundError:
+            return False
+        return True
 
     def _fingerprint_urls(
         self, fingerprints: dict[str, Fingerprint], base: str, where: str | None
@@ -652,6 +681,9 @@ class ManifestStore(Store):
         """
         sizes = self._object_sizes()
         node_dirs = {_node_dir(k) for k in sizes if _is_zarr_json(k)}
+        if self._documents is not None:
+            # nodes of the snapshot's version only (a writer may have added or removed some)
+            node_dirs = {d for d in node_dirs | set(self._documents) if self._node(d)}
         for directory in sorted(node_dirs):
             with self._lock:
                 if self._nodes.get(directory, False) is None:
