@@ -269,9 +269,7 @@ def _publish(
     retired = (set(previous.retired) if previous else set()) | (old_paths - set(plan))
     commit_snapshot(
         location,
-        encode_snapshot(
-            {p: document_key(n.document) for p, n in plan.items()}, retired - set(plan)
-        ),
+        encode_snapshot(copies, retired - set(plan)),
         previous,
     )
     # 5. each node's zarr.json at its usual place, for readers without snapshots: children

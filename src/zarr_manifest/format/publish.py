@@ -423,7 +423,7 @@ def commit_snapshot(location: StoreLocation, data: bytes, previous: Snapshot | N
     if previous is None:
         mode = "create"
     elif previous.etag is not None and not isinstance(location.store, LocalStore):
-        mode = {"e_tag": previous.etag, "version": None}
+        mode = {"e_tag": previous.etag}
     else:
         # local disks: the lock keeps other writers out; the put itself is a rename
         current = read_snapshot(location)

@@ -1,0 +1,146 @@
+"""Writers killed with SIGKILL, and writers racing: real processes, on a local directory and
+on moto's S3.  Afterwards the store reads entirely the old version or entirely the new one,
+checked against the source files.
+
+The store holds ``ZM_CRASH_REFERENCES`` references (default 200,000, which keeps each test
+under about 20 s on 2 cores; set it to 1000000 for the 1M-reference case).
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+
+import crash_writer as cw
+from zarr_manifest import ManifestArray, ManifestGroup, ManifestStore, clean
+from zarr_manifest.testing import S3Server
+
+REFERENCES = int(os.environ.get("ZM_CRASH_REFERENCES", "200000"))
+KILLS = 6
+WRITER = Path(__file__).with_name("crash_writer.py")
+
+
+def start_writer(
+    folder: Path, dest: str, version: int, s3: dict[str, Any] | None, go: Path | None = None
+) -> subprocess.Popen[str]:
+    argv = [sys.executable, str(WRITER), str(folder), dest, str(version), str(REFERENCES)]
+    if s3 is not None:
+        argv.append(json.dumps(s3))
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).parent), *sys.path])
+    if go is not None:
+        env["CRASH_WRITER_GO"] = str(go)
+    proc = subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    assert line.strip() == "ready", proc.stderr.read() if proc.stderr else ""
+    return proc
+
+
+def version_read_by(store: ManifestStore) -> int:
+    """Which version an open store shows, checking a sample of its values."""
+    z = zarr.open_group(store, mode="r")
+    version = int(z.attrs["version"])
+    want = cw.expected(version, REFERENCES)
+    sample = np.random.default_rng(version).choice(REFERENCES, 40, replace=False)
+    np.testing.assert_array_equal(z["data"].oindex[sample], want["data"][sample])
+    np.testing.assert_array_equal(z["step"][...], want["step"])
+    return version
+
+
+def version_of(root: Any, folder: Path) -> int:
+    """Which version the store holds, checking that every value is that version's.
+
+    Every reference is read from the source it names (the bytes the store would return),
+    and a sample of chunks is read through zarr and `ManifestStore`.
+    """
+    group = ManifestGroup.from_store(root)
+    version = int(group.attributes["version"])
+    want = cw.expected(version, REFERENCES)
+    data = group["data"]
+    assert isinstance(data, ManifestArray)
+    manifest = data.manifest
+    assert manifest.path_table == ((folder / f"src{version}.bin").as_uri(),)
+    source = np.frombuffer((folder / f"src{version}.bin").read_bytes(), dtype="<i4")
+    assert (manifest.lengths == 4).all()
+    np.testing.assert_array_equal(source[manifest.offsets.astype(np.int64) // 4], want["data"])
+    np.testing.assert_array_equal(group["step"].data, want["step"])  # type: ignore[union-attr]
+    assert version_read_by(ManifestStore(root, allowed_prefixes=[str(folder)])) == version
+    return version
+
+
+def kill_at_many_points(folder: Path, dest: str, root: Any, s3: dict[str, Any] | None) -> None:
+    cw.dataset(folder, 0, REFERENCES).to_store(root)
+    # how long a whole write takes once the writer is ready
+    proc = start_writer(folder, dest, 1, s3)
+    started = time.monotonic()
+    assert proc.wait(timeout=120) == 0, proc.stderr.read() if proc.stderr else ""
+    duration = time.monotonic() - started
+    current = version_of(root, folder)
+    assert current == 1
+    outcomes = []
+    for k in range(KILLS):
+        reader = ManifestStore(root, allowed_prefixes=[str(folder)])
+        zarr.open_group(reader, mode="r")["data"]  # opened before the writer starts
+        proc = start_writer(folder, dest, 1 - current, s3)
+        time.sleep(duration * k / (KILLS - 1) * 1.1)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=60)
+        # the reader opened before keeps reading the version it opened, throughout
+        assert version_read_by(reader) == current
+        found = version_of(root, folder)
+        assert found in (current, 1 - current)
+        outcomes.append(found != current)
+        current = found
+        # a killed writer leaves its lock: the next writer is told, and can clear it
+        clean(root, break_lock=True, grace=datetime.timedelta(days=1))
+    print(f"kills at {KILLS} points over {duration:.2f} s: published {outcomes}")
+
+
+def test_sigkill_during_overwrite_local(tmp_path: Path) -> None:
+    cw.write_sources(tmp_path, REFERENCES)
+    dest = tmp_path / "store"
+    kill_at_many_points(tmp_path, str(dest), str(dest), None)
+
+
+def test_sigkill_during_overwrite_s3(tmp_path: Path, s3_server: S3Server, s3_bucket: str) -> None:
+    cw.write_sources(tmp_path, REFERENCES)
+    config = dict(s3_server.obstore_config())
+    config["bucket"] = s3_bucket
+    root = s3_server.s3_store(s3_bucket, prefix="store")
+    kill_at_many_points(tmp_path, "store", root, config)
+
+
+def test_two_writers_race_one_wins(tmp_path: Path) -> None:
+    cw.write_sources(tmp_path, REFERENCES)
+    dest = tmp_path / "store"
+    cw.dataset(tmp_path, 0, REFERENCES).to_store(dest)
+    before = {p: p.read_bytes() for p in tmp_path.glob("*.bin")}
+    go = tmp_path / "go"
+    writers = {v: start_writer(tmp_path, str(dest), v, None, go) for v in (0, 1)}
+    go.touch()
+    results = {
+        v: (p.wait(timeout=120), p.stderr.read() if p.stderr else "") for v, p in writers.items()
+    }
+    won = [v for v, (code, _) in results.items() if code == 0]
+    lost = [v for v, (code, _) in results.items() if code != 0]
+    for v in lost:
+        assert "ConcurrentWriteError" in results[v][1], results[v][1]
+    assert won, results
+    # whoever won (both, if one finished before the other began), the store is one version
+    assert version_of(str(dest), tmp_path) in won
+    assert {p: p.read_bytes() for p in tmp_path.glob("*.bin")} == before
+    if lost:
+        assert not (dest / ".zarr-manifest" / "writer.lock").exists()
