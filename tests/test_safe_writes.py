@@ -231,3 +231,63 @@ def test_memory_group_round_trip_after_overwrite(folder: Path) -> None:
     b.to_store(folder, overwrite=True)
     as_urls = b.rename_paths(lambda p: Path(p).as_uri() if p.startswith("/") else p)
     assert ManifestGroup.from_store(folder) == as_urls
+
+
+# ---- appending -------------------------------------------------------------------------------
+
+
+def test_append_files_to_a_store(folder: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write_source(folder / "c.nc", 16, scale=3.0)
+    before = snapshot(folder, [*FOREIGN, "c.nc"])
+    zm.build(str(folder / "a.nc")).to_store(folder)
+    appended = zm.append(folder, str(folder / "b.nc"), dim="time")
+    assert appended["time"].shape == (16,)
+    argv = ["append", str(folder), str(folder / "c.nc"), "--dim", "time", "--no-progress"]
+    assert main(argv) == 0, capsys.readouterr().err
+    assert "time is now 24 long" in capsys.readouterr().out
+    names = ["a.nc", "b.nc", "c.nc"]
+    expected = np.concatenate([source_values(folder / n) for n in names])
+    np.testing.assert_array_equal(read(folder), expected)
+    times = np.concatenate([source_values(folder / n, "time") for n in names])
+    np.testing.assert_array_equal(read(folder, "time"), times)
+    assert snapshot(folder, [*FOREIGN, "c.nc"]) == before
+    # the same as building all three at once
+    assert ManifestGroup.from_store(folder) == zm.build(
+        [str(folder / n) for n in names], concat_dim="time"
+    ).rename_paths(lambda p: Path(p).as_uri() if p.startswith("/") else p)
+
+
+def test_append_refuses_overlapping_or_earlier_input(folder: Path) -> None:
+    zm.build(str(folder / "b.nc")).to_store(folder)
+    before = {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+    for name, words in (("b.nc", "overlaps"), ("a.nc", "does not follow")):
+        with pytest.raises(zm.CombineError, match=words) as info:
+            zm.append(folder, str(folder / name), dim="time")
+        assert "'time'" in str(info.value) and "store" in str(info.value)
+    after = {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+    assert after == before
+
+
+def test_append_refuses_what_combining_refuses(folder: Path) -> None:
+    # a file whose "x" differs: an array without the dimension that must be the same
+    time = np.arange(8, 16, dtype="f8")
+    xr.Dataset(
+        {"air": (("time", "x"), np.zeros((8, 4), "f4"))},
+        coords={"time": time, "x": np.arange(4, dtype="f8") + 0.5},
+    ).to_netcdf(folder / "shifted.nc")
+    zm.build(str(folder / "a.nc")).to_store(folder)
+    with pytest.raises(zm.CombineError, match="'x'"):
+        zm.append(folder, str(folder / "shifted.nc"), dim="time")
+    np.testing.assert_array_equal(read(folder), source_values(folder / "a.nc"))
+
+
+def test_append_to_a_store_changed_meanwhile_fails(folder: Path) -> None:
+    from zarr_manifest.format.hierarchy import write_group
+    from zarr_manifest.format.publish import read_snapshot
+
+    zm.build(str(folder / "a.nc")).to_store(folder)
+    seen = read_snapshot(open_location(folder))
+    zm.build(str(folder / "b.nc")).to_store(folder, overwrite=True)  # another writer
+    with pytest.raises(ConcurrentWriteError, match="changed by another writer"):
+        write_group(zm.build(str(folder / "a.nc")), folder, overwrite=True, if_snapshot=seen)
+    np.testing.assert_array_equal(read(folder), source_values(folder / "b.nc"))

@@ -4,6 +4,7 @@ Read chunks of legacy files (HDF5/netCDF4, netCDF3, TIFF, FITS, GRIB, kerchunk r
 Zarr stores) in place, through zarr-python, without copying data.
 """
 
+from zarr_manifest.append import append
 from zarr_manifest.array import InlineArray, ManifestArray
 from zarr_manifest.build import build
 from zarr_manifest.builders import open_virtual
@@ -54,6 +55,7 @@ __all__ = [
     "UnsupportedError",
     "ZarrManifestError",
     "__version__",
+    "append",
     "build",
     "clean",
     "combine_by_coords",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import obstore
@@ -13,7 +13,7 @@ import orjson
 from obstore.store import ObjectStore
 
 from zarr_manifest.array import InlineArray, ManifestArray, chunk_grid_shape
-from zarr_manifest.errors import ManifestFormatError, MetadataError
+from zarr_manifest.errors import ConcurrentWriteError, ManifestFormatError, MetadataError
 from zarr_manifest.format.location import StoreLocation, open_location
 from zarr_manifest.format.publish import (
     INLINE_MEMBER,
@@ -91,6 +91,7 @@ def write_group(
     overwrite: bool = False,
     split_above: int | None = DEFAULT_SPLIT_ABOVE,
     region_shape: Sequence[int] | None = None,
+    if_snapshot: Snapshot | Literal["any"] | None = "any",
     **obstore_kwargs: Any,
 ) -> StoreLocation:
     """Write ``group`` as a manifest store at ``dest`` (see `ManifestGroup.to_store`).
@@ -109,6 +110,9 @@ def write_group(
         Chunks per region along each dimension, for every split array (which must then all
         have as many dimensions); default: chosen per array, about
         `~zarr_manifest.format.split.REGION_CELLS` grid cells per region.
+    if_snapshot
+        Publish only if the store's snapshot is still this one (None: the store has none),
+        as read before ``group`` was made from the store; ``"any"``: whatever it is.
 
     Raises
     ------
@@ -117,7 +121,7 @@ def write_group(
     StoreConflictError
         The store would overwrite, or take into its hierarchy, an object it does not own.
     ConcurrentWriteError
-        Another writer is writing the store.
+        Another writer is writing the store, or (``if_snapshot``) published since.
     ValueError
         ``region_shape`` does not fit an array that is split.
     """
@@ -130,6 +134,15 @@ def write_group(
         old = scan_store(location, keys)
         if old is not None and not overwrite:
             raise FileExistsError(f"{location.url} holds a manifest store; pass overwrite=True")
+        if if_snapshot != "any":
+            current = None if old is None else old.snapshot
+            expected = None if not isinstance(if_snapshot, Snapshot) else if_snapshot.nodes
+            if (None if current is None else current.nodes) != expected:
+                raise ConcurrentWriteError(
+                    f"{location.url} was changed by another writer since it was read; "
+                    "nothing was written",
+                    lock=location.url + LOCK_KEY,
+                )
         _publish(location, plan, keys, old or ExistingStore())
     return location
 
