@@ -676,11 +676,13 @@ def clean(
     break_lock: bool = False,
     **obstore_kwargs: Any,
 ) -> list[str]:
-    """Delete the manifests of a manifest store that no zarr.json names any more.
+    """Delete the objects of a manifest store's earlier versions: manifests, immutable
+    documents and inline chunk copies that neither the snapshot nor a ``zarr.json`` names.
 
-    Replacing a store keeps the old manifests, so that readers that opened it before keep
-    reading consistent values; this removes them once the store was last written more than
-    ``grace`` ago (readers that opened it before then may fail afterwards).
+    Replacing a store keeps them, so that readers that opened an earlier version keep
+    reading it; this removes them once the store was last written more than ``grace`` ago
+    (readers that opened it before then may fail afterwards, with a `ManifestFormatError`
+    naming the missing object, never with other values).
 
     Parameters
     ----------

@@ -7,7 +7,7 @@ The references describe a Zarr v2 hierarchy, which is what fsspec's ``ReferenceF
   ``_ARRAY_DIMENSIONS`` from the dimension names), as JSON strings;
 - a virtual array's chunks become ``[path, offset, length]`` references under the keys
   ``<array>/<i.j.k>``; paths are fsspec paths (local files as absolute paths, object keys
-  verbatim), see `zarr_manifest.builders.kerchunk.url_to_fsspec_path`;
+  verbatim), see `zarr_manifest.format.paths.url_to_fsspec_path`;
 - an inline array's chunks are encoded with zarr (Zarr v2 rules) and stored as
   ``"base64:..."`` values.
 
@@ -41,8 +41,8 @@ from typing import Any, Literal
 import numpy as np
 
 from zarr_manifest.array import InlineArray, ManifestArray
-from zarr_manifest.builders.kerchunk import url_to_fsspec_path
 from zarr_manifest.errors import StoreConflictError, UnsupportedError
+from zarr_manifest.format.paths import url_to_fsspec_path
 from zarr_manifest.group import ManifestGroup
 
 __all__ = ["to_kerchunk", "v3_metadata_to_v2"]
