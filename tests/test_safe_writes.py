@@ -172,6 +172,19 @@ def test_reader_open_across_an_overwrite_keeps_reading_the_old_values(folder: Pa
     np.testing.assert_array_equal(read(folder), source_values(folder / "a.nc"))
 
 
+def test_a_pickled_store_shows_the_version_it_opened(folder: Path) -> None:
+    # dask sends the store to its workers: they must read the version the client opened
+    import pickle
+
+    virtual(folder / "a.nc").to_store(folder)
+    reader = ManifestStore(str(folder))
+    virtual(folder / "b.nc").to_store(folder, overwrite=True)
+    copy = pickle.loads(pickle.dumps(reader))
+    np.testing.assert_array_equal(
+        zarr.open_group(copy, mode="r")["air"][...], source_values(folder / "a.nc")
+    )
+
+
 def test_a_second_writer_fails_and_changes_nothing(folder: Path) -> None:
     virtual(folder / "a.nc").to_store(folder)
     before = {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()}

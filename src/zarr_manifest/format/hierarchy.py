@@ -345,7 +345,7 @@ def _read_snapshot(location: StoreLocation, snapshot: Snapshot) -> ManifestGroup
         key = document_to_read(snapshot.nodes, path, raw, lambda k: _exists(location, k))
         if key is None:
             continue
-        if key != USUAL_PLACE:
+        if key != USUAL_PLACE and (raw is None or key != document_key(raw)):
             usual = key
             try:
                 raw = _read(location, key)

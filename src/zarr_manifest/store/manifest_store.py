@@ -41,7 +41,12 @@ from zarr_manifest.errors import (
 from zarr_manifest.fingerprint import Fingerprint
 from zarr_manifest.format.location import open_location
 from zarr_manifest.format.paths import is_absolute_url, local_path_to_url, resolve_reference
-from zarr_manifest.format.publish import USUAL_PLACE, document_to_read, read_snapshot
+from zarr_manifest.format.publish import (
+    USUAL_PLACE,
+    document_key,
+    document_to_read,
+    read_snapshot,
+)
 from zarr_manifest.format.split import (
     INDEX_FILE,
     RegionGrid,
@@ -286,11 +291,14 @@ class ManifestStore(Store):
         return f"ManifestStore({kind!r})"
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"args": self._args, "is_open": self._is_open}
+        # the snapshot travels along: a copy (a dask worker's) shows the same version
+        return {"args": self._args, "is_open": self._is_open, "documents": self._documents}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__(**state["args"])  # type: ignore[misc]
         self._is_open = state["is_open"]
+        if state.get("documents") is not None:
+            self._documents = state["documents"]
 
     @property
     def registry(self) -> SourceRegistry:
@@ -592,7 +600,8 @@ class ManifestStore(Store):
             )
             if chosen is None:
                 return None
-            if chosen != USUAL_PLACE:
+            if chosen != USUAL_PLACE and (raw is None or chosen != document_key(bytes(raw))):
+                # the snapshot's copy differs from the zarr.json read (else it is that one)
                 key = chosen
                 raw = self._read_object_sync(key, None)
                 if raw is None:
