@@ -1,6 +1,7 @@
 """A writer process for the crash tests: writes version V of a dataset over a store.
 
-Run as ``python crash_writer.py SOURCES DEST VERSION REFERENCES [S3 CONFIG JSON]``; it prints
+Run as ``python crash_writer.py SOURCES DEST VERSION REFERENCES [S3 CONFIG JSON]`` (a VERSION
+of ``-1 - v`` appends `tail(v)` to a store of version v instead); it prints
 "ready" once the dataset is built (and, with ``CRASH_WRITER_GO`` set, waits for that file to
 exist before writing).  The
 dataset: ``data``, REFERENCES int32 chunks of one value each referenced in the source file
@@ -59,6 +60,24 @@ def dataset(folder: Path, version: int, references: int) -> ManifestGroup:
     return ManifestGroup({"data": data, "step": step}, attributes={"version": version})
 
 
+def tail(folder: Path, version: int, references: int) -> ManifestGroup:
+    """What an append adds to version ``version``: ``data`` continued by the first
+    ``references`` values of the other version's source (``step`` and attributes as they are).
+    """
+    other = 1 - version
+    manifest = ChunkManifest.from_arrays(
+        paths=(folder / f"src{other}.bin").as_uri(),
+        offsets=np.arange(references, dtype=np.uint64) * 4,
+        lengths=np.full(references, 4, dtype=np.uint64),
+    )
+    whole = dataset(folder, version, references)
+    data = whole["data"]
+    assert isinstance(data, ManifestArray)
+    step = whole["step"]
+    assert isinstance(step, InlineArray)
+    return whole.replace(arrays={"data": ManifestArray(data.metadata, manifest), "step": step})
+
+
 def destination(dest: str, s3: str | None) -> object:
     if s3 is None:
         return dest
@@ -71,12 +90,21 @@ def destination(dest: str, s3: str | None) -> object:
 def main(argv: list[str]) -> None:
     folder, dest, version, references = Path(argv[0]), argv[1], int(argv[2]), int(argv[3])
     s3 = argv[4] if len(argv) > 4 else None
-    group = dataset(folder, version, references)
+    append = version < 0  # -1 - v: append `tail(v)` to a store of version v
+    if append:
+        group = tail(folder, -1 - version, references)
+    else:
+        group = dataset(folder, version, references)
     print("ready", flush=True)
     go = os.environ.get("CRASH_WRITER_GO")
     while go and not os.path.exists(go):
         time.sleep(0.001)  # start together with another writer
-    group.to_store(destination(dest, s3), overwrite=True)  # type: ignore[arg-type]
+    if append:
+        from zarr_manifest import append as append_to
+
+        append_to(destination(dest, s3), group, dim="i")
+    else:
+        group.to_store(destination(dest, s3), overwrite=True)  # type: ignore[arg-type]
     print("done", flush=True)
 
 

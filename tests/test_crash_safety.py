@@ -27,6 +27,7 @@ from zarr_manifest.testing import S3Server
 
 REFERENCES = int(os.environ.get("ZM_CRASH_REFERENCES", "200000"))
 KILLS = 6
+APPEND_KILLS = 5
 WRITER = Path(__file__).with_name("crash_writer.py")
 
 
@@ -107,6 +108,66 @@ def kill_at_many_points(folder: Path, dest: str, root: Any, s3: dict[str, Any] |
         # a killed writer leaves its lock: the next writer is told, and can clear it
         clean(root, break_lock=True, grace=datetime.timedelta(days=1))
     print(f"kills at {KILLS} points over {duration:.2f} s: published {outcomes}")
+
+
+def appended_or_not(root: Any, folder: Path) -> bool:
+    """Whether the store holds version 0 with its tail appended (else version 0 as it was),
+    checking every reference against the sources and a sample through `ManifestStore`."""
+    group = ManifestGroup.from_store(root)
+    assert group.attributes["version"] == 0
+    data = group["data"]
+    assert isinstance(data, ManifestArray)
+    appended = data.shape == (2 * REFERENCES,)
+    if not appended:
+        assert data.shape == (REFERENCES,)
+    sources = [np.frombuffer((folder / f"src{v}.bin").read_bytes(), dtype="<i4") for v in (0, 1)]
+    m = data.manifest
+    values = np.empty(m.offsets.shape, dtype="<i4")
+    for pid, url in enumerate(m.path_table):
+        mask = m.path_ids == pid
+        source = sources[[(folder / f"src{v}.bin").as_uri() for v in (0, 1)].index(url)]
+        values[mask] = source[m.offsets[mask].astype(np.int64) // 4]
+    want = cw.expected(0, REFERENCES)["data"]
+    if appended:
+        want = np.concatenate([want, cw.expected(1, REFERENCES)["data"]])
+    np.testing.assert_array_equal(values, want)
+    z = zarr.open_group(ManifestStore(root, allowed_prefixes=[str(folder)]), mode="r")
+    sample = np.random.default_rng(0).choice(want.size, 40, replace=False)
+    np.testing.assert_array_equal(z["data"].oindex[sample], want[sample])
+    np.testing.assert_array_equal(z["step"][...], cw.expected(0, REFERENCES)["step"])
+    return appended
+
+
+def kill_appends(folder: Path, dest: str, root: Any, s3: dict[str, Any] | None) -> None:
+    cw.dataset(folder, 0, REFERENCES).to_store(root)
+    proc = start_writer(folder, dest, -1, s3)
+    started = time.monotonic()
+    assert proc.wait(timeout=120) == 0, proc.stderr.read() if proc.stderr else ""
+    duration = time.monotonic() - started
+    assert appended_or_not(root, folder)
+    outcomes = []
+    for k in range(APPEND_KILLS):
+        cw.dataset(folder, 0, REFERENCES).to_store(root, overwrite=True)
+        proc = start_writer(folder, dest, -1, s3)
+        time.sleep(duration * k / (APPEND_KILLS - 1) * 1.1)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=60)
+        outcomes.append(appended_or_not(root, folder))
+        clean(root, break_lock=True, grace=datetime.timedelta(days=1))
+    print(f"append killed at {APPEND_KILLS} points over {duration:.2f} s: published {outcomes}")
+
+
+def test_sigkill_during_append_local(tmp_path: Path) -> None:
+    cw.write_sources(tmp_path, REFERENCES)
+    dest = tmp_path / "store"
+    kill_appends(tmp_path, str(dest), str(dest), None)
+
+
+def test_sigkill_during_append_s3(tmp_path: Path, s3_server: S3Server, s3_bucket: str) -> None:
+    cw.write_sources(tmp_path, REFERENCES)
+    config = dict(s3_server.obstore_config())
+    config["bucket"] = s3_bucket
+    kill_appends(tmp_path, "store", s3_server.s3_store(s3_bucket, prefix="store"), config)
 
 
 def test_sigkill_during_overwrite_local(tmp_path: Path) -> None:
