@@ -2,8 +2,10 @@
 on moto's S3.  Afterwards the store reads entirely the old version or entirely the new one,
 checked against the source files.
 
-The store holds ``ZM_CRASH_REFERENCES`` references (default 200,000, which keeps each test
-under about 20 s on 2 cores; set it to 1000000 for the 1M-reference case).
+The store holds ``ZM_CRASH_REFERENCES`` references: default 200,000, with which each test
+takes 13-45 s on 2 cores shared with other jobs (most of it starting Python for each
+writer); set it to 1000000 for the 1M-reference case.  Kill points are spread evenly over
+the time a whole write takes, from before the first object to after the commit.
 """
 
 from __future__ import annotations

@@ -117,6 +117,7 @@ def test_foreign_file_that_would_be_read_as_a_chunk_is_refused(folder: Path) -> 
         assert info.value.key == "x/c/0"
     assert (folder / "x" / "c" / "0").read_bytes() == b"someone else's"
     assert not (folder / "zarr.json").exists()  # nothing was written
+    assert not (folder / ".zarr-manifest").exists()
 
 
 def test_foreign_node_inside_the_hierarchy_is_refused(folder: Path) -> None:

@@ -97,9 +97,9 @@ def write_group(
     """Write ``group`` as a manifest store at ``dest`` (see `ManifestGroup.to_store`).
 
     Absolute local paths in manifests are written as ``file://`` URLs.  ``dest`` may hold
-    other files (the sources, say): they are never changed.  Replacing a store follows
-    `zarr_manifest.format.publish`: only the old store's own objects are replaced, manifests
-    under new names, the root zarr.json last, under the store's writer lock.
+    other files (the sources, say): they are never changed.  Writing follows
+    `zarr_manifest.format.publish`: under the store's writer lock, only the old store's own
+    objects are replaced, manifests under new names, and one snapshot commits the write.
 
     Parameters
     ----------

@@ -590,6 +590,10 @@ def writer_lock(location: StoreLocation) -> Iterator[None]:
         yield
     finally:
         obstore.delete(location.store, LOCK_KEY)
+        if isinstance(location.store, LocalStore) and location.store.prefix:
+            # a write refused before it began leaves no empty directory behind
+            with suppress(OSError):
+                os.rmdir(os.path.join(location.store.prefix, BOOKKEEPING_DIR))
 
 
 def _describe_holder(location: StoreLocation) -> str:
