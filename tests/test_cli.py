@@ -117,7 +117,7 @@ def test_build_in_process(
     again = ["build", *map(str, data), "-o", str(out), "--concat-dim", "time", *LOAD,
              "--no-progress"]  # fmt: skip
     code, _, err = run(again, capsys)
-    assert code == 3 and "not empty" in err
+    assert code == 3 and "overwrite" in err
     code, _, _ = run([*again, "--overwrite", "--drop", "x", "--drop", "y"], capsys)
     assert code == 0
     assert sorted(ManifestGroup.from_store(str(out)).arrays) == ["air", "time"]

@@ -771,7 +771,7 @@ def valid_split_manifest(s: Store) -> None:
 
 
 def valid_without_plain_reader_guard(s: Store) -> None:
-    """A referenced array in the form written before the plain-reader guard (section 16):
+    """A referenced array in the form written before the plain-reader guard (Appendix C):
     readers of the format still read it.  Its plain-reader.json shows why the guard exists:
     a Zarr library that ignores storage_transformers returns the fill value everywhere."""
     s.group("", {"description": "referenced array without the plain-reader guard"})

@@ -4,6 +4,7 @@ Read chunks of legacy files (HDF5/netCDF4, netCDF3, TIFF, FITS, GRIB, kerchunk r
 Zarr stores) in place, through zarr-python, without copying data.
 """
 
+from zarr_manifest.append import append
 from zarr_manifest.array import InlineArray, ManifestArray
 from zarr_manifest.build import build
 from zarr_manifest.builders import open_virtual
@@ -13,16 +14,19 @@ from zarr_manifest.errors import (
     ChunkReadError,
     ChunkTooLargeError,
     CombineError,
+    ConcurrentWriteError,
     ManifestError,
     ManifestFormatError,
     MetadataError,
     ShortReadError,
     SourceNotAllowedError,
     StaleReferenceError,
+    StoreConflictError,
     UnsupportedError,
     ZarrManifestError,
 )
 from zarr_manifest.fingerprint import Fingerprint
+from zarr_manifest.format.publish import clean
 from zarr_manifest.group import ManifestGroup
 from zarr_manifest.manifest import ChunkEntry, ChunkManifest
 from zarr_manifest.store import ManifestStore, SourceRegistry
@@ -48,6 +52,7 @@ __all__ = [
     "ChunkReadError",
     "ChunkTooLargeError",
     "CombineError",
+    "ConcurrentWriteError",
     "Fingerprint",
     "InlineArray",
     "ManifestArray",
@@ -60,10 +65,13 @@ __all__ = [
     "SourceNotAllowedError",
     "SourceRegistry",
     "StaleReferenceError",
+    "StoreConflictError",
     "UnsupportedError",
     "ZarrManifestError",
     "__version__",
+    "append",
     "build",
+    "clean",
     "combine_by_coords",
     "concat",
     "open_virtual",

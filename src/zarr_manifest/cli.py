@@ -1,4 +1,4 @@
-"""The ``zarr-manifest`` command: build, info, validate, convert.
+"""The ``zarr-manifest`` command: build, append, info, validate, convert.
 
 Exit codes: 0 success; 1 ``validate`` found problems; 2 bad command line; 3 bad input
 (a file that cannot be parsed, a store that breaks the spec, a refused source) or an
@@ -26,6 +26,8 @@ _EPILOGS = {
   zarr-manifest build data/*.nc -o air.manifest --concat-dim time
   zarr-manifest build 'tiles/*.nc' -o tiles.manifest --by-coords --workers 4
   zarr-manifest build data/*.nc -o refs.json --concat-dim time --to kerchunk-json""",
+    "append": """examples:
+  zarr-manifest append air.manifest data/2024-06-*.nc --dim time""",
     "info": """example:
   zarr-manifest info air.manifest""",
     "validate": """examples:
@@ -99,6 +101,22 @@ def _parser() -> argparse.ArgumentParser:
         help="split manifests of arrays with more than N references by region (0: never)",
     )
     b.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    a = command("append", "parse new files and append them to a manifest store along a dimension")
+    a.add_argument("store", help="the manifest store (path or URL)")
+    a.add_argument("files", nargs="+", help="new files or URLs, or one quoted glob pattern")
+    a.add_argument("--dim", required=True, help="the dimension to append along")
+    a.add_argument("--format", help="input format (default: detected from magic bytes)")
+    a.add_argument("--load", action="append", default=None, help="store this variable inline")
+    a.add_argument("--drop", action="append", default=[], help="leave this variable out")
+    a.add_argument(
+        "--split-above",
+        type=int,
+        default=100_000,
+        metavar="N",
+        help="split manifests of arrays with more than N references by region (0: never)",
+    )
+    a.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     i = command("info", "describe a manifest store (or kerchunk references)")
     i.add_argument("src")
@@ -267,6 +285,31 @@ def _read(src: str, allow: Sequence[str] = ()) -> Any:
     return open_virtual(src, allowed_prefixes=allow)
 
 
+def _append(args: argparse.Namespace) -> int:
+    from zarr_manifest.append import append
+
+    files: Any = args.files[0] if len(args.files) == 1 else args.files
+    group = append(
+        args.store,
+        files,
+        dim=args.dim,
+        load=args.load,
+        split_above=args.split_above or None,
+        format=args.format,
+        drop=args.drop,
+        progress=not args.no_progress,
+    )
+    from zarr_manifest.group import ManifestGroup
+
+    lengths = {
+        node.shape[list(node.dimension_names or ()).index(args.dim)]
+        for _, node in group.walk()
+        if not isinstance(node, ManifestGroup) and args.dim in (node.dimension_names or ())
+    }
+    print(f"appended to {args.store}: {args.dim} is now {max(lengths, default=0)} long")
+    return EXIT_OK
+
+
 def _info(args: argparse.Namespace) -> int:
     from zarr_manifest.array import ManifestArray
     from zarr_manifest.group import ManifestGroup
@@ -414,7 +457,13 @@ def _convert(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-_COMMANDS = {"build": _build, "info": _info, "validate": _validate, "convert": _convert}
+_COMMANDS = {
+    "build": _build,
+    "append": _append,
+    "info": _info,
+    "validate": _validate,
+    "convert": _convert,
+}
 
 
 if __name__ == "__main__":

@@ -16,6 +16,8 @@ Hierarchy::
     ├── BuildError(ValueError)             a legacy file cannot be turned into a manifest
     │   └── UnsupportedError               a format, codec, filter or dtype we cannot reference
     ├── SourceNotAllowedError(PermissionError)  a reference points outside what may be read
+    ├── StoreConflictError(FileExistsError)     a write would overwrite or shadow a foreign file
+    ├── ConcurrentWriteError(OSError)           another writer is writing the same store
     └── ChunkReadError(OSError)            fetching a chunk's bytes failed
         ├── ShortReadError                 the source returned a different length than promised
         ├── ChunkTooLargeError             a chunk (or virtual shard) is over the store's size cap
@@ -29,12 +31,14 @@ __all__ = [
     "ChunkReadError",
     "ChunkTooLargeError",
     "CombineError",
+    "ConcurrentWriteError",
     "ManifestError",
     "ManifestFormatError",
     "MetadataError",
     "ShortReadError",
     "SourceNotAllowedError",
     "StaleReferenceError",
+    "StoreConflictError",
     "UnsupportedError",
     "ZarrManifestError",
 ]
@@ -158,3 +162,33 @@ class StaleReferenceError(ChunkReadError):
 class ChunkTooLargeError(ChunkReadError):
     """A chunk (or virtual shard) read would take more bytes than the store's
     ``max_chunk_bytes`` allows; nothing was read or reserved for it."""
+
+
+class StoreConflictError(ZarrManifestError, FileExistsError):
+    """Writing a store would overwrite, or make part of the hierarchy, an object that the
+    store does not own (a source file, an unrelated file); nothing was written.
+
+    Attributes
+    ----------
+    key
+        The object at fault, relative to the store root.
+    """
+
+    def __init__(self, message: str, *, key: str | None = None):
+        super().__init__(message)
+        self.key = key
+
+
+class ConcurrentWriteError(ZarrManifestError, OSError):
+    """Another writer holds the store's writer lock; this write changed nothing.
+
+    Attributes
+    ----------
+    lock
+        The URL of the lock object (remove it with ``zarr_manifest.clean(store,
+        break_lock=True)`` if its writer died).
+    """
+
+    def __init__(self, message: str, *, lock: str | None = None):
+        super().__init__(message)
+        self.lock = lock

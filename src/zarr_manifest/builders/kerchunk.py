@@ -63,10 +63,10 @@ from zarr_manifest.errors import (
 from zarr_manifest.format.paths import (
     SCHEMES,
     canonical_url,
-    decode_path_segments,
     is_absolute_url,
     local_path_to_url,
     resolve_reference,
+    url_to_fsspec_path,  # re-exported: kerchunk-based builders use it
     url_to_local_path,
 )
 from zarr_manifest.group import ManifestGroup
@@ -944,23 +944,6 @@ def _normalize_url(raw: str, base_url: str | None, key_hint: str, location: str)
         raise BuildError(
             f"{location}: reference {key_hint!r} has an invalid URL {raw!r}: {e}"
         ) from e
-
-
-def url_to_fsspec_path(url: str) -> str:
-    """The fsspec path of a canonical URL, as kerchunk references write it.
-
-    ``file://`` URLs become local paths and object-store keys are percent-decoded (fsspec
-    uses keys verbatim); ``http(s)`` URLs stay URLs.  `from_kerchunk_refs` maps the result
-    back to ``url``.
-    """
-    if url.startswith("file://"):
-        return url_to_local_path(url)
-    m = _SCHEME_RE.match(url)
-    if m is None or m.group(1).lower() in ("http", "https"):
-        return url
-    rest = url[m.end() :]
-    authority, slash, path = rest.partition("/")
-    return f"{m.group(1)}://{authority}{slash}{decode_path_segments(path)}"
 
 
 # The registry only decides what is allowed; nothing is read through it.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import obstore
@@ -13,8 +13,28 @@ import orjson
 from obstore.store import ObjectStore
 
 from zarr_manifest.array import InlineArray, ManifestArray, chunk_grid_shape
-from zarr_manifest.errors import ManifestFormatError, MetadataError
+from zarr_manifest.errors import ConcurrentWriteError, ManifestFormatError, MetadataError
 from zarr_manifest.format.location import StoreLocation, open_location
+from zarr_manifest.format.publish import (
+    INLINE_MEMBER,
+    LOCK_KEY,
+    SNAPSHOT_KEY,
+    USUAL_PLACE,
+    ExistingStore,
+    Snapshot,
+    check_not_shadowed,
+    chunk_key_pattern,
+    commit_snapshot,
+    document_key,
+    document_to_read,
+    encode_snapshot,
+    fresh_manifest_name,
+    inline_presentation,
+    put_new,
+    read_snapshot,
+    scan_store,
+    writer_lock,
+)
 from zarr_manifest.format.split import (
     DEFAULT_SPLIT_ABOVE,
     INDEX_FILE,
@@ -71,11 +91,15 @@ def write_group(
     overwrite: bool = False,
     split_above: int | None = DEFAULT_SPLIT_ABOVE,
     region_shape: Sequence[int] | None = None,
+    if_snapshot: Snapshot | Literal["any"] | None = "any",
     **obstore_kwargs: Any,
 ) -> StoreLocation:
     """Write ``group`` as a manifest store at ``dest`` (see `ManifestGroup.to_store`).
 
-    Absolute local paths in manifests are written as ``file://`` URLs.
+    Absolute local paths in manifests are written as ``file://`` URLs.  ``dest`` may hold
+    other files (the sources, say): they are never changed.  Writing follows
+    `zarr_manifest.format.publish`: under the store's writer lock, only the old store's own
+    objects are replaced, manifests under new names, and one snapshot commits the write.
 
     Parameters
     ----------
@@ -86,62 +110,203 @@ def write_group(
         Chunks per region along each dimension, for every split array (which must then all
         have as many dimensions); default: chosen per array, about
         `~zarr_manifest.format.split.REGION_CELLS` grid cells per region.
+    if_snapshot
+        Publish only if the store's snapshot is still this one (None: the store has none),
+        as read before ``group`` was made from the store; ``"any"``: whatever it is.
 
     Raises
     ------
     FileExistsError
-        ``dest`` already holds a zarr.json and ``overwrite`` is False.
+        ``dest`` already holds a manifest store (a root zarr.json) and ``overwrite`` is False.
+    StoreConflictError
+        The store would overwrite, or take into its hierarchy, an object it does not own.
+    ConcurrentWriteError
+        Another writer is writing the store, or (``if_snapshot``) published since.
     ValueError
         ``region_shape`` does not fit an array that is split.
     """
     location = open_location(dest, mkdir=True, **obstore_kwargs)
-    store = location.store
-    existing = [m["path"] for m in obstore.list(store).collect()]
-    if existing:
-        if not overwrite:
-            raise FileExistsError(
-                f"{location.url} is not empty ({len(existing)} objects); pass overwrite=True"
-            )
-        obstore.delete(store, existing)
-    files: dict[str, bytes] = {ZARR_JSON: group_document(group.attributes)}
-    for path, node in group.walk():
-        if isinstance(node, ManifestGroup):
-            files[f"{path}/{ZARR_JSON}"] = group_document(node.attributes)
-        elif isinstance(node, ManifestArray):
-            manifest = node.manifest.rename_paths(_local_path_to_url)
-            # the same files, spelled as URLs: their fingerprints are kept whole
-            fingerprints = {_local_path_to_url(p): fp for p, fp in node.fingerprints.items()}
-            if split_above is None or len(manifest) <= split_above:
-                files[f"{path}/{ZARR_JSON}"] = array_document(
-                    node.metadata, virtual=True, fingerprints=fingerprints
+    if not overwrite and _has_root(location):
+        raise FileExistsError(f"{location.url} holds a manifest store; pass overwrite=True")
+    plan = _plan(group, split_above, region_shape)
+    with writer_lock(location):
+        keys = {m["path"] for m in obstore.list(location.store).collect()} - {LOCK_KEY}
+        old = scan_store(location, keys)
+        if old is not None and not overwrite:
+            raise FileExistsError(f"{location.url} holds a manifest store; pass overwrite=True")
+        if if_snapshot != "any":
+            current = None if old is None else old.snapshot
+            expected = None if not isinstance(if_snapshot, Snapshot) else if_snapshot.nodes
+            if (None if current is None else current.nodes) != expected:
+                raise ConcurrentWriteError(
+                    f"{location.url} was changed by another writer since it was read; "
+                    "nothing was written",
+                    lock=location.url + LOCK_KEY,
                 )
-                files[f"{path}/{MANIFEST_FILE}"] = manifest.to_json_bytes()
-                continue
-            grid = manifest.shape_chunk_grid
-            regions = (
-                auto_region_shape(grid)
-                if region_shape is None
-                else tuple(int(r) for r in region_shape)
-            )
-            if len(regions) != len(grid) or not all(r > 0 for r in regions):
-                raise ValueError(
-                    f"region_shape {regions} does not fit array {path!r}: it needs "
-                    f"{len(grid)} positive integers"
-                )
-            files[f"{path}/{ZARR_JSON}"] = array_document(
-                node.metadata, virtual=True, split=regions, fingerprints=fingerprints
-            )
-            # Stored as they are made: all the region files of 10^8 references would take
-            # gigabytes at once.  The array's zarr.json is stored after them, with the rest.
-            for name, data in iter_split_manifest(manifest, regions):
-                obstore.put(store, f"{path}/{MANIFEST_DIR}/{name}", data)
-        else:
-            files[f"{path}/{ZARR_JSON}"] = array_document(node.metadata, virtual=False)
-            for key, value in encode_inline_chunks(node).items():
-                files[f"{path}/{key}"] = value
-    for key, value in files.items():
-        obstore.put(store, key, value)
+        _publish(location, plan, keys, old or ExistingStore())
     return location
+
+
+def _has_root(location: StoreLocation) -> bool:
+    return _exists(location, ZARR_JSON) or _exists(location, SNAPSHOT_KEY)
+
+
+class _Node:
+    """One node of the hierarchy to write."""
+
+    __slots__ = ("chunks", "document", "kind", "manifest", "regions", "source")
+
+    def __init__(self, kind: str, source: Any):
+        self.kind = kind  # "group", "virtual" or "inline"
+        self.source = source
+        self.document = b""
+        self.manifest: ChunkManifest | None = None
+        self.regions: tuple[int, ...] | None = None
+        self.chunks: dict[str, bytes] = {}
+
+
+def _plan(
+    group: ManifestGroup, split_above: int | None, region_shape: Sequence[int] | None
+) -> dict[str, _Node]:
+    """Every node to write by path ("" for the root), children before their parents;
+    documents of virtual arrays are made once their manifest is named (`_publish`)."""
+    nodes: dict[str, _Node] = {}
+    for path, node in reversed(list(group.walk())):
+        if isinstance(node, ManifestGroup):
+            plan = nodes[path] = _Node("group", node)
+            plan.document = group_document(node.attributes)
+        elif isinstance(node, ManifestArray):
+            plan = nodes[path] = _Node("virtual", node)
+            plan.manifest = node.manifest.rename_paths(_local_path_to_url)
+            if split_above is not None and len(plan.manifest) > split_above:
+                grid = plan.manifest.shape_chunk_grid
+                regions = (
+                    auto_region_shape(grid)
+                    if region_shape is None
+                    else tuple(int(r) for r in region_shape)
+                )
+                if len(regions) != len(grid) or not all(r > 0 for r in regions):
+                    raise ValueError(
+                        f"region_shape {regions} does not fit array {path!r}: it needs "
+                        f"{len(grid)} positive integers"
+                    )
+                plan.regions = regions
+        else:
+            plan = nodes[path] = _Node("inline", node)
+            plan.document = array_document(node.metadata, virtual=False)
+            plan.chunks = {f"{path}/{k}": v for k, v in encode_inline_chunks(node).items()}
+    root = nodes[""] = _Node("group", group)
+    root.document = group_document(group.attributes)
+    return nodes
+
+
+def _publish(
+    location: StoreLocation, plan: dict[str, _Node], keys: set[str], old: ExistingStore
+) -> None:
+    """Write the planned nodes in the order that keeps every published zarr.json readable:
+    manifests, inline chunks, documents below the root, the root; then delete what the old
+    store owned and the new one does not."""
+    store = location.store
+    names: dict[str, str] = {}
+    for path, node in plan.items():
+        if node.kind == "virtual":
+            assert node.manifest is not None
+            names[path] = fresh_manifest_name(f"{path}/", keys, node.manifest, node.regions)
+    writes = {_doc_key(p) for p in plan} | {k for n in plan.values() for k in n.chunks}
+    writes |= {f"{p}/{name}" for p, name in names.items() if plan[p].regions is None}
+    writes |= {f"{p}/{name}/{INDEX_FILE}" for p, name in names.items() if plan[p].regions}
+    check_not_shadowed(
+        keys,
+        old.owned,
+        writes,
+        [p for p, n in plan.items() if n.kind == "group"],
+        {
+            p: chunk_key_pattern(orjson.loads(n.document).get("chunk_key_encoding"))
+            for p, n in plan.items()
+            if n.kind == "inline"
+        },
+        location.url,
+    )
+    # 1. manifests, under names no published zarr.json uses (or the same content's name)
+    for path, name in names.items():
+        node = plan[path]
+        array = node.source
+        assert node.manifest is not None
+        fingerprints = {_local_path_to_url(p): fp for p, fp in array.fingerprints.items()}
+        node.document = array_document(
+            array.metadata,
+            virtual=True,
+            split=node.regions,
+            fingerprints=fingerprints,
+            manifest=name,
+        )
+        if node.regions is None:
+            key = f"{path}/{name}"
+            if key not in keys or name == MANIFEST_FILE:
+                obstore.put(store, key, node.manifest.to_json_bytes())
+            continue
+        if f"{path}/{name}/{INDEX_FILE}" in keys and name != MANIFEST_DIR:
+            continue  # the same content, complete (index.json is written last)
+        # Stored as they are made: all the region files of 10^8 references would take
+        # gigabytes at once; index.json comes last.
+        for file_name, data in iter_split_manifest(node.manifest, node.regions):
+            obstore.put(store, f"{path}/{name}/{file_name}", data)
+    # 2. inline chunks at their usual keys (chunks of the old version that the new one
+    # lacks would be read as its data: they go too), and immutable copies for the snapshot
+    presented: dict[str, bytes] = {}
+    for path, node in plan.items():
+        if node.kind != "inline":
+            presented[path] = node.document
+            continue
+        for key, value in node.chunks.items():
+            obstore.put(store, key, value)
+        stale = sorted(old.chunks.get(path, set()) - set(node.chunks))
+        if stale:
+            obstore.delete(store, stale)
+        grid = chunk_grid_shape(node.source.metadata)
+        presented[path], objects = inline_presentation(path, node.document, node.chunks, grid)
+        for key, value in objects.items():
+            put_new(location, key, value)
+    # 3. every node's immutable document, named by its zarr.json's content (so that a reader
+    # can tell a zarr.json a writer published from a hand edit); 4. the snapshot: the commit
+    copies: dict[str, str] = {}
+    for path, document in presented.items():
+        usual = plan[path].document
+        # every zarr.json a writer publishes has its copy: readers tell them from hand edits
+        put_new(location, document_key(usual), usual)
+        if document != usual:
+            put_new(location, document_key(usual, document), document)
+        copies[path] = document_key(usual, None if document == usual else document)
+    previous = old.snapshot
+    old_paths = set(old.nodes) | (set(previous.nodes) if previous else set())
+    retired = (set(previous.retired) if previous else set()) | (old_paths - set(plan))
+    commit_snapshot(
+        location,
+        encode_snapshot(copies, retired - set(plan)),
+        previous,
+    )
+    # 5. each node's zarr.json at its usual place, for readers without snapshots: children
+    # first, the root last
+    for path, node in plan.items():
+        if old.documents.get(path) != node.document:
+            obstore.put(store, _doc_key(path), node.document)
+    # 6. what only the old hierarchy had: zarr.json of nodes gone, chunks of arrays that
+    # are no longer inline.  Manifests, chunk copies and documents stay for readers that
+    # opened the old snapshot, until `clean`.
+    gone: list[str] = []
+    for path, kind in old.nodes.items():
+        new = plan.get(path)
+        if new is None:
+            gone.append(_doc_key(path))
+            gone.extend(old.chunks.get(path, ()))
+        elif kind == "inline" and new.kind != "inline":
+            gone.extend(old.chunks.get(path, ()))
+    if gone:
+        obstore.delete(store, sorted(gone))
+
+
+def _doc_key(path: str) -> str:
+    return f"{path}/{ZARR_JSON}" if path else ZARR_JSON
 
 
 def read_group(src: str | os.PathLike[str] | ObjectStore, **obstore_kwargs: Any) -> ManifestGroup:
@@ -160,10 +325,99 @@ def read_group(src: str | os.PathLike[str] | ObjectStore, **obstore_kwargs: Any)
         There is no zarr.json at the root.
     """
     location = open_location(src, **obstore_kwargs)
+    snapshot = read_snapshot(location)
+    if snapshot is not None:
+        # one consistent version, whatever a writer is doing meanwhile
+        return _read_snapshot(location, snapshot)
     keys = {m["path"] for m in obstore.list(location.store).collect()}
     if ZARR_JSON not in keys:
         raise FileNotFoundError(f"no {ZARR_JSON} at {location.url}")
     return _read_node_group(location, "", keys)
+
+
+def _read_snapshot(location: StoreLocation, snapshot: Snapshot) -> ManifestGroup:
+    """The hierarchy a snapshot names, every node from its immutable document."""
+    documents: dict[str, dict[str, Any]] = {}
+    wheres: dict[str, str] = {}
+    for path in snapshot.nodes:
+        usual = _doc_key(path)
+        try:
+            raw: bytes | None = _read(location, usual)
+        except FileNotFoundError:
+            raw = None
+        key = document_to_read(snapshot.nodes, path, raw, lambda k: _exists(location, k))
+        if key is None:
+            continue
+        if key != USUAL_PLACE and (raw is None or key != document_key(raw)):
+            usual = key
+            try:
+                raw = _read(location, key)
+            except FileNotFoundError as e:
+                where = location.url + key
+                raise ManifestFormatError(
+                    f"{where} is missing (named by {SNAPSHOT_KEY})", location=where
+                ) from e
+        assert raw is not None
+        wheres[path] = location.url + usual
+        documents[path] = parse_node_document(raw, location=wheres[path])
+    children: dict[str, list[str]] = {}
+    for path in sorted(documents):
+        if path:
+            parent = path.rsplit("/", 1)[0] if "/" in path else ""
+            children.setdefault(parent, []).append(path)
+
+    def build(path: str) -> ManifestGroup:
+        doc = documents.get(path)
+        where = wheres.get(path, location.url + SNAPSHOT_KEY)
+        if doc is None or doc["node_type"] != "group":
+            raise ManifestFormatError(f"{where}: node {path!r} must be a group", location=where)
+        arrays: dict[str, ManifestArray | InlineArray] = {}
+        groups: dict[str, ManifestGroup] = {}
+        for child in children.get(path, ()):
+            name = child.rsplit("/", 1)[-1]
+            child_doc = documents[child]
+            if child_doc["node_type"] == "group":
+                groups[name] = build(child)
+                continue
+            child_where = wheres[child]
+            array = _read_array(location, child + "/", child_doc, child_where)
+            if _is_presented_inline(child_doc) and isinstance(array, ManifestArray):
+                array = _inline_from_copies(location, child + "/", array)
+            arrays[name] = array
+        return ManifestGroup(arrays=arrays, groups=groups, attributes=doc.get("attributes", {}))
+
+    return build("")
+
+
+def _exists(location: StoreLocation, key: str) -> bool:
+    try:
+        obstore.head(location.store, key)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def _is_presented_inline(doc: dict[str, Any]) -> bool:
+    for entry in doc.get("storage_transformers") or ():
+        if isinstance(entry, dict) and isinstance(entry.get("configuration"), dict):
+            return INLINE_MEMBER in entry["configuration"]
+    return False
+
+
+def _inline_from_copies(location: StoreLocation, prefix: str, array: ManifestArray) -> InlineArray:
+    """An inline array back from the snapshot's form: its chunks decoded through zarr."""
+    import zarr
+    from zarr.core.buffer import default_buffer_prototype
+
+    proto = default_buffer_prototype()
+    doc = orjson.loads(array_document(array.metadata, virtual=False))
+    memory = {ZARR_JSON: proto.buffer.from_bytes(orjson.dumps(doc))}
+    for entry in array.manifest.values():
+        path = entry["path"]
+        # "chunks.<hash>/c/0": the chunk's own key follows the copies' directory
+        memory[path.split("/", 1)[1]] = proto.buffer.from_bytes(_read(location, prefix + path))
+    data = zarr.open_array(zarr.storage.MemoryStore(memory), mode="r")[...]
+    return InlineArray(array.metadata, np.asarray(data))
 
 
 def _read(location: StoreLocation, key: str) -> bytes:

@@ -48,6 +48,7 @@ __all__ = [
     "relative_reference",
     "resolve_reference",
     "split_url",
+    "url_to_fsspec_path",
     "url_to_local_path",
 ]
 
@@ -364,3 +365,24 @@ def url_to_local_path(url: str) -> str:
         local = local.lstrip("/") if re.match(r"^/[A-Za-z]:", local) else local
         local = local.replace("/", os.sep)
     return local
+
+
+# "scheme://": the URLs kerchunk references hold (their readers and writers share this)
+_URL_SCHEME_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*)://")
+
+
+def url_to_fsspec_path(url: str) -> str:
+    """The fsspec path of a canonical URL, as kerchunk references write it.
+
+    ``file://`` URLs become local paths and object-store keys are percent-decoded (fsspec
+    uses keys verbatim); ``http(s)`` URLs stay URLs.  The kerchunk builder maps the result
+    back to ``url`` (`zarr_manifest.builders.kerchunk.from_kerchunk_refs`).
+    """
+    if url.startswith("file://"):
+        return url_to_local_path(url)
+    m = _URL_SCHEME_RE.match(url)
+    if m is None or m.group(1).lower() in ("http", "https"):
+        return url
+    rest = url[m.end() :]
+    authority, slash, path = rest.partition("/")
+    return f"{m.group(1)}://{authority}{slash}{decode_path_segments(path)}"

@@ -107,21 +107,24 @@ def array_document(
     virtual: bool,
     split: tuple[int, ...] | None = None,
     fingerprints: Mapping[str, Fingerprint] | None = None,
+    manifest: str | None = None,
 ) -> bytes:
     """The on-disk zarr.json of an array; ``virtual`` adds the chunk-manifest transformer
     and the plain-reader guard member.
 
     With ``split`` (a region shape) the transformer declares a split manifest in the
-    directory ``manifest/``.  ``fingerprints`` (by manifest path) are written as the
-    ignorable ``fingerprints`` extension member of a virtual array's configuration.
+    directory ``manifest/``.  ``manifest`` names the manifest file (or split directory,
+    without "/") instead, e.g. ``manifest.<hash>.json`` when a store is replaced.
+    ``fingerprints`` (by manifest path) are written as the ignorable ``fingerprints``
+    extension member of a virtual array's configuration.
     """
     doc = metadata.to_dict()
     doc.pop("storage_transformers", None)
     if virtual:
-        configuration: dict[str, Any] = {"manifest": f"./{MANIFEST_FILE}"}
+        configuration: dict[str, Any] = {"manifest": f"./{manifest or MANIFEST_FILE}"}
         if split is not None:
             configuration = {
-                "manifest": f"./{MANIFEST_DIR}/",
+                "manifest": f"./{manifest or MANIFEST_DIR}/",
                 SPLIT_MEMBER: split_configuration(split),
             }
         if fingerprints:

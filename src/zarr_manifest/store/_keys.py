@@ -56,6 +56,9 @@ class KeyRouter:
         self._shard_bytes = shard_bytes
         self._lock = threading.RLock()
         self.nodes: dict[str, LoadedNode | None] = {}
+        #: whether the store shows one snapshot's version (spec 16): then a zarr.json
+        #: that is no node of it (a writer added it since) is hidden, not read through
+        self.snapshot = False
         # virtual arrays whose chunk keys are "<path>/c/i/j...": the per-chunk fast path
         self._chunk_prefixes: dict[str, LoadedNode] = {}
 
@@ -72,6 +75,8 @@ class KeyRouter:
                 doc = self.node(node_dir(key))
                 if doc is not None:
                     return doc.served
+                if self.snapshot:
+                    return HIDDEN
             return None
         rest = key[len(node.path) + 1 :] if node.path else key
         if rest == ZARR_JSON:

@@ -3,7 +3,7 @@ chunk keys of virtual arrays (from their manifests)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 from zarr_manifest.store._keys import KeyRouter, is_valid_key, is_zarr_json, node_dir
 from zarr_manifest.store._nodes import ZARR_JSON, LoadedNode
@@ -12,7 +12,9 @@ from zarr_manifest.store._root_objects import RootObjects
 __all__ = ["dir_names", "keys_under", "listed_objects", "virtual_arrays"]
 
 
-def listed_objects(router: KeyRouter, objects: RootObjects) -> dict[str, int]:
+def listed_objects(
+    router: KeyRouter, objects: RootObjects, snapshot: Iterable[str] | None = None
+) -> dict[str, int]:
     """The objects of the root storage that zarr is shown, with their sizes as served.
 
     Not shown: manifest files and other files of virtual arrays' directories (their
@@ -22,6 +24,9 @@ def listed_objects(router: KeyRouter, objects: RootObjects) -> dict[str, int]:
     """
     sizes = objects.sizes()
     node_dirs = {node_dir(k) for k in sizes if is_zarr_json(k)}
+    if snapshot is not None:
+        # the nodes of the snapshot's version only (a writer may have added or removed some)
+        node_dirs = {d for d in node_dirs | set(snapshot) if router.node(d)}
     for directory in sorted(node_dirs):
         router.forget_absent(directory)  # looked up before its zarr.json was written
         router.node(directory)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import operator
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -16,6 +16,7 @@ from zarr.codecs import ShardingCodec
 from zarr_manifest.array import RegularChunkGridMetadata, chunk_grid_shape
 from zarr_manifest.errors import ManifestFormatError
 from zarr_manifest.fingerprint import Fingerprint
+from zarr_manifest.format.publish import USUAL_PLACE, document_key, document_to_read
 from zarr_manifest.format.split import (
     INDEX_FILE,
     RegionGrid,
@@ -50,15 +51,32 @@ def load_node(
     root_url: str,
     fingerprints_by_url: Callable[[dict[str, Fingerprint], str, str], dict[str, Fingerprint]],
     cache: ManifestCache,
+    snapshot: Mapping[str, str] | None = None,
+    has_object: Callable[[str], bool] | None = None,
 ) -> LoadedNode | None:
     """The node at ``path`` of the store at ``root_url`` (None: it has no zarr.json).
 
     ``read`` reads one of the store's objects; ``fingerprints_by_url`` maps an array's
     recorded fingerprints to its sources' canonical URLs (given the base URL and where);
-    ``cache`` bounds what is kept of the array's parsed manifest.
+    ``cache`` bounds what is kept of the array's parsed manifest.  ``snapshot`` (node path
+    -> key of its document's immutable copy, spec 16) is the version the store shows,
+    whatever writers did since it was read; ``has_object`` tells whether an object exists.
     """
     key = f"{path}/{ZARR_JSON}" if path else ZARR_JSON
     raw = read(key, None)
+    if snapshot is not None:
+        assert has_object is not None
+        chosen = document_to_read(
+            dict(snapshot), path, None if raw is None else bytes(raw), has_object
+        )
+        if chosen is None:
+            return None
+        if chosen != USUAL_PLACE and (raw is None or chosen != document_key(bytes(raw))):
+            # the snapshot's copy differs from the zarr.json read (else it is that one)
+            key = chosen
+            raw = read(key, None)
+            if raw is None:
+                raise ManifestFormatError(f"{root_url + key} is missing", location=root_url + key)
     if raw is None:
         return None
     where = root_url + key

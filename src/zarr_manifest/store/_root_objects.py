@@ -97,6 +97,19 @@ class RootObjects:
                 dirs.append(path.rstrip("/")[len(start) :])
         return files, dirs
 
+    def exists(self, key: str) -> bool:
+        """Whether the object ``key`` exists."""
+        if self._memory is not None:
+            return key in self._memory
+        assert self._location is not None
+        if self._is_local_file(key) is False:
+            return False
+        try:
+            obstore.head(self._location.store, key)
+        except FileNotFoundError:
+            return False
+        return True
+
     def read_sync(self, key: str, byte_range: ByteRequest | None) -> bytes | None:
         """An object's bytes (or a byte range of them); None when it does not exist."""
         if self._memory is not None:

@@ -29,6 +29,7 @@ from zarr.core.buffer import Buffer, BufferPrototype, default_buffer_prototype
 from zarr_manifest.array import ManifestArray
 from zarr_manifest.format.location import open_location
 from zarr_manifest.format.paths import local_path_to_url
+from zarr_manifest.format.publish import SNAPSHOT_KEY, parse_snapshot
 from zarr_manifest.group import ManifestGroup
 from zarr_manifest.store._byte_ranges import check_byte_range, slice_bytes
 from zarr_manifest.store._fork import forks, obstore_works
@@ -226,6 +227,8 @@ class ManifestStore(Store):
             cache_bytes=cache_bytes,
         )
         self._router = KeyRouter(self._load_node, self._sources, virtual_shard_bytes)
+        # node path -> key of its document's immutable copy, from the store's snapshot
+        self._snapshot: dict[str, str] | None = None
         if isinstance(root, ManifestGroup):
             self._location = None
             assert base_url is not None
@@ -267,6 +270,14 @@ class ManifestStore(Store):
         if not obstore_works():
             # a forked child whose obstore runtime is dead: no obstore async or network call
             self._objects.no_runtime = self._sources.no_runtime = True
+        if self._location is not None:
+            # the version this store shows throughout, whatever writers do meanwhile (read
+            # through the root objects, which read local files without obstore after a fork)
+            raw = self._objects.read_sync(SNAPSHOT_KEY, None)
+            if raw is not None:
+                where = self._url + SNAPSHOT_KEY
+                self._snapshot = parse_snapshot(bytes(raw), location=where).nodes
+                self._router.snapshot = True
 
     @classmethod
     async def open(cls, *args: Any, **kwargs: Any) -> Self:
@@ -299,11 +310,14 @@ class ManifestStore(Store):
         return f"ManifestStore({kind!r})"
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"args": self._args, "is_open": self._is_open}
+        # the snapshot travels along: a copy (a dask worker's) shows the same version
+        return {"args": self._args, "is_open": self._is_open, "snapshot": self._snapshot}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__(**state["args"])  # type: ignore[misc]
         self._is_open = state["is_open"]
+        if state.get("snapshot") is not None:
+            self._snapshot = state["snapshot"]
 
     @property
     def registry(self) -> SourceRegistry:
@@ -468,7 +482,7 @@ class ManifestStore(Store):
         if prefix and not prefix.endswith("/"):
             prefix += "/"
         total = 0
-        shown = listed_objects(self._router, self._objects)
+        shown = listed_objects(self._router, self._objects, self._snapshot)
         for key, size in shown.items():
             if key.startswith(prefix):
                 total += size
@@ -544,8 +558,11 @@ class ManifestStore(Store):
             # an argument that does not pickle (a credential callback) is used as it is:
             # URL roots and prefixes still get new stores
             args = dict(self._args)
+        snapshot = self._snapshot
         self.__init__(**args)  # type: ignore[misc]
         self._is_open = is_open
+        if snapshot is not None:
+            self._snapshot = snapshot  # the version the parent showed, not a newer one
 
     def _route(self, key: str) -> Target:
         """What ``key`` names: a chunk, a shard, served bytes, hidden, or an ordinary object
@@ -558,7 +575,13 @@ class ManifestStore(Store):
 
     def _load_node(self, path: str) -> LoadedNode | None:
         return load_node(
-            path, self._objects.read_sync, self._url, self._fingerprint_urls, self._manifests
+            path,
+            self._objects.read_sync,
+            self._url,
+            self._fingerprint_urls,
+            self._manifests,
+            snapshot=self._snapshot,
+            has_object=self._objects.exists,
         )
 
     def _fingerprint_urls(self, fingerprints: Any, base: str, where: str | None) -> Any:

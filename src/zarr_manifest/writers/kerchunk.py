@@ -7,7 +7,7 @@ The references describe a Zarr v2 hierarchy, which is what fsspec's ``ReferenceF
   ``_ARRAY_DIMENSIONS`` from the dimension names), as JSON strings;
 - a virtual array's chunks become ``[path, offset, length]`` references under the keys
   ``<array>/<i.j.k>``; paths are fsspec paths (local files as absolute paths, object keys
-  verbatim), see `zarr_manifest.builders.kerchunk.url_to_fsspec_path`;
+  verbatim), see `zarr_manifest.format.paths.url_to_fsspec_path`;
 - an inline array's chunks are encoded with zarr (Zarr v2 rules) and stored as
   ``"base64:..."`` values.
 
@@ -32,6 +32,8 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
+import uuid
 import warnings
 from collections.abc import Mapping
 from typing import Any, Literal
@@ -39,14 +41,15 @@ from typing import Any, Literal
 import numpy as np
 
 from zarr_manifest.array import InlineArray, ManifestArray
-from zarr_manifest.builders.kerchunk import url_to_fsspec_path
-from zarr_manifest.errors import UnsupportedError
+from zarr_manifest.errors import StoreConflictError, UnsupportedError
+from zarr_manifest.format.paths import url_to_fsspec_path
 from zarr_manifest.group import ManifestGroup
 
 __all__ = ["to_kerchunk", "v3_metadata_to_v2"]
 
 _BLOSC_SHUFFLE = {"noshuffle": 0, "shuffle": 1, "bitshuffle": 2}
 _OBJECT_CODECS = {"vlen-utf8", "vlen-bytes"}
+_PARQUET_REFS = re.compile(r"refs\.[0-9]+\.parq")
 
 
 def _codec_dict(codec: Any) -> dict[str, Any]:
@@ -341,7 +344,8 @@ def to_kerchunk(
     categorical_threshold
         Passed to ``refs_to_dataframe`` (parquet only).
     overwrite
-        Replace an existing ``dest``; otherwise an existing one is an error.
+        Replace existing kerchunk references at ``dest`` (only those: anything else there
+        is refused); otherwise an existing ``dest`` is an error.
 
     Returns
     -------
@@ -356,6 +360,10 @@ def to_kerchunk(
         module notes); the message names the array.
     FileExistsError
         ``dest`` exists and ``overwrite`` is False.
+    StoreConflictError
+        ``overwrite`` is True but ``dest`` is not kerchunk references of that format (a
+        directory given for JSON, a parquet directory holding other files); nothing is
+        deleted.
     """
     if format not in ("json", "parquet"):
         raise ValueError(f"format must be 'json' or 'parquet', got {format!r}")
@@ -406,19 +414,78 @@ def _write(
     categorical_threshold: int,
     overwrite: bool,
 ) -> None:
+    """Write ``refs`` to ``dest``, replacing only kerchunk references found there.
+
+    JSON goes to a temporary file beside ``dest`` that is renamed over it; a parquet store is
+    written to a temporary directory beside it, and the old store (holding nothing but
+    ``.zmetadata`` and ``refs.<n>.parq`` files) is swapped out after.
+    """
     import fsspec
 
     target = os.fspath(dest)
     fs, path = fsspec.core.url_to_fs(target)
-    if fs.exists(path) and not overwrite:
+    exists = fs.exists(path)
+    if exists and not overwrite:
         raise FileExistsError(f"{target} exists; pass overwrite=True to replace it")
+    if exists:
+        _check_replaceable(fs, path, target, format)
+    tmp = f"{path.rstrip('/')}.tmp-{uuid.uuid4().hex[:12]}"
     if format == "json":
-        with fs.open(path, "wb") as f:
+        with fs.open(tmp, "wb") as f:
             f.write(_dumps(refs).encode())
+        fs.mv(tmp, path)  # a rename on local disks: readers see the old file or the new one
         return
     from kerchunk.df import refs_to_dataframe
 
-    # refs_to_dataframe empties the directory first (only reached when overwriting is allowed)
+    tmp_url = fs.unstrip_protocol(tmp) if "://" in target else tmp
     refs_to_dataframe(
-        refs, target, record_size=record_size, categorical_threshold=categorical_threshold
+        refs, tmp_url, record_size=record_size, categorical_threshold=categorical_threshold
     )
+    if exists:
+        old = f"{path.rstrip('/')}.old-{uuid.uuid4().hex[:12]}"
+        fs.mv(path, old, recursive=True)
+        fs.mv(tmp, path, recursive=True)
+        fs.rm(old, recursive=True)
+    else:
+        fs.mv(tmp, path, recursive=True)
+
+
+def _check_replaceable(fs: Any, path: str, target: str, format: str) -> None:
+    """Refuse to replace anything but kerchunk references of the same kind.
+
+    Raises
+    ------
+    StoreConflictError
+        ``dest`` is not a reference file (JSON) or holds a file a parquet reference store
+        does not (parquet); the message names it.
+    """
+    if format == "json":
+        if fs.isdir(path):
+            raise StoreConflictError(
+                f"{target} is a directory; kerchunk JSON is written to a file", key=target
+            )
+        with fs.open(path, "rb") as f:
+            head = f.read(64 * 1024 * 1024)
+        try:
+            doc = json.loads(head)
+        except ValueError:
+            doc = None
+        if not (isinstance(doc, dict) and ("refs" in doc or "version" in doc)):
+            raise StoreConflictError(
+                f"{target} exists and is not kerchunk references; not replacing it", key=target
+            )
+        return
+    if not fs.isdir(path):
+        raise StoreConflictError(
+            f"{target} is a file; a parquet reference store is a directory", key=target
+        )
+    root = path.rstrip("/") + "/"
+    for found in fs.find(path):
+        rel = found[len(root) :] if found.startswith(root) else found
+        name = rel.rsplit("/", 1)[-1]
+        if rel != ".zmetadata" and not _PARQUET_REFS.fullmatch(name):
+            raise StoreConflictError(
+                f"{target} holds {rel!r}, which is not part of a parquet reference store; "
+                "not replacing it",
+                key=rel,
+            )

@@ -1,0 +1,156 @@
+"""`append`: new files (or groups) at the end of an existing manifest store, along a dimension.
+
+Only the new files are parsed; the store's manifests are read, concatenated with the new
+ones by `zarr_manifest.combine.concat` (so every check of combining applies), checked to
+follow the store's coordinate, and published like any replacement of the store
+(`zarr_manifest.format.publish`): readers see the old store or the new one.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+
+from zarr_manifest.array import InlineArray, ManifestArray
+from zarr_manifest.build import build, expand_inputs
+from zarr_manifest.combine import concat
+from zarr_manifest.errors import CombineError
+from zarr_manifest.format.hierarchy import read_group, write_group
+from zarr_manifest.format.location import open_location
+from zarr_manifest.format.publish import read_snapshot
+from zarr_manifest.format.split import DEFAULT_SPLIT_ABOVE
+from zarr_manifest.group import ManifestGroup
+
+__all__ = ["append"]
+
+
+def append(
+    store: str | os.PathLike[str] | Any,
+    new: str | os.PathLike[str] | ManifestGroup | Iterable[str | os.PathLike[str] | ManifestGroup],
+    *,
+    dim: str,
+    load: Sequence[str] | None = None,
+    split_above: int | None = DEFAULT_SPLIT_ABOVE,
+    **build_options: Any,
+) -> ManifestGroup:
+    """Append files or groups to the manifest store ``store`` along the dimension ``dim``.
+
+    Parameters
+    ----------
+    store
+        The manifest store (local path, URL or obstore store); it must exist.
+    new
+        Files or URLs (or one glob pattern), or `ManifestGroup` objects, in order along
+        ``dim``.  Only these are parsed.
+    dim
+        The dimension to append along; arrays without it must be the same in the new
+        inputs as in the store.
+    load
+        Variables to store inline when parsing the new files; default: the store's inline
+        arrays (so that, for example, ``time`` is loaded as it was when the store was built).
+    split_above
+        As for `ManifestGroup.to_store`.
+    **build_options
+        Passed to `zarr_manifest.build` for the new files (``format``, ``group``, ``drop``,
+        ``executor``, ``progress``, obstore options).
+
+    Returns
+    -------
+    ManifestGroup
+        The store's new contents.
+
+    Raises
+    ------
+    CombineError
+        The new inputs do not combine with the store (any check of `concat`: data types,
+        codecs, encodings, arrays without ``dim`` that differ), or the coordinate ``dim``
+        of the new inputs overlaps the store's or does not follow it; the message names
+        the input and the values.
+    ConcurrentWriteError
+        Another writer changed the store while this one was appending; nothing was written.
+    FileNotFoundError
+        There is no manifest store at ``store``.
+    """
+    location = open_location(store)
+    base = read_snapshot(location)
+    existing = read_group(store)
+    if load is None:
+        load = [path for path, node in existing.walk() if isinstance(node, InlineArray)]
+    additions = _new_group(new, dim, load, build_options)
+    label = f"store {location.url}"
+    _check_follows(existing, additions, dim, label)
+    combined = concat([existing, additions], dim, labels=[label, _describe(new)])
+    write_group(combined, store, overwrite=True, split_above=split_above, if_snapshot=base)
+    return combined
+
+
+def _new_group(
+    new: Any, dim: str, load: Sequence[str], build_options: dict[str, Any]
+) -> ManifestGroup:
+    """The new inputs as one group: files are parsed (and concatenated along ``dim``)."""
+    items = [new] if isinstance(new, str | os.PathLike | ManifestGroup) else list(new)
+    if not items:
+        raise CombineError("append needs at least one new file or group")
+    groups = [i for i in items if isinstance(i, ManifestGroup)]
+    if groups and len(groups) != len(items):
+        raise CombineError("append takes files or ManifestGroups, not both at once")
+    if groups:
+        return groups[0] if len(groups) == 1 else concat(groups, dim)
+    paths = [os.fspath(i) for i in items if isinstance(i, str | os.PathLike)]
+    urls = expand_inputs(paths[0] if len(paths) == 1 else paths)
+    return build(urls, concat_dim=dim, load=load, **build_options)
+
+
+def _describe(new: Any) -> str:
+    if isinstance(new, str | os.PathLike):
+        return repr(os.fspath(new))
+    if isinstance(new, ManifestGroup):
+        return "the new group"
+    return "the new inputs"
+
+
+def _check_follows(existing: ManifestGroup, new: ManifestGroup, dim: str, label: str) -> None:
+    """The coordinate ``dim`` of ``new`` must continue the store's, in its direction.
+
+    Raises
+    ------
+    CombineError
+        A new value lies at or before the store's last value (an overlap, or input that
+        belongs before the store), naming both values.
+    """
+    old_values = _coordinate(existing, dim)
+    new_values = _coordinate(new, dim)
+    if old_values is None or new_values is None or not old_values.size or not new_values.size:
+        return
+    # the direction the store's coordinate runs (or the new one's, if the store has one value)
+    both = old_values if old_values.size > 1 else np.concatenate([old_values, new_values])
+    decreasing = both.size > 1 and bool(both[1] < both[0])
+    last = old_values[-1]
+    beyond = new_values < last if decreasing else new_values > last
+    if not bool(np.all(beyond)):
+        bad = new_values[~beyond][0]
+        relation = "above" if decreasing else "below"
+        raise CombineError(
+            f"append: coordinate {dim!r} of the new input has {bad!r}, at or {relation} the "
+            f"last value {last!r} of the {label}: the new input overlaps the store or does "
+            "not follow it (append only adds after the end)"
+        )
+
+
+def _coordinate(group: ManifestGroup, dim: str) -> np.ndarray | None:
+    node = group.arrays.get(dim)
+    if node is None or node.ndim != 1 or tuple(node.dimension_names or ()) != (dim,):
+        return None
+    if isinstance(node, InlineArray):
+        return np.asarray(node.data)
+    assert isinstance(node, ManifestArray)
+    import zarr
+
+    from zarr_manifest.store import ManifestStore
+
+    return np.asarray(
+        zarr.open_array(ManifestStore(ManifestGroup(arrays={dim: node})), path=dim, mode="r")[...]
+    )
