@@ -2,7 +2,8 @@
 
 Python blocks run top to bottom in one interpreter (a later block may use what an earlier one
 defined, as a reader's session would), in a folder holding the files the README names:
-``data/air.nc``, ``data/air_*.nc``, ``tiles/*.nc``, ``refs.json``.  ``s3://bucket/...`` is
+``data/air.nc``, ``data/air_*.nc``, ``data/new/air_03.nc`` (which follows them in time),
+``tiles/*.nc``, ``refs.json``.  ``s3://bucket/...`` is
 moto's S3 server on 127.0.0.1, reached through the standard ``AWS_*`` environment variables
 (how a user's credentials reach obstore), with ``bucket`` holding ``data/air_*.nc``, readable
 anonymously, and a manifest store at ``stores/air.manifest``.
@@ -121,8 +122,11 @@ def _make_refs(source: Path, dest: Path) -> None:
 def reader_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The folder a README reader has: the data files the README names, and nothing else."""
     root = tmp_path_factory.mktemp("readme")
-    files = make_sample_files(root / "data")
+    files = make_sample_files(root / "data", n_files=4)
     shutil.copyfile(files[0], root / "data" / "air.nc")
+    # a file that arrives later, to append: outside the glob data/air_*.nc
+    (root / "data" / "new").mkdir()
+    files[-1].rename(root / "data" / "new" / files[-1].name)
     _make_tiles(root / "tiles")
     _make_refs(root / "data" / "air.nc", root / "refs.json")
     return root
