@@ -23,6 +23,8 @@ from zarr_manifest import (
     ChunkReadError,
     ChunkTooLargeError,
     ManifestArray,
+    ManifestError,
+    ManifestFormatError,
     ManifestGroup,
     ManifestStore,
     ShortReadError,
@@ -485,3 +487,39 @@ def test_a_store_used_before_fork_reads_local_data_in_the_child(
     got = _in_forked_child(remote)
     assert isinstance(got, ChunkReadError), got
     assert "forked" in str(got) and "spawn" in str(got) and "'a/c/0'" in str(got)
+
+
+# ---- issue 13 item 15: inputs numpy cannot hold raise documented errors ----------------------
+
+
+def test_a_70_dimension_array_is_a_documented_error(tmp_path: Path) -> None:
+    import json
+
+    ndim = 70
+    root = tmp_path / "s"
+    (root / "a").mkdir(parents=True)
+    (root / "zarr.json").write_bytes(GROUP_DOC)
+    meta = {
+        "zarr_format": 3,
+        "node_type": "array",
+        **_meta([1] * ndim, [1] * ndim),
+        "storage_transformers": [
+            {"name": "chunk-manifest-json", "configuration": {"manifest": "manifest.json"}}
+        ],
+    }
+    (root / "a" / "zarr.json").write_text(json.dumps(meta))
+    key = ".".join(["0"] * ndim)
+    entry = {"path": "x.bin", "offset": 0, "length": 1}
+    (root / "a" / "manifest.json").write_text(json.dumps({key: entry}))
+    (root / "a" / "x.bin").write_bytes(b"\x07")
+    store = ManifestStore(root)
+    with pytest.raises(ManifestFormatError, match=r"a/zarr.json.*70 dimensions") as e:
+        store.get_sync("a/c/" + "/".join(["0"] * ndim), prototype=PROTO)
+    assert e.value.location is not None and e.value.location.endswith("a/zarr.json")
+    with pytest.raises(ManifestFormatError):
+        zarr.open_array(store, path="a", mode="r")
+    # the same manifest built in memory
+    with pytest.raises(ManifestError, match="70 dimensions"):
+        ChunkManifest({key: {**entry, "path": str(root / "a" / "x.bin")}})
+    with pytest.raises(ManifestError, match="70 dimensions"):
+        ChunkManifest({}, shape=(1,) * ndim)
