@@ -28,6 +28,7 @@ from zarr_manifest import (
     ManifestGroup,
     ManifestStore,
     ShortReadError,
+    SourceNotAllowedError,
 )
 from zarr_manifest.store._manifest_cache import DEFAULT_MANIFEST_CACHE_BYTES
 from zarr_manifest.store._references import DEFAULT_MAX_CHUNK_BYTES
@@ -523,3 +524,21 @@ def test_a_70_dimension_array_is_a_documented_error(tmp_path: Path) -> None:
         ChunkManifest({key: {**entry, "path": str(root / "a" / "x.bin")}})
     with pytest.raises(ManifestError, match="70 dimensions"):
         ChunkManifest({}, shape=(1,) * ndim)
+
+
+# ---- issue 13 item 6: a FIFO in the store is refused without blocking ------------------------
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("name", ["manifest.json", "zarr.json"])
+def test_a_fifo_in_the_store_is_refused_without_blocking(tmp_path: Path, name: str) -> None:
+    import os
+
+    _store_of(tmp_path, 3)
+    fifo = tmp_path / "store" / "a" / name
+    fifo.unlink()
+    os.mkfifo(fifo)
+    store = ManifestStore(tmp_path / "store", allowed_prefixes=[str(tmp_path)])
+    with pytest.raises(SourceNotAllowedError, match="not a regular file") as e:
+        store.get_sync("a/c/0", prototype=PROTO)
+    assert e.value.key == f"a/{name}"

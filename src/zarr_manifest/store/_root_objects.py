@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import bisect
 import os
+import stat
 from typing import TYPE_CHECKING, Any
 
 import obstore
@@ -174,10 +175,16 @@ class RootObjects:
         """Read a local object without obstore (whose reads can hang in a forked child);
         `_is_local_file` has checked it is a regular file inside the root."""
         try:
-            with open(os.path.join(self.local_root or "", key), "rb") as file:
-                return slice_bytes(file.read(), byte_range, key)
+            # never blocks, even if the file was swapped for a FIFO since it was checked
+            fd = os.open(os.path.join(self.local_root or "", key), os.O_RDONLY | os.O_NONBLOCK)
         except FileNotFoundError:
             return None
+        with os.fdopen(fd, "rb") as file:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise SourceNotAllowedError(
+                    f"object {key!r} of {self._url} is not a regular file: refused", key=key
+                )
+            return slice_bytes(file.read(), byte_range, key)
 
     def _check_runtime(self, key: str) -> None:
         """Refuse a remote root's I/O where obstore's runtime is dead (`ChunkReadError`)."""
@@ -189,7 +196,9 @@ class RootObjects:
 
         A symlink leading out of the root is refused.  A key that names a directory or
         runs through a file is absent, as in zarr's LocalStore (obstore would report some
-        of these as errors).
+        of these as errors).  Anything else that is not a regular file (a FIFO, a socket,
+        a device) is refused with `SourceNotAllowedError`: opening a FIFO would block
+        until a writer came.
         """
         if self.local_root is None:
             return None
@@ -202,7 +211,19 @@ class RootObjects:
                 key=key,
                 path=real,
             )
-        return os.path.isfile(real)
+        try:
+            mode = os.stat(real).st_mode
+        except (FileNotFoundError, NotADirectoryError):
+            return False
+        if stat.S_ISREG(mode):
+            return True
+        if stat.S_ISDIR(mode):
+            return False
+        raise SourceNotAllowedError(
+            f"object {key!r} of {self._url} is not a regular file ({real!r}): refused",
+            key=key,
+            path=real,
+        )
 
 
 def _holds_an_object(store: Any, directory: str) -> bool:
