@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import os
 import pickle
+import threading
 from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
@@ -57,6 +58,9 @@ if TYPE_CHECKING:
     from obstore.store import ObjectStore
 
 __all__ = ["ManifestStore"]
+
+#: serializes rebuilding stores in a forked child (see `ManifestStore._rebuild_after_fork`)
+_REBUILD_LOCK = threading.Lock()
 
 
 class ManifestStore(Store):
@@ -209,7 +213,6 @@ class ManifestStore(Store):
             "max_chunk_bytes": max_chunk_bytes,
             **obstore_kwargs,
         }
-        self._forks = forks()  # see _rebuild_after_fork
         self._shard_bytes = virtual_shard_bytes
         self._max_gap = max_gap_bytes
         self._max_request = max_request_bytes
@@ -267,6 +270,9 @@ class ManifestStore(Store):
         if not obstore_works():
             # a forked child whose obstore runtime is dead: no obstore async or network call
             self._objects.no_runtime = self._sources.no_runtime = True
+        # last: in a forked child, readers use the store once this is set (see
+        # _rebuild_after_fork)
+        self._forks = forks()
 
     @classmethod
     async def open(cls, *args: Any, **kwargs: Any) -> Self:
@@ -537,15 +543,18 @@ class ManifestStore(Store):
         """
         if self._forks == forks():
             return
-        is_open = self._is_open
-        try:
-            args = pickle.loads(pickle.dumps(self._args))
-        except Exception:
-            # an argument that does not pickle (a credential callback) is used as it is:
-            # URL roots and prefixes still get new stores
-            args = dict(self._args)
-        self.__init__(**args)  # type: ignore[misc]
-        self._is_open = is_open
+        with _REBUILD_LOCK:  # the child's first readers may be several threads
+            if self._forks == forks():
+                return
+            is_open = self._is_open
+            try:
+                args = pickle.loads(pickle.dumps(self._args))
+            except Exception:
+                # an argument that does not pickle (a credential callback) is used as it
+                # is: URL roots and prefixes still get new stores
+                args = dict(self._args)
+            self.__init__(**args)  # type: ignore[misc]
+            self._is_open = is_open
 
     def _route(self, key: str) -> Target:
         """What ``key`` names: a chunk, a shard, served bytes, hidden, or an ordinary object
