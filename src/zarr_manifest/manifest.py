@@ -27,6 +27,9 @@ _STRINGS = np.dtypes.StringDType()
 #: one-line manifest asking for terabytes.  2**27 cells is about 2.5 GB at most; raise it
 #: with the environment variable ZARR_MANIFEST_MAX_GRID_CELLS.
 MAX_GRID_CELLS = int(os.environ.get("ZARR_MANIFEST_MAX_GRID_CELLS", 2**27))
+#: The most dimensions a chunk grid may have: numpy holds at most 32 (numpy 1) or 64
+#: (numpy 2), and no dataset comes near either.
+MAX_GRID_DIMS = 32
 
 
 class ChunkEntry(TypedDict):
@@ -222,6 +225,11 @@ class ChunkManifest:
         if shape is None:
             shape = tuple(int(x) + 1 for x in indices.max(axis=0)) if n else (0,) * ndim
         shape = tuple(int(s) for s in shape)
+        if len(shape) > MAX_GRID_DIMS or ndim > MAX_GRID_DIMS:
+            raise ManifestError(
+                f"chunk grid{where} has {max(len(shape), ndim)} dimensions, more than the "
+                f"{MAX_GRID_DIMS} a manifest may have"
+            )
         if any(s < 0 for s in shape):
             raise ManifestError(f"chunk grid shape must be non-negative, got {shape}")
         if n and len(shape) != ndim:

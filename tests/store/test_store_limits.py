@@ -23,9 +23,12 @@ from zarr_manifest import (
     ChunkReadError,
     ChunkTooLargeError,
     ManifestArray,
+    ManifestError,
+    ManifestFormatError,
     ManifestGroup,
     ManifestStore,
     ShortReadError,
+    SourceNotAllowedError,
 )
 from zarr_manifest.store._manifest_cache import DEFAULT_MANIFEST_CACHE_BYTES
 from zarr_manifest.store._references import DEFAULT_MAX_CHUNK_BYTES
@@ -485,3 +488,57 @@ def test_a_store_used_before_fork_reads_local_data_in_the_child(
     got = _in_forked_child(remote)
     assert isinstance(got, ChunkReadError), got
     assert "forked" in str(got) and "spawn" in str(got) and "'a/c/0'" in str(got)
+
+
+# ---- issue 13 item 15: inputs numpy cannot hold raise documented errors ----------------------
+
+
+def test_a_70_dimension_array_is_a_documented_error(tmp_path: Path) -> None:
+    import json
+
+    ndim = 70
+    root = tmp_path / "s"
+    (root / "a").mkdir(parents=True)
+    (root / "zarr.json").write_bytes(GROUP_DOC)
+    meta = {
+        "zarr_format": 3,
+        "node_type": "array",
+        **_meta([1] * ndim, [1] * ndim),
+        "storage_transformers": [
+            {"name": "chunk-manifest-json", "configuration": {"manifest": "manifest.json"}}
+        ],
+    }
+    (root / "a" / "zarr.json").write_text(json.dumps(meta))
+    key = ".".join(["0"] * ndim)
+    entry = {"path": "x.bin", "offset": 0, "length": 1}
+    (root / "a" / "manifest.json").write_text(json.dumps({key: entry}))
+    (root / "a" / "x.bin").write_bytes(b"\x07")
+    store = ManifestStore(root)
+    with pytest.raises(ManifestFormatError, match=r"a/zarr.json.*70 dimensions") as e:
+        store.get_sync("a/c/" + "/".join(["0"] * ndim), prototype=PROTO)
+    assert e.value.location is not None and e.value.location.endswith("a/zarr.json")
+    with pytest.raises(ManifestFormatError):
+        zarr.open_array(store, path="a", mode="r")
+    # the same manifest built in memory
+    with pytest.raises(ManifestError, match="70 dimensions"):
+        ChunkManifest({key: {**entry, "path": str(root / "a" / "x.bin")}})
+    with pytest.raises(ManifestError, match="70 dimensions"):
+        ChunkManifest({}, shape=(1,) * ndim)
+
+
+# ---- issue 13 item 6: a FIFO in the store is refused without blocking ------------------------
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("name", ["manifest.json", "zarr.json"])
+def test_a_fifo_in_the_store_is_refused_without_blocking(tmp_path: Path, name: str) -> None:
+    import os
+
+    _store_of(tmp_path, 3)
+    fifo = tmp_path / "store" / "a" / name
+    fifo.unlink()
+    os.mkfifo(fifo)
+    store = ManifestStore(tmp_path / "store", allowed_prefixes=[str(tmp_path)])
+    with pytest.raises(SourceNotAllowedError, match="not a regular file") as e:
+        store.get_sync("a/c/0", prototype=PROTO)
+    assert e.value.key == f"a/{name}"

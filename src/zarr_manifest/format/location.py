@@ -9,6 +9,7 @@ outside it (spec section 8.1, rule 4).
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -47,13 +48,15 @@ class StoreLocation:
 
         A key whose real path (symlinks resolved) leaves the root is refused.  A key that
         names a directory or runs through a file is absent, as in zarr's LocalStore
-        (obstore would report some of these as errors).
+        (obstore would report some of these as errors).  Anything else that is not a
+        regular file (a FIFO, a socket, a device) is refused: opening a FIFO would block
+        until a writer came.
 
         Raises
         ------
         SourceNotAllowedError
-            ``key`` resolves outside the store root; the message names the key and where
-            it leads.
+            ``key`` resolves outside the store root, or to something that is not a regular
+            file; the message names the key and where it leads.
         """
         root = self.real_root
         if root is None:
@@ -67,7 +70,19 @@ class StoreLocation:
                 key=key,
                 path=real,
             )
-        return os.path.isfile(real)
+        try:
+            mode = os.stat(real).st_mode
+        except (FileNotFoundError, NotADirectoryError):
+            return False
+        if stat.S_ISREG(mode):
+            return True
+        if stat.S_ISDIR(mode):
+            return False
+        raise SourceNotAllowedError(
+            f"object {key!r} of {self.url} is not a regular file ({real!r}): refused",
+            key=key,
+            path=real,
+        )
 
     def read(self, key: str) -> bytes:
         """The bytes of the object ``key`` under the root.

@@ -25,7 +25,7 @@ from zarr_manifest.format.split import (
     region_columns,
 )
 from zarr_manifest.format.transformer import parse_array_document, parse_node_document
-from zarr_manifest.manifest import MAX_GRID_CELLS, ChunkManifest
+from zarr_manifest.manifest import MAX_GRID_CELLS, MAX_GRID_DIMS, ChunkManifest
 from zarr_manifest.store._manifest_cache import ManifestCache
 from zarr_manifest.store._readahead import plan_blocks
 from zarr_manifest.store._references import reference_urls, resolve_paths
@@ -91,6 +91,14 @@ def load_node(
             served = orjson.dumps(doc, option=orjson.OPT_INDENT_2)
         return LoadedNode(path, served, None, base, reader=read)
     parsed = parse_array_document(doc, location=where)
+    if parsed.manifest is not None and len(parsed.metadata.shape) > MAX_GRID_DIMS:
+        # numpy cannot hold such a grid: refused before any chunk of the array is read
+        raise ManifestFormatError(
+            f"{where}: a virtual array of {len(parsed.metadata.shape)} dimensions, more than "
+            f"the {MAX_GRID_DIMS} a manifest may have",
+            location=where,
+            field="shape",
+        )
     return LoadedNode(
         path,
         parsed.to_bytes(),

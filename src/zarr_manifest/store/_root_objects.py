@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import bisect
 import os
+import stat
 from typing import TYPE_CHECKING, Any
 
 import obstore
 from obstore.store import LocalStore
 from zarr.abc.store import ByteRequest, OffsetByteRequest, RangeByteRequest
 
-from zarr_manifest.errors import ChunkReadError
+from zarr_manifest.errors import ChunkReadError, SourceNotAllowedError
 from zarr_manifest.store._byte_ranges import selects_nothing, slice_bytes
 
 if TYPE_CHECKING:
@@ -187,10 +188,16 @@ class RootObjects:
         """Read a local object without obstore (whose reads can hang in a forked child);
         `_is_local_file` has checked it is a regular file inside the root."""
         try:
-            with open(os.path.join(self.local_root or "", key), "rb") as file:
-                return slice_bytes(file.read(), byte_range, key)
+            # never blocks, even if the file was swapped for a FIFO since it was checked
+            fd = os.open(os.path.join(self.local_root or "", key), os.O_RDONLY | os.O_NONBLOCK)
         except FileNotFoundError:
             return None
+        with os.fdopen(fd, "rb") as file:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise SourceNotAllowedError(
+                    f"object {key!r} of {self._url} is not a regular file: refused", key=key
+                )
+            return slice_bytes(file.read(), byte_range, key)
 
     def _check_runtime(self, key: str) -> None:
         """Refuse a remote root's I/O where obstore's runtime is dead (`ChunkReadError`)."""

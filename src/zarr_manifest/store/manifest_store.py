@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import os
 import pickle
+import threading
 from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
@@ -58,6 +59,9 @@ if TYPE_CHECKING:
     from obstore.store import ObjectStore
 
 __all__ = ["ManifestStore"]
+
+#: serializes rebuilding stores in a forked child (see `ManifestStore._rebuild_after_fork`)
+_REBUILD_LOCK = threading.Lock()
 
 
 class ManifestStore(Store):
@@ -210,7 +214,6 @@ class ManifestStore(Store):
             "max_chunk_bytes": max_chunk_bytes,
             **obstore_kwargs,
         }
-        self._forks = forks()  # see _rebuild_after_fork
         self._shard_bytes = virtual_shard_bytes
         self._max_gap = max_gap_bytes
         self._max_request = max_request_bytes
@@ -278,6 +281,9 @@ class ManifestStore(Store):
                 where = self._url + SNAPSHOT_KEY
                 self._snapshot = parse_snapshot(bytes(raw), location=where).nodes
                 self._router.snapshot = True
+        # last: in a forked child, readers use the store once this is set (see
+        # _rebuild_after_fork)
+        self._forks = forks()
 
     @classmethod
     async def open(cls, *args: Any, **kwargs: Any) -> Self:
@@ -551,18 +557,21 @@ class ManifestStore(Store):
         """
         if self._forks == forks():
             return
-        is_open = self._is_open
-        try:
-            args = pickle.loads(pickle.dumps(self._args))
-        except Exception:
-            # an argument that does not pickle (a credential callback) is used as it is:
-            # URL roots and prefixes still get new stores
-            args = dict(self._args)
-        snapshot = self._snapshot
-        self.__init__(**args)  # type: ignore[misc]
-        self._is_open = is_open
-        if snapshot is not None:
-            self._snapshot = snapshot  # the version the parent showed, not a newer one
+        with _REBUILD_LOCK:  # the child's first readers may be several threads
+            if self._forks == forks():
+                return
+            is_open = self._is_open
+            try:
+                args = pickle.loads(pickle.dumps(self._args))
+            except Exception:
+                # an argument that does not pickle (a credential callback) is used as it
+                # is: URL roots and prefixes still get new stores
+                args = dict(self._args)
+            snapshot = self._snapshot
+            self.__init__(**args)  # type: ignore[misc]
+            self._is_open = is_open
+            if snapshot is not None:
+                self._snapshot = snapshot  # the version the parent showed, not a newer one
 
     def _route(self, key: str) -> Target:
         """What ``key`` names: a chunk, a shard, served bytes, hidden, or an ordinary object
