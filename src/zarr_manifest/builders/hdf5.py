@@ -106,14 +106,25 @@ def _open(source: Source) -> Iterator[_File]:
 
     if source.local_path is not None:
         fd = os.open(source.local_path, os.O_RDONLY)
+        fobj: Any = None
         try:
             try:
                 h5 = h5py.File(source.local_path, "r", locking=False)
             except OSError as e:
-                raise BuildError(f"{source.url}: not a readable HDF5 file ({e})") from e
+                if "locking" not in str(e):
+                    raise BuildError(f"{source.url}: not a readable HDF5 file ({e})") from e
+                # the file is already open in this process (h5py with other locking flags):
+                # libhdf5 would share that open file; a Python file object gets one of its own
+                fobj = open(source.local_path, "rb")  # noqa: SIM115 (closed below)
+                try:
+                    h5 = h5py.File(fobj, "r")
+                except OSError as e2:
+                    raise BuildError(f"{source.url}: not a readable HDF5 file ({e2})") from e2
             with h5:
                 yield _File(h5, lambda at, n: os.pread(fd, n, at), os.fstat(fd).st_size)
         finally:
+            if fobj is not None:
+                fobj.close()
             os.close(fd)
         return
     fobj = source.open()
