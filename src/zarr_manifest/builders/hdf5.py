@@ -1161,6 +1161,12 @@ class _Builder:
                 warnings.warn(f"{where}: {why}; its values are loaded", stacklevel=4)
                 return self.inline(node, dims, attrs)
             dtype = stored
+            reordered = np.zeros((), dtype=stored)
+            for name in stored.names or ():
+                reordered[name] = np.asarray(info.fill)[name]
+            fill = reordered[()]
+        else:
+            fill = info.fill
         try:
             zdtype = _zarr_dtype(dtype)
         except (ValueError, TypeError) as e:
@@ -1213,7 +1219,7 @@ class _Builder:
                 data_type=zdtype,
                 chunk_grid=RegularChunkGridMetadata(chunk_shape=chunks),
                 chunk_key_encoding=_CHUNK_KEY_ENCODING,
-                fill_value=info.fill,
+                fill_value=fill,
                 codecs=_zarr_codecs(codecs),
                 attributes=attrs,
                 dimension_names=dims or None,
