@@ -47,7 +47,11 @@ import orjson
 
 from zarr_manifest.array import InlineArray, ManifestArray
 from zarr_manifest.builders._source import Source, open_source
-from zarr_manifest.builders.codecs import v2_codecs_to_v3, v3_array_document
+from zarr_manifest.builders.codecs import (
+    v2_codecs_to_v3,
+    v3_array_document,
+    xarray_fill_value_attribute,
+)
 from zarr_manifest.errors import BuildError, ManifestFormatError, UnsupportedError
 from zarr_manifest.format.paths import (
     SCHEMES,
@@ -1109,6 +1113,9 @@ def _v2_to_v3_metadata(node: _ArrayNode, location: str) -> dict[str, Any]:
     dims = attrs.pop("_ARRAY_DIMENSIONS", None)
     if dims is not None and (not isinstance(dims, list) or len(dims) != len(shape)):
         dims = None  # malformed: keep nothing rather than wrong names
+    if _fill_is_netcdf_fill_value(fill, dtype, attrs, dims, filters):
+        # xarray masks a Zarr v3 array by its _FillValue attribute only, in its own encoding
+        attrs["_FillValue"] = xarray_fill_value_attribute(value, dtype)
     return v3_array_document(
         shape=shape,
         data_type=data_type,
@@ -1118,6 +1125,28 @@ def _v2_to_v3_metadata(node: _ArrayNode, location: str) -> dict[str, Any]:
         attributes=attrs,
         dimension_names=dims,
     )
+
+
+def _fill_is_netcdf_fill_value(
+    fill: Any, dtype: np.dtype[Any], attrs: Mapping[str, Any], dims: Any, filters: list[Any]
+) -> bool:
+    """Whether a Zarr v2 ``fill_value`` stands for the source's ``_FillValue`` attribute.
+
+    kerchunk's HDF5 scanner moves a netCDF variable's ``_FillValue`` attribute into
+    ``fill_value`` (and drops the attribute); xarray reading the original file masks by it,
+    so it becomes the ``_FillValue`` attribute again.  Not for the ``fill_value`` kerchunk
+    copies from plain HDF5 datasets (HDF5's default fill, usually 0, on ``phony_dim_``
+    axes: the original file has no ``_FillValue`` and xarray masks nothing) nor for GRIB
+    messages (the codec already gives NaN where points are missing; cfgrib masks nothing).
+    """
+    if fill is None or "_FillValue" in attrs or dtype.kind not in "fiu":
+        return False
+    if not isinstance(dims, list) or not dims:
+        return False
+    if all(isinstance(d, str) and d.startswith("phony_dim_") for d in dims):
+        return False
+    ids = {f.get("id") for f in filters if isinstance(f, Mapping)}
+    return "grib" not in ids
 
 
 def _v3_metadata(node: _ArrayNode, location: str) -> dict[str, Any]:
