@@ -848,3 +848,25 @@ def test_pytables_files(name: str, open_built: OpenBuilt) -> None:
                 _assert_compound_equal(actual, expected, ds_name)
             else:
                 np.testing.assert_array_equal(actual, expected, err_msg=ds_name)
+
+
+@pytest.mark.skipif(
+    not h5py.h5z.filter_avail(h5py.h5z.FILTER_SZIP), reason="this libhdf5 has no szip filter"
+)
+@pytest.mark.parametrize("dtype", ["<i2", ">i4", "<f4", ">f8"])
+@pytest.mark.parametrize("coding", ["nn", "ec"])
+def test_szip_is_referenced_with_imagecodecs(
+    tmp_path: Path, open_built: OpenBuilt, dtype: str, coding: str
+) -> None:
+    path = tmp_path / "szip.h5"
+    # smooth values: szip is an optional HDF5 filter, skipped on chunks it cannot shrink
+    data = (np.add.outer(np.arange(37), np.arange(50)) % 100).astype(dtype)
+    with h5py.File(path, "w") as f:
+        f.create_dataset(
+            "v", data=data, chunks=(16, 20), compression="szip", compression_opts=(coding, 8)
+        )
+    group = build_hdf5(path)
+    assert isinstance(group["v"], ManifestArray)
+    assert "numcodecs.imagecodecs_szip" in [c.to_dict()["name"] for c in group["v"].codecs]
+    with h5py.File(path, "r") as f:
+        np.testing.assert_array_equal(open_built(group)["v"][...], f["v"][...])
