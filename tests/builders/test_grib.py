@@ -355,3 +355,19 @@ def test_cfgrib_sample_files_read_right_or_are_refused() -> None:
     # the one refusal: a message whose length field is corrupt (cfgrib skips it with a warning)
     assert refused == ["era5-levels-corrupted.grib"]
     assert len(right) == len(CFGRIB_SAMPLES) - 2  # 30 of cfgrib 0.9.15.1's 32
+
+
+def test_remote_grib_over_http(clean_range_server: Any, serve_bytes: Any, tmp_path: Path) -> None:
+    from zarr_manifest import open_virtual
+    from zarr_manifest.builders.grib import build_grib
+
+    path = tmp_path / "sample.grib2"
+    _write_grib(path)
+    url = clean_range_server.url_for(serve_bytes(b"\0" * 7 + path.read_bytes(), "s.grib2"))
+    group = open_virtual(url, format="grib", client_options={"allow_http": True})
+    local = build_grib(path)
+    assert group["t/instant/isobaricInhPa/t"].manifest.path_table == (url,)
+    np.testing.assert_array_equal(
+        _open(group)["t/instant/isobaricInhPa/t"][...],
+        _open(local)["t/instant/isobaricInhPa/t"][...],
+    )
