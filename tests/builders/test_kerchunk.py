@@ -521,7 +521,10 @@ def test_fill_values_are_masked_as_xarray_masks_the_original(tmp_path: Path) -> 
         (nc3, NetCDF3ToZarr(str(nc3), inline_threshold=0).translate()),
         (h5, _h5_refs(h5)),
     ):
-        group = from_kerchunk_refs(refs)
+        refs_file = tmp_path / f"{path.name}.json"
+        refs_file.write_text(json.dumps(refs))
+        group = build_kerchunk(refs_file)  # the default: cf_fill_value=True
+        assert from_kerchunk_refs(refs, cf_fill_value=True) == group
         ours = xr.open_dataset(ManifestStore(group), engine="zarr", consolidated=False)
         engine = "h5netcdf" if path.suffix == ".h5" else None
         with xr.open_dataset(path, engine=engine) as original:
@@ -529,3 +532,5 @@ def test_fill_values_are_masked_as_xarray_masks_the_original(tmp_path: Path) -> 
                 np.testing.assert_array_equal(
                     ours[name].values, original[name].values, err_msg=f"{path.name}:{name}"
                 )
+    # the translator's default (the TIFF and FITS builders' path) leaves fill_value alone
+    assert "_FillValue" not in from_kerchunk_refs(_h5_refs(nc4))["t"].attributes

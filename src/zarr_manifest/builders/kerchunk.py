@@ -1035,7 +1035,9 @@ def _v2_dtype(node: _ArrayNode) -> np.dtype[Any]:
     return np.dtype(raw)
 
 
-def _v2_to_v3_metadata(node: _ArrayNode, location: str) -> dict[str, Any]:
+def _v2_to_v3_metadata(
+    node: _ArrayNode, location: str, cf_fill_value: bool = False
+) -> dict[str, Any]:
     """Zarr v3 array metadata (a zarr.json dict) for a Zarr v2 ``.zarray`` + ``.zattrs``.
 
     Raises
@@ -1113,7 +1115,7 @@ def _v2_to_v3_metadata(node: _ArrayNode, location: str) -> dict[str, Any]:
     dims = attrs.pop("_ARRAY_DIMENSIONS", None)
     if dims is not None and (not isinstance(dims, list) or len(dims) != len(shape)):
         dims = None  # malformed: keep nothing rather than wrong names
-    if _fill_is_netcdf_fill_value(fill, dtype, attrs, dims, filters):
+    if cf_fill_value and _fill_is_netcdf_fill_value(fill, dtype, attrs, dims, filters):
         # xarray masks a Zarr v3 array by its _FillValue attribute only, in its own encoding
         attrs["_FillValue"] = xarray_fill_value_attribute(value, dtype)
     return v3_array_document(
@@ -1280,6 +1282,7 @@ def _build_array(
     force_load: bool,
     resolver: _Resolver,
     location: str,
+    cf_fill_value: bool = False,
 ) -> ManifestArray | InlineArray:
     name = node.path or "<root array>"
     grid = _grid_shape(node, location)
@@ -1287,7 +1290,7 @@ def _build_array(
     why: UnsupportedError | None = None
     try:
         v3 = (
-            _v2_to_v3_metadata(node, location)
+            _v2_to_v3_metadata(node, location, cf_fill_value)
             if node.zarr_format == 2
             else _v3_metadata(node, location)
         )
@@ -1350,6 +1353,7 @@ def _assemble(
     resolver: _Resolver,
     location: str,
     root_array_name: str,
+    cf_fill_value: bool = False,
 ) -> ManifestGroup:
     """The `ManifestGroup` rooted at ``group`` from the parsed hierarchy."""
     start = (group or "").strip("/")
@@ -1381,7 +1385,11 @@ def _assemble(
         if path in drop:
             continue
         built[path] = _build_array(
-            node, force_load=path in load, resolver=resolver, location=location
+            node,
+            force_load=path in load,
+            resolver=resolver,
+            location=location,
+            cf_fill_value=cf_fill_value,
         )
     # every ancestor of an array is a group, declared or not (implicit groups)
     for path in built:
@@ -1436,6 +1444,7 @@ def from_kerchunk_refs(
     root_array_name: str = "data",
     source_options: Mapping[str, Any] | None = None,
     location: str = "<refs>",
+    cf_fill_value: bool = False,
 ) -> ManifestGroup:
     """Translate kerchunk references (version 0 or 1, as a dict) into a `ManifestGroup`.
 
@@ -1458,6 +1467,12 @@ def from_kerchunk_refs(
         obstore options for reading referenced remote files (whole-file sizes, loading).
     location
         Named in error messages (the references file).
+    cf_fill_value
+        Whether a Zarr v2 ``fill_value`` becomes the ``_FillValue`` attribute xarray masks
+        by, as xarray reading the references as Zarr v2 does: kerchunk's HDF5 scanner moves a
+        netCDF variable's ``_FillValue`` there.  Not on ``phony_dim_`` axes (plain HDF5
+        datasets: HDF5's default fill) nor for GRIB messages.  Off here by default (the TIFF
+        and FITS builders translate their own references); `build_kerchunk` turns it on.
 
     Returns
     -------
@@ -1488,6 +1503,7 @@ def from_kerchunk_refs(
         resolver=resolver,
         location=location,
         root_array_name=root_array_name,
+        cf_fill_value=cf_fill_value,
     )
 
 
@@ -1500,6 +1516,7 @@ def build_kerchunk(
     base_url: str | None = None,
     root_array_name: str = "data",
     storage_options: Mapping[str, Any] | None = None,
+    cf_fill_value: bool = True,
     **options: Any,
 ) -> ManifestGroup:
     """Reference the arrays a kerchunk references file (JSON) or parquet store describes.
@@ -1519,6 +1536,9 @@ def build_kerchunk(
         The array's name when the references describe a single array.
     storage_options
         obstore options for the references themselves and the files they reference.
+    cf_fill_value
+        A netCDF variable's ``fill_value`` becomes its ``_FillValue`` attribute, so xarray
+        masks it as it masks the original file (see `from_kerchunk_refs`).
     **options
         obstore options too (what ``open_virtual`` passes on); merged into ``storage_options``.
 
@@ -1565,6 +1585,7 @@ def build_kerchunk(
         resolver=resolver,
         location=location,
         root_array_name=root_array_name,
+        cf_fill_value=cf_fill_value,
     )
 
 
