@@ -740,3 +740,133 @@ def test_v2_codecs_to_v3_mapping_and_errors() -> None:
         v2_codecs_to_v3("|O", "C", None, {"id": "zstd"})
     with pytest.raises(ValueError, match="needs ndim"):
         v2_codecs_to_v3("<i4", "F", None, None)
+
+
+# ---- compound layouts, unmappable types, files already open ---------------------------------
+
+
+def _assert_compound_equal(actual: np.ndarray, expected: np.ndarray, what: str) -> None:
+    """Same fields (by name; the order may follow storage) with the same values."""
+    assert set(actual.dtype.names or ()) == set(expected.dtype.names or ()), what
+    for name in expected.dtype.names or ():
+        np.testing.assert_array_equal(actual[name], expected[name], err_msg=f"{what}.{name}")
+
+
+@pytest.mark.parametrize("chunks", [None, (4,)])
+def test_compound_stored_out_of_order_or_padded_reads_right(
+    tmp_path: Path, open_built: OpenBuilt, chunks: tuple[int, ...] | None
+) -> None:
+    # PyTables writes compounds whose fields are stored out of declaration order
+    # (out_of_order_types.h5) or padded beyond their fields (itemsize.h5)
+    out_of_order = np.dtype(
+        {"names": ["s5", "s10", "i"], "formats": ["S5", "S10", "<i4"], "offsets": [14, 4, 0],
+         "itemsize": 19}
+    )  # fmt: skip
+    padded = np.dtype(
+        {"names": ["A", "B"], "formats": ["<u4", "<u4"], "offsets": [0, 4], "itemsize": 16}
+    )
+    path = tmp_path / "compound.h5"
+    data = {}
+    with h5py.File(path, "w") as f:
+        for name, dtype in (("out_of_order", out_of_order), ("padded", padded)):
+            values = np.zeros(10, dtype=dtype)
+            for k, field in enumerate(dtype.names or ()):
+                kind = dtype.fields[field][0].kind  # type: ignore[index]
+                col = np.arange(10) * (k + 3) + 1
+                values[field] = col.astype("S") if kind == "S" else col
+            f.create_dataset(name, data=values, chunks=chunks)
+            assert f[name].dtype == dtype  # HDF5 kept the offsets
+            data[name] = values
+    with pytest.warns(UserWarning, match="padding"):
+        group = build_hdf5(path)
+    assert isinstance(group["out_of_order"], ManifestArray)  # still referenced
+    assert isinstance(group["padded"], InlineArray)  # loaded (Zarr has no padded structs)
+    z = open_built(group)
+    for name, values in data.items():
+        _assert_compound_equal(z[name][...], values, name)
+
+
+def test_dataset_of_a_type_h5py_cannot_map_is_left_out(
+    tmp_path: Path, open_built: OpenBuilt
+) -> None:
+    path = tmp_path / "quad.h5"
+    with h5py.File(path, "w") as f:
+        f["kept"] = np.arange(5.0)
+        # IEEE quad precision, as PyTables' float.h5: h5py has no numpy type for it
+        quad = h5py.h5t.IEEE_F64LE.copy()
+        quad.set_size(16)
+        quad.set_precision(128)
+        quad.set_fields(127, 112, 15, 0, 112)
+        quad.set_ebias(16383)
+        space = h5py.h5s.create_simple((3,))
+        h5py.h5d.create(f.id, b"quad", quad, space)
+    with h5py.File(path, "r") as f, pytest.raises((TypeError, ValueError)):
+        _ = f["quad"].dtype
+    with pytest.warns(UserWarning, match=r"quad.*left out"):
+        group = build_hdf5(path)
+    assert "quad" not in group
+    np.testing.assert_array_equal(open_built(group)["kept"][...], np.arange(5.0))
+
+
+def test_file_already_open_in_h5py(tmp_path: Path, open_built: OpenBuilt) -> None:
+    path = tmp_path / "open.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("x", data=np.arange(12).reshape(3, 4), chunks=(2, 2))
+    with h5py.File(path, "r") as held:  # default locking, unlike the builder's
+        group = build_hdf5(path)
+        np.testing.assert_array_equal(open_built(group)["x"][...], held["x"][...])
+
+
+TABLES_TESTS = sorted(
+    Path.home().joinpath(".cache", "zarr-manifest-corpus").glob("**/tables/tests/*.h5")
+)
+
+
+@pytest.mark.skipif(
+    not TABLES_TESTS, reason="PyTables' test files are not in the corpus cache (tests/corpus)"
+)
+@pytest.mark.parametrize(
+    "name", ["out_of_order_types.h5", "itemsize.h5", "attr-u16.h5", "times-nested-be.h5"]
+)
+def test_pytables_files(name: str, open_built: OpenBuilt) -> None:
+    path = next(p for p in TABLES_TESTS if p.name == name)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # loaded / left-out datasets are announced
+        group = build_hdf5(path)
+    z = open_built(group)
+    with h5py.File(path, "r") as f:
+        names: list[str] = []
+        f.visititems(lambda n, o: names.append(n) if isinstance(o, h5py.Dataset) else None)
+        for ds_name in names:
+            try:
+                expected = f[ds_name][()]
+            except (TypeError, ValueError):
+                assert ds_name not in group  # h5py cannot read it: left out
+                continue
+            actual = z[ds_name][...]
+            if expected.dtype.names:
+                _assert_compound_equal(actual, expected, ds_name)
+            else:
+                np.testing.assert_array_equal(actual, expected, err_msg=ds_name)
+
+
+@pytest.mark.skipif(
+    not h5py.h5z.filter_avail(h5py.h5z.FILTER_SZIP), reason="this libhdf5 has no szip filter"
+)
+@pytest.mark.parametrize("dtype", ["<i2", ">i4", "<f4", ">f8"])
+@pytest.mark.parametrize("coding", ["nn", "ec"])
+def test_szip_is_referenced_with_imagecodecs(
+    tmp_path: Path, open_built: OpenBuilt, dtype: str, coding: str
+) -> None:
+    path = tmp_path / "szip.h5"
+    # smooth values: szip is an optional HDF5 filter, skipped on chunks it cannot shrink
+    data = (np.add.outer(np.arange(37), np.arange(50)) % 100).astype(dtype)
+    with h5py.File(path, "w") as f:
+        f.create_dataset(
+            "v", data=data, chunks=(16, 20), compression="szip", compression_opts=(coding, 8)
+        )
+    group = build_hdf5(path)
+    assert isinstance(group["v"], ManifestArray)
+    assert "numcodecs.imagecodecs_szip" in [c.to_dict()["name"] for c in group["v"].codecs]
+    with h5py.File(path, "r") as f:
+        np.testing.assert_array_equal(open_built(group)["v"][...], f["v"][...])

@@ -486,3 +486,51 @@ def test_remote_json_and_parquet_references(
     to_kerchunk(group, local, format="parquet")
     remote = build_kerchunk(clean_range_server.url_for(f"{folder}/refs.parq"))
     assert remote["a"] == group["a"]
+
+
+# ---- fill values: masked as xarray masks the original file ----------------------------------
+
+
+def test_fill_values_are_masked_as_xarray_masks_the_original(tmp_path: Path) -> None:
+    import xarray as xr
+    from kerchunk.netCDF3 import NetCDF3ToZarr
+
+    from zarr_manifest import ManifestStore
+
+    values = np.array([[1.5, -9999.9, 3.0], [-9999.9, 0.0, 2.0]])
+    ds = xr.Dataset(
+        {
+            "t": (("y", "x"), values),
+            "n": (("y", "x"), np.array([[1, -1, 0], [7, 0, -1]], dtype="i4")),
+            "plain": (("y", "x"), np.array([[0.0, 1.0, 0.0], [2.0, 0.0, 3.0]])),
+        }
+    )
+    ds["t"].encoding["_FillValue"] = -9999.9
+    ds["n"].encoding["_FillValue"] = -1
+    ds["plain"].encoding["_FillValue"] = None  # no _FillValue: nothing is masked
+    nc4 = tmp_path / "fill.nc"
+    ds.to_netcdf(nc4, engine="netcdf4")
+    nc3 = tmp_path / "fill3.nc"
+    ds.to_netcdf(nc3, engine="scipy")
+    # a plain HDF5 dataset: kerchunk copies HDF5's default fill (0) into fill_value
+    h5 = tmp_path / "plain.h5"
+    with h5py.File(h5, "w") as f:
+        f["z"] = np.array([0.0, 1.0, 0.0])
+    for path, refs in (
+        (nc4, _h5_refs(nc4)),
+        (nc3, NetCDF3ToZarr(str(nc3), inline_threshold=0).translate()),
+        (h5, _h5_refs(h5)),
+    ):
+        refs_file = tmp_path / f"{path.name}.json"
+        refs_file.write_text(json.dumps(refs))
+        group = build_kerchunk(refs_file)  # the default: cf_fill_value=True
+        assert from_kerchunk_refs(refs, cf_fill_value=True) == group
+        ours = xr.open_dataset(ManifestStore(group), engine="zarr", consolidated=False)
+        engine = "h5netcdf" if path.suffix == ".h5" else None
+        with xr.open_dataset(path, engine=engine) as original:
+            for name in original.data_vars:
+                np.testing.assert_array_equal(
+                    ours[name].values, original[name].values, err_msg=f"{path.name}:{name}"
+                )
+    # the translator's default (the TIFF and FITS builders' path) leaves fill_value alone
+    assert "_FillValue" not in from_kerchunk_refs(_h5_refs(nc4))["t"].attributes

@@ -3,7 +3,6 @@ references, read back through ManifestStore and compared with each format's own 
 
 from __future__ import annotations
 
-import importlib.util
 import warnings
 from pathlib import Path
 
@@ -13,7 +12,7 @@ import tifffile
 import zarr
 from astropy.io import fits
 
-from zarr_manifest import BuildError, InlineArray, ManifestArray, ManifestGroup, UnsupportedError
+from zarr_manifest import BuildError, InlineArray, ManifestArray, ManifestGroup
 from zarr_manifest.builders.fits import build_fits
 from zarr_manifest.builders.tiff import build_tiff
 
@@ -21,11 +20,6 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore::zarr.errors.UnstableSpecificationWarning"),
     pytest.mark.filterwarnings("ignore::zarr.errors.ZarrUserWarning"),
 ]
-
-HAVE_ECCODES = (
-    importlib.util.find_spec("eccodes") is not None
-    and importlib.util.find_spec("cfgrib") is not None
-)
 
 
 def _open(group: ManifestGroup) -> zarr.Group:
@@ -357,112 +351,4 @@ def test_not_fits(tmp_path: Path) -> None:
         build_fits(bad)
 
 
-# ---- GRIB ------------------------------------------------------------------------------------
-
-
-def _write_grib(path: Path) -> None:
-    import eccodes
-
-    with open(path, "wb") as f:
-        for i, (category, number, level) in enumerate([(0, 0, 500), (0, 0, 850), (2, 2, 500)]):
-            h = eccodes.codes_grib_new_from_samples("GRIB2")
-            eccodes.codes_set(h, "discipline", 0)
-            eccodes.codes_set(h, "parameterCategory", category)  # 0/0 temperature, 2/2 u wind
-            eccodes.codes_set(h, "parameterNumber", number)
-            eccodes.codes_set(h, "typeOfFirstFixedSurface", 100)
-            eccodes.codes_set(h, "level", level)
-            n = eccodes.codes_get(h, "Ni") * eccodes.codes_get(h, "Nj")
-            eccodes.codes_set_values(h, np.linspace(200, 300, n) + 10 * i)
-            eccodes.codes_write(h, f)
-            eccodes.codes_release(h)
-
-
-@pytest.mark.skipif(
-    not HAVE_ECCODES, reason="GRIB needs eccodes and cfgrib (pip install eccodes cfgrib)"
-)
-def test_grib_tree_and_messages_read_like_cfgrib(tmp_path: Path) -> None:
-    import xarray as xr
-
-    from zarr_manifest.builders.grib import build_grib
-
-    path = tmp_path / "sample.grib2"
-    _write_grib(path)
-    group = build_grib(path)
-    z = _open(group)
-    t = z["t/instant/isobaricInhPa"]
-    assert isinstance(group["t/instant/isobaricInhPa/t"], ManifestArray)
-    with xr.open_dataset(
-        path,
-        engine="cfgrib",
-        backend_kwargs={"indexpath": "", "filter_by_keys": {"shortName": "t"}},
-    ) as ds:
-        for k, level in enumerate(t["isobaricInhPa"][...]):
-            np.testing.assert_allclose(
-                t["t"][0, 0, k], ds["t"].sel(isobaricInhPa=level).values, rtol=1e-6
-            )
-        np.testing.assert_allclose(t["latitude"][...], ds["latitude"].values)
-    messages = build_grib(path, tree=False)
-    assert sorted(messages.groups) == ["message_0", "message_1", "message_2"]
-    u = _open(messages)["message_2/u"][...]
-    with xr.open_dataset(
-        path,
-        engine="cfgrib",
-        backend_kwargs={"indexpath": "", "filter_by_keys": {"shortName": "u"}},
-    ) as ds:
-        np.testing.assert_allclose(u, ds["u"].values, rtol=1e-6)
-
-
-@pytest.mark.skipif(
-    not HAVE_ECCODES, reason="GRIB needs eccodes and cfgrib (pip install eccodes cfgrib)"
-)
-def test_not_grib(tmp_path: Path) -> None:
-    import eccodes
-
-    from zarr_manifest.builders.grib import build_grib
-
-    bad = tmp_path / "bad.grib2"
-    bad.write_bytes(b"nothing to see")
-    with pytest.raises(BuildError, match="no GRIB message"):
-        build_grib(bad)
-    # kerchunk's scanner would loop forever on bytes after the last message
-    good = tmp_path / "good.grib2"
-    _write_grib(good)
-    trailing = tmp_path / "trailing.grib2"
-    trailing.write_bytes(good.read_bytes() + b"junk")
-    with pytest.raises(BuildError, match="after the last GRIB message"):
-        build_grib(trailing)
-    truncated = tmp_path / "truncated.grib2"
-    truncated.write_bytes(good.read_bytes()[:-100])
-    with pytest.raises(BuildError, match="truncated"):
-        build_grib(truncated)
-    grib1 = tmp_path / "old.grib1"
-    h = eccodes.codes_grib_new_from_samples("GRIB1")
-    with open(grib1, "wb") as f:
-        eccodes.codes_write(h, f)
-    eccodes.codes_release(h)
-    with pytest.raises(UnsupportedError, match="edition 1"):
-        build_grib(grib1)
-
-
-@pytest.mark.skipif(
-    not HAVE_ECCODES, reason="GRIB needs eccodes and cfgrib (pip install eccodes cfgrib)"
-)
-def test_grib_load_and_kerchunk_export(tmp_path: Path) -> None:
-    import fsspec
-
-    from zarr_manifest.builders.grib import build_grib
-    from zarr_manifest.writers.kerchunk import to_kerchunk
-
-    path = tmp_path / "sample.grib2"
-    _write_grib(path)
-    group = build_grib(path, group="u/instant/isobaricInhPa", load=["u"])
-    assert isinstance(group["u"], InlineArray)  # loaded values keep no GRIB codec
-    virtual = build_grib(path, group="u/instant/isobaricInhPa")
-    expected = _open(virtual)["u"][...]
-    np.testing.assert_array_equal(_open(group)["u"][...], expected)
-    # exported, the GRIB codec becomes kerchunk's numcodecs "grib" filter again
-    refs = to_kerchunk(virtual)
-    assert '"id": "grib"' in refs["refs"]["u/.zarray"]
-    fs = fsspec.filesystem("reference", fo=refs)
-    z = zarr.open_group(fs.get_mapper(), mode="r", zarr_format=2)
-    np.testing.assert_array_equal(z["u"][...], expected)
+# GRIB: tests/builders/test_grib.py

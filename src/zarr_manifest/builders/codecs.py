@@ -68,7 +68,7 @@ HDF5_FILTER_NAMES: dict[int, str] = {
 
 # Why the filters we cannot map have no exact Zarr v3 codec.
 _UNSUPPORTED_WHY: dict[int, str] = {
-    _SZIP: "szip (libaec) has no Zarr codec",
+    _SZIP: "szip needs imagecodecs (pip install imagecodecs)",
     _NBIT: "the HDF5 n-bit packing has no Zarr codec",
     _SCALEOFFSET: (
         "the HDF5 scale-offset filter packs each chunk with its own minimum and bit width in a "
@@ -82,6 +82,61 @@ _UNSUPPORTED_WHY: dict[int, str] = {
     _BITSHUFFLE: "the HDF5 bitshuffle filter's block framing has no Zarr codec",
     _BLOSC2: "Blosc2 frames have no Zarr codec",
 }
+
+#: The Zarr v3 name of imagecodecs' SZIP codec (numcodecs id ``imagecodecs_szip``).
+SZIP_CODEC_NAME = "numcodecs.imagecodecs_szip"
+# The HDF5 szip filter's client data, in order (H5Zszip.c), as imagecodecs names them.
+_SZIP_KEYS = ("options_mask", "pixels_per_block", "bits_per_pixel", "pixels_per_scanline")
+
+
+def _have_imagecodecs() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("imagecodecs") is not None
+
+
+def _szip_codec_class() -> type:
+    """Zarr v3 wrapper of imagecodecs' numcodecs ``imagecodecs_szip`` (bytes->bytes).
+
+    zarr-python reads a numcodecs codec as ``numcodecs.<id>`` through a wrapper class; its
+    wrappers look the codec up in numcodecs' registry, where imagecodecs' codecs only are
+    once imagecodecs registers them.
+    """
+    import types
+    from functools import cached_property
+
+    from zarr.codecs.numcodecs._codecs import _NumcodecsBytesBytesCodec
+
+    def numcodecs_codec(self: Any) -> Any:
+        import imagecodecs.numcodecs
+        import numcodecs
+
+        imagecodecs.numcodecs.register_codecs(["imagecodecs_szip"], verbose=False)
+        return numcodecs.get_codec(dict(self.codec_config))
+
+    def body(namespace: dict[str, Any]) -> None:
+        namespace["_codec"] = cached_property(numcodecs_codec)
+
+    cls = types.new_class(
+        "ImagecodecsSzipCodec",
+        (_NumcodecsBytesBytesCodec,),
+        {"codec_name": "imagecodecs_szip"},  # zarr prefixes it: numcodecs.imagecodecs_szip
+        body,
+    )
+    cls.__module__ = __name__
+    return cls
+
+
+ImagecodecsSzipCodec = _szip_codec_class()
+
+
+def _register_szip() -> None:
+    from zarr.registry import register_codec
+
+    register_codec(SZIP_CODEC_NAME, ImagecodecsSzipCodec)
+
+
+_register_szip()
 
 # Compressor codes of the HDF5 Blosc filter (hdf5-blosc, blosc.h BLOSC_*_FORMAT order).
 _BLOSC_CNAMES = {0: "blosclz", 1: "lz4", 2: "lz4hc", 3: "snappy", 4: "zlib", 5: "zstd"}
@@ -185,6 +240,11 @@ def hdf5_filters_to_codecs(
             codecs.append({"name": "numcodecs.bz2", "configuration": {"level": level}})
         elif fid == _BLOSC:
             codecs.append(_hdf5_blosc(cd, dtype, variable))
+        elif fid == _SZIP and len(cd) >= 4 and _have_imagecodecs():
+            # the HDF5 szip filter writes a 4-byte little-endian length, then a libaec stream
+            # coded with the filter's parameters: imagecodecs' SZIP codec with header=True
+            conf = dict(zip(_SZIP_KEYS, cd[:4], strict=True))
+            codecs.append({"name": SZIP_CODEC_NAME, "configuration": {**conf, "header": True}})
         else:
             label = HDF5_FILTER_NAMES.get(fid) or (name or "unknown")
             why = _UNSUPPORTED_WHY.get(fid, "no Zarr codec is known for it")

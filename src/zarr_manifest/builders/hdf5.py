@@ -106,14 +106,25 @@ def _open(source: Source) -> Iterator[_File]:
 
     if source.local_path is not None:
         fd = os.open(source.local_path, os.O_RDONLY)
+        fobj: Any = None
         try:
             try:
                 h5 = h5py.File(source.local_path, "r", locking=False)
             except OSError as e:
-                raise BuildError(f"{source.url}: not a readable HDF5 file ({e})") from e
+                if "locking" not in str(e):
+                    raise BuildError(f"{source.url}: not a readable HDF5 file ({e})") from e
+                # the file is already open in this process (h5py with other locking flags):
+                # libhdf5 would share that open file; a Python file object gets one of its own
+                fobj = open(source.local_path, "rb")  # noqa: SIM115 (closed below)
+                try:
+                    h5 = h5py.File(fobj, "r")
+                except OSError as e2:
+                    raise BuildError(f"{source.url}: not a readable HDF5 file ({e2})") from e2
             with h5:
                 yield _File(h5, lambda at, n: os.pread(fd, n, at), os.fstat(fd).st_size)
         finally:
+            if fobj is not None:
+                fobj.close()
             os.close(fd)
         return
     fobj = source.open()
@@ -483,7 +494,9 @@ def _describe_with_h5py(
         filters.append((int(fid), tuple(int(v) for v in cd), _decode_text(name)))
     try:
         fill = ds.fillvalue
-    except (OSError, TypeError, ValueError):
+    except (OSError, TypeError, ValueError, RuntimeError):
+        # RuntimeError: the fill value is undefined (PyTables writes such datasets); HDF5
+        # leaves unwritten elements undefined, so zero, as for a header without a fill value
         fill = np.zeros((), dtype=ds.dtype)[()]
     return _Description(shape, ds.dtype, layout, filters, fill, dcpl.get_external_count() > 0)
 
@@ -1045,10 +1058,23 @@ class _Builder:
             elif kind == "group":
                 subgroups.append(node)
         phony = _PhonyDims()
+        described = []
         for node in datasets:
-            node.info = self.describe(node)
+            try:
+                node.info = self.describe(node)
+            except (TypeError, ValueError, RuntimeError) as e:
+                # a type h5py has no numpy type for (HDF5 time, quad precision floats...):
+                # that dataset is left out, the rest of the file is still read
+                warnings.warn(
+                    f"{self.source.url}:/{node.path}: dataset {node.path!r} is left out: "
+                    f"h5py cannot describe it ({type(e).__name__}: {e})",
+                    stacklevel=3,
+                )
+                continue
+            described.append(node)
             if node.info.shape is not None:
                 self.dimensions(node, node.info.shape, phony)
+        datasets = described
         here = _Node(g.parent, "", prefix.rstrip("/"), address, self._messages(address))
         here._h5 = g
         attributes = _user_attributes(self.attributes(here), self.f.h5)
@@ -1123,6 +1149,24 @@ class _Builder:
             attrs["_FillValue"] = xarray_fill_value_attribute(attrs["_FillValue"], dtype)
         if path in self.load or node.name in self.load or _must_load(info):
             return self.inline(node, dims, attrs)
+        if dtype.fields is not None and not _is_packed(dtype):
+            # Zarr's structured type packs the fields in declaration order; HDF5 stores them
+            # at their own offsets, possibly out of order (PyTables) or with padding
+            stored = _storage_order(dtype)
+            if stored is None:
+                why = f"the compound type of {path!r} has padding between or after its fields"
+                nbytes = math.prod(shape) * dtype.itemsize
+                if nbytes > MAX_AUTO_LOAD_BYTES:
+                    raise UnsupportedError(f"{where}: {why}; load it or leave it out")
+                warnings.warn(f"{where}: {why}; its values are loaded", stacklevel=4)
+                return self.inline(node, dims, attrs)
+            dtype = stored
+            reordered = np.zeros((), dtype=stored)
+            for name in stored.names or ():
+                reordered[name] = np.asarray(info.fill)[name]
+            fill = reordered[()]
+        else:
+            fill = info.fill
         try:
             zdtype = _zarr_dtype(dtype)
         except (ValueError, TypeError) as e:
@@ -1175,7 +1219,7 @@ class _Builder:
                 data_type=zdtype,
                 chunk_grid=RegularChunkGridMetadata(chunk_shape=chunks),
                 chunk_key_encoding=_CHUNK_KEY_ENCODING,
-                fill_value=info.fill,
+                fill_value=fill,
                 codecs=_zarr_codecs(codecs),
                 attributes=attrs,
                 dimension_names=dims or None,
@@ -1217,6 +1261,11 @@ class _Builder:
             )
         else:
             data = np.asarray(ds[()])
+            if data.dtype.fields is not None and not _is_packed(data.dtype):
+                # Zarr's structured type has no padding: the same fields, packed
+                from numpy.lib import recfunctions
+
+                data = recfunctions.repack_fields(data)
             try:
                 fill = ds.fillvalue
             except (OSError, TypeError, ValueError):
@@ -1241,6 +1290,31 @@ class _Builder:
             raise UnsupportedError(
                 f"{where}: {path!r} of dtype {dtype} cannot be stored ({e})"
             ) from e
+
+
+def _is_packed(dtype: np.dtype[Any]) -> bool:
+    """Whether a compound type's fields lie in declaration order without gaps (nested too)."""
+    names = dtype.names or ()
+    return np.dtype([(name, dtype.fields[name][0]) for name in names]) == dtype  # type: ignore[index]
+
+
+def _storage_order(dtype: np.dtype[Any]) -> np.dtype[Any] | None:
+    """The compound type with its fields in the order they are stored, if that packs them.
+
+    None when the fields leave gaps (padding) or a nested compound is not packed.
+    """
+    fields = sorted(
+        ((int(spec[1]), name, spec[0]) for name, spec in (dtype.fields or {}).items()),
+        key=lambda f: f[0],
+    )
+    position = 0
+    for offset, _name, field in fields:
+        if offset != position or (field.fields is not None and not _is_packed(field)):
+            return None
+        position += field.itemsize
+    if position != dtype.itemsize:
+        return None
+    return np.dtype([(name, field) for _offset, name, field in fields])
 
 
 def _must_load(info: _Description) -> bool:

@@ -53,7 +53,11 @@ import orjson
 
 from zarr_manifest.array import InlineArray, ManifestArray
 from zarr_manifest.builders._source import Source, open_source
-from zarr_manifest.builders.codecs import v2_codecs_to_v3, v3_array_document
+from zarr_manifest.builders.codecs import (
+    v2_codecs_to_v3,
+    v3_array_document,
+    xarray_fill_value_attribute,
+)
 from zarr_manifest.errors import (
     BuildError,
     ManifestFormatError,
@@ -1057,7 +1061,9 @@ def _v2_dtype(node: _ArrayNode) -> np.dtype[Any]:
     return np.dtype(raw)
 
 
-def _v2_to_v3_metadata(node: _ArrayNode, location: str) -> dict[str, Any]:
+def _v2_to_v3_metadata(
+    node: _ArrayNode, location: str, cf_fill_value: bool = False
+) -> dict[str, Any]:
     """Zarr v3 array metadata (a zarr.json dict) for a Zarr v2 ``.zarray`` + ``.zattrs``.
 
     Raises
@@ -1135,6 +1141,9 @@ def _v2_to_v3_metadata(node: _ArrayNode, location: str) -> dict[str, Any]:
     dims = attrs.pop("_ARRAY_DIMENSIONS", None)
     if dims is not None and (not isinstance(dims, list) or len(dims) != len(shape)):
         dims = None  # malformed: keep nothing rather than wrong names
+    if cf_fill_value and _fill_is_netcdf_fill_value(fill, dtype, attrs, dims, filters):
+        # xarray masks a Zarr v3 array by its _FillValue attribute only, in its own encoding
+        attrs["_FillValue"] = xarray_fill_value_attribute(value, dtype)
     return v3_array_document(
         shape=shape,
         data_type=data_type,
@@ -1144,6 +1153,28 @@ def _v2_to_v3_metadata(node: _ArrayNode, location: str) -> dict[str, Any]:
         attributes=attrs,
         dimension_names=dims,
     )
+
+
+def _fill_is_netcdf_fill_value(
+    fill: Any, dtype: np.dtype[Any], attrs: Mapping[str, Any], dims: Any, filters: list[Any]
+) -> bool:
+    """Whether a Zarr v2 ``fill_value`` stands for the source's ``_FillValue`` attribute.
+
+    kerchunk's HDF5 scanner moves a netCDF variable's ``_FillValue`` attribute into
+    ``fill_value`` (and drops the attribute); xarray reading the original file masks by it,
+    so it becomes the ``_FillValue`` attribute again.  Not for the ``fill_value`` kerchunk
+    copies from plain HDF5 datasets (HDF5's default fill, usually 0, on ``phony_dim_``
+    axes: the original file has no ``_FillValue`` and xarray masks nothing) nor for GRIB
+    messages (the codec already gives NaN where points are missing; cfgrib masks nothing).
+    """
+    if fill is None or "_FillValue" in attrs or dtype.kind not in "fiu":
+        return False
+    if not isinstance(dims, list) or not dims:
+        return False
+    if all(isinstance(d, str) and d.startswith("phony_dim_") for d in dims):
+        return False
+    ids = {f.get("id") for f in filters if isinstance(f, Mapping)}
+    return "grib" not in ids
 
 
 def _v3_metadata(node: _ArrayNode, location: str) -> dict[str, Any]:
@@ -1277,6 +1308,7 @@ def _build_array(
     force_load: bool,
     resolver: _Resolver,
     location: str,
+    cf_fill_value: bool = False,
 ) -> ManifestArray | InlineArray:
     name = node.path or "<root array>"
     grid = _grid_shape(node, location)
@@ -1284,7 +1316,7 @@ def _build_array(
     why: UnsupportedError | None = None
     try:
         v3 = (
-            _v2_to_v3_metadata(node, location)
+            _v2_to_v3_metadata(node, location, cf_fill_value)
             if node.zarr_format == 2
             else _v3_metadata(node, location)
         )
@@ -1347,6 +1379,7 @@ def _assemble(
     resolver: _Resolver,
     location: str,
     root_array_name: str,
+    cf_fill_value: bool = False,
 ) -> ManifestGroup:
     """The `ManifestGroup` rooted at ``group`` from the parsed hierarchy."""
     start = (group or "").strip("/")
@@ -1378,7 +1411,11 @@ def _assemble(
         if path in drop:
             continue
         built[path] = _build_array(
-            node, force_load=path in load, resolver=resolver, location=location
+            node,
+            force_load=path in load,
+            resolver=resolver,
+            location=location,
+            cf_fill_value=cf_fill_value,
         )
     # every ancestor of an array is a group, declared or not (implicit groups)
     for path in built:
@@ -1434,6 +1471,7 @@ def from_kerchunk_refs(
     source_options: Mapping[str, Any] | None = None,
     location: str = "<refs>",
     allowed_prefixes: Iterable[str] | None = None,
+    cf_fill_value: bool = False,
 ) -> ManifestGroup:
     """Translate kerchunk references (version 0 or 1, as a dict) into a `ManifestGroup`.
 
@@ -1462,6 +1500,12 @@ def from_kerchunk_refs(
         checks nothing: the references are the caller's own (built in memory, or by a
         scanner from a file the caller opened).  `build_kerchunk` (a references *file*)
         always checks.
+    cf_fill_value
+        Whether a Zarr v2 ``fill_value`` becomes the ``_FillValue`` attribute xarray masks
+        by, as xarray reading the references as Zarr v2 does: kerchunk's HDF5 scanner moves a
+        netCDF variable's ``_FillValue`` there.  Not on ``phony_dim_`` axes (plain HDF5
+        datasets: HDF5's default fill) nor for GRIB messages.  Off here by default (the TIFF
+        and FITS builders translate their own references); `build_kerchunk` turns it on.
 
     Returns
     -------
@@ -1495,6 +1539,7 @@ def from_kerchunk_refs(
         resolver=resolver,
         location=location,
         root_array_name=root_array_name,
+        cf_fill_value=cf_fill_value,
     )
 
 
@@ -1508,6 +1553,7 @@ def build_kerchunk(
     root_array_name: str = "data",
     storage_options: Mapping[str, Any] | None = None,
     allowed_prefixes: Iterable[str] = (),
+    cf_fill_value: bool = True,
     **options: Any,
 ) -> ManifestGroup:
     """Reference the arrays a kerchunk references file (JSON) or parquet store describes.
@@ -1539,6 +1585,9 @@ def build_kerchunk(
         directories the references may point under, besides the references' own
         directory.  Matching is segment-wise on canonical URLs, with symlinks resolved for
         local files, as in `ManifestStore`.
+    cf_fill_value
+        A netCDF variable's ``fill_value`` becomes its ``_FillValue`` attribute, so xarray
+        masks it as it masks the original file (see `from_kerchunk_refs`).
     **options
         obstore options too (what ``open_virtual`` passes on); merged into ``storage_options``.
 
@@ -1589,6 +1638,7 @@ def build_kerchunk(
         resolver=resolver,
         location=location,
         root_array_name=root_array_name,
+        cf_fill_value=cf_fill_value,
     )
 
 
