@@ -12,7 +12,7 @@ import tifffile
 import zarr
 from astropy.io import fits
 
-from zarr_manifest import BuildError, InlineArray, ManifestArray, ManifestGroup
+from zarr_manifest import BuildError, InlineArray, ManifestArray, ManifestGroup, UnsupportedError
 from zarr_manifest.builders.fits import build_fits
 from zarr_manifest.builders.tiff import build_tiff
 
