@@ -22,7 +22,6 @@ from zarr_manifest.array import ManifestArray
 from zarr_manifest.errors import ManifestFormatError, SourceNotAllowedError
 from zarr_manifest.format import split as split_mod
 from zarr_manifest.format import transformer
-from zarr_manifest.format.hierarchy import read_group
 from zarr_manifest.format.split import RegionGrid, auto_region_shape, split_manifest
 from zarr_manifest.group import ManifestGroup
 from zarr_manifest.store import _nodes
@@ -137,7 +136,7 @@ def test_layout_and_round_trip(store_dir: Path) -> None:
         }
         parts.append(part)
     assert sum(len(p) for p in parts) == 100
-    assert read_group(store_dir)["a"].manifest == manifest
+    assert ManifestGroup.from_store(store_dir)["a"].manifest == manifest
 
 
 def test_zarr_reads_split_store(store_dir: Path) -> None:
@@ -154,7 +153,9 @@ def test_split_above_threshold(tmp_path: Path) -> None:
     assert (tmp_path / "above" / "a" / "manifest" / "index.json").is_file()
     _make(tmp_path / "never", split_above=None)
     assert not (tmp_path / "never" / "a" / "manifest").exists()
-    assert read_group(tmp_path / "above") == read_group(tmp_path / "never")
+    assert ManifestGroup.from_store(tmp_path / "above") == ManifestGroup.from_store(
+        tmp_path / "never"
+    )
 
 
 def test_region_shape_must_fit(store_dir: Path) -> None:
@@ -185,7 +186,7 @@ def test_scalar_array_split(store_dir: Path) -> None:
     assert orjson.loads((store_dir / "a" / "manifest" / "index.json").read_bytes()) == {
         "regions": ["0"]
     }
-    assert read_group(store_dir)["a"].manifest == manifest
+    assert ManifestGroup.from_store(store_dir)["a"].manifest == manifest
     assert int(_open(store_dir)[()]) == 42
 
 
@@ -283,12 +284,12 @@ def test_missing_regions_read_as_fill(store_dir: Path) -> None:
     index = orjson.loads((store_dir / "a" / "manifest" / "index.json").read_bytes())
     assert "0.0" not in index["regions"] and len(index["regions"]) == 11
     np.testing.assert_array_equal(_open(store_dir)[...], want)
-    assert read_group(store_dir)["a"].manifest == manifest
+    assert ManifestGroup.from_store(store_dir)["a"].manifest == manifest
     # A file for a region that the index does not list is not read: still the fill value.
     stray = {"0.0": {"path": "../data/raw.bin", "offset": 6, "length": 96}}
     (store_dir / "a" / "manifest" / "0.0.json").write_bytes(orjson.dumps(stray))
     assert (_open(store_dir)[0:4, 0:6] == FILL).all()
-    assert read_group(store_dir)["a"].manifest == manifest
+    assert ManifestGroup.from_store(store_dir)["a"].manifest == manifest
 
 
 def test_empty_split_manifest(store_dir: Path) -> None:
@@ -297,7 +298,7 @@ def test_empty_split_manifest(store_dir: Path) -> None:
     group.to_store(store_dir, split_above=-1, region_shape=REGIONS)
     assert sorted(p.name for p in (store_dir / "a" / "manifest").iterdir()) == ["index.json"]
     assert (_open(store_dir)[...] == FILL).all()
-    assert read_group(store_dir)["a"].manifest == manifest
+    assert ManifestGroup.from_store(store_dir)["a"].manifest == manifest
 
 
 # ---- what readers reject ---------------------------------------------------------------------
@@ -349,7 +350,7 @@ def test_bad_split_configuration(store_dir: Path, members: dict[str, Any], match
     _make(store_dir)
     _edit_config(store_dir, **members)
     with pytest.raises(ManifestFormatError, match=match):
-        read_group(store_dir)
+        ManifestGroup.from_store(store_dir)
     with pytest.raises(ManifestFormatError, match=match):
         _open(store_dir)[...]
 
@@ -417,7 +418,7 @@ def test_invalid_region_files(store_dir: Path, breaks: Any, match: str, file: st
     breaks(store_dir)
     if match != "passwd":  # read_group checks references no more than for manifest.json
         with pytest.raises(ManifestFormatError, match=match) as info:
-            read_group(store_dir)
+            ManifestGroup.from_store(store_dir)
         assert info.value.location is not None and info.value.location.endswith(file)
     a = _open(store_dir)
     with pytest.raises(ManifestFormatError, match=match) as info:
@@ -464,7 +465,7 @@ def test_split_manifest_of_many_paths_round_trips(store_dir: Path) -> None:
     assert set(files) == {f"{i}.{j}.json" for i in range(3) for j in range(3)} | {"index.json"}
     group = ManifestGroup(arrays={"a": ManifestArray(_metadata(), manifest)})
     group.to_store(store_dir, split_above=0, region_shape=(4, 4))
-    assert read_group(store_dir)["a"].manifest == manifest
+    assert ManifestGroup.from_store(store_dir)["a"].manifest == manifest
     store = ManifestStore(store_dir)
     node = store._node("a")
     assert node is not None
@@ -527,10 +528,10 @@ def test_huge_region_is_refused_before_allocation(store_dir: Path) -> None:
     with pytest.raises(ManifestFormatError, match="1000000000000 grid cells"):
         _open(store_dir)[0:4, 0:6]
     with pytest.raises(ManifestFormatError, match="grid cells"):
-        read_group(store_dir)
+        ManifestGroup.from_store(store_dir)
     # With small regions the same 10^12-chunk grid reads chunk by chunk (at offset 6 lies
     # chunk (9, 9) of the original data); only a whole-manifest view is refused.
     _edit_config(store_dir, split={"version": 1, "region_shape": [1000, 1000]})
     np.testing.assert_array_equal(_open(store_dir)[0:4, 0:6], want[36:40, 54:60])
     with pytest.raises(ManifestFormatError, match="cells"):
-        read_group(store_dir)
+        ManifestGroup.from_store(store_dir)

@@ -18,7 +18,7 @@ from zarr_manifest.array import InlineArray, ManifestArray
 from zarr_manifest.build import build, expand_inputs
 from zarr_manifest.combine import concat
 from zarr_manifest.errors import CombineError
-from zarr_manifest.format.hierarchy import read_group, write_group
+from zarr_manifest.format.hierarchy import write_group
 from zarr_manifest.format.location import open_location
 from zarr_manifest.format.publish import read_snapshot
 from zarr_manifest.format.split import DEFAULT_SPLIT_ABOVE
@@ -76,7 +76,7 @@ def append(
     """
     location = open_location(store)
     base = read_snapshot(location)
-    existing = read_group(store)
+    existing = ManifestGroup.from_store(store)
     if load is None:
         load = [path for path, node in existing.walk() if isinstance(node, InlineArray)]
     additions = _new_group(new, dim, load, build_options)

@@ -13,6 +13,8 @@ if TYPE_CHECKING:
 
     from obstore.store import ObjectStore
 
+    from zarr_manifest.format.hierarchy import StoredGroup
+
 __all__ = ["ManifestGroup"]
 
 
@@ -202,9 +204,14 @@ class ManifestGroup:
         ManifestFormatError
             The store does not follow the spec; the message names the file at fault.
         """
-        from zarr_manifest.format.hierarchy import read_group
+        from zarr_manifest.format.hierarchy import read_hierarchy
 
-        return read_group(src)
+        return cls._from_stored(read_hierarchy(src))
+
+    @classmethod
+    def _from_stored(cls, stored: StoredGroup) -> ManifestGroup:
+        groups = {name: cls._from_stored(child) for name, child in stored.groups.items()}
+        return cls(arrays=stored.arrays, groups=groups, attributes=stored.attributes)
 
     def to_kerchunk(
         self,

@@ -1,11 +1,18 @@
-"""Writing a `ManifestGroup` as a manifest store, and reading one back whole."""
+"""Writing a hierarchy as a manifest store, and reading one back whole.
+
+This module is below the group model (``group.py`` calls it for ``to_store`` and
+``from_store``), so it never imports it: it writes anything shaped like a `ManifestGroup`
+(``walk()`` and ``attributes``; a node that is no array is a group) and reads stores into
+`StoredGroup` trees, which ``ManifestGroup.from_store`` turns into groups.
+"""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 import obstore
@@ -53,12 +60,39 @@ from zarr_manifest.format.transformer import (
     parse_array_document,
     parse_node_document,
 )
-from zarr_manifest.group import ManifestGroup
 from zarr_manifest.manifest import ChunkManifest
 
-__all__ = ["encode_inline_chunks", "group_document", "read_group", "write_group"]
+__all__ = [
+    "GroupLike",
+    "StoredGroup",
+    "encode_inline_chunks",
+    "group_document",
+    "read_hierarchy",
+    "write_group",
+]
 
 ZARR_JSON = "zarr.json"
+
+Node = ManifestArray | InlineArray
+
+
+@runtime_checkable
+class GroupLike(Protocol):
+    """What writing needs of a group (a `ManifestGroup`): its attributes and descendants."""
+
+    @property
+    def attributes(self) -> Mapping[str, Any]: ...
+
+    def walk(self, prefix: str = "") -> Iterator[tuple[str, Any]]: ...
+
+
+@dataclass
+class StoredGroup:
+    """A group as read from a store: its arrays, child groups and attributes."""
+
+    arrays: dict[str, Node] = field(default_factory=dict)
+    groups: dict[str, StoredGroup] = field(default_factory=dict)
+    attributes: dict[str, Any] = field(default_factory=dict)
 
 
 def group_document(attributes: dict[str, Any]) -> bytes:
@@ -85,7 +119,7 @@ def encode_inline_chunks(array: InlineArray) -> dict[str, bytes]:
 
 
 def write_group(
-    group: ManifestGroup,
+    group: GroupLike,
     dest: str | os.PathLike[str] | ObjectStore,
     *,
     overwrite: bool = False,
@@ -166,15 +200,15 @@ class _Node:
 
 
 def _plan(
-    group: ManifestGroup, split_above: int | None, region_shape: Sequence[int] | None
+    group: GroupLike, split_above: int | None, region_shape: Sequence[int] | None
 ) -> dict[str, _Node]:
     """Every node to write by path ("" for the root), children before their parents;
     documents of virtual arrays are made once their manifest is named (`_publish`)."""
     nodes: dict[str, _Node] = {}
     for path, node in reversed(list(group.walk())):
-        if isinstance(node, ManifestGroup):
+        if not isinstance(node, ManifestArray | InlineArray):
             plan = nodes[path] = _Node("group", node)
-            plan.document = group_document(node.attributes)
+            plan.document = group_document(dict(node.attributes))
         elif isinstance(node, ManifestArray):
             plan = nodes[path] = _Node("virtual", node)
             plan.manifest = node.manifest.rename_paths(_local_path_to_url)
@@ -196,7 +230,7 @@ def _plan(
             plan.document = array_document(node.metadata, virtual=False)
             plan.chunks = {f"{path}/{k}": v for k, v in encode_inline_chunks(node).items()}
     root = nodes[""] = _Node("group", group)
-    root.document = group_document(group.attributes)
+    root.document = group_document(dict(group.attributes))
     return nodes
 
 
@@ -309,8 +343,8 @@ def _doc_key(path: str) -> str:
     return f"{path}/{ZARR_JSON}" if path else ZARR_JSON
 
 
-def read_group(src: str | os.PathLike[str] | ObjectStore, **obstore_kwargs: Any) -> ManifestGroup:
-    """Read a whole manifest store into a `ManifestGroup` (every manifest is parsed).
+def read_hierarchy(src: str | os.PathLike[str] | ObjectStore, **obstore_kwargs: Any) -> StoredGroup:
+    """Read a whole manifest store (every manifest is parsed; see `ManifestGroup.from_store`).
 
     Inline arrays are decoded through zarr.
 
@@ -335,7 +369,7 @@ def read_group(src: str | os.PathLike[str] | ObjectStore, **obstore_kwargs: Any)
     return _read_node_group(location, "", keys)
 
 
-def _read_snapshot(location: StoreLocation, snapshot: Snapshot) -> ManifestGroup:
+def _read_snapshot(location: StoreLocation, snapshot: Snapshot) -> StoredGroup:
     """The hierarchy a snapshot names, every node from its immutable document."""
     documents: dict[str, dict[str, Any]] = {}
     wheres: dict[str, str] = {}
@@ -366,13 +400,13 @@ def _read_snapshot(location: StoreLocation, snapshot: Snapshot) -> ManifestGroup
             parent = path.rsplit("/", 1)[0] if "/" in path else ""
             children.setdefault(parent, []).append(path)
 
-    def build(path: str) -> ManifestGroup:
+    def build(path: str) -> StoredGroup:
         doc = documents.get(path)
         where = wheres.get(path, location.url + SNAPSHOT_KEY)
         if doc is None or doc["node_type"] != "group":
             raise ManifestFormatError(f"{where}: node {path!r} must be a group", location=where)
         arrays: dict[str, ManifestArray | InlineArray] = {}
-        groups: dict[str, ManifestGroup] = {}
+        groups: dict[str, StoredGroup] = {}
         for child in children.get(path, ()):
             name = child.rsplit("/", 1)[-1]
             child_doc = documents[child]
@@ -384,7 +418,7 @@ def _read_snapshot(location: StoreLocation, snapshot: Snapshot) -> ManifestGroup
             if _is_presented_inline(child_doc) and isinstance(array, ManifestArray):
                 array = _inline_from_copies(location, child + "/", array)
             arrays[name] = array
-        return ManifestGroup(arrays=arrays, groups=groups, attributes=doc.get("attributes", {}))
+        return StoredGroup(arrays, groups, doc.get("attributes", {}))
 
     return build("")
 
@@ -425,7 +459,7 @@ def _read(location: StoreLocation, key: str) -> bytes:
     return location.read(key)
 
 
-def _read_node_group(location: StoreLocation, prefix: str, keys: set[str]) -> ManifestGroup:
+def _read_node_group(location: StoreLocation, prefix: str, keys: set[str]) -> StoredGroup:
     where = location.url + prefix + ZARR_JSON
     doc = parse_node_document(_read(location, prefix + ZARR_JSON), location=where)
     if doc["node_type"] != "group":
@@ -439,7 +473,7 @@ def _read_node_group(location: StoreLocation, prefix: str, keys: set[str]) -> Ma
         }
     )
     arrays: dict[str, ManifestArray | InlineArray] = {}
-    groups: dict[str, ManifestGroup] = {}
+    groups: dict[str, StoredGroup] = {}
     for name in children:
         child = f"{prefix}{name}/"
         if child + ZARR_JSON not in keys:
@@ -450,7 +484,7 @@ def _read_node_group(location: StoreLocation, prefix: str, keys: set[str]) -> Ma
             groups[name] = _read_node_group(location, child, keys)
         else:
             arrays[name] = _read_array(location, child, child_doc, child_where)
-    return ManifestGroup(arrays=arrays, groups=groups, attributes=attributes)
+    return StoredGroup(arrays, groups, attributes)
 
 
 def _read_array(

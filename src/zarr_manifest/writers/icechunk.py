@@ -22,10 +22,12 @@ import orjson
 
 from zarr_manifest.array import InlineArray, ManifestArray
 from zarr_manifest.errors import UnsupportedError
-from zarr_manifest.group import ManifestGroup
+from zarr_manifest.format.hierarchy import GroupLike
 
 if TYPE_CHECKING:
     from icechunk import IcechunkStore
+
+    from zarr_manifest.group import ManifestGroup
 
 __all__ = ["container_prefixes", "to_icechunk"]
 
@@ -88,7 +90,7 @@ def to_icechunk(
     from zarr.core.buffer import default_buffer_prototype
     from zarr.core.sync import sync
 
-    if not isinstance(group, ManifestGroup):
+    if not isinstance(group, GroupLike):
         raise TypeError(f"to_icechunk needs a ManifestGroup, got {type(group).__name__}")
     if store.read_only or store.session.read_only:
         raise ValueError("to_icechunk needs the store of a writable icechunk session")
@@ -124,7 +126,7 @@ def to_icechunk(
             put(f"{parent}/zarr.json" if parent else "zarr.json", group_doc({}))
     put(key("", "zarr.json"), group_doc(group.attributes))
     for rel, node in group.walk():
-        if isinstance(node, ManifestGroup):
+        if not isinstance(node, ManifestArray | InlineArray):  # a group
             put(key(rel, "zarr.json"), group_doc(node.attributes))
             continue
         array_path = key(rel, "")

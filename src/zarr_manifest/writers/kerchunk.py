@@ -36,14 +36,17 @@ import re
 import uuid
 import warnings
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
 from zarr_manifest.array import InlineArray, ManifestArray
 from zarr_manifest.errors import StoreConflictError, UnsupportedError
+from zarr_manifest.format.hierarchy import GroupLike
+
+if TYPE_CHECKING:
+    from zarr_manifest.group import ManifestGroup
 from zarr_manifest.format.paths import url_to_fsspec_path
-from zarr_manifest.group import ManifestGroup
 
 __all__ = ["to_kerchunk", "v3_metadata_to_v2"]
 
@@ -367,14 +370,14 @@ def to_kerchunk(
     """
     if format not in ("json", "parquet"):
         raise ValueError(f"format must be 'json' or 'parquet', got {format!r}")
-    if not isinstance(group, ManifestGroup):
+    if not isinstance(group, GroupLike):
         raise TypeError(f"to_kerchunk needs a ManifestGroup, got {type(group).__name__}")
     refs: dict[str, Any] = {
         ".zgroup": _dumps({"zarr_format": 2}),
         ".zattrs": _dumps(group.attributes),
     }
     for path, node in group.walk():
-        if isinstance(node, ManifestGroup):
+        if not isinstance(node, ManifestArray | InlineArray):  # a group
             refs[f"{path}/.zgroup"] = _dumps({"zarr_format": 2})
             refs[f"{path}/.zattrs"] = _dumps(node.attributes)
             continue
