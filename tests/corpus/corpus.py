@@ -385,6 +385,13 @@ register(
 )
 
 
+# --- GRIB: cfgrib's values, by the paths open_virtual uses (grib_format.py) ----------------
+
+from grib_format import grib_magic, grib_reference  # noqa: E402  (next to this file)
+
+register(Format("grib", magic=grib_magic, reference=grib_reference))
+
+
 # --------------------------------------------------------------------------------------------
 # comparison
 
