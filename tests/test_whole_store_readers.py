@@ -52,11 +52,14 @@ def _outside_chunk(tmp_path: Path, store: Path) -> Path:
 
 
 def _link_inline_chunk_out(tmp_path: Path, store: Path) -> Path:
-    chunk = store / "x" / "c" / "0"
-    assert chunk.is_file()
+    # the chunk at its usual place and the snapshot's immutable copy of it (spec 16), which
+    # is what a reader holding the snapshot reads
+    chunks = [store / "x" / "c" / "0", *sorted((store / "x").glob("chunks.*/c/0"))]
+    assert len(chunks) == 2 and all(c.is_file() for c in chunks)
     secret = _outside_chunk(tmp_path, store)
-    chunk.unlink()
-    chunk.symlink_to(secret)
+    for chunk in chunks:
+        chunk.unlink()
+        chunk.symlink_to(secret)
     return secret
 
 
