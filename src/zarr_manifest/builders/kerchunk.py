@@ -23,7 +23,7 @@ objects verbatim.  They are turned into canonical URLs (``file:///data/x.nc``,
 
 References are untrusted input: a references *file* may point only under its own directory
 and the prefixes the caller allows (``allowed_prefixes``), checked with the store's own
-default-deny rules (`~zarr_manifest.store.sources.SourceRegistry`: canonical URLs, symlinks
+default-deny rules (`zarr_manifest.format.allowed_prefixes`: canonical URLs, symlinks
 resolved) when each URL is resolved -- before anything is read from it, a HEAD request is
 sent for it, or it is written into a manifest.
 """
@@ -68,6 +68,7 @@ from zarr_manifest.errors import (
     SourceNotAllowedError,
     UnsupportedError,
 )
+from zarr_manifest.format.allowed_prefixes import AllowedPrefixes
 from zarr_manifest.format.paths import (
     canonical_url,
     is_absolute_url,
@@ -77,7 +78,6 @@ from zarr_manifest.format.paths import (
 )
 from zarr_manifest.group import ManifestGroup
 from zarr_manifest.manifest import ChunkManifest
-from zarr_manifest.store.sources import SourceRegistry
 
 __all__ = [
     "build_kerchunk",
@@ -91,22 +91,15 @@ __all__ = [
 _STRINGS = np.dtypes.StringDType()
 
 
-# The registry only decides what is allowed; nothing is read through it.
-_CHECK_ONLY = object()
-
-
-def _allowed_registry(prefixes: Iterable[str]) -> SourceRegistry:
-    """A registry allowing ``prefixes`` (URLs or local directories), used for its checks."""
-    registry = SourceRegistry()
-    for prefix in prefixes:
-        registry.register(prefix, _CHECK_ONLY)
-    return registry
+def _allowed(prefixes: Iterable[str]) -> AllowedPrefixes[None]:
+    """The places ``prefixes`` (URLs or local directories, each taken as a directory) allow."""
+    return AllowedPrefixes.of(prefixes, None, as_directory=True)
 
 
 class _Resolver:
     """Canonical URLs and whole-file sizes, each computed once per distinct reference URL.
 
-    With ``allowed`` (a registry), every URL is checked against it as it is resolved.
+    With ``allowed``, every URL is checked against it as it is resolved.
     """
 
     def __init__(
@@ -115,7 +108,7 @@ class _Resolver:
         location: str,
         source_options: Mapping[str, Any],
         templates: Templates | None = None,
-        allowed: SourceRegistry | None = None,
+        allowed: AllowedPrefixes[None] | None = None,
     ):
         self.base_url = base_url
         self.location = location
@@ -669,7 +662,7 @@ def from_kerchunk_refs(
             f"{location}: kerchunk references must be a dict, got {type(refs).__name__}"
         )
     body, tmpl, gens = references_parts(refs, location)
-    allowed = None if allowed_prefixes is None else _allowed_registry(allowed_prefixes)
+    allowed = None if allowed_prefixes is None else _allowed(allowed_prefixes)
     resolver = _Resolver(base_url, location, source_options or {}, tmpl, allowed)
     parsed = parse_references(with_generated(body, gens, tmpl, location), location, resolver.fetch)
     return _assemble(
@@ -760,7 +753,7 @@ def build_kerchunk(
     allowed = [own_directory, *([base_url] if base_url is not None else []), *allowed_prefixes]
     if base_url is None:
         base_url = own_directory
-    resolver = _Resolver(base_url, location, obstore_kwargs, allowed=_allowed_registry(allowed))
+    resolver = _Resolver(base_url, location, obstore_kwargs, allowed=_allowed(allowed))
     if is_parquet:
         fs, root = parquet_filesystem(local if local is not None else trimmed, obstore_kwargs)
         parsed = parse_parquet_references(root, fs, location)
