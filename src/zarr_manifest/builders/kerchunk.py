@@ -504,6 +504,19 @@ def _build_array(
         raise BuildError(f"{location}: array {name!r}: {e}") from e
 
 
+def _parse_json_references(
+    refs: Mapping[str, Any], resolver: _Resolver, location: str
+) -> ParsedReferences:
+    """The hierarchy a references document (any version) describes, ``gen`` entries included.
+
+    The document's templates fill in the URLs ``resolver`` resolves; metadata documents that
+    are themselves references are read through it.
+    """
+    body, tmpl, gens = references_parts(refs, location)
+    resolver.templates = tmpl
+    return parse_references(with_generated(body, gens, tmpl, location), location, resolver.fetch)
+
+
 def _assemble(
     parsed: ParsedReferences,
     *,
@@ -661,10 +674,9 @@ def from_kerchunk_refs(
         raise BuildError(
             f"{location}: kerchunk references must be a dict, got {type(refs).__name__}"
         )
-    body, tmpl, gens = references_parts(refs, location)
     allowed = None if allowed_prefixes is None else _allowed(allowed_prefixes)
-    resolver = _Resolver(base_url, location, source_options or {}, tmpl, allowed)
-    parsed = parse_references(with_generated(body, gens, tmpl, location), location, resolver.fetch)
+    resolver = _Resolver(base_url, location, source_options or {}, allowed=allowed)
+    parsed = _parse_json_references(refs, resolver, location)
     return _assemble(
         parsed,
         group=group,
@@ -761,10 +773,8 @@ def build_kerchunk(
         src = source if isinstance(source, Source) else open_source(url, **obstore_kwargs)
         with src.open() as f:
             data = bytes(f.read())
-        body, tmpl, gens = references_parts(read_kerchunk_refs(data, location=location), location)
-        resolver.templates = tmpl
-        parsed = parse_references(
-            with_generated(body, gens, tmpl, location), location, resolver.fetch
+        parsed = _parse_json_references(
+            read_kerchunk_refs(data, location=location), resolver, location
         )
     return _assemble(
         parsed,
