@@ -99,7 +99,8 @@ def _allowed(prefixes: Iterable[str]) -> AllowedPrefixes[None]:
 class _Resolver:
     """Canonical URLs and whole-file sizes, each computed once per distinct reference URL.
 
-    With ``allowed``, every URL is checked against it as it is resolved.
+    With ``allowed``, every URL is checked against it as it is resolved.  ``templates``
+    (those of the references document, once it is read) fill in templated URLs.
     """
 
     def __init__(
@@ -107,13 +108,12 @@ class _Resolver:
         base_url: str | None,
         location: str,
         source_options: Mapping[str, Any],
-        templates: Templates | None = None,
         allowed: AllowedPrefixes[None] | None = None,
     ):
         self.base_url = base_url
         self.location = location
         self.source_options = dict(source_options)
-        self.templates = templates
+        self.templates: Templates | None = None
         self.allowed = allowed
         self._urls: dict[str, str] = {}
         self._sizes: dict[str, int] = {}
