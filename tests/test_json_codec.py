@@ -19,7 +19,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from zarr_manifest import _json_canonical_reader as canonical
 from zarr_manifest import _json_codec as jc
+from zarr_manifest import _json_encoder as encoder
 from zarr_manifest._json_codec import MAX_OFFSET, decode_entries, decode_manifest, encode_manifest
 from zarr_manifest.errors import ManifestError, ManifestFormatError
 
@@ -79,17 +81,17 @@ def outcome(fn, data: bytes, ndim: int | None) -> tuple[Any, ...]:
 @contextlib.contextmanager
 def small_blocks(segment: int, rows: int) -> Iterator[None]:
     """Tiny decode segments and encode blocks, so small documents cross their boundaries."""
-    old = jc._SEGMENT, jc._ENCODE_ROWS
-    jc._SEGMENT, jc._ENCODE_ROWS = segment, rows
+    old = canonical._SEGMENT, encoder._ENCODE_ROWS
+    canonical._SEGMENT, encoder._ENCODE_ROWS = segment, rows
     try:
         yield
     finally:
-        jc._SEGMENT, jc._ENCODE_ROWS = old
+        canonical._SEGMENT, encoder._ENCODE_ROWS = old
 
 
 def fast(data: bytes, *, ndim: int | None, location: str | None = LOC):
     """The fast path alone (None when it declines)."""
-    return jc._decode_canonical(data, ndim, location)
+    return canonical.decode_canonical(data, ndim, location)
 
 
 def assert_fast_agrees(data: bytes, ndim: int | None) -> bool:
@@ -293,7 +295,7 @@ def test_encode_narrow_dtypes_and_wide_keys():
 @SETTINGS
 @given(m=manifests(), rows=st.sampled_from([1 << 14, 1, 3]))
 def test_encode_matches_reference(m, rows):
-    with small_blocks(jc._SEGMENT, rows):
+    with small_blocks(canonical._SEGMENT, rows):
         assert encode_manifest(*m) == reference_encode(*m)
 
 
@@ -303,12 +305,12 @@ def test_encode_many_long_paths_uses_gathered_cells():
     ids = np.arange(n)[::-1].copy()
     offs = np.arange(n, dtype=np.uint64)
     lens = np.ones(n, dtype=np.uint64)
-    old = jc._TABLE_BYTES
-    jc._TABLE_BYTES = 1000  # force the gathered-cells branch
+    old = encoder._TABLE_BYTES
+    encoder._TABLE_BYTES = 1000  # force the gathered-cells branch
     try:
         got = encode_manifest((n,), table, ids, offs, lens)
     finally:
-        jc._TABLE_BYTES = old
+        encoder._TABLE_BYTES = old
     assert got == reference_encode((n,), table, ids, offs, lens)
     assert outcome(decode_manifest, got, 1) == outcome(generic, got, 1)
 
@@ -316,7 +318,7 @@ def test_encode_many_long_paths_uses_gathered_cells():
 @settings(max_examples=300, deadline=None)
 @given(paths=st.lists(st.one_of(paths_st, st.sampled_from(['","', ",", '\\",'])), max_size=6))
 def test_path_literals_cut_where_orjson_would(paths):
-    lengths, joined = jc._path_literals(paths)
+    lengths, joined = encoder._path_literals(paths)
     lits = [orjson.dumps(p) for p in paths]
     assert lengths.tolist() == [len(x) for x in lits]
     assert joined.tobytes() == b"".join(lits)

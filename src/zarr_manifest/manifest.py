@@ -15,7 +15,13 @@ from typing import Any, TypedDict
 
 import numpy as np
 
-from zarr_manifest._json_codec import MAX_OFFSET, decode_entries, decode_manifest, encode_manifest
+from zarr_manifest._json_codec import (
+    MAX_OFFSET,
+    DecodedManifest,
+    decode_entries,
+    decode_manifest,
+    encode_manifest,
+)
 from zarr_manifest.errors import ManifestError, ManifestFormatError
 
 __all__ = ["ChunkEntry", "ChunkManifest"]
@@ -75,14 +81,7 @@ class ChunkManifest:
             )
         ndim = None if shape is None else len(shape)
         decoded = decode_entries(dict(entries), ndim=ndim)
-        self._init_from_rows(
-            decoded.indices,
-            decoded.path_table,
-            decoded.path_ids,
-            decoded.offsets,
-            decoded.lengths,
-            shape,
-        )
+        self._init_from_rows(decoded, shape)
 
     # ---- construction -------------------------------------------------------------------
 
@@ -166,15 +165,7 @@ class ChunkManifest:
         self = cls.__new__(cls)
         where = location or "<bytes>"
         try:
-            self._init_from_rows(
-                decoded.indices,
-                decoded.path_table,
-                decoded.path_ids,
-                decoded.offsets,
-                decoded.lengths,
-                shape,
-                location=where,
-            )
+            self._init_from_rows(decoded, shape, location=where)
         except ManifestFormatError:
             raise
         except ManifestError as e:
@@ -210,16 +201,14 @@ class ChunkManifest:
 
     def _init_from_rows(
         self,
-        indices: np.ndarray,
-        path_table: Sequence[str],
-        path_ids: np.ndarray,
-        offsets: np.ndarray,
-        lengths: np.ndarray,
+        decoded: DecodedManifest,
         shape: tuple[int, ...] | None,
         *,
         location: str | None = None,
     ) -> None:
         """Place per-entry rows (from a dict or manifest.json) into the grid."""
+        indices, path_table, path_ids = decoded.indices, decoded.path_table, decoded.path_ids
+        offsets, lengths = decoded.offsets, decoded.lengths
         n, ndim = indices.shape
         where = f" in {location}" if location else ""
         if shape is None:

@@ -2,25 +2,20 @@
 
 Every kerchunk-shaped input (a references JSON file, a parquet reference store, the refs
 kerchunk's or tifffile's scanners produce for TIFF, FITS and GRIB) goes through
-`from_kerchunk_refs`, following the kerchunk references specification
-(https://fsspec.github.io/kerchunk/spec.html) as fsspec's ``ReferenceFileSystem`` reads it:
+`from_kerchunk_refs`.  The references format itself (versions, templates, ``gen``, inline
+values, fsspec paths as URLs) is read by `zarr_manifest.builders._kerchunk_references`, and
+the Zarr store the references describe (arrays, groups, chunk keys as grid positions, parquet
+stores) by `zarr_manifest.builders._kerchunk_hierarchy`.  This module is the translation to
+Zarr v3:
 
-- version 0: ``{key: value}``; version 1: ``{"version": 1, "templates": {...}, "gen": [...],
-  "refs": {...}}``.  ``{{name}}`` in reference URLs is replaced by ``templates[name]``;
-  templates that are themselves jinja strings, and ``gen`` entries (a cartesian product of
-  ``dimensions`` rendering ``key``/``url``/``offset``/``length``), are rendered with jinja2's
-  sandbox, as fsspec does.
-- a value is inline data (a string, UTF-8 encoded, or ``"base64:..."``), ``[url]`` (the
-  whole file) or ``[url, offset, length]``.
-- the keys form a Zarr v2 store (``.zgroup``/``.zarray``/``.zattrs``, ``_ARRAY_DIMENSIONS``);
-  each array becomes Zarr v3 metadata (data type with its byte order in the ``bytes`` codec,
-  order F as a ``transpose`` codec, fill value, filters + compressor through
-  `zarr_manifest.builders.codecs.v2_codecs_to_v3`).  Zarr v3 ``zarr.json`` documents in the
+- each Zarr v2 array (``.zarray``/``.zattrs``, ``_ARRAY_DIMENSIONS``) becomes Zarr v3
+  metadata (data type with its byte order in the ``bytes`` codec, order F as a ``transpose``
+  codec, fill value, filters + compressor through
+  `zarr_manifest.builders.codecs.v2_codecs_to_v3`); Zarr v3 ``zarr.json`` documents in the
   refs are taken as they are.
-
-Chunk references become manifest entries; ``[url]`` becomes offset 0 and the file's size.
-An array whose chunks are all inline, or mixed inline and referenced, or whose data type has
-no virtual form, is decoded through zarr (Zarr v2 rules) and kept as an `InlineArray`.
+- chunk references become manifest entries; ``[url]`` becomes offset 0 and the file's size.
+  An array whose chunks are all inline, or mixed inline and referenced, or whose data type
+  has no virtual form, is decoded through zarr (Zarr v2 rules) and kept as an `InlineArray`.
 
 Reference URLs are fsspec paths, not URLs: ``/data/x.nc`` and ``s3://bucket/a b.nc`` name
 objects verbatim.  They are turned into canonical URLs (``file:///data/x.nc``,
@@ -28,30 +23,40 @@ objects verbatim.  They are turned into canonical URLs (``file:///data/x.nc``,
 
 References are untrusted input: a references *file* may point only under its own directory
 and the prefixes the caller allows (``allowed_prefixes``), checked with the store's own
-default-deny rules (`~zarr_manifest.store.sources.SourceRegistry`: canonical URLs, symlinks
+default-deny rules (`zarr_manifest.format.allowed_prefixes`: canonical URLs, symlinks
 resolved) when each URL is resolved -- before anything is read from it, a HEAD request is
 sent for it, or it is written into a manifest.
 """
 
 from __future__ import annotations
 
-import base64
-import itertools
-import json
-import math
 import os
-import re
 import warnings
-from collections.abc import Callable, Collection, Iterable, Mapping
-from dataclasses import dataclass, field
-from operator import itemgetter
+from collections.abc import Collection, Iterable, Mapping
 from typing import Any
-from urllib.parse import quote
 
 import numpy as np
 import orjson
 
 from zarr_manifest.array import InlineArray, ManifestArray
+from zarr_manifest.builders._kerchunk_hierarchy import (
+    ArrayNode,
+    ParsedReferences,
+    grid_shape,
+    parquet_filesystem,
+    parse_parquet_references,
+    parse_references,
+    remote_is_parquet,
+)
+from zarr_manifest.builders._kerchunk_references import (
+    Templates,
+    expand_refs,  # re-exported: the public reading of a references document
+    read_kerchunk_refs,  # re-exported
+    reference_int,
+    reference_url,
+    references_parts,
+    with_generated,
+)
 from zarr_manifest.builders._source import Source, open_source
 from zarr_manifest.builders.codecs import (
     v2_codecs_to_v3,
@@ -60,22 +65,19 @@ from zarr_manifest.builders.codecs import (
 )
 from zarr_manifest.errors import (
     BuildError,
-    ManifestFormatError,
     SourceNotAllowedError,
     UnsupportedError,
 )
+from zarr_manifest.format.allowed_prefixes import AllowedPrefixes
 from zarr_manifest.format.paths import (
-    SCHEMES,
     canonical_url,
     is_absolute_url,
     local_path_to_url,
-    resolve_reference,
     url_to_fsspec_path,  # re-exported: kerchunk-based builders use it
     url_to_local_path,
 )
 from zarr_manifest.group import ManifestGroup
 from zarr_manifest.manifest import ChunkManifest
-from zarr_manifest.store.sources import SourceRegistry
 
 __all__ = [
     "build_kerchunk",
@@ -88,884 +90,17 @@ __all__ = [
 
 _STRINGS = np.dtypes.StringDType()
 
-# fsspec protocol aliases -> the scheme obstore (and our manifests) use.
-_SCHEME_ALIASES = {"gcs": "gs", "local": "file"}
-_SCHEME_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*)://")
-# a plain "{{ name }}" placeholder, the only template syntax that needs no jinja2
-_PLACEHOLDER_RE = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
-# characters kept literal when quoting a raw object key as a URL path
-_PATH_SAFE = "/!$&'()*+,;=:@"
-_META_NAMES = frozenset({".zarray", ".zgroup", ".zattrs", ".zmetadata", "zarr.json"})
 
-
-# ---- reading the references -----------------------------------------------------------------
-
-
-def read_kerchunk_refs(data: bytes, *, location: str = "<bytes>") -> dict[str, Any]:
-    """Parse a kerchunk references JSON document (optionally gzip/zstd/bz2 compressed).
-
-    Raises
-    ------
-    BuildError
-        Not JSON, or not a JSON object; the message names ``location``.
-    """
-    data = _decompress(data, location)
-    try:
-        doc = orjson.loads(data)
-    except orjson.JSONDecodeError:
-        # Python's json writes NaN/Infinity, which orjson refuses; the stdlib reads them.
-        try:
-            doc = json.loads(data)
-        except (ValueError, UnicodeDecodeError) as e:
-            raise BuildError(f"{location}: not a kerchunk references JSON file ({e})") from e
-    if not isinstance(doc, dict):
-        raise BuildError(
-            f"{location}: kerchunk references must be a JSON object, got {type(doc).__name__}"
-        )
-    return doc
-
-
-def _decompress(data: bytes, location: str) -> bytes:
-    """Undo the compression kerchunk users commonly apply to references files."""
-    import numcodecs
-
-    codec: Any = None
-    if data[:2] == b"\x1f\x8b":
-        codec = numcodecs.GZip()
-    elif data[:4] == b"\x28\xb5\x2f\xfd":
-        codec = numcodecs.Zstd()
-    elif data[:3] == b"BZh":
-        codec = numcodecs.BZ2()
-    if codec is None:
-        return data
-    try:
-        return bytes(codec.decode(data))
-    except Exception as e:  # numcodecs raises a variety of errors on corrupt streams
-        raise BuildError(f"{location}: cannot decompress the references ({e})") from e
-
-
-class _Templates:
-    """Renders kerchunk jinja strings: plain ``{{name}}`` by substitution, the rest by jinja2."""
-
-    def __init__(self, templates: Mapping[str, Any], location: str):
-        self.location = location
-        self.plain: dict[str, str] = {}
-        self.jinja: dict[str, str] = {}
-        for k, v in templates.items():
-            if not isinstance(v, str):
-                raise BuildError(f"{location}: template {k!r} is not a string: {v!r}")
-            (self.jinja if "{{" in v else self.plain)[k] = v
-        self._env: Any = None
-        self._compiled: dict[str, Any] = {}
-        self._cache: dict[str, str] = {}
-
-    def _environment(self) -> Any:
-        if self._env is None:
-            try:
-                import jinja2.sandbox
-            except ImportError as e:  # pragma: no cover - jinja2 is installed with the extras
-                raise UnsupportedError(
-                    f"{self.location}: these references use jinja templates or 'gen', which "
-                    "need the jinja2 package"
-                ) from e
-            self._env = jinja2.sandbox.SandboxedEnvironment()
-        return self._env
-
-    def _template_callables(self) -> dict[str, Any]:
-        # A template holding "{{...}}" is a function of keyword arguments (fsspec's rule):
-        # "{{f(c='x')}}" renders template f with c="x".
-        env = self._environment()
-        out: dict[str, Any] = dict(self.plain)
-        for k, v in self.jinja.items():
-            tmpl = env.from_string(v)
-            out[k] = lambda _t=tmpl, **kw: _t.render(**kw)
-        return out
-
-    def compile(self, text: str) -> Callable[[Mapping[str, Any]], str]:
-        """A function rendering ``text`` with the given variables (and the templates)."""
-        if "{{" not in text and "{%" not in text:
-            return lambda _vars: text
-        names = _PLACEHOLDER_RE.findall(text)
-        if (
-            "{%" not in text
-            and _PLACEHOLDER_RE.sub("", text).find("{{") < 0
-            and not any(n in self.jinja for n in names)
-        ):
-            plain = self.plain
-
-            def render_plain(variables: Mapping[str, Any]) -> str:
-                def sub(m: re.Match[str]) -> str:
-                    name = m.group(1)
-                    if name in variables:
-                        return str(variables[name])
-                    if name in plain:
-                        return plain[name]
-                    raise BuildError(
-                        f"{self.location}: {text!r} uses {{{{{name}}}}}, which is neither a "
-                        "template nor a gen dimension"
-                    )
-
-                return _PLACEHOLDER_RE.sub(sub, text)
-
-            return render_plain
-        if text not in self._compiled:
-            env = self._environment()
-            try:
-                self._compiled[text] = env.from_string(text)
-            except Exception as e:  # jinja2.TemplateSyntaxError
-                raise BuildError(f"{self.location}: invalid template string {text!r}: {e}") from e
-        tmpl = self._compiled[text]
-        context = self._template_callables()
-
-        def render_jinja(variables: Mapping[str, Any]) -> str:
-            try:
-                return str(tmpl.render(**context, **variables))
-            except Exception as e:  # jinja2 errors while rendering
-                raise BuildError(f"{self.location}: cannot render {text!r}: {e}") from e
-
-        return render_jinja
-
-    def url(self, text: str) -> str:
-        """A reference URL with its templates filled in (cached: URLs repeat a lot)."""
-        out = self._cache.get(text)
-        if out is None:
-            out = self.compile(text)({})
-            self._cache[text] = out
-        return out
-
-
-def _refs_parts(
-    refs: Mapping[str, Any], location: str
-) -> tuple[Mapping[str, Any], _Templates, list[Any]]:
-    """(the references body, its templates, its gen entries) for either version."""
-    version = refs.get("version")
-    if version is None:
-        if isinstance(refs.get("refs"), dict) and not any(
-            k.endswith((".zgroup", ".zarray")) for k in refs
-        ):
-            # a version-less wrapper, as kerchunk.df.refs_to_dataframe also accepts
-            body = refs["refs"]
-            templates: Mapping[str, Any] = refs.get("templates") or {}
-            gens: list[Any] = list(refs.get("gen") or [])
-        else:
-            body, templates, gens = refs, {}, []
-    elif version == 1:
-        body = refs.get("refs") or {}
-        templates = refs.get("templates") or {}
-        gens = list(refs.get("gen") or [])
-    else:
-        raise BuildError(f"{location}: unknown kerchunk references version {version!r}")
-    if not isinstance(body, Mapping) or not isinstance(templates, Mapping):
-        raise BuildError(f"{location}: 'refs' and 'templates' must be JSON objects")
-    return body, _Templates(templates, location), gens
-
-
-def expand_refs(refs: Mapping[str, Any], *, location: str = "<refs>") -> dict[str, Any]:
-    """Kerchunk references of any version as a flat version-0 dict.
-
-    Templates are filled in, ``gen`` entries are generated, ``"base64:"`` values are
-    decoded to bytes and other strings UTF-8 encoded (as fsspec does); references become
-    ``[url]`` or ``[url, offset, length]`` lists; JSON-object values stay dicts.
-
-    Raises
-    ------
-    BuildError
-        An unknown version, a malformed template, gen entry or reference (named).
-    """
-    body, tmpl, gens = _refs_parts(refs, location)
-    out: dict[str, Any] = {}
-    for key, value in body.items():
-        out[key] = _expand_value(key, value, tmpl, location)
-    for entry in gens:
-        out.update(_generate(entry, tmpl, location))
-    return out
-
-
-def _expand_value(key: str, value: Any, tmpl: _Templates, location: str) -> Any:
-    if isinstance(value, str):
-        return _inline_bytes(value)
-    if isinstance(value, bytes | dict) or value is None:
-        return value
-    if isinstance(value, list | tuple):
-        if len(value) not in (1, 3) or not isinstance(value[0], str):
-            raise BuildError(
-                f"{location}: reference {key!r} is not [url] or [url, offset, length]: {value!r}"
-            )
-        url = tmpl.url(value[0]) if "{" in value[0] else value[0]
-        if len(value) == 1:
-            return [url]
-        return [
-            url,
-            _int(value[1], key, "offset", location),
-            _int(value[2], key, "length", location),
-        ]
-    raise BuildError(f"{location}: reference {key!r} has an invalid value {value!r}")
-
-
-def _inline_bytes(value: str) -> bytes:
-    if value.startswith("base64:"):
-        return base64.b64decode(value[7:])
-    return value.encode()
-
-
-def _int(v: Any, key: str, what: str, location: str) -> int:
-    if isinstance(v, bool) or not isinstance(v, int | np.integer):
-        try:
-            if isinstance(v, str | float) and float(v) == int(float(v)):
-                return int(float(v))
-        except ValueError:
-            pass
-        raise BuildError(f"{location}: reference {key!r} has a non-integer {what} {v!r}")
-    if v < 0:
-        raise BuildError(f"{location}: reference {key!r} has a negative {what} {v}")
-    return int(v)
-
-
-_EXPR_RE = re.compile(r"\{\{(.*?)\}\}", re.DOTALL)
-
-
-def _generate(entry: Any, tmpl: _Templates, location: str) -> dict[str, Any]:
-    """The references of one version-1 ``gen`` entry (a cartesian product of dimensions).
-
-    Each ``{{expression}}`` is evaluated once over numpy arrays of all the dimension
-    values; entries this cannot handle (jinja statements, template calls, results that are
-    not per-product values) are rendered product by product with jinja2.
-    """
-    try:
-        fast = _generate_vectorized(entry, tmpl)
-    except BuildError:
-        raise
-    except Exception:  # any surprise in the vectorized path: the exact path decides
-        fast = None
-    return fast if fast is not None else _generate_each(entry, tmpl, location)
-
-
-def _generate_vectorized(entry: Any, tmpl: _Templates) -> dict[str, Any] | None:
-    if not isinstance(entry, Mapping) or not {"key", "url", "dimensions"} <= set(entry):
-        return None
-    if ("offset" in entry) != ("length" in entry):
-        return None
-    fields = {f: str(entry[f]) for f in ("key", "url", "offset", "length") if f in entry}
-    if any("{%" in v or any(n in v for n in tmpl.jinja) for v in fields.values()):
-        return None
-    dims: dict[str, np.ndarray] = {}
-    for name, spec in dict(entry["dimensions"]).items():
-        if isinstance(spec, list) and all(isinstance(v, int) for v in spec):
-            dims[name] = np.asarray(spec, dtype=np.int64)
-        elif isinstance(spec, Mapping) and "stop" in spec:
-            dims[name] = np.arange(
-                int(spec.get("start", 0)), int(spec["stop"]), int(spec.get("step", 1))
-            )
-        else:
-            return None
-    grids = np.meshgrid(*dims.values(), indexing="ij") if dims else []
-    variables = {n: g.reshape(-1) for n, g in zip(dims, grids, strict=True)}
-    n = int(np.prod([len(v) for v in dims.values()], dtype=np.int64)) if dims else 0
-    env = tmpl._environment()
-    context = {**tmpl.plain, **variables}
-
-    def strings(text: str) -> np.ndarray:
-        out: np.ndarray = np.full(n, "", dtype=_STRINGS)
-        pos = 0
-        for m in _EXPR_RE.finditer(text):
-            out = np.strings.add(out, text[pos : m.start()])
-            value = env.compile_expression(m.group(1))(**context)
-            out = np.strings.add(out, _as_strings(value, n))
-            pos = m.end()
-        return np.strings.add(out, text[pos:])
-
-    keys = strings(fields["key"]).tolist()
-    urls = strings(fields["url"]).tolist()
-    if "offset" not in fields:
-        return {k: [u] for k, u in zip(keys, urls, strict=True)}
-    offsets = _as_ints(strings(fields["offset"]))
-    lengths = _as_ints(strings(fields["length"]))
-    if offsets is None or lengths is None:
-        return None
-    return {
-        k: [u, o, ln]
-        for k, u, o, ln in zip(keys, urls, offsets.tolist(), lengths.tolist(), strict=True)
-    }
-
-
-def _as_strings(value: Any, n: int) -> np.ndarray:
-    """A per-product expression value as strings (jinja prints values with ``str``)."""
-    if isinstance(value, np.ndarray):
-        if value.shape != (n,) or value.dtype.kind not in "iub":
-            raise ValueError("not one integer per product")
-        return value.astype(_STRINGS)
-    if isinstance(value, bool | int | str | np.integer):
-        return np.full(n, str(value), dtype=_STRINGS)
-    raise ValueError(f"unexpected expression value {type(value).__name__}")
-
-
-def _as_ints(values: np.ndarray) -> np.ndarray | None:
-    try:
-        out = np.strings.strip(values).astype(np.int64)
-    except (ValueError, TypeError):
-        return None
-    return None if (out < 0).any() else out
-
-
-def _generate_each(entry: Any, tmpl: _Templates, location: str) -> dict[str, Any]:
-    """The references of one ``gen`` entry, rendering each product with jinja2 (exact)."""
-    if (
-        not isinstance(entry, Mapping)
-        or "key" not in entry
-        or "url" not in entry
-        or "dimensions" not in entry
-    ):
-        raise BuildError(f"{location}: a gen entry needs 'key', 'url' and 'dimensions': {entry!r}")
-    if ("offset" in entry) != ("length" in entry):
-        raise BuildError(
-            f"{location}: gen entry {entry['key']!r} needs both 'offset' and 'length' or neither"
-        )
-    dims: dict[str, Iterable[Any]] = {}
-    for name, spec in dict(entry["dimensions"]).items():
-        if isinstance(spec, list):
-            dims[name] = spec
-        elif isinstance(spec, Mapping) and "stop" in spec:
-            dims[name] = range(
-                int(spec.get("start", 0)), int(spec["stop"]), int(spec.get("step", 1))
-            )
-        else:
-            raise BuildError(
-                f"{location}: gen dimension {name!r} must be a list or "
-                f"{{start, stop, step}}: {spec!r}"
-            )
-    key_f = tmpl.compile(str(entry["key"]))
-    url_f = tmpl.compile(str(entry["url"]))
-    ranged = "offset" in entry
-    off_f = tmpl.compile(str(entry["offset"])) if ranged else None
-    len_f = tmpl.compile(str(entry["length"])) if ranged else None
-    out: dict[str, Any] = {}
-    names = list(dims)
-    for values in itertools.product(*dims.values()):
-        variables = dict(zip(names, values, strict=True))
-        key = key_f(variables)
-        if off_f is not None and len_f is not None:
-            out[key] = [
-                url_f(variables),
-                _int(off_f(variables).strip(), key, "offset", location),
-                _int(len_f(variables).strip(), key, "length", location),
-            ]
-        else:
-            out[key] = [url_f(variables)]
-    return out
-
-
-# ---- the intermediate form: metadata documents + per-array chunk columns --------------------
-
-
-@dataclass
-class _Chunks:
-    """The chunk references of one array, as parallel columns over present chunks."""
-
-    flat: np.ndarray  # flat (C order) index into the chunk grid
-    urls: np.ndarray  # object: raw reference URL, None where the chunk is inline
-    offsets: np.ndarray  # int64; -1 for a whole-file reference
-    lengths: np.ndarray  # int64
-    inline: dict[int, bytes] = field(default_factory=dict)  # flat index -> bytes
-
-
-@dataclass
-class _ArrayNode:
-    path: str
-    zarr_format: int
-    meta: dict[str, Any]  # .zarray (v2) or zarr.json (v3) document
-    attrs: dict[str, Any]
-    chunks: _Chunks | None = None
-
-
-@dataclass
-class _Parsed:
-    arrays: dict[str, _ArrayNode]
-    groups: dict[str, dict[str, Any]]  # group path ("" = root) -> attributes
-
-
-def _json_doc(value: Any, key: str, location: str) -> dict[str, Any]:
-    """A metadata value (JSON text, bytes or an already parsed object) as a dict."""
-    if isinstance(value, Mapping):
-        return dict(value)
-    if isinstance(value, list | tuple):
-        raise BuildError(f"{location}: metadata key {key!r} is a reference, not inline JSON")
-    if isinstance(value, str):
-        value = _inline_bytes(value)
-    try:
-        doc = json.loads(value)
-    except (ValueError, TypeError, UnicodeDecodeError) as e:
-        raise BuildError(f"{location}: metadata key {key!r} is not valid JSON ({e})") from e
-    if not isinstance(doc, dict):
-        raise BuildError(f"{location}: metadata key {key!r} is not a JSON object")
-    return doc
-
-
-def _split_meta(key: str) -> tuple[str, str]:
-    parent, _, name = key.rpartition("/")
-    return parent, name
-
-
-def _collect_metadata(meta: Mapping[str, Any], location: str) -> _Parsed:
-    """Arrays and groups from the metadata keys (``.zarray``, ``.zgroup``, ``zarr.json``...)."""
-    docs: dict[str, dict[str, Any]] = {}
-    zmeta = meta.get(".zmetadata")
-    if zmeta is not None:
-        # consolidated metadata fills in keys the references do not carry themselves
-        consolidated = _json_doc(zmeta, ".zmetadata", location).get("metadata") or {}
-        for k, v in consolidated.items():
-            if k not in meta:
-                docs[k] = _json_doc(v, k, location)
-    for k, v in meta.items():
-        if k != ".zmetadata":
-            docs[k] = _json_doc(v, k, location)
-    arrays: dict[str, _ArrayNode] = {}
-    groups: dict[str, dict[str, Any]] = {}
-    for key, doc in docs.items():
-        parent, name = _split_meta(key)
-        if name == ".zarray":
-            attrs = docs.get(f"{parent}/.zattrs" if parent else ".zattrs", {})
-            arrays[parent] = _ArrayNode(parent, 2, doc, dict(attrs))
-        elif name == ".zgroup":
-            groups[parent] = dict(docs.get(f"{parent}/.zattrs" if parent else ".zattrs", {}))
-        elif name == "zarr.json":
-            node_type = doc.get("node_type")
-            if doc.get("zarr_format") != 3 or node_type not in ("array", "group"):
-                raise BuildError(f"{location}: {key!r} is not a Zarr v3 array or group document")
-            if node_type == "array":
-                arrays[parent] = _ArrayNode(parent, 3, doc, dict(doc.get("attributes") or {}))
-            else:
-                groups[parent] = dict(doc.get("attributes") or {})
-    if not arrays and not groups:
-        raise BuildError(
-            f"{location}: the references hold no Zarr metadata (.zgroup/.zarray/zarr.json)"
-        )
-    return _Parsed(arrays, groups)
-
-
-def _grid_shape(node: _ArrayNode, location: str) -> tuple[int, ...]:
-    if node.zarr_format == 3:
-        grid = node.meta.get("chunk_grid")
-        name = grid.get("name") if isinstance(grid, Mapping) else None
-        if name != "regular":
-            raise UnsupportedError(
-                f"{location}: array {node.path!r} has chunk grid {name!r}; only regular grids "
-                "are read from references"
-            )
-    try:
-        shape = [int(s) for s in node.meta["shape"]]
-        if node.zarr_format == 2:
-            chunks = [int(c) for c in node.meta["chunks"]]
-        else:
-            chunks = [int(c) for c in node.meta["chunk_grid"]["configuration"]["chunk_shape"]]
-    except (KeyError, TypeError, ValueError) as e:
-        raise BuildError(
-            f"{location}: array {node.path!r} has invalid shape/chunks metadata ({e})"
-        ) from e
-    if len(shape) != len(chunks) or any(c <= 0 for c in chunks) or any(s < 0 for s in shape):
-        raise BuildError(f"{location}: array {node.path!r} has shape {shape} but chunks {chunks}")
-    return tuple(math.ceil(s / c) for s, c in zip(shape, chunks, strict=True))
-
-
-class _KeyDecoder:
-    """Maps a chunk key of the references to (array path, chunk index)."""
-
-    def __init__(self, parsed: _Parsed, location: str):
-        self.location = location
-        self.grids = {p: _grid_shape(n, location) for p, n in parsed.arrays.items()}
-        self.nodes = parsed.arrays
-        self._v3_decoders: dict[str, Any] = {}
-        self.max_depth = 1 + max((len(g) for g in self.grids.values()), default=0)
-        # arrays whose chunk keys are "<array>/<i.j.k>": decoded by one split
-        self.dotted = {
-            p
-            for p, n in parsed.arrays.items()
-            if n.zarr_format == 2 and n.meta.get("dimension_separator", ".") != "/"
-        }
-
-    def decode(self, key: str) -> tuple[str, list[int]] | None:
-        """(array, chunk index) of a chunk key; None for keys of no array (ignored)."""
-        parent, _, name = key.rpartition("/")
-        if parent in self.dotted:
-            return parent, self._ints(name.split("."), parent, key)
-        # "/"-separated v2 keys and v3 keys: the array is some ancestor of the key
-        prefix = key
-        for _ in range(self.max_depth + 1):
-            prefix = prefix.rpartition("/")[0] if "/" in prefix else ""
-            node = self.nodes.get(prefix)
-            if node is not None:
-                rest = key[len(prefix) + 1 :] if prefix else key
-                if node.zarr_format == 2:
-                    return prefix, self._ints(rest.split("/"), prefix, key)
-                return prefix, self._v3_index(node, rest, key)
-            if not prefix:
-                break
-        return None
-
-    def _ints(self, parts: list[str], path: str, key: str) -> list[int]:
-        try:
-            return [int(p) for p in parts]
-        except ValueError:
-            raise BuildError(
-                f"{self.location}: key {key!r} is not a chunk key of array {path!r}"
-            ) from None
-
-    def _v3_index(self, node: _ArrayNode, rest: str, key: str) -> list[int]:
-        dec = self._v3_decoders.get(node.path)
-        if dec is None:
-            from zarr.core.chunk_key_encodings import parse_chunk_key_encoding
-
-            try:
-                dec = parse_chunk_key_encoding(
-                    node.meta.get("chunk_key_encoding") or {"name": "default"}
-                )
-            except (ValueError, TypeError, KeyError) as e:
-                raise BuildError(
-                    f"{self.location}: array {node.path!r}: invalid chunk_key_encoding ({e})"
-                ) from e
-            self._v3_decoders[node.path] = dec
-        try:
-            index = [int(i) for i in dec.decode_chunk_key(rest)]
-        except (ValueError, TypeError) as e:
-            raise BuildError(
-                f"{self.location}: key {key!r} is not a chunk key of array {node.path!r}"
-            ) from e
-        return index if index or self.grids[node.path] else [0]
-
-    def ravel_dotted(self, path: str, names: list[str]) -> np.ndarray:
-        """Flat grid positions of ``"i.j.k"`` chunk-key strings of one array."""
-        grid = self.grids[path]
-        ndim = max(len(grid), 1)
-        prefix = f"{path}/" if path else ""
-        dots = np.strings.count(np.asarray(names, dtype=_STRINGS), ".")
-        bad = np.flatnonzero(dots != ndim - 1)
-        if bad.size:
-            key = prefix + names[int(bad[0])]
-            raise BuildError(
-                f"{self.location}: chunk key {key!r} does not have {ndim} indices for "
-                f"array {path!r}"
-            )
-        try:
-            parts = np.fromiter(map(int, ".".join(names).split(".")), np.int64)
-        except ValueError:
-            key = next(prefix + n for n in names if not all(p.isdigit() for p in n.split(".")))
-            raise BuildError(
-                f"{self.location}: key {key!r} is not a chunk key of array {path!r}"
-            ) from None
-        return self._ravel_checked(
-            path, parts.reshape(len(names), ndim), lambda i: prefix + names[i]
-        )
-
-    def ravel(self, path: str, indices: list[list[int]], keys: list[str]) -> np.ndarray:
-        """Flat (C order) grid positions of chunk indices, checked against the grid."""
-        grid = self.grids[path]
-        ndim = max(len(grid), 1)
-        bad = next((k for k, i in zip(keys, indices, strict=True) if len(i) != ndim), None)
-        if bad is not None:
-            raise BuildError(
-                f"{self.location}: chunk key {bad!r} does not have {ndim} indices for "
-                f"array {path!r}"
-            )
-        idx = np.asarray(indices, dtype=np.int64).reshape(len(indices), ndim)
-        return self._ravel_checked(path, idx, lambda i: keys[i])
-
-    def _ravel_checked(
-        self, path: str, idx: np.ndarray, key_of: Callable[[int], str]
-    ) -> np.ndarray:
-        grid = self.grids[path]
-        bounds = np.asarray(grid if grid else (1,), dtype=np.int64)
-        outside = ((idx < 0) | (idx >= bounds)).any(axis=1)
-        if outside.any():
-            key = key_of(int(np.argmax(outside)))
-            raise BuildError(
-                f"{self.location}: chunk key {key!r} is outside the chunk grid {grid} of "
-                f"array {path!r}"
-            )
-        if not grid:
-            if len(idx) > 1:
-                raise BuildError(f"{self.location}: array {path!r} has two keys for its one chunk")
-            return np.zeros(len(idx), dtype=np.int64)
-        flat = np.ravel_multi_index(tuple(idx.T), grid).astype(np.int64)
-        seen = np.zeros(int(np.prod(grid, dtype=np.int64)), dtype=bool)
-        seen[flat] = True
-        if int(np.count_nonzero(seen)) != flat.size:
-            raise BuildError(f"{self.location}: array {path!r} has two keys for the same chunk")
-        return flat
-
-
-def _is_meta_key(key: str) -> bool:
-    return (".z" in key or "zarr.json" in key) and key.rpartition("/")[2] in _META_NAMES
-
-
-def _parse_refs(
-    refs: Mapping[str, Any],
-    location: str,
-    fetch: Callable[[str, Any], bytes] | None = None,
-) -> _Parsed:
-    """The intermediate form of a references body (version 0 form, templates unexpanded).
-
-    ``fetch(key, reference)`` reads a metadata document that is itself a reference.
-    """
-    meta: dict[str, Any] = {}
-    for key in refs:
-        if _is_meta_key(key):
-            value = refs[key]
-            if isinstance(value, list | tuple) and fetch is not None:
-                value = fetch(key, value)
-            meta[key] = value
-    parsed = _collect_metadata(meta, location)
-    decoder = _KeyDecoder(parsed, location)
-    # "<array>/<i.j.k>" keys of "."-separated v2 arrays: chunk-key strings and values
-    dotted: dict[str, tuple[list[str], list[Any]]] = {p: ([], []) for p in decoder.dotted}
-    # every other chunk key: keys, decoded indices and values
-    other: dict[str, tuple[list[str], list[list[int]], list[Any]]] = {}
-    for key, value in refs.items():
-        parent, _, name = key.rpartition("/")
-        bucket = dotted.get(parent)
-        if bucket is not None:
-            if name[:2] != ".z":
-                bucket[0].append(name)
-                bucket[1].append(value)
-            continue
-        if key in meta:
-            continue
-        hit = decoder.decode(key)
-        if hit is None:
-            continue  # a stray object outside every array: not part of the Zarr hierarchy
-        keys, indices, values = other.setdefault(hit[0], ([], [], []))
-        keys.append(key)
-        indices.append(hit[1])
-        values.append(value)
-    for path, (names, values) in dotted.items():
-        if names:
-            prefix = f"{path}/" if path else ""
-            flat = decoder.ravel_dotted(path, names)
-            parsed.arrays[path].chunks = _chunk_columns(
-                flat, values, _prefixed_key(prefix, names), location
-            )
-    for path, (keys, indices, values) in other.items():
-        flat = decoder.ravel(path, indices, keys)
-        parsed.arrays[path].chunks = _chunk_columns(flat, values, keys.__getitem__, location)
-    return parsed
-
-
-def _int_column(
-    values: list[Any], key_of: Callable[[int], str], what: str, location: str
-) -> np.ndarray:
-    """Offsets or lengths as int64, each checked to be a non-negative integer."""
-    arr = np.asarray(values) if values else np.zeros(0, dtype=np.int64)
-    if arr.ndim != 1 or arr.dtype.kind not in "iu":
-        # not all plain integers: check one by one (and name the first bad one)
-        arr = np.asarray(
-            [_int(v, key_of(i), what, location) for i, v in enumerate(values)], dtype=np.int64
-        )
-    negative = np.flatnonzero(arr < 0)
-    if negative.size:
-        i = int(negative[0])
-        raise BuildError(f"{location}: reference {key_of(i)!r} has a negative {what} {arr[i]}")
-    return arr.astype(np.int64, copy=False)
-
-
-def _prefixed_key(prefix: str, names: list[str]) -> Callable[[int], str]:
-    """The store key of the ``i``-th reference: ``prefix`` and its chunk name."""
-
-    def key_of(i: int) -> str:
-        return prefix + names[i]
-
-    return key_of
-
-
-def _chunk_columns(
-    flat: np.ndarray, values: list[Any], key_of: Callable[[int], str], location: str
-) -> _Chunks:
-    """Reference values (``[url, offset, length]``, ``[url]``, inline data) as columns."""
-    if all(type(v) is list and len(v) == 3 for v in values):
-        # the common case, done column-wise
-        urls = list(map(itemgetter(0), values))
-        offs = _int_column(list(map(itemgetter(1), values)), key_of, "offset", location)
-        lens = _int_column(list(map(itemgetter(2), values)), key_of, "length", location)
-        return _Chunks(flat, np.asarray(urls, dtype=object), offs, lens, {})
-    rows: list[int] = []
-    urls = []
-    offsets: list[Any] = []
-    lengths: list[Any] = []
-    inline: dict[int, bytes] = {}
-    for i, (f, value) in enumerate(zip(flat.tolist(), values, strict=True)):
-        if isinstance(value, str):
-            inline[f] = _inline_bytes(value)
-        elif isinstance(value, bytes):
-            inline[f] = value
-        elif isinstance(value, dict):
-            inline[f] = orjson.dumps(value)
-        elif isinstance(value, list | tuple) and len(value) in (1, 3):
-            rows.append(i)
-            urls.append(value[0])
-            offsets.append(value[1] if len(value) == 3 else None)  # None: whole file
-            lengths.append(value[2] if len(value) == 3 else 0)
-        elif value is None:
-            continue
-        else:
-            raise BuildError(
-                f"{location}: reference {key_of(i)!r} is not data, [url] or "
-                f"[url, offset, length]: {value!r}"
-            )
-    row_keys = [key_of(i) for i in rows] if rows else []
-
-    def row_key(j: int) -> str:
-        return row_keys[j]
-
-    whole = np.asarray([o is None for o in offsets], dtype=bool)
-    offs = _int_column(
-        [0 if w else o for w, o in zip(whole, offsets, strict=True)], row_key, "offset", location
-    )
-    lens = _int_column(lengths, row_key, "length", location)
-    return _Chunks(
-        flat[np.asarray(rows, dtype=np.int64)],
-        np.asarray(urls, dtype=object),
-        np.where(whole, -1, offs) if len(offs) else offs,
-        lens,
-        inline,
-    )
-
-
-# ---- parquet reference stores --------------------------------------------------------------
-
-
-def _parse_parquet_refs(root: str, fs: Any, location: str) -> _Parsed:
-    """The intermediate form of a kerchunk parquet store, read with fsspec's LazyReferenceMapper."""
-    import pandas as pd
-    from fsspec.implementations.reference import LazyReferenceMapper
-
-    mapper = LazyReferenceMapper(root, fs=fs)
-    try:
-        zmetadata = mapper.zmetadata
-        record_size = int(mapper.record_size)
-    except FileNotFoundError as e:
-        raise BuildError(
-            f"{location}: no .zmetadata: not a kerchunk parquet reference store"
-        ) from e
-    except (KeyError, ValueError, TypeError) as e:
-        raise BuildError(f"{location}: invalid parquet .zmetadata ({e})") from e
-    parsed = _collect_metadata(dict(zmetadata), location)
-    grids = {p: _grid_shape(n, location) for p, n in parsed.arrays.items()}
-    for path, node in parsed.arrays.items():
-        if node.zarr_format != 2 or not path:
-            raise BuildError(
-                f"{location}: array {path!r}: parquet references hold Zarr v2 arrays in groups"
-            )
-        n = int(np.prod(grids[path], dtype=np.int64))
-        if n == 0:
-            continue
-        parts: dict[str, list[np.ndarray]] = {"path": [], "offset": [], "size": [], "raw": []}
-        for record in range(math.ceil(n / record_size)):
-            want = min(record_size, n - record * record_size)
-            try:
-                refs = mapper.open_refs(path, record)
-            except FileNotFoundError:
-                refs = None  # a record never written: all its chunks are missing
-            if refs is None:
-                refs = {}
-            for name in parts:
-                col = refs.get(name)
-                if col is None:
-                    fill: Any = None if name in ("path", "raw") else 0
-                    col = np.full(want, fill, dtype=object if fill is None else np.int64)
-                col = np.asarray(col)
-                if len(col) < want:
-                    raise BuildError(
-                        f"{location}: {path}/refs.{record}.parq has {len(col)} rows, "
-                        f"expected {want}"
-                    )
-                parts[name].append(col[:want])
-        urls = np.concatenate(parts["path"]).astype(object)
-        raws = np.concatenate(parts["raw"]).astype(object)
-        offsets = np.concatenate(parts["offset"]).astype(np.int64)
-        sizes = np.concatenate(parts["size"]).astype(np.int64)
-        # absent values are None or NaN, depending on how the record was written
-        has_url = ~pd.isna(urls)
-        has_raw = ~pd.isna(raws)
-        ref = has_url & ~has_raw
-        whole = ref & (offsets == 0) & (sizes == 0)  # [url]: the whole file (fsspec's rule)
-        offsets = np.where(whole, -1, offsets)
-        flat = np.flatnonzero(ref)
-        inline = {int(i): bytes(raws[i]) for i in np.flatnonzero(has_raw)}
-        node.chunks = _Chunks(flat.astype(np.int64), urls[flat], offsets[flat], sizes[flat], inline)
-    return parsed
-
-
-def _parquet_filesystem(url: str, storage_options: Mapping[str, Any]) -> tuple[Any, str]:
-    """An fsspec filesystem and root path for a parquet reference store at ``url``."""
-    import fsspec
-
-    if not is_absolute_url(url) or url.startswith("file://"):
-        local = url_to_local_path(url) if url.startswith("file://") else os.path.abspath(url)
-        return fsspec.filesystem("file"), local.rstrip("/")
-    scheme = _SCHEME_RE.match(url)
-    protocol = scheme.group(1).lower() if scheme else ""
-    # obstore's fsspec adapter reads every scheme obstore does, with the same options
-    from obstore.fsspec import FsspecStore
-
-    kwargs = dict(storage_options)
-    if protocol == "http":
-        kwargs["client_options"] = {"allow_http": True, **dict(kwargs.get("client_options") or {})}
-    # (obstore checks the protocol at run time; its stub lists only a few literals)
-    return FsspecStore(protocol, **kwargs), url.rstrip("/")  # type: ignore[arg-type]
-
-
-# ---- URLs -----------------------------------------------------------------------------------
-
-
-def _normalize_url(raw: str, base_url: str | None, key_hint: str, location: str) -> str:
-    """A kerchunk (fsspec) reference path as a canonical URL."""
-    if "::" in raw:
-        raise UnsupportedError(
-            f"{location}: reference {key_hint!r} uses a chained fsspec URL {raw!r}, which has "
-            "no plain object-store location"
-        )
-    try:
-        m = _SCHEME_RE.match(raw)
-        if m is None:
-            if raw.startswith("/"):
-                return local_path_to_url(raw)
-            if base_url is None:
-                return local_path_to_url(raw)  # fsspec's local filesystem: the working directory
-            return resolve_reference(quote(raw, safe=_PATH_SAFE), base_url)
-        scheme = m.group(1).lower()
-        scheme = _SCHEME_ALIASES.get(scheme, scheme)
-        rest = raw[m.end() :]
-        if scheme == "file":
-            return local_path_to_url(rest if rest.startswith("/") else "/" + rest)
-        if scheme not in SCHEMES:
-            raise UnsupportedError(
-                f"{location}: reference {key_hint!r} uses URL scheme {scheme!r} ({raw!r}); "
-                f"supported: {sorted(SCHEMES)}"
-            )
-        if scheme in ("http", "https"):
-            return canonical_url(f"{scheme}://{rest}")
-        # object keys are verbatim in fsspec: quote them so the URL names the same key
-        authority, slash, path = rest.partition("/")
-        return canonical_url(f"{scheme}://{authority}{slash}{quote(path, safe=_PATH_SAFE)}")
-    except ManifestFormatError as e:
-        raise BuildError(
-            f"{location}: reference {key_hint!r} has an invalid URL {raw!r}: {e}"
-        ) from e
-
-
-# The registry only decides what is allowed; nothing is read through it.
-_CHECK_ONLY = object()
-
-
-def _allowed_registry(prefixes: Iterable[str]) -> SourceRegistry:
-    """A registry allowing ``prefixes`` (URLs or local directories), used for its checks."""
-    registry = SourceRegistry()
-    for prefix in prefixes:
-        registry.register(prefix, _CHECK_ONLY)
-    return registry
+def _allowed(prefixes: Iterable[str]) -> AllowedPrefixes[None]:
+    """The places ``prefixes`` (URLs or local directories, each taken as a directory) allow."""
+    return AllowedPrefixes.of(prefixes, None, as_directory=True)
 
 
 class _Resolver:
     """Canonical URLs and whole-file sizes, each computed once per distinct reference URL.
 
-    With ``allowed`` (a registry), every URL is checked against it as it is resolved.
+    With ``allowed``, every URL is checked against it as it is resolved.  ``templates``
+    (those of the references document, once it is read) fill in templated URLs.
     """
 
     def __init__(
@@ -973,13 +108,12 @@ class _Resolver:
         base_url: str | None,
         location: str,
         source_options: Mapping[str, Any],
-        templates: _Templates | None = None,
-        allowed: SourceRegistry | None = None,
+        allowed: AllowedPrefixes[None] | None = None,
     ):
         self.base_url = base_url
         self.location = location
         self.source_options = dict(source_options)
-        self.templates = templates
+        self.templates: Templates | None = None
         self.allowed = allowed
         self._urls: dict[str, str] = {}
         self._sizes: dict[str, int] = {}
@@ -995,7 +129,7 @@ class _Resolver:
             text = raw
             if "{{" in text and self.templates is not None:
                 text = self.templates.url(text)
-            out = _normalize_url(text, self.base_url, key_hint, self.location)
+            out = reference_url(text, self.base_url, key_hint, self.location)
             self._check_allowed(out, key_hint)
             self._urls[raw] = out
         return out
@@ -1024,8 +158,8 @@ class _Resolver:
         try:
             if len(ref) == 1:
                 return source.read_range(0, self.size(url))
-            offset = _int(ref[1], key, "offset", self.location)
-            length = _int(ref[2], key, "length", self.location)
+            offset = reference_int(ref[1], key, "offset", self.location)
+            length = reference_int(ref[2], key, "length", self.location)
             return source.read_range(offset, length)
         except OSError as e:
             raise BuildError(f"{self.location}: cannot read {key!r} from {url} ({e})") from e
@@ -1054,7 +188,7 @@ class _Resolver:
 # ---- metadata conversion -------------------------------------------------------------------
 
 
-def _v2_dtype(node: _ArrayNode) -> np.dtype[Any]:
+def _v2_dtype(node: ArrayNode) -> np.dtype[Any]:
     raw = node.meta.get("dtype")
     if isinstance(raw, list):
         raw = [tuple(f) for f in raw]
@@ -1062,7 +196,7 @@ def _v2_dtype(node: _ArrayNode) -> np.dtype[Any]:
 
 
 def _v2_to_v3_metadata(
-    node: _ArrayNode, location: str, cf_fill_value: bool = False
+    node: ArrayNode, location: str, cf_fill_value: bool = False
 ) -> dict[str, Any]:
     """Zarr v3 array metadata (a zarr.json dict) for a Zarr v2 ``.zarray`` + ``.zattrs``.
 
@@ -1177,7 +311,7 @@ def _fill_is_netcdf_fill_value(
     return "grib" not in ids
 
 
-def _v3_metadata(node: _ArrayNode, location: str) -> dict[str, Any]:
+def _v3_metadata(node: ArrayNode, location: str) -> dict[str, Any]:
     doc = dict(node.meta)
     if doc.get("storage_transformers"):
         raise UnsupportedError(f"{location}: array {node.path!r} declares storage transformers")
@@ -1190,7 +324,7 @@ def _v3_metadata(node: _ArrayNode, location: str) -> dict[str, Any]:
 
 
 def _load_array(
-    node: _ArrayNode,
+    node: ArrayNode,
     grid: tuple[int, ...],
     resolver: _Resolver,
     location: str,
@@ -1259,7 +393,7 @@ def _load_array(
         ) from e
 
 
-def _inline_array(data: np.ndarray, v3: dict[str, Any] | None, node: _ArrayNode) -> InlineArray:
+def _inline_array(data: np.ndarray, v3: dict[str, Any] | None, node: ArrayNode) -> InlineArray:
     if data.dtype == object:
         kinds = {type(x) for x in data.reshape(-1)}
         if kinds <= {str}:
@@ -1303,7 +437,7 @@ def _writable_codecs(codecs: list[Any]) -> bool:
 
 
 def _build_array(
-    node: _ArrayNode,
+    node: ArrayNode,
     *,
     force_load: bool,
     resolver: _Resolver,
@@ -1311,7 +445,7 @@ def _build_array(
     cf_fill_value: bool = False,
 ) -> ManifestArray | InlineArray:
     name = node.path or "<root array>"
-    grid = _grid_shape(node, location)
+    grid = grid_shape(node, location)
     v3: dict[str, Any] | None
     why: UnsupportedError | None = None
     try:
@@ -1370,8 +504,21 @@ def _build_array(
         raise BuildError(f"{location}: array {name!r}: {e}") from e
 
 
+def _parse_json_references(
+    refs: Mapping[str, Any], resolver: _Resolver, location: str
+) -> ParsedReferences:
+    """The hierarchy a references document (any version) describes, ``gen`` entries included.
+
+    The document's templates fill in the URLs ``resolver`` resolves; metadata documents that
+    are themselves references are read through it.
+    """
+    body, tmpl, gens = references_parts(refs, location)
+    resolver.templates = tmpl
+    return parse_references(with_generated(body, gens, tmpl, location), location, resolver.fetch)
+
+
 def _assemble(
-    parsed: _Parsed,
+    parsed: ParsedReferences,
     *,
     group: str | None,
     drop: Collection[str],
@@ -1527,10 +674,9 @@ def from_kerchunk_refs(
         raise BuildError(
             f"{location}: kerchunk references must be a dict, got {type(refs).__name__}"
         )
-    body, tmpl, gens = _refs_parts(refs, location)
-    allowed = None if allowed_prefixes is None else _allowed_registry(allowed_prefixes)
-    resolver = _Resolver(base_url, location, source_options or {}, tmpl, allowed)
-    parsed = _parse_refs(_with_gen(body, gens, tmpl, location), location, resolver.fetch)
+    allowed = None if allowed_prefixes is None else _allowed(allowed_prefixes)
+    resolver = _Resolver(base_url, location, source_options or {}, allowed=allowed)
+    parsed = _parse_json_references(refs, resolver, location)
     return _assemble(
         parsed,
         group=group,
@@ -1613,23 +759,23 @@ def build_kerchunk(
     if local is not None:
         is_parquet = os.path.isdir(local)
     else:
-        is_parquet = _remote_is_parquet(url, obstore_kwargs)
+        is_parquet = remote_is_parquet(url, obstore_kwargs)
     trimmed = url.rstrip("/")
     own_directory = trimmed.rsplit("/", 1)[0] + "/"
     allowed = [own_directory, *([base_url] if base_url is not None else []), *allowed_prefixes]
     if base_url is None:
         base_url = own_directory
-    resolver = _Resolver(base_url, location, obstore_kwargs, allowed=_allowed_registry(allowed))
+    resolver = _Resolver(base_url, location, obstore_kwargs, allowed=_allowed(allowed))
     if is_parquet:
-        fs, root = _parquet_filesystem(local if local is not None else trimmed, obstore_kwargs)
-        parsed = _parse_parquet_refs(root, fs, location)
+        fs, root = parquet_filesystem(local if local is not None else trimmed, obstore_kwargs)
+        parsed = parse_parquet_references(root, fs, location)
     else:
         src = source if isinstance(source, Source) else open_source(url, **obstore_kwargs)
         with src.open() as f:
             data = bytes(f.read())
-        body, tmpl, gens = _refs_parts(read_kerchunk_refs(data, location=location), location)
-        resolver.templates = tmpl
-        parsed = _parse_refs(_with_gen(body, gens, tmpl, location), location, resolver.fetch)
+        parsed = _parse_json_references(
+            read_kerchunk_refs(data, location=location), resolver, location
+        )
     return _assemble(
         parsed,
         group=group,
@@ -1640,29 +786,3 @@ def build_kerchunk(
         root_array_name=root_array_name,
         cf_fill_value=cf_fill_value,
     )
-
-
-def _with_gen(
-    body: Mapping[str, Any], gens: list[Any], tmpl: _Templates, location: str
-) -> Mapping[str, Any]:
-    """The references body plus the references its ``gen`` entries generate."""
-    if not gens:
-        return body
-    out = dict(body)
-    for entry in gens:
-        out.update(_generate(entry, tmpl, location))
-    return out
-
-
-def _remote_is_parquet(url: str, obstore_kwargs: Mapping[str, Any]) -> bool:
-    """Whether a remote URL is a parquet reference store (a prefix with ``.zmetadata``)."""
-    try:
-        with open_source(url.rstrip("/") + "/.zmetadata", **obstore_kwargs).open() as f:
-            data = bytes(f.read())
-    except (FileNotFoundError, OSError):
-        return False
-    try:
-        doc = json.loads(data)
-    except ValueError:
-        return False
-    return isinstance(doc, dict) and "record_size" in doc

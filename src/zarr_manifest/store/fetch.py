@@ -1,5 +1,10 @@
 """Coalesced, length-checked byte-range reads from a `Source` (sync, async, batched).
 
+One idea: the last step of every chunk read, bytes for byte ranges.  Its layers share one
+contract -- every merged fetch checked for length and for the pinned ETag, failures named by
+key, URL and range -- and its sync and async paths mirror each other line for line; split,
+that contract would be written in several places.
+
 Three layers:
 
 - `plan_coalesced` -- numpy-vectorized planning: sort ranges, merge neighbours whose gap is

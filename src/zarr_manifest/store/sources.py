@@ -12,7 +12,8 @@ Prefixes match segment-wise on canonical URLs (see `zarr_manifest.format.paths`)
 ``"s3://b/database/x.nc"``; the longest matching prefix wins.  For ``file://`` prefixes
 the match is made on real paths (``os.path.realpath`` of both the prefix and the
 reference), so a symlink inside an allowed directory that points outside it is refused,
-and one pointing into another allowed directory is read from there.
+and one pointing into another allowed directory is read from there.  These rules live in
+`zarr_manifest.format.allowed_prefixes`, which the kerchunk builder uses too.
 """
 
 from __future__ import annotations
@@ -25,14 +26,14 @@ from typing import Any
 
 from obstore.store import HTTPStore, LocalStore, from_url
 
-from zarr_manifest.errors import ManifestFormatError, SourceNotAllowedError
-from zarr_manifest.format.paths import (
-    canonical_url,
-    decode_path_segments,
-    local_path_to_url,
-    split_url,
-    url_to_local_path,
+from zarr_manifest.errors import SourceNotAllowedError
+from zarr_manifest.format.allowed_prefixes import (
+    AllowedPrefix,
+    AllowedPrefixes,
+    canonical_prefix,
+    is_under_real_path,
 )
+from zarr_manifest.format.paths import decode_path_segments, split_url, url_to_local_path
 from zarr_manifest.store._http import HttpClient, HttpObject
 
 __all__ = ["Source", "SourceRegistry"]
@@ -113,47 +114,14 @@ class Source:
 
 @dataclass(frozen=True, slots=True)
 class _Entry:
-    """A registered prefix.
+    """How objects under an allowed prefix are read: the store, and for http(s) its client."""
 
-    ``prefix`` is the canonical allowed URL (no trailing slash unless it is a root);
-    ``segments`` its path segments; ``root`` the directory URL the store's paths are
-    relative to; ``real_root`` / ``real_prefix`` the realpath'd forms for file sources.
-    """
-
-    prefix: str
-    scheme: str
-    authority: str
-    segments: tuple[str, ...]
-    root_len: int  # number of leading segments that make up the store's root
     store: Any
-    real_root: str | None = None
-    real_prefix: str | None = None
     # http(s): client_options / retry_config for the per-query stores of presigned URLs.
     http_options: Mapping[str, Any] | None = None
     # http(s) served by an HTTPStore: the client reading it, and the store's base URL.
     http_client: HttpClient | None = None
     http_base: str | None = None
-
-
-def _segments_of(canon: str) -> tuple[str, str, tuple[str, ...]]:
-    scheme, authority, path = split_url(canon)
-    segs = path.split("/")[1:]
-    if segs and segs[-1] == "":
-        segs = segs[:-1]
-    return scheme, authority, tuple(segs)
-
-
-def _canonical_prefix(prefix: str) -> str:
-    """Canonical URL of a prefix; a plain local path is accepted and made a file:// URL."""
-    if not isinstance(prefix, str) or not prefix:
-        raise ManifestFormatError(f"invalid source prefix {prefix!r}", location=str(prefix))
-    if "://" not in prefix and (prefix.startswith(("/", ".", "~")) or os.path.exists(prefix)):
-        return local_path_to_url(os.path.expanduser(prefix))
-    return canonical_url(prefix)
-
-
-def _is_under_real(real: str, real_prefix: str) -> bool:
-    return real == real_prefix or real.startswith(real_prefix.rstrip(os.sep) + os.sep)
 
 
 class SourceRegistry:
@@ -191,9 +159,9 @@ class SourceRegistry:
             self._hard_links: bool | tuple[str, ...] = hard_links
         else:
             self._hard_links = tuple(
-                os.path.realpath(url_to_local_path(_canonical_prefix(p))) for p in hard_links
+                os.path.realpath(url_to_local_path(canonical_prefix(p))) for p in hard_links
             )
-        self._entries: list[_Entry] = []
+        self._allowed: AllowedPrefixes[_Entry] = AllowedPrefixes()
         self._lock = threading.Lock()
         self._cache: dict[str, Source] = {}
         if stores:
@@ -234,7 +202,7 @@ class SourceRegistry:
         """
         registry = cls()
         for url in urls:
-            canon = _canonical_prefix(url)
+            canon = canonical_prefix(url)
             scheme = split_url(canon)[0]
             kwargs: dict[str, Any] = {}
             if scheme in _CLOUD_SCHEMES or scheme in _HTTP_SCHEMES:
@@ -275,23 +243,10 @@ class SourceRegistry:
         """
         if store is not None and obstore_kwargs:
             raise TypeError("pass either a store or obstore keyword arguments, not both")
-        canon = _canonical_prefix(prefix)
-        scheme, authority, segs = _segments_of(canon)
-        is_dir = canon.endswith("/")
-        # A prefix naming one object is served by a store rooted at its directory.
-        root_len = len(segs) if (is_dir or store is not None) else len(segs) - 1
-        root_segs = segs[:root_len]
-        root_url = f"{scheme}://{authority}/" + "".join(s + "/" for s in root_segs)
-        normalized = f"{scheme}://{authority}/" + "/".join(segs)
-
-        real_root = real_prefix = None
-        if scheme == "file":
-            # Local sources are matched and read by real path: resolve the prefix's
-            # symlinks once here; a prefix naming a file is served from its directory.
-            real_prefix = os.path.realpath(url_to_local_path(normalized))
-            real_root = real_prefix
-            if store is None and not is_dir and not os.path.isdir(real_prefix):
-                real_root = os.path.dirname(real_prefix)
+        # A prefix naming one object is served by a store rooted at its directory, unless
+        # a store is given for it.
+        rule = AllowedPrefix.parse(prefix, as_directory=store is not None)
+        scheme = rule.scheme
         kwargs = dict(obstore_kwargs)
         http_options: dict[str, Any] | None = None
         if scheme in _HTTP_SCHEMES:
@@ -309,7 +264,7 @@ class SourceRegistry:
                     "retry_config": store.retry_config,
                 }
         if store is None:
-            store = self._build_store(scheme, root_url, real_root, kwargs)
+            store = self._build_store(scheme, rule.root_url, rule.real_root, kwargs)
         http_client = http_base = None
         if scheme in _HTTP_SCHEMES and isinstance(store, HTTPStore):
             # obstore follows redirects on its own: http(s) bytes are read by a client
@@ -318,22 +273,10 @@ class SourceRegistry:
             http_client = HttpClient(opts.get("client_options"), opts.get("retry_config"))
             http_base = store.url.rstrip("/")
         entry = _Entry(
-            prefix=normalized,
-            scheme=scheme,
-            authority=authority,
-            segments=segs,
-            root_len=root_len,
-            store=store,
-            real_root=real_root,
-            real_prefix=real_prefix,
-            http_options=http_options,
-            http_client=http_client,
-            http_base=http_base,
+            store=store, http_options=http_options, http_client=http_client, http_base=http_base
         )
         with self._lock:
-            entries = [e for e in self._entries if e.prefix != normalized]
-            entries.append(entry)
-            self._entries = entries
+            self._allowed = self._allowed.with_prefix(rule, entry)
             self._cache = {}
 
     @staticmethod
@@ -361,7 +304,7 @@ class SourceRegistry:
         """
         new = SourceRegistry()
         new._hard_links = self._hard_links
-        new._entries = list(self._entries)
+        new._allowed = self._allowed
         return new
 
     # -- lookup -----------------------------------------------------------------------
@@ -369,7 +312,7 @@ class SourceRegistry:
     @property
     def prefixes(self) -> tuple[str, ...]:
         """The allowed prefixes (canonical URLs), in registration order."""
-        return tuple(e.prefix for e in self._entries)
+        return self._allowed.prefixes
 
     def resolve(self, url: str, *, key: str | None = None) -> Source:
         """The `Source` to read ``url`` from, if it lies under an allowed prefix.
@@ -398,91 +341,41 @@ class SourceRegistry:
         cache[url] = source
         return source
 
-    def _refuse(self, url: str, key: str | None, why: str) -> SourceNotAllowedError:
-        where = f" for key {key!r}" if key is not None else ""
-        allowed = ", ".join(self.prefixes) or "none"
-        return SourceNotAllowedError(
-            f"reference {url!r}{where} is not allowed: {why} (allowed prefixes: {allowed})",
-            key=key,
-            path=url,
-        )
-
     def _resolve_uncached(self, url: str, key: str | None) -> Source:
-        try:
-            canon = canonical_url(url)
-        except ManifestFormatError as exc:
-            raise self._refuse(url, key, str(exc)) from exc
-        # In canonical form a "?" can only start the query of an http(s) URL.
-        canon_path, _, query = canon.partition("?")
-        scheme, authority, segs = _segments_of(canon_path)
-        if canon_path.endswith("/"):
-            raise self._refuse(url, key, "it names a directory, not an object")
-        entries = self._entries
-        if scheme == "file":
-            return self._resolve_file(url, canon, key, entries)
-        best: _Entry | None = None
-        for e in entries:
-            if (
-                e.scheme == scheme
-                and e.authority == authority
-                and segs[: len(e.segments)] == e.segments
-                and (best is None or len(e.segments) > len(best.segments))
-            ):
-                best = e
-        if best is None:
-            raise self._refuse(url, key, "it is under no registered prefix")
-        rel = segs[best.root_len :]
-        if not rel:
-            raise self._refuse(url, key, "it names the store root, not an object")
-        path = decode_path_segments("/".join(rel))
-        store = best.store
+        allowed = self._allowed.resolve(url, key=key)
+        entry = allowed.value
+        if allowed.real_path is not None:
+            real = allowed.real_path
+            links = self._hard_links
+            if not isinstance(links, bool):
+                links = any(is_under_real_path(real, p) for p in links)
+            return Source(
+                url=allowed.url,
+                store=entry.store,
+                path=allowed.relative,
+                local_path=real,
+                hard_links=links,
+            )
+        rule, query = allowed.prefix, allowed.query
+        path = decode_path_segments(allowed.relative)
+        store = entry.store
         if query:
             # A presigned URL: the query must go with every request, so it gets a store of
             # its own, rooted where the registered store is.
-            root = f"{scheme}://{authority}" + "".join("/" + s for s in segs[: best.root_len])
-            options = best.http_options
+            root = f"{rule.scheme}://{rule.authority}" + "".join(
+                "/" + s for s in rule.segments[: rule.root_len]
+            )
+            options = entry.http_options
             if options is None:
-                options = {"client_options": {"allow_http": True}} if scheme == "http" else {}
+                options = {"client_options": {"allow_http": True}} if rule.scheme == "http" else {}
             # HTTPStore, not from_url: that would map e.g. amazonaws.com hosts to an
             # S3Store, which drops the query.
             store = HTTPStore.from_url(f"{root}?{query}", **options)
         http = None
-        if best.http_client is not None:
-            target = f"{best.http_base}/" + "/".join(rel) + (f"?{query}" if query else "")
-            http = HttpObject(target, best.http_client, self.resolve)
-        return Source(url=canon, store=store, path=path, local_path=None, http=http)
-
-    def _resolve_file(self, url: str, canon: str, key: str | None, entries: list[_Entry]) -> Source:
-        try:
-            real = os.path.realpath(url_to_local_path(canon))
-        except OSError as exc:
-            # A component swapped between realpath's lstat and readlink (EINVAL), a loop
-            # of links: whatever the path means cannot be told, so it is refused.
-            raise self._refuse(
-                url, key, f"its real path could not be resolved ({exc.strerror or exc})"
-            ) from exc
-        best: _Entry | None = None
-        for e in entries:
-            if (
-                e.scheme == "file"
-                and e.real_prefix is not None
-                and _is_under_real(real, e.real_prefix)
-                and (best is None or len(e.real_prefix) > len(best.real_prefix or ""))
-            ):
-                best = e
-        if best is None or best.real_root is None:
-            why = "it is under no registered prefix"
-            if real != url_to_local_path(canon):
-                why += f" (its real path, symlinks resolved, is {real!r})"
-            raise self._refuse(url, key, why)
-        rel = os.path.relpath(real, best.real_root)
-        if rel == "." or rel.startswith(".." + os.sep) or rel == "..":
-            raise self._refuse(url, key, "it names the store root, not an object")
-        path = rel.replace(os.sep, "/")
-        links = self._hard_links
-        if not isinstance(links, bool):
-            links = any(_is_under_real(real, p) for p in links)
-        return Source(url=canon, store=best.store, path=path, local_path=real, hard_links=links)
+        if entry.http_client is not None:
+            target = f"{entry.http_base}/" + allowed.relative + (f"?{query}" if query else "")
+            http = HttpObject(target, entry.http_client, self.resolve)
+        return Source(url=allowed.url, store=store, path=path, local_path=None, http=http)
 
     # -- protocol ---------------------------------------------------------------------
 
@@ -496,35 +389,35 @@ class SourceRegistry:
         return True
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return len(self._allowed)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, SourceRegistry):
             return NotImplemented
-        mine = sorted(self._entries, key=lambda e: e.prefix)
-        theirs = sorted(other._entries, key=lambda e: e.prefix)
+        mine = sorted(self._allowed, key=lambda e: e[0].prefix)
+        theirs = sorted(other._allowed, key=lambda e: e[0].prefix)
         return (
             self._hard_links == other._hard_links
             and len(mine) == len(theirs)
             and all(
                 a.prefix == b.prefix
                 and a.root_len == b.root_len
-                and (a.store is b.store or _stores_equal(a.store, b.store))
-                for a, b in zip(mine, theirs, strict=True)
+                and (x.store is y.store or _stores_equal(x.store, y.store))
+                for (a, x), (b, y) in zip(mine, theirs, strict=True)
             )
         )
 
     __hash__ = None  # type: ignore[assignment]  # mutable (register)
 
     def __repr__(self) -> str:
-        inner = ", ".join(f"{e.prefix!r}: {e.store!r}" for e in self._entries)
+        inner = ", ".join(f"{rule.prefix!r}: {e.store!r}" for rule, e in self._allowed)
         return f"SourceRegistry({{{inner}}})"
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"entries": self._entries, "hard_links": self._hard_links}
+        return {"entries": list(self._allowed), "hard_links": self._hard_links}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self._entries = list(state["entries"])
+        self._allowed = AllowedPrefixes(state["entries"])
         self._hard_links = state.get("hard_links", True)
         self._lock = threading.Lock()
         self._cache = {}
