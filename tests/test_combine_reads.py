@@ -49,3 +49,25 @@ def test_build_compares_referenced_variables_by_value(tmp_path: Path) -> None:
     paths = [*same[:3], _write(tmp_path / "odd.nc", 6, other), same[4]]
     with pytest.raises(CombineError, match="mask"):
         build([str(p) for p in paths], concat_dim="time", load=())
+
+
+@pytest.mark.parametrize(
+    ("dtype", "fill"),
+    [("f4", np.nan), ("f8", -9999.0), ("i2", -1), ("M8[ns]", None), ("S3", None), ("c8", None)],
+)
+def test_encoding_has_the_documents_data_type_and_fill_value(dtype: str, fill: object) -> None:
+    from zarr_manifest import _cf
+    from zarr_manifest.array import InlineArray, ManifestArray
+    from zarr_manifest.group import ManifestGroup
+    from zarr_manifest.manifest import ChunkManifest
+
+    data = np.zeros(4, dtype=dtype)
+    metadata = InlineArray.from_numpy(data, fill_value=fill).metadata
+    manifest = ChunkManifest({"0": {"path": "/x.nc", "offset": 0, "length": data.nbytes}})
+    array = ManifestArray(metadata, manifest)
+    doc = array.metadata.to_dict()
+    encoding = _cf.encoding_of(ManifestGroup(arrays={"v": array}), "v")
+    assert encoding.values["data type"] == doc["data_type"]
+    got, want = encoding.values["fill value"], doc["fill_value"]
+    assert type(got) is type(want)
+    assert got == want  # JSON forms: NaN is "NaN"
