@@ -83,11 +83,13 @@ def encoding_of(group: ManifestGroup, name: str) -> Encoding:
             if key not in values and key in parent_attrs:
                 values[key] = parent_attrs[key]
                 inherited[key] = parent
-    doc = node.metadata.to_dict()
-    values["data type"] = doc["data_type"]
+    # the data type and fill value as the array's zarr.json has them (what to_dict gives,
+    # without building the whole document: combine asks this of every input)
+    meta = node.metadata
+    values["data type"] = meta.data_type.to_json(zarr_format=3)
     if isinstance(node, ManifestArray):
         # chunks the manifest does not list read as the fill value
-        values["fill value"] = doc["fill_value"]
+        values["fill value"] = meta.data_type.to_json_scalar(meta.fill_value, zarr_format=3)
     return Encoding(values, inherited)
 
 

@@ -7,6 +7,7 @@ chunk-manifest storage transformer, which belongs to the on-disk form only.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -621,23 +622,29 @@ class InlineArray:
         attributes: Mapping[str, Any] | None = None,
         fill_value: Any = None,
     ) -> InlineArray:
-        """An uncompressed, single-chunk inline array holding ``data``."""
-        import zarr
+        """An uncompressed, single-chunk inline array holding ``data``.
 
+        The metadata is what ``zarr.create_array(shape=data.shape, dtype=data.dtype,
+        chunks=data.shape, compressors=None, ...)`` writes, built from a per-dtype template
+        rather than by creating an array in a store (which costs milliseconds per variable).
+        """
         arr = np.asarray(data)
-        spec = zarr.create_array(
-            zarr.storage.MemoryStore(),
+        template = _inline_template(arr.dtype)
+        metadata = ArrayV3Metadata(
             shape=arr.shape,
-            dtype=arr.dtype,
+            data_type=template.data_type,
             # one chunk holding everything; a zero-length axis still needs chunk length 1
-            chunks=tuple(max(n, 1) for n in arr.shape),
-            compressors=None,
-            fill_value=fill_value,
-            dimension_names=dimension_names,
+            chunk_grid={
+                "name": "regular",
+                "configuration": {"chunk_shape": tuple(max(n, 1) for n in arr.shape)},
+            },
+            chunk_key_encoding=template.chunk_key_encoding,
+            # as zarr.create_array: None means the data type's default scalar
+            fill_value=template.data_type.default_scalar() if fill_value is None else fill_value,
+            codecs=template.codecs,
             attributes=dict(attributes or {}),
+            dimension_names=tuple(dimension_names) if dimension_names else None,
         )
-        metadata = spec.metadata
-        assert isinstance(metadata, ArrayV3Metadata)  # create_array's default format is v3
         return cls(metadata, arr)
 
     @property
@@ -680,3 +687,15 @@ class InlineArray:
 
     def __repr__(self) -> str:
         return f"InlineArray<shape={self.shape}, dtype={self._metadata.data_type}>"
+
+
+@functools.lru_cache(maxsize=256)
+def _inline_template(dtype: np.dtype[Any]) -> ArrayV3Metadata:
+    """The metadata zarr itself gives an uncompressed one-element array of ``dtype``: its
+    data type, codecs and chunk key encoding are what `InlineArray.from_numpy` reuses."""
+    spec = zarr.create_array(
+        zarr.storage.MemoryStore(), shape=(1,), dtype=dtype, chunks=(1,), compressors=None
+    )
+    metadata = spec.metadata
+    assert isinstance(metadata, ArrayV3Metadata)  # create_array's default format is v3
+    return metadata
