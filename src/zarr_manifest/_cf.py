@@ -31,18 +31,6 @@ ArrayNode = ManifestArray | InlineArray
 #: Attributes that change what a variable's stored numbers decode to
 ENCODING_ATTRIBUTES = DECODING_ATTRIBUTES
 
-# keys of an xarray variable's `encoding` that decide its encoded form
-_XARRAY_ENCODING_KEYS = (
-    "units",
-    "calendar",
-    "dtype",
-    "scale_factor",
-    "add_offset",
-    "_FillValue",
-    "missing_value",
-    "_Unsigned",
-)
-
 _MISSING = ABSENT
 
 
@@ -232,7 +220,7 @@ def reencode(
     except (ValueError, TypeError) as e:
         raise CombineError(f"variable {var!r}: its decoded inputs do not concatenate: {e}") from e
     first = members[0]
-    target = {k: v for k, v in parts[0].encoding.items() if k in _XARRAY_ENCODING_KEYS}
+    target = {k: v for k, v in parts[0].encoding.items() if k in DECODING_ATTRIBUTES}
     target["dtype"] = first.dtype
     inherited: dict[str, Any] = {}
     if parent is not None:
