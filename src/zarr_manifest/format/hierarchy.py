@@ -182,7 +182,7 @@ def write_group(
 
 
 def _has_root(location: StoreLocation) -> bool:
-    return _exists(location, ZARR_JSON) or _exists(location, SNAPSHOT_KEY)
+    return location.exists(ZARR_JSON) or location.exists(SNAPSHOT_KEY)
 
 
 class _Node:
@@ -379,7 +379,7 @@ def _read_snapshot(location: StoreLocation, snapshot: Snapshot) -> StoredGroup:
             raw: bytes | None = _read(location, usual)
         except FileNotFoundError:
             raw = None
-        key = document_to_read(snapshot.nodes, path, raw, lambda k: _exists(location, k))
+        key = document_to_read(snapshot.nodes, path, raw, location.exists)
         if key is None:
             continue
         if key != USUAL_PLACE and (raw is None or key != document_key(raw)):
@@ -421,14 +421,6 @@ def _read_snapshot(location: StoreLocation, snapshot: Snapshot) -> StoredGroup:
         return StoredGroup(arrays, groups, doc.get("attributes", {}))
 
     return build("")
-
-
-def _exists(location: StoreLocation, key: str) -> bool:
-    try:
-        obstore.head(location.store, key)
-    except FileNotFoundError:
-        return False
-    return True
 
 
 def _is_presented_inline(doc: dict[str, Any]) -> bool:

@@ -84,6 +84,18 @@ class StoreLocation:
             path=real,
         )
 
+    def exists(self, key: str) -> bool:
+        """Whether the object ``key`` exists under the root; a local root answers from the
+        file system alone (`is_local_file`, which refuses a key leading out of the root)."""
+        local = self.is_local_file(key)
+        if local is not None:
+            return local
+        try:
+            obstore.head(self.store, key)
+        except FileNotFoundError:
+            return False
+        return True
+
     def read(self, key: str) -> bytes:
         """The bytes of the object ``key`` under the root.
 

@@ -103,13 +103,8 @@ class RootObjects:
         if self._memory is not None:
             return key in self._memory
         assert self._location is not None
-        if self._is_local_file(key) is False:
-            return False
-        try:
-            obstore.head(self._location.store, key)
-        except FileNotFoundError:
-            return False
-        return True
+        self._check_runtime(key)  # a local root needs no obstore call (fork-safe)
+        return self._location.exists(key)
 
     def read_sync(self, key: str, byte_range: ByteRequest | None) -> bytes | None:
         """An object's bytes (or a byte range of them); None when it does not exist."""

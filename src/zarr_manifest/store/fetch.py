@@ -74,7 +74,6 @@ __all__ = [
     "plan_coalesced",
     "read_range_sync",
     "read_ranges_async",
-    "read_ranges_into_async",
     "read_ranges_into_sync",
     "read_ranges_sync",
 ]
@@ -1035,30 +1034,6 @@ def read_ranges_into_sync(
         max_request_bytes=max_request_bytes,
     )
     _copy_into(view, pos, views)
-
-
-async def read_ranges_into_async(
-    source: Source,
-    starts: npt.ArrayLike,
-    ends: npt.ArrayLike,
-    out: Any,
-    positions: npt.ArrayLike,
-    *,
-    keys: Sequence[str | None] | None = None,
-    max_gap_bytes: int | None = None,
-    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
-) -> None:
-    """Async `read_ranges_into_sync`: the ranges are read as `read_ranges_async` reads them
-    and copied into ``out``; same parameters and errors."""
-    views = await read_ranges_async(
-        source,
-        starts,
-        ends,
-        keys=keys,
-        max_gap_bytes=max_gap_bytes,
-        max_request_bytes=max_request_bytes,
-    )
-    _copy_into(memoryview(out).cast("B"), np.asarray(positions).reshape(-1), views)
 
 
 def _copy_into(view: memoryview, positions: np.ndarray, views: list[memoryview]) -> None:
