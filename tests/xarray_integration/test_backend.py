@@ -14,6 +14,7 @@ import pytest
 import xarray as xr
 import zarr
 from xarray.backends import plugins
+from xarray_reference import netcdf_reference
 
 import zarr_manifest as zm
 from zarr_manifest.xarray import ManifestBackendEntrypoint
@@ -50,19 +51,6 @@ def virtual_joined(paths: list[str]) -> xr.Dataset:
     )
 
 
-def netcdf(paths: list[str], **kwargs) -> xr.Dataset:
-    with xr.open_mfdataset(
-        paths,
-        combine="nested",
-        concat_dim="time",
-        data_vars="minimal",
-        coords="minimal",
-        compat="override",
-        **kwargs,
-    ) as ds:
-        return ds.load()
-
-
 def test_entry_point_names_this_backend():
     declared = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["entry-points"]
     module, _, name = declared["xarray.backends"]["manifest"].partition(":")
@@ -77,7 +65,7 @@ def test_engine_by_name_when_registered(stores, air_files, monkeypatch, no_warni
     with xr.open_dataset(
         stores["air_00"], engine="manifest", allowed_prefixes=[str(Path(air_files[0]).parent)]
     ) as ds:
-        xr.testing.assert_identical(ds.load(), netcdf(air_files[:1]))
+        xr.testing.assert_identical(ds.load(), netcdf_reference(air_files[:1]))
     # and guessed, without engine=
     assert plugins.guess_engine(stores["air_00"]) == "manifest"
 
@@ -98,7 +86,7 @@ def test_open_dataset_decodes_like_the_files(stores, air_files, no_warnings):
     folder = str(Path(air_files[0]).parent)
     with xr.open_dataset(stores["all"], engine=ENGINE, allowed_prefixes=[folder]) as ds:
         assert ds["air"].dtype == np.float64  # scale_factor applied, _FillValue masked
-        xr.testing.assert_identical(ds.load(), netcdf(air_files))
+        xr.testing.assert_identical(ds.load(), netcdf_reference(air_files))
     # the same as xarray's zarr engine over the store
     store = zm.ManifestStore(stores["all"], allowed_prefixes=[folder])
     with (
@@ -134,7 +122,7 @@ def test_arrays_keep_the_fused_pipeline(stores, air_files, no_warnings):
                 wrapper = wrapper.array
             pipeline = wrapper._array._async_array.codec_pipeline
             assert type(pipeline).__name__ == "FusedCodecPipeline"
-        xr.testing.assert_identical(opened.load(), netcdf(air_files))
+        xr.testing.assert_identical(opened.load(), netcdf_reference(air_files))
     assert zarr.config.get("codec_pipeline.path") != FUSED_PIPELINE
 
 
@@ -147,7 +135,7 @@ def test_dask_chunks_default_to_virtual_shards(stores, air_files, no_warnings):
             (s,) * (n // s) + ((n % s,) if n % s else ())
             for s, n in zip(shards, ds["air"].shape, strict=True)
         )
-        xr.testing.assert_identical(ds.load(), netcdf(air_files))
+        xr.testing.assert_identical(ds.load(), netcdf_reference(air_files))
     with xr.open_dataset(
         stores["all"], engine=ENGINE, allowed_prefixes=[folder], chunks={}, virtual_shard_bytes=None
     ) as ds:
@@ -167,7 +155,7 @@ def test_open_mfdataset(stores, air_files, no_warnings):
         coords="minimal",
         compat="override",
     ) as ds:
-        xr.testing.assert_identical(ds.load(), netcdf(air_files))
+        xr.testing.assert_identical(ds.load(), netcdf_reference(air_files))
 
 
 def test_open_datatree(air_files, tmp_path, no_warnings):
@@ -185,20 +173,24 @@ def test_open_datatree(air_files, tmp_path, no_warnings):
         tmp_path / "tree.manifest", engine=ENGINE, allowed_prefixes=[folder]
     ) as dt:
         assert dt.attrs["title"] == "two"
-        xr.testing.assert_identical(dt["first"].to_dataset().load(), netcdf(air_files[:1]))
-        xr.testing.assert_identical(dt["second"].to_dataset().load(), netcdf(air_files[1:2]))
+        xr.testing.assert_identical(
+            dt["first"].to_dataset().load(), netcdf_reference(air_files[:1])
+        )
+        xr.testing.assert_identical(
+            dt["second"].to_dataset().load(), netcdf_reference(air_files[1:2])
+        )
     with xr.open_dataset(
         tmp_path / "tree.manifest", engine=ENGINE, group="second", allowed_prefixes=[folder]
     ) as ds:
-        xr.testing.assert_identical(ds.load(), netcdf(air_files[1:2]))
+        xr.testing.assert_identical(ds.load(), netcdf_reference(air_files[1:2]))
 
 
 def test_in_memory_group_and_store(air_files, no_warnings):
     group = virtual_joined(air_files).manifest.to_group()
     with xr.open_dataset(group, engine=ENGINE) as ds:
-        xr.testing.assert_identical(ds.load(), netcdf(air_files))
+        xr.testing.assert_identical(ds.load(), netcdf_reference(air_files))
     with xr.open_dataset(zm.ManifestStore(group), engine=ENGINE) as ds:
-        xr.testing.assert_identical(ds.load(), netcdf(air_files))
+        xr.testing.assert_identical(ds.load(), netcdf_reference(air_files))
     with pytest.raises(ValueError, match="set allowed_prefixes"):
         xr.open_dataset(zm.ManifestStore(group), engine=ENGINE, allowed_prefixes=["/"])
 
@@ -216,7 +208,7 @@ def test_dask_distributed_local_cluster(stores, air_files, no_warnings):
             stores["all"], engine=ENGINE, allowed_prefixes=[folder], chunks={}
         ) as ds:
             got = ds.compute()
-        xr.testing.assert_identical(got, netcdf(air_files))
+        xr.testing.assert_identical(got, netcdf_reference(air_files))
 
 
 def test_remote_store_with_storage_options(air_files, tmp_path, s3_server, s3_bucket, no_warnings):
@@ -242,7 +234,7 @@ def test_remote_store_with_storage_options(air_files, tmp_path, s3_server, s3_bu
     )
     url = f"s3://{s3_bucket}/stores/all.manifest"
     with xr.open_dataset(url, engine=ENGINE, storage_options=config, registry=sources) as ds:
-        xr.testing.assert_identical(ds.load(), netcdf(air_files))
+        xr.testing.assert_identical(ds.load(), netcdf_reference(air_files))
     # without them obstore has no endpoint or credentials for the store
     with pytest.raises(obstore.exceptions.BaseError):
         xr.open_dataset(url, engine=ENGINE, registry=sources)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import xarray as xr
+from xarray_reference import netcdf_reference
 
 import zarr_manifest as zm
 from zarr_manifest.format.paths import local_path_to_url
@@ -35,18 +36,6 @@ def repository(root: Path, data_dir: Path):
     )
 
 
-def netcdf(paths: list[str]) -> xr.Dataset:
-    with xr.open_mfdataset(
-        paths,
-        combine="nested",
-        concat_dim="time",
-        data_vars="minimal",
-        coords="minimal",
-        compat="override",
-    ) as ds:
-        return ds.load()
-
-
 def read(repo) -> xr.Dataset:
     session = repo.readonly_session("main")
     with xr.open_zarr(session.store, consolidated=False, chunks=None) as ds:
@@ -58,13 +47,13 @@ def test_write_then_append_along_time(air_files, tmp_path):
     first, second, third = (zm.open_virtual_dataset(p) for p in air_files)
     session = repo.writable_session("main")
     first.manifest.to_icechunk(session.store, commit_message="first file")
-    xr.testing.assert_identical(read(repo), netcdf(air_files[:1]))
+    xr.testing.assert_identical(read(repo), netcdf_reference(air_files[:1]))
     session = repo.writable_session("main")
     both = xr.concat(
         [second, third], "time", data_vars="minimal", coords="minimal", compat="override"
     )
     both.manifest.to_icechunk(session.store, append_dim="time", commit_message="two more")
-    xr.testing.assert_identical(read(repo), netcdf(air_files))
+    xr.testing.assert_identical(read(repo), netcdf_reference(air_files))
 
 
 def test_append_refuses_a_different_scale_factor(air_files, tmp_path, make_air):
@@ -80,4 +69,4 @@ def test_append_refuses_a_different_scale_factor(air_files, tmp_path, make_air):
         zm.open_virtual_dataset(str(path)).manifest.to_icechunk(session.store, append_dim="time")
     # nothing was written: the stored dataset is still the first file
     assert not session.has_uncommitted_changes
-    xr.testing.assert_identical(read(repo), netcdf(air_files[:1]))
+    xr.testing.assert_identical(read(repo), netcdf_reference(air_files[:1]))

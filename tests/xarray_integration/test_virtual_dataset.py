@@ -10,24 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import xarray as xr
+from xarray_reference import netcdf_reference
 
 import zarr_manifest as zm
 from zarr_manifest.xarray import ManifestBackendEntrypoint
 
 ENGINE = ManifestBackendEntrypoint
-
-
-def reference(paths: list[str]) -> xr.Dataset:
-    """What xarray makes of the files themselves (netCDF4 engine)."""
-    with xr.open_mfdataset(
-        paths,
-        combine="nested",
-        concat_dim="time",
-        data_vars="minimal",
-        coords="minimal",
-        compat="override",
-    ) as ds:
-        return ds.load()
 
 
 def reopened(vds: xr.Dataset, tmp_path: Path, name: str = "air.manifest") -> xr.Dataset:
@@ -70,7 +58,7 @@ def test_seed_workflow_equals_open_mfdataset(air_files, tmp_path, how, no_warnin
         combined = xr.combine_by_coords(vdss[::-1], **options)
     assert isinstance(combined["air"].variable._data, zm.ManifestArray)
     assert combined["air"].shape == (12, 3, 5)
-    xr.testing.assert_identical(reopened(combined, tmp_path), reference(air_files))
+    xr.testing.assert_identical(reopened(combined, tmp_path), netcdf_reference(air_files))
 
 
 def test_virtualizarr_script_ports_by_changing_imports(air_files, tmp_path, no_warnings):
@@ -98,7 +86,7 @@ def test_virtualizarr_script_ports_by_changing_imports(air_files, tmp_path, no_w
     assert isinstance(combined["land"].variable._data, np.ndarray)
     assert isinstance(combined["air"].variable._data, zm.ManifestArray)
     got = reopened(combined, tmp_path)
-    xr.testing.assert_identical(got, reference(air_files).drop_vars("pressure"))
+    xr.testing.assert_identical(got, netcdf_reference(air_files).drop_vars("pressure"))
 
 
 def test_decode_times_false_keeps_numbers(air_files, no_warnings):
@@ -124,7 +112,7 @@ def test_open_virtual_mfdataset(air_files, tmp_path, parallel, no_warnings):
             compat="override",
             parallel="dask",
         )
-        xr.testing.assert_identical(reopened(vds, tmp_path), reference(air_files))
+        xr.testing.assert_identical(reopened(vds, tmp_path), netcdf_reference(air_files))
         return
     if parallel == "processes":
         # what a cluster does too: the work and its results travel pickled
@@ -141,7 +129,7 @@ def test_open_virtual_mfdataset(air_files, tmp_path, parallel, no_warnings):
             compat="override",
             parallel=pool if parallel else None,
         )
-    xr.testing.assert_identical(reopened(vds, tmp_path), reference(air_files))
+    xr.testing.assert_identical(reopened(vds, tmp_path), netcdf_reference(air_files))
 
 
 def test_open_virtual_mfdataset_by_coords_and_preprocess(air_files, tmp_path, no_warnings):
@@ -160,7 +148,9 @@ def test_open_virtual_mfdataset_by_coords_and_preprocess(air_files, tmp_path, no
     )
     assert sorted(seen) == air_files
     assert vds.indexes["time"].is_monotonic_increasing
-    xr.testing.assert_identical(reopened(vds, tmp_path), reference(air_files).drop_vars("pressure"))
+    xr.testing.assert_identical(
+        reopened(vds, tmp_path), netcdf_reference(air_files).drop_vars("pressure")
+    )
 
 
 def _with_scale(make_air, tmp_path: Path, air_files: list[str], scale: float) -> list[str]:
@@ -241,7 +231,7 @@ def test_to_kerchunk_reads_back(air_files, tmp_path, no_warnings):
         engine="zarr",
         backend_kwargs={"storage_options": {"fo": refs}, "consolidated": False},
     ) as got:
-        xr.testing.assert_identical(got.load(), reference(air_files[:1]))
+        xr.testing.assert_identical(got.load(), netcdf_reference(air_files[:1]))
 
 
 def test_open_virtual_mfdataset_defaults_match_open_mfdataset(air_files, tmp_path, no_warnings):
@@ -280,4 +270,4 @@ def test_loaded_packed_variable_is_written_as_stored(air_files, tmp_path, no_war
     )
     group = combined.manifest.to_group()
     assert isinstance(group["air"], zm.InlineArray) and group["air"].dtype == np.int16
-    xr.testing.assert_identical(reopened(combined, tmp_path), reference(air_files))
+    xr.testing.assert_identical(reopened(combined, tmp_path), netcdf_reference(air_files))
