@@ -72,10 +72,11 @@ def _consolidated_by_hand(store: Path) -> None:
     (store / "zarr.json").write_bytes(orjson.dumps(root_doc))
 
 
-PLAIN_ENTRY_POINTS: dict[str, Callable[[str], Any]] = {
+#: every zarr/xarray way of reaching array "t", given the store (a path, or a ManifestStore)
+ENTRY_POINTS: dict[str, Callable[[Any], Any]] = {
     "zarr.open": lambda s: zarr.open(s, mode="r")["t"][...],
     "zarr.open_group[member]": lambda s: zarr.open_group(s, mode="r")["t"][...],
-    "group.members": lambda s: dict(zarr.open_group(s, mode="r").members()),
+    "group.members": lambda s: dict(zarr.open_group(s, mode="r").members())["t"][...],
     "zarr.open_array": lambda s: zarr.open_array(s, path="t", mode="r")[...],
     "zarr.open(path=)": lambda s: zarr.open(s, path="t", mode="r")[...],
     "xr.open_zarr": lambda s: xr.open_zarr(s)["t"].values,
@@ -85,11 +86,11 @@ PLAIN_ENTRY_POINTS: dict[str, Callable[[str], Any]] = {
 }
 
 
-@pytest.mark.parametrize("entry", sorted(PLAIN_ENTRY_POINTS))
+@pytest.mark.parametrize("entry", sorted(ENTRY_POINTS))
 def test_plain_reader_fails(written: tuple[Path, Path], entry: str) -> None:
     _, store = written
     with pytest.raises(MetadataValidationError, match=PLAIN_READER_GUARD):
-        _quiet(lambda: PLAIN_ENTRY_POINTS[entry](str(store)))
+        _quiet(lambda: ENTRY_POINTS[entry](str(store)))
 
 
 def test_plain_consolidate_metadata_fails(written: tuple[Path, Path], tmp_path: Path) -> None:
@@ -118,23 +119,10 @@ def test_plain_reader_of_consolidated_metadata_fails(
         _quiet(lambda: read(str(copy)))
 
 
-STORE_ENTRY_POINTS: dict[str, Callable[[zm.ManifestStore], Any]] = {
-    "zarr.open": lambda s: zarr.open(s, mode="r")["t"][...],
-    "zarr.open_group[member]": lambda s: zarr.open_group(s, mode="r")["t"][...],
-    "group.members": lambda s: dict(zarr.open_group(s, mode="r").members())["t"][...],
-    "zarr.open_array": lambda s: zarr.open_array(s, path="t", mode="r")[...],
-    "zarr.open(path=)": lambda s: zarr.open(s, path="t", mode="r")[...],
-    "xr.open_zarr": lambda s: xr.open_zarr(s)["t"].values,
-    "xr.open_zarr(consolidated=False)": lambda s: xr.open_zarr(s, consolidated=False)["t"].values,
-    "xr.open_dataset": lambda s: xr.open_dataset(s, engine="zarr")["t"].values,
-    "xr.open_mfdataset": lambda s: xr.open_mfdataset([s], engine="zarr")["t"].values,
-}
-
-
-@pytest.mark.parametrize("entry", sorted(STORE_ENTRY_POINTS))
+@pytest.mark.parametrize("entry", sorted(ENTRY_POINTS))
 def test_manifest_store_reads_through(written: tuple[Path, Path], entry: str) -> None:
     root, store = written
-    got = _quiet(lambda: STORE_ENTRY_POINTS[entry](_manifest_store(root, store)))
+    got = _quiet(lambda: ENTRY_POINTS[entry](_manifest_store(root, store)))
     np.testing.assert_array_equal(np.asarray(got), VALUES)
 
 
