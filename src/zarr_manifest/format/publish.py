@@ -35,7 +35,7 @@ import hashlib
 import os
 import re
 import socket
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from typing import Any
@@ -297,7 +297,7 @@ USUAL_PLACE = "zarr.json"
 
 
 def document_to_read(
-    documents: dict[str, str],
+    documents: Mapping[str, str],
     path: str,
     usual: bytes | None,
     has_object: Callable[[str], bool],

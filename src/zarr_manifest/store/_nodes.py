@@ -66,9 +66,7 @@ def load_node(
     raw = read(key, None)
     if snapshot is not None:
         assert has_object is not None
-        chosen = document_to_read(
-            dict(snapshot), path, None if raw is None else bytes(raw), has_object
-        )
+        chosen = document_to_read(snapshot, path, None if raw is None else bytes(raw), has_object)
         if chosen is None:
             return None
         if chosen != USUAL_PLACE and (raw is None or chosen != document_key(bytes(raw))):
