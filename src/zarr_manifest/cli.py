@@ -93,13 +93,7 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--drop", action="append", default=[], help="leave this variable out")
     b.add_argument("--to", choices=_TARGETS, default="manifest", help="output kind")
     b.add_argument("--overwrite", action="store_true", help="replace an existing output")
-    b.add_argument(
-        "--split-above",
-        type=int,
-        default=100_000,
-        metavar="N",
-        help="split manifests of arrays with more than N references by region (0: never)",
-    )
+    _add_split_above(b)
     b.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     a = command("append", "parse new files and append them to a manifest store along a dimension")
@@ -109,13 +103,7 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("--format", help="input format (default: detected from magic bytes)")
     a.add_argument("--load", action="append", default=None, help="store this variable inline")
     a.add_argument("--drop", action="append", default=[], help="leave this variable out")
-    a.add_argument(
-        "--split-above",
-        type=int,
-        default=100_000,
-        metavar="N",
-        help="split manifests of arrays with more than N references by region (0: never)",
-    )
+    _add_split_above(a)
     a.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     i = command("info", "describe a manifest store (or kerchunk references)")
@@ -142,14 +130,18 @@ def _parser() -> argparse.ArgumentParser:
         default=[],
         help="prefix a references file may point under besides its own directory",
     )
-    c.add_argument(
+    _add_split_above(c)
+    return parser
+
+
+def _add_split_above(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
         "--split-above",
         type=int,
         default=100_000,
         metavar="N",
         help="split manifests of arrays with more than N references by region (0: never)",
     )
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
