@@ -1,4 +1,4 @@
-"""Builders: a legacy file (HDF5/netCDF4, netCDF3, TIFF, FITS, GRIB, kerchunk, Zarr) as a group.
+"""Builders: a legacy file (HDF5/netCDF4, netCDF3, TIFF, FITS, GRIB, ENVI, kerchunk...) as a group.
 
 `open_virtual` detects the format from the file's magic bytes and calls the format's
 builder, ``build_<format>(source, *, group=None, drop=(), load=(), **options)``.  Format
@@ -45,6 +45,7 @@ BUILDERS: dict[str, tuple[tuple[str, str], ...]] = {
     "tiff": (("tiff", "build_tiff"), ("kerchunk", "build_tiff")),
     "fits": (("fits", "build_fits"), ("kerchunk", "build_fits")),
     "grib": (("grib", "build_grib"), ("kerchunk", "build_grib")),
+    "envi": (("envi", "build_envi"),),
 }
 
 # Other spellings users pass as ``format``.
@@ -64,6 +65,7 @@ _ALIASES = {
     "json": "kerchunk",
     "parquet": "kerchunk",
     "references": "kerchunk",
+    "hdr": "envi",
 }
 
 

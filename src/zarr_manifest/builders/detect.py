@@ -17,10 +17,19 @@ from zarr_manifest.builders._source import Source, open_source
 from zarr_manifest.errors import UnsupportedError
 from zarr_manifest.format.paths import canonical_url, is_absolute_url, url_to_local_path
 
-__all__ = ["FORMATS", "detect_format", "open_input", "sniff"]
+__all__ = ["FORMATS", "detect_format", "envi_header_for", "open_input", "sniff"]
 
 #: The formats `detect_format` can return.
-FORMATS: tuple[str, ...] = ("hdf5", "netcdf3", "tiff", "fits", "grib", "zarr", "kerchunk")
+FORMATS: tuple[str, ...] = (
+    "hdf5",
+    "netcdf3",
+    "tiff",
+    "fits",
+    "grib",
+    "zarr",
+    "kerchunk",
+    "envi",
+)
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 _NETCDF3 = (b"CDF\x01", b"CDF\x02", b"CDF\x05")
@@ -28,6 +37,7 @@ _TIFF = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")  # classic and BigTIFF
 _FITS = b"SIMPLE  ="
 _GRIB = b"GRIB"
 _PARQUET = b"PAR1"
+_ENVI_HEADER = b"ENVI"  # the first line of an ENVI header; its data file has no magic
 
 #: Bytes read from the start of a file to sniff it.
 HEAD_BYTES = 4096
@@ -63,9 +73,28 @@ def sniff(head: bytes) -> str | None:
         return "grib"
     if head.startswith(_PARQUET):
         return "kerchunk"
+    if head.startswith(_ENVI_HEADER) and head[4:5] in (b"\r", b"\n", b" ", b""):
+        return "envi"
     text = head.lstrip()
     if text.startswith(b"{") and (b'"refs"' in text or b'"version"' in text):
         return "kerchunk"
+    return None
+
+
+def envi_header_for(source: Source) -> Source | None:
+    """The ENVI header of a raw data file: ``<file>.hdr`` or ``<stem>.hdr`` (either case)
+    starting with ``ENVI``, or None."""
+    stem, dot, ext = source.url.rpartition(".")
+    names = [source.url + ".hdr", source.url + ".HDR"]
+    if dot and "/" not in ext:
+        names += [stem + ".hdr", stem + ".HDR"]
+    for url in names:
+        try:
+            header = open_source(url, **source._obstore_kwargs)
+            if header.read_range(0, len(_ENVI_HEADER)) == _ENVI_HEADER:
+                return header
+        except (FileNotFoundError, OSError):
+            continue
     return None
 
 
@@ -191,6 +220,8 @@ def detect_format(source: Source | str | os.PathLike[str], **obstore_kwargs: Any
         block = head[at : at + 8] if at + 8 <= len(head) else source.read_range(at, 8)
         if block == HDF5_SIGNATURE:
             return "hdf5"
+    if envi_header_for(source) is not None:
+        return "envi"  # raw image data, described by the header next to it
     raise UnsupportedError(
         f"{source.url}: unrecognised file format (first bytes {_describe(head)}); "
         f"known formats: {', '.join(FORMATS)}"
