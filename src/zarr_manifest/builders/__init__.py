@@ -1,4 +1,4 @@
-"""Builders: a legacy file (HDF5/netCDF4, netCDF3, TIFF, FITS, GRIB, ENVI, kerchunk...) as a group.
+"""Builders: a legacy file (HDF5/netCDF4, netCDF3, TIFF, FITS, GRIB, HDF4...) as a group.
 
 `open_virtual` detects the format from the file's magic bytes and calls the format's
 builder, ``build_<format>(source, *, group=None, drop=(), load=(), **options)``.  Format
@@ -46,6 +46,7 @@ BUILDERS: dict[str, tuple[tuple[str, str], ...]] = {
     "fits": (("fits", "build_fits"), ("kerchunk", "build_fits")),
     "grib": (("grib", "build_grib"), ("kerchunk", "build_grib")),
     "envi": (("envi", "build_envi"),),
+    "hdf4": (("hdf4", "build_hdf4"),),
 }
 
 # Other spellings users pass as ``format``.
@@ -66,6 +67,8 @@ _ALIASES = {
     "parquet": "kerchunk",
     "references": "kerchunk",
     "hdr": "envi",
+    "h4": "hdf4",
+    "hdf-eos": "hdf4",
 }
 
 

@@ -29,6 +29,7 @@ FORMATS: tuple[str, ...] = (
     "zarr",
     "kerchunk",
     "envi",
+    "hdf4",
 )
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
@@ -36,6 +37,7 @@ _NETCDF3 = (b"CDF\x01", b"CDF\x02", b"CDF\x05")
 _TIFF = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")  # classic and BigTIFF
 _FITS = b"SIMPLE  ="
 _GRIB = b"GRIB"
+_HDF4 = b"\x0e\x03\x13\x01"
 _PARQUET = b"PAR1"
 _ENVI_HEADER = b"ENVI"  # the first line of an ENVI header; its data file has no magic
 
@@ -71,6 +73,8 @@ def sniff(head: bytes) -> str | None:
         return "fits"
     if head.startswith(_GRIB):
         return "grib"
+    if head.startswith(_HDF4):
+        return "hdf4"
     if head.startswith(_PARQUET):
         return "kerchunk"
     if head.startswith(_ENVI_HEADER) and head[4:5] in (b"\r", b"\n", b" ", b""):
