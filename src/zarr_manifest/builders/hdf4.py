@@ -36,6 +36,7 @@ number types, external or otherwise special storage.  A file without the SD inte
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import struct
@@ -549,6 +550,12 @@ def _names(variables: list[_Variable]) -> list[str]:
     return names
 
 
+@functools.cache
+def _zarr_dtype(native: str) -> Any:
+    """zarr's data type of a numpy dtype (cached: zarr's lookup costs about a millisecond)."""
+    return get_data_type_from_native_dtype(np.dtype(native))
+
+
 def _array(f: _File, var: _Variable, name: str, *, load: bool) -> ManifestArray | InlineArray:
     dtype = _stored_dtype(f, var)
     assert var.shape is not None
@@ -561,7 +568,7 @@ def _array(f: _File, var: _Variable, name: str, *, load: bool) -> ManifestArray 
     native = dtype.newbyteorder("=")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # zarr: char data has no v3 spec yet
-        zdtype = get_data_type_from_native_dtype(native)
+        zdtype = _zarr_dtype(native.str)
         try:
             fill_json = zdtype.to_json_scalar(zdtype.cast_scalar(fill), zarr_format=3)
         except (TypeError, ValueError, OverflowError) as e:
