@@ -41,6 +41,7 @@ import math
 import os
 import struct
 import warnings
+import zlib
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
@@ -49,6 +50,7 @@ import numpy as np
 from zarr.core.dtype import get_data_type_from_native_dtype
 
 from zarr_manifest.array import InlineArray, ManifestArray
+from zarr_manifest.builders._chunk_reader import read_chunked
 from zarr_manifest.builders._source import Source, open_source
 from zarr_manifest.builders.codecs import bytes_codec, xarray_fill_value_attribute
 from zarr_manifest.errors import BuildError, UnsupportedError
@@ -617,30 +619,20 @@ def _array(f: _File, var: _Variable, name: str, *, load: bool) -> ManifestArray 
             lengths=np.where(present, layout.lengths, 0),
         )
     if load:
-        return InlineArray(doc, _read_chunks(f, layout, shape, dtype, fill))
+        if layout is None:
+            return InlineArray(doc, np.full(shape, fill, dtype=native))
+        try:
+            values = read_chunked(
+                f.read,
+                shape=shape,
+                chunks=layout.chunks,
+                offsets=layout.offsets,
+                lengths=layout.lengths,
+                dtype=dtype,
+                fill=fill,
+                decode=zlib.decompress if layout.deflate else bytes,
+            )
+        except (ValueError, zlib.error) as e:
+            raise BuildError(f"{f.source.url}: dataset {var.name!r}: {e}") from e
+        return InlineArray(doc, values)
     return ManifestArray(doc, manifest)
-
-
-def _read_chunks(
-    f: _File, layout: _Layout | None, shape: tuple[int, ...], dtype: np.dtype[Any], fill: Any
-) -> np.ndarray:
-    """A dataset's values read from its chunks (for ``load``), native byte order."""
-    import zlib
-
-    out = np.full(shape, fill, dtype=dtype.newbyteorder("="))
-    if layout is None:
-        return out
-    chunks = layout.chunks
-    for index in np.ndindex(layout.offsets.shape):
-        if layout.offsets[index] < 0:
-            continue
-        raw = f.read(int(layout.offsets[index]), int(layout.lengths[index]))
-        if layout.deflate:
-            raw = zlib.decompress(raw)
-        block = np.frombuffer(raw[: math.prod(chunks) * dtype.itemsize], dtype=dtype)
-        block = block.reshape(chunks)
-        where = tuple(
-            slice(i * c, min((i + 1) * c, s)) for i, c, s in zip(index, chunks, shape, strict=True)
-        )
-        out[where] = block[tuple(slice(0, w.stop - w.start) for w in where)]
-    return out
