@@ -47,6 +47,7 @@ BUILDERS: dict[str, tuple[tuple[str, str], ...]] = {
     "grib": (("grib", "build_grib"), ("kerchunk", "build_grib")),
     "envi": (("envi", "build_envi"),),
     "hdf4": (("hdf4", "build_hdf4"),),
+    "dmrpp": (("dmrpp", "build_dmrpp"),),
 }
 
 # Other spellings users pass as ``format``.
@@ -69,6 +70,7 @@ _ALIASES = {
     "hdr": "envi",
     "h4": "hdf4",
     "hdf-eos": "hdf4",
+    "dmr++": "dmrpp",
 }
 
 

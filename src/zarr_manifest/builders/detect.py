@@ -30,6 +30,7 @@ FORMATS: tuple[str, ...] = (
     "kerchunk",
     "envi",
     "hdf4",
+    "dmrpp",
 )
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
@@ -80,6 +81,8 @@ def sniff(head: bytes) -> str | None:
     if head.startswith(_ENVI_HEADER) and head[4:5] in (b"\r", b"\n", b" ", b""):
         return "envi"
     text = head.lstrip()
+    if text.startswith(b"<") and b"xml.opendap.org/dap/dmrpp" in text:
+        return "dmrpp"  # an OPeNDAP DMR++ document (its namespace is declared up front)
     if text.startswith(b"{") and (b'"refs"' in text or b'"version"' in text):
         return "kerchunk"
     return None
