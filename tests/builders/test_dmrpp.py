@@ -335,3 +335,20 @@ def test_build_dmrpp_documents(tmp_path: Path) -> None:
     empty = build_dmrpp(scalar)
     assert empty["data"].shape == ()
     assert _zarr(empty)["data"][()] == -999
+
+
+def test_malformed_chunk_lists_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "c.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("v", data=np.arange(12, dtype="i4"), chunks=(4,))
+    text = dmrpp_for(path)
+    assert 'chunkPositionInArray="[4]"' in text
+    sidecar = tmp_path / "c.h5.dmrpp"
+    for replacement, error in [
+        ('chunkPositionInArray="[5]"', "not on the chunk grid"),
+        ('chunkPositionInArray="[0]"', "same position"),
+        ('chunkPositionInArray="[4]" fm="1"', "filter mask"),  # a filter skipped
+    ]:
+        sidecar.write_text(text.replace('chunkPositionInArray="[4]"', replacement))
+        with pytest.raises(BuildError, match=error):
+            build_dmrpp(sidecar)

@@ -33,7 +33,6 @@ anything else in the ``dmrpp`` namespace this module does not know.
 from __future__ import annotations
 
 import os
-import re
 import warnings
 import xml.etree.ElementTree as ET
 import zlib
@@ -272,22 +271,7 @@ def _variable_plan(
     grid = tuple(-(-s // c) for s, c in zip(shape, chunk_shape, strict=True))
     offsets = np.full(grid, -1, dtype=np.int64)
     lengths = np.zeros(grid, dtype=np.int64)
-    chunk_elements = chunks_el.findall(_P + "chunk")
-    for chunk in chunk_elements:
-        index = _chunk_index(chunk, chunk_shape, grid, len(chunk_elements), here)
-        href = chunk.get("href")
-        if href is not None and href != data_url:
-            raise UnsupportedError(f"{here}: chunk {index} is in another file ({href})")
-        if chunk.get("fm") not in (None, "0"):
-            raise UnsupportedError(
-                f"{here}: chunk {index} skips filters (filter mask {chunk.get('fm')}); one "
-                "codec list cannot read it"
-            )
-        try:
-            offsets[index] = int(chunk.get("offset", ""))
-            lengths[index] = int(chunk.get("nBytes", ""))
-        except ValueError:
-            raise BuildError(f"{here}: chunk {index} without offset/nBytes") from None
+    _place_chunks(chunks_el.findall(_P + "chunk"), chunk_shape, offsets, lengths, data_url, here)
     fill = _fill_value(chunks_el, attributes, dtype)
     if "_FillValue" in attributes and not isinstance(attributes["_FillValue"], dict | list):
         value = attributes["_FillValue"]
@@ -325,31 +309,55 @@ def _variable_plan(
     return _Plan(doc, dtype, fill, offsets, lengths, filters)
 
 
-_POSITION = re.compile(r"^\[\s*(\d+(?:\s*,\s*\d+)*)?\s*\]$")
-
-
-def _chunk_index(
-    chunk: ET.Element,
+def _place_chunks(
+    elements: list[ET.Element],
     chunk_shape: tuple[int, ...],
-    grid: tuple[int, ...],
-    count: int,
+    offsets: np.ndarray,
+    lengths: np.ndarray,
+    data_url: str,
     where: str,
-) -> tuple[int, ...]:
-    """The grid index of a <dmrpp:chunk> (its chunkPositionInArray is an element index)."""
-    position = chunk.get("chunkPositionInArray")
-    if position is None:
-        if count != 1:
-            raise BuildError(f"{where}: {count} chunks, some without chunkPositionInArray")
-        return tuple(0 for _ in grid)
-    match = _POSITION.match(position.strip())
-    if match is None:
-        raise BuildError(f"{where}: chunkPositionInArray {position!r} is malformed")
-    coords = [int(x) for x in match.group(1).split(",")] if match.group(1) else []
-    if len(coords) != len(grid) or any(
-        p % c or not 0 <= p // c < g for p, c, g in zip(coords, chunk_shape, grid, strict=True)
-    ):
-        raise BuildError(f"{where}: chunk at {position} is not on the chunk grid {chunk_shape}")
-    return tuple(p // c for p, c in zip(coords, chunk_shape, strict=True))
+) -> None:
+    """Fill the grids ``offsets``/``lengths`` from the <dmrpp:chunk> elements (vectorised:
+    a granule lists thousands).  ``chunkPositionInArray`` is an element index."""
+    if not elements:
+        return
+    for chunk in elements:
+        href, mask = chunk.get("href"), chunk.get("fm")
+        if href is not None and href != data_url:
+            raise UnsupportedError(f"{where}: a chunk is in another file ({href})")
+        if mask not in (None, "0"):
+            raise UnsupportedError(
+                f"{where}: a chunk skips filters (filter mask {mask}); one codec list "
+                "cannot read it"
+            )
+    try:
+        offs = np.array([c.get("offset") for c in elements], dtype=np.int64)
+        lens = np.array([c.get("nBytes") for c in elements], dtype=np.int64)
+    except (TypeError, ValueError):
+        raise BuildError(f"{where}: a chunk without a numeric offset/nBytes") from None
+    positions = [c.get("chunkPositionInArray") for c in elements]
+    grid = offsets.shape
+    if any(p is None for p in positions):
+        if len(elements) != 1:
+            raise BuildError(f"{where}: {len(elements)} chunks, some without a position")
+        offsets[(0,) * len(grid)], lengths[(0,) * len(grid)] = offs[0], lens[0]
+        return
+    texts = [str(p).strip() for p in positions]
+    if not all(t.startswith("[") and t.endswith("]") for t in texts):
+        raise BuildError(f"{where}: a malformed chunkPositionInArray")
+    try:
+        flat = np.array(",".join(t[1:-1] for t in texts).split(","), dtype=np.int64)
+        coords = flat.reshape(len(elements), len(grid))
+    except ValueError:
+        raise BuildError(f"{where}: a chunkPositionInArray of the wrong rank") from None
+    step = np.array(chunk_shape, dtype=np.int64)
+    index = coords // step
+    if (coords % step).any() or (index < 0).any() or (index >= np.array(grid)).any():
+        raise BuildError(f"{where}: a chunk position is not on the chunk grid {chunk_shape}")
+    at = tuple(index.T)
+    if len(np.unique(np.ravel_multi_index(at, grid))) != len(elements):
+        raise BuildError(f"{where}: two chunks at the same position")
+    offsets[at], lengths[at] = offs, lens
 
 
 def _data_url(source: Source, root: ET.Element, data_url: str | None) -> str:
