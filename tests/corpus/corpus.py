@@ -114,6 +114,8 @@ PACKAGES: list[Package] = [
     Package("tifffile", "sdist", ("*/tests/*", "*/data/*")),
     Package("imagecodecs", "sdist", ("*/tests/*",)),
     Package("pillow", "sdist", ("*/Tests/images/*",)),
+    # NASA's MOD14 granule and a synthetic HDF4 file (the wheel's HDF4 test data)
+    Package("virtualizarr", "wheel", ("*/tests/data/*.hdf4",), installed="virtualizarr"),
 ]
 
 
@@ -390,6 +392,10 @@ register(
 from grib_format import grib_magic, grib_reference  # noqa: E402  (next to this file)
 
 register(Format("grib", magic=grib_magic, reference=grib_reference))
+
+from hdf4_format import hdf4_features, hdf4_magic, hdf4_reference  # noqa: E402
+
+register(Format("hdf4", magic=hdf4_magic, reference=hdf4_reference, features=hdf4_features))
 
 
 # --------------------------------------------------------------------------------------------

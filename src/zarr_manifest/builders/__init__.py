@@ -132,7 +132,8 @@ def open_virtual(
         file, or of a directory / prefix for Zarr stores and kerchunk parquet references.
     format
         The format (``"hdf5"``, ``"netcdf3"``, ``"tiff"``, ``"fits"``, ``"grib"``, ``"zarr"``,
-        ``"kerchunk"``, or an alias like ``"netcdf4"``); detected from magic bytes when None.
+        ``"kerchunk"``, ``"hdf4"``, ``"dmrpp"``, ``"envi"``, or an alias like ``"netcdf4"``);
+        detected from magic bytes when None (an ENVI data file: from the ``.hdr`` next to it).
     group
         The group inside the file to start from (formats with groups).
     drop
