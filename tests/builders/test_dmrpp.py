@@ -12,6 +12,7 @@ from __future__ import annotations
 import ast
 import importlib.util
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import escape, quoteattr
@@ -352,3 +353,23 @@ def test_malformed_chunk_lists_are_refused(tmp_path: Path) -> None:
         sidecar.write_text(text.replace('chunkPositionInArray="[4]"', replacement))
         with pytest.raises(BuildError, match=error):
             build_dmrpp(sidecar)
+
+
+def test_over_http(
+    clean_range_server: Any, serve_bytes: Callable[[bytes, str], str], tmp_path: Path
+) -> None:
+    """The sidecar and its granule side by side on an HTTP server."""
+    path = tmp_path / "g.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset(
+            "v", data=np.arange(40, dtype="f4").reshape(5, 8), chunks=(2, 4), compression="gzip"
+        )
+    data_url = clean_range_server.url_for(serve_bytes(path.read_bytes(), "g.h5"))
+    url = clean_range_server.url_for(serve_bytes(dmrpp_for(path).encode(), "g.h5.dmrpp"))
+    assert detect_format(url) == "dmrpp"
+    group = open_virtual(url, load=["v"])  # load reads the granule over HTTP too
+    assert isinstance(group["v"], InlineArray)
+    virtual = open_virtual(url)
+    assert virtual["v"].manifest.path_table == (data_url,)
+    assert _assert_matches_h5py(path, virtual) == 1
+    assert _assert_matches_h5py(path, group) == 1

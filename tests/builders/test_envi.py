@@ -6,7 +6,9 @@ from __future__ import annotations
 import gzip
 import importlib.util
 import shutil
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -183,3 +185,20 @@ def test_gdal_samples() -> None:
     # spectral cannot read the gzip one: it holds the same image as aea.dat
     np.testing.assert_array_equal(compressed, plain["aea"])
     assert len(plain) == 4
+
+
+def test_over_http(
+    clean_range_server: Any, serve_bytes: Callable[[bytes, str], str], tmp_path: Path
+) -> None:
+    """The header and the data file found next to each other on an HTTP server."""
+    data = np.arange(3 * 4 * 2, dtype=">u2").reshape(3, 4, 2)
+    hdr = _save(tmp_path, data, interleave="bil", byteorder=1)
+    serve_bytes(hdr.read_bytes(), "image.hdr")
+    url = clean_range_server.url_for(
+        serve_bytes((tmp_path / "image.img").read_bytes(), "image.img")
+    )
+    assert detect_format(url) == "envi"
+    for opened in (url, url[: -len(".img")] + ".hdr"):
+        group = open_virtual(opened)
+        assert group["data"].manifest.path_table == (url,)
+        np.testing.assert_array_equal(_read(group), _spectral(hdr))

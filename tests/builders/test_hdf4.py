@@ -7,7 +7,9 @@ import base64
 import importlib.util
 import struct
 import warnings
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -210,3 +212,15 @@ def test_nasa_samples() -> None:
         _zarr(ManifestGroup(arrays={"m": loaded}))["m"][:], f.select("fire mask").get()
     )
     f.end()
+
+
+def test_over_http(
+    clean_range_server: Any, serve_bytes: Callable[[bytes, str], str], tmp_path: Path
+) -> None:
+    path = tmp_path / "sample.hdf"
+    _write(path)
+    url = clean_range_server.url_for(serve_bytes(path.read_bytes(), "sample.hdf"))
+    assert detect_format(url) == "hdf4"
+    group = open_virtual(url, load=())
+    assert group["counts"].manifest.path_table == (url,)
+    assert _assert_matches_pyhdf(path, group) == 16
