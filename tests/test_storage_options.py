@@ -362,3 +362,79 @@ def test_an_entry_point_without_it_is_caught() -> None:
 
     assert _takes_a_url(write_somewhere)
     assert "storage_options" not in inspect.signature(write_somewhere).parameters
+
+
+# ---- the command line ----------------------------------------------------------------------
+
+
+def _cli_options(s3: S3Server) -> list[str]:
+    return [
+        f"--storage-option=endpoint={s3.endpoint}",
+        f"--storage-option=access_key_id={s3.access_key_id}",
+        f"--storage-option=secret_access_key={s3.secret_access_key}",
+        f"--storage-option=region={s3.region}",
+        "--storage-option=virtual_hosted_style_request=false",
+        "--storage-option=client_options.allow_http=true",
+    ]
+
+
+def test_the_command_line_from_glob_to_values(
+    s3_server: S3Server,
+    s3_days: tuple[str, np.ndarray],
+    no_aws_env: None,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from zarr_manifest.cli import main
+
+    bucket, expected = s3_days
+    store_url = f"s3://{bucket}/stores/cli.manifest"
+    flags = _cli_options(s3_server)
+    pattern = f"s3://{bucket}/data/*.nc"
+    argv = ["build", pattern, "-o", store_url, "--concat-dim", "time", "--no-progress"]
+    assert main([*argv, *flags]) == 0
+    assert main(["info", store_url, *flags]) == 0
+    assert f"s3://{bucket}/data/d2.nc" in capsys.readouterr().out
+    assert main(["validate", store_url, "--allow", f"s3://{bucket}/data/", *flags]) == 0
+    assert (
+        main(["validate", store_url, "--check-sources", "--allow", f"s3://{bucket}/data/", *flags])
+        == 0
+    )
+    store = ManifestStore(
+        store_url,
+        allowed_prefixes=[f"s3://{bucket}/data/"],
+        storage_options=s3_server.obstore_config(),
+    )
+    np.testing.assert_array_equal(zarr.open_group(store, mode="r")["air"][...], expected)
+    # without the options the same command cannot list the bucket
+    assert main(["info", store_url]) != 0
+
+
+def test_storage_option_parsing() -> None:
+    from zarr_manifest.cli import _parser, storage_options_from_args
+
+    args = _parser().parse_args(
+        [
+            "info",
+            "x",
+            "--anon",
+            "--storage-option=region=eu-west-1",
+            "--storage-option=secret_access_key=0123",
+            "--storage-option=client_options.timeout=30s",
+            '--storage-option=s3://other/={"region": "us-east-1"}',
+        ]
+    )
+    assert storage_options_from_args(args) == {
+        "skip_signature": True,
+        "region": "eu-west-1",
+        "secret_access_key": "0123",
+        "client_options": {"timeout": "30s"},
+        "s3://other/": {"region": "us-east-1"},
+    }
+    assert storage_options_from_args(_parser().parse_args(["info", "x"])) == {}
+
+
+def test_a_malformed_storage_option_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    from zarr_manifest.cli import EXIT_USAGE, main
+
+    assert main(["info", "x", "--storage-option", "region"]) == EXIT_USAGE
+    assert "KEY=VALUE" in capsys.readouterr().err
