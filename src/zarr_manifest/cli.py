@@ -441,15 +441,36 @@ def _info(args: argparse.Namespace) -> int:
         print(f"  {source}")
     if len(sources) > 20:
         print(f"  ... and {len(sources) - 20} more")
+    _print_outside_sources(args.src, sources)
     return EXIT_OK
+
+
+def _print_outside_sources(src: str, sources: set[str]) -> None:
+    """For a manifest store: one line naming the prefixes its sources outside it lie
+    under, and what a reader must pass to read them."""
+    from zarr_manifest.format.allowed_prefixes import allow_hint, suggested_prefixes
+    from zarr_manifest.format.paths import is_absolute_url, is_url_under, local_path_to_url
+
+    if "://" in src:
+        root = src if src.endswith("/") else src + "/"
+    elif os.path.isdir(src):
+        root = local_path_to_url(os.path.abspath(src)) + "/"
+    else:
+        return  # references or a legacy file, not a store: its own rules apply
+    outside = {u for u in sources if is_absolute_url(u) and not is_url_under(u, root)}
+    if outside:
+        prefixes = suggested_prefixes(outside)
+        print(f"sources outside the store, under {', '.join(prefixes)}: readers refuse them")
+        print(f"  by default; to read them, {allow_hint(prefixes)}")
 
 
 def _validate(args: argparse.Namespace) -> int:
     import numpy as np
 
     from zarr_manifest.array import ManifestArray
+    from zarr_manifest.format.allowed_prefixes import allow_hint, suggested_prefixes
     from zarr_manifest.format.location import open_location
-    from zarr_manifest.format.paths import resolve_reference
+    from zarr_manifest.format.paths import is_url_under, resolve_reference
     from zarr_manifest.format.storage_options import options_for
     from zarr_manifest.group import ManifestGroup
     from zarr_manifest.store._verify import stale_reason
@@ -463,6 +484,8 @@ def _validate(args: argparse.Namespace) -> int:
     for prefix in args.allow:
         registry.register(prefix, storage_options=options_for(prefix, options))
     problems: list[str] = []
+    # sources under neither the store nor an --allow prefix: summed up in one line
+    outside: set[str] = set()
     sizes: dict[str, int | None] = {}
     # whether each fingerprinted file changed: checked, and reported, once per file
     stale: dict[str, str | None] = {}
@@ -474,6 +497,9 @@ def _validate(args: argparse.Namespace) -> int:
         for pid, ref in enumerate(m.path_table):
             try:
                 url = resolve_reference(ref, base)
+                if not any(is_url_under(url, prefix) for prefix in registry.prefixes):
+                    outside.add(url)
+                    continue
                 source = registry.resolve(url, key=path)
             except ZarrManifestError as e:
                 problems.append(f"{path}: {e}")
@@ -500,6 +526,16 @@ def _validate(args: argparse.Namespace) -> int:
                 issues.append(f"{beyond} chunk ranges end beyond the {size} bytes of {url}")
             if issues:
                 problems.append(f"{path}: {'; '.join(issues)}")
+    if outside:
+        summary = (
+            f"{len(outside)} source file(s) lie outside the store and the allowed prefixes "
+            f"(readers refuse them by default); to read them, "
+            f"{allow_hint(suggested_prefixes(outside))}"
+        )
+        if args.check_sources:
+            problems.append(f"{summary}: not checked")
+        else:
+            print(f"note: {summary}")
     for p in problems:
         print(f"PROBLEM {p}")
     print(f"{args.src}: {'valid' if not problems else f'{len(problems)} problem(s)'}")
