@@ -171,6 +171,7 @@ class ManifestGroup:
         overwrite: bool = False,
         split_above: int | None = 100_000,
         region_shape: Sequence[int] | None = None,
+        storage_options: Mapping[str, Any] | None = None,
     ) -> None:
         """Write this hierarchy as a manifest store.
 
@@ -188,16 +189,33 @@ class ManifestGroup:
         region_shape
             Chunks per region along each dimension for the split arrays; default: chosen per
             array (about 32k grid cells per region).
+        storage_options
+            For a URL ``dest``: credentials and client settings in obstore's vocabulary
+            (see `zarr_manifest.open_virtual`).  Default: obstore's (credentials from the
+            environment).
         """
         from zarr_manifest.format.hierarchy import write_group
 
         write_group(
-            self, dest, overwrite=overwrite, split_above=split_above, region_shape=region_shape
+            self,
+            dest,
+            overwrite=overwrite,
+            split_above=split_above,
+            region_shape=region_shape,
+            storage_options=storage_options,
         )
 
     @classmethod
-    def from_store(cls, src: str | os.PathLike[str] | ObjectStore) -> ManifestGroup:
+    def from_store(
+        cls,
+        src: str | os.PathLike[str] | ObjectStore,
+        *,
+        storage_options: Mapping[str, Any] | None = None,
+    ) -> ManifestGroup:
         """Read a manifest store back into memory (every manifest is parsed).
+
+        ``storage_options``: for a URL ``src``, credentials and client settings in
+        obstore's vocabulary (see `zarr_manifest.open_virtual`).
 
         Raises
         ------
@@ -206,7 +224,7 @@ class ManifestGroup:
         """
         from zarr_manifest.format.hierarchy import read_hierarchy
 
-        return cls._from_stored(read_hierarchy(src))
+        return cls._from_stored(read_hierarchy(src, storage_options=storage_options))
 
     @classmethod
     def _from_stored(cls, stored: StoredGroup) -> ManifestGroup:
@@ -233,16 +251,18 @@ class ManifestGroup:
             An array uses something kerchunk's Zarr v2 form cannot express (sharding, a
             rectilinear chunk grid, some codecs); the message names it.
         """
+        from zarr_manifest._extras import extras_explained
         from zarr_manifest.writers.kerchunk import to_kerchunk
 
-        return to_kerchunk(
-            self,
-            dest,
-            format=format,
-            record_size=record_size,
-            categorical_threshold=categorical_threshold,
-            overwrite=overwrite,
-        )
+        with extras_explained("writing kerchunk references"):
+            return to_kerchunk(
+                self,
+                dest,
+                format=format,
+                record_size=record_size,
+                categorical_threshold=categorical_threshold,
+                overwrite=overwrite,
+            )
 
     def to_icechunk(
         self, store: Any, *, commit_message: str | None = None, path: str = ""
@@ -253,9 +273,12 @@ class ManifestGroup:
         See `zarr_manifest.writers.icechunk.to_icechunk`; returns the snapshot id when
         ``commit_message`` is given.
         """
-        from zarr_manifest.writers.icechunk import to_icechunk
+        from zarr_manifest._extras import extras_explained
 
-        return to_icechunk(self, store, commit_message=commit_message, path=path)
+        with extras_explained("writing Icechunk repositories"):
+            from zarr_manifest.writers.icechunk import to_icechunk
+
+            return to_icechunk(self, store, commit_message=commit_message, path=path)
 
 
 _RESERVED_NAMES = {".", "..", "zarr.json", "manifest.json"}
