@@ -196,8 +196,13 @@ class ManifestGroup:
         )
 
     @classmethod
-    def from_store(cls, src: str | os.PathLike[str] | ObjectStore) -> ManifestGroup:
+    def from_store(
+        cls, src: str | os.PathLike[str] | ObjectStore, *, compat: str | None = None
+    ) -> ManifestGroup:
         """Read a manifest store back into memory (every manifest is parsed).
+
+        ``compat="virtualizarr-1"`` also reads a store written by VirtualiZarr 1.x
+        (see `ManifestStore`).
 
         Raises
         ------
@@ -206,7 +211,7 @@ class ManifestGroup:
         """
         from zarr_manifest.format.hierarchy import read_hierarchy
 
-        return cls._from_stored(read_hierarchy(src))
+        return cls._from_stored(read_hierarchy(src, compat=compat))
 
     @classmethod
     def _from_stored(cls, stored: StoredGroup) -> ManifestGroup:

@@ -126,6 +126,7 @@ def write_group(
     split_above: int | None = DEFAULT_SPLIT_ABOVE,
     region_shape: Sequence[int] | None = None,
     if_snapshot: Snapshot | Literal["any"] | None = "any",
+    compat: str | None = None,
     **obstore_kwargs: Any,
 ) -> StoreLocation:
     """Write ``group`` as a manifest store at ``dest`` (see `ManifestGroup.to_store`).
@@ -147,6 +148,9 @@ def write_group(
     if_snapshot
         Publish only if the store's snapshot is still this one (None: the store has none),
         as read before ``group`` was made from the store; ``"any"``: whatever it is.
+    compat
+        How the store being replaced was written (``"virtualizarr-1"``: by VirtualiZarr
+        1.x), so that what it owns can be told (`zarr-manifest upgrade`).
 
     Raises
     ------
@@ -165,7 +169,7 @@ def write_group(
     plan = _plan(group, split_above, region_shape)
     with writer_lock(location):
         keys = {m["path"] for m in obstore.list(location.store).collect()} - {LOCK_KEY}
-        old = scan_store(location, keys)
+        old = scan_store(location, keys, compat=compat)
         if old is not None and not overwrite:
             raise FileExistsError(f"{location.url} holds a manifest store; pass overwrite=True")
         if if_snapshot != "any":
@@ -343,10 +347,14 @@ def _doc_key(path: str) -> str:
     return f"{path}/{ZARR_JSON}" if path else ZARR_JSON
 
 
-def read_hierarchy(src: str | os.PathLike[str] | ObjectStore, **obstore_kwargs: Any) -> StoredGroup:
+def read_hierarchy(
+    src: str | os.PathLike[str] | ObjectStore, *, compat: str | None = None, **obstore_kwargs: Any
+) -> StoredGroup:
     """Read a whole manifest store (every manifest is parsed; see `ManifestGroup.from_store`).
 
-    Inline arrays are decoded through zarr.
+    Inline arrays are decoded through zarr.  ``compat="virtualizarr-1"`` repairs the
+    documents of a store VirtualiZarr 1.x wrote (spec section 17; such stores have no
+    snapshot).
 
     Raises
     ------
@@ -366,7 +374,7 @@ def read_hierarchy(src: str | os.PathLike[str] | ObjectStore, **obstore_kwargs: 
     keys = {m["path"] for m in obstore.list(location.store).collect()}
     if ZARR_JSON not in keys:
         raise FileNotFoundError(f"no {ZARR_JSON} at {location.url}")
-    return _read_node_group(location, "", keys)
+    return _read_node_group(location, "", keys, compat)
 
 
 def _read_snapshot(location: StoreLocation, snapshot: Snapshot) -> StoredGroup:
@@ -451,9 +459,11 @@ def _read(location: StoreLocation, key: str) -> bytes:
     return location.read(key)
 
 
-def _read_node_group(location: StoreLocation, prefix: str, keys: set[str]) -> StoredGroup:
+def _read_node_group(
+    location: StoreLocation, prefix: str, keys: set[str], compat: str | None = None
+) -> StoredGroup:
     where = location.url + prefix + ZARR_JSON
-    doc = parse_node_document(_read(location, prefix + ZARR_JSON), location=where)
+    doc = parse_node_document(_read(location, prefix + ZARR_JSON), location=where, compat=compat)
     if doc["node_type"] != "group":
         raise ManifestFormatError(f"{where}: expected a group", location=where)
     attributes = doc.get("attributes", {})
@@ -471,9 +481,11 @@ def _read_node_group(location: StoreLocation, prefix: str, keys: set[str]) -> St
         if child + ZARR_JSON not in keys:
             continue  # an intermediate directory without a node of its own
         child_where = location.url + child + ZARR_JSON
-        child_doc = parse_node_document(_read(location, child + ZARR_JSON), location=child_where)
+        child_doc = parse_node_document(
+            _read(location, child + ZARR_JSON), location=child_where, compat=compat
+        )
         if child_doc["node_type"] == "group":
-            groups[name] = _read_node_group(location, child, keys)
+            groups[name] = _read_node_group(location, child, keys, compat)
         else:
             arrays[name] = _read_array(location, child, child_doc, child_where)
     return StoredGroup(arrays, groups, attributes)

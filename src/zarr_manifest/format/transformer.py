@@ -26,6 +26,7 @@ stores written before the guard existed (without it) are still read.
 from __future__ import annotations
 
 import posixpath
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -38,6 +39,12 @@ from zarr_manifest.errors import ManifestFormatError, MetadataError
 from zarr_manifest.fingerprint import Fingerprint, fingerprints_from_json, fingerprints_to_json
 from zarr_manifest.format._members import refuse_unknown_members
 from zarr_manifest.format.split import MANIFEST_DIR, SPLIT_MEMBER, parse_split, split_configuration
+from zarr_manifest.format.virtualizarr1 import (
+    VIRTUALIZARR_1,
+    compat_hint,
+    lacks_array_bytes_codec,
+    repair_document,
+)
 
 __all__ = [
     "MANIFEST_FILE",
@@ -59,6 +66,8 @@ PLAIN_READER_GUARD = TRANSFORMER_NAME
 _GUARD_VALUE: dict[str, Any] = {"must_understand": True}
 #: the configuration members this reader understands
 _KNOWN_CONFIGURATION = {"manifest", SPLIT_MEMBER, FINGERPRINTS_MEMBER}
+#: the fill value VirtualiZarr 1.x wrote as a bare token (only used to suggest its mode)
+_BARE_FILL_VALUE = re.compile(rb'"fill_value"\s*:\s*-?(?:NaN|Infinity)')
 
 
 class ArrayDocument:
@@ -137,18 +146,29 @@ def array_document(
     return orjson.dumps(doc, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY)
 
 
-def parse_node_document(data: bytes, *, location: str) -> dict[str, Any]:
+def parse_node_document(
+    data: bytes, *, location: str, compat: str | None = None
+) -> dict[str, Any]:
     """Parse a zarr.json into a dict, checking it is a Zarr v3 node document.
+
+    ``compat="virtualizarr-1"`` first repairs the deviations of documents VirtualiZarr 1.x
+    wrote (`zarr_manifest.format.virtualizarr1`, spec section 17).
 
     Raises
     ------
     ManifestFormatError
         Not JSON, not an object, or not ``zarr_format`` 3 with a known ``node_type``.
     """
-    try:
-        doc = orjson.loads(data)
-    except orjson.JSONDecodeError as e:
-        raise ManifestFormatError(f"{location} is not valid JSON: {e}", location=location) from e
+    if compat == VIRTUALIZARR_1:
+        doc: Any = repair_document(data, location=location)
+    else:
+        try:
+            doc = orjson.loads(data)
+        except orjson.JSONDecodeError as e:
+            hint = compat_hint() if _BARE_FILL_VALUE.search(data) else ""
+            raise ManifestFormatError(
+                f"{location} is not valid JSON: {e}{hint}", location=location
+            ) from e
     if not isinstance(doc, dict):
         raise ManifestFormatError(f"{location} must hold a JSON object", location=location)
     if doc.get("zarr_format") != 3:
@@ -221,8 +241,9 @@ def parse_array_document(doc: dict[str, Any], *, location: str) -> ArrayDocument
         with zarr.config.set({"array.rectilinear_chunks": True}):
             metadata = ArrayV3Metadata.from_dict(visible)
     except (ValueError, TypeError, KeyError, OverflowError) as e:
+        hint = compat_hint() if manifest and lacks_array_bytes_codec(doc.get("codecs")) else ""
         raise ManifestFormatError(
-            f"{location}: invalid Zarr v3 array metadata: {e}", location=location
+            f"{location}: invalid Zarr v3 array metadata: {e}{hint}", location=location
         ) from e
     if SPLIT_MEMBER in config:
         split = parse_split(config[SPLIT_MEMBER], ndim=len(metadata.shape), location=location)

@@ -53,6 +53,7 @@ def load_node(
     cache: ManifestCache,
     snapshot: Mapping[str, str] | None = None,
     has_object: Callable[[str], bool] | None = None,
+    compat: str | None = None,
 ) -> LoadedNode | None:
     """The node at ``path`` of the store at ``root_url`` (None: it has no zarr.json).
 
@@ -61,6 +62,7 @@ def load_node(
     ``cache`` bounds what is kept of the array's parsed manifest.  ``snapshot`` (node path
     -> key of its document's immutable copy, spec 16) is the version the store shows,
     whatever writers did since it was read; ``has_object`` tells whether an object exists.
+    ``compat`` repairs the documents of another writer (`parse_node_document`).
     """
     key = f"{path}/{ZARR_JSON}" if path else ZARR_JSON
     raw = read(key, None)
@@ -78,7 +80,7 @@ def load_node(
     if raw is None:
         return None
     where = root_url + key
-    doc = parse_node_document(bytes(raw), location=where)
+    doc = parse_node_document(bytes(raw), location=where, compat=compat)
     base = root_url + (f"{path}/" if path else "")
     if doc["node_type"] == "group":
         served = bytes(raw)

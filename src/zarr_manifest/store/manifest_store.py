@@ -38,6 +38,7 @@ from zarr_manifest.store._in_memory import group_source_urls, memory_objects
 from zarr_manifest.store._keys import HIDDEN, KeyRouter, Target
 from zarr_manifest.store._listing import dir_names, keys_under, listed_objects, virtual_arrays
 from zarr_manifest.store._manifest_cache import DEFAULT_MANIFEST_CACHE_BYTES, ManifestCache
+from zarr_manifest.format.virtualizarr1 import check_compat
 from zarr_manifest.store._nodes import ZARR_JSON, LoadedNode, load_node
 from zarr_manifest.store._readahead import Readahead
 from zarr_manifest.store._references import (
@@ -131,6 +132,11 @@ class ManifestStore(Store):
         file, references that overlap) cannot make the store hold many GiB.  Chunks are
         usually 1-100 MB; raise it for data whose chunks are larger, and keep it above
         ``virtual_shard_bytes``.
+    compat
+        None (default): read the specification's form only.  ``"virtualizarr-1"``: also
+        read stores written by VirtualiZarr 1.x, repairing exactly their two deviations (a
+        bare ``NaN`` fill value, a codec list without the ``bytes`` codec; spec section 17).
+        `zarr-manifest upgrade` rewrites such a store so that it no longer needs this.
     **obstore_kwargs
         Passed to `obstore.store.from_url` when ``root`` is a URL.
 
@@ -174,6 +180,7 @@ class ManifestStore(Store):
         virtual_shard_bytes: int | None = None,
         manifest_cache_bytes: int = DEFAULT_MANIFEST_CACHE_BYTES,
         max_chunk_bytes: int = DEFAULT_MAX_CHUNK_BYTES,
+        compat: str | None = None,
         **obstore_kwargs: Any,
     ) -> None:
         if not read_only:
@@ -188,6 +195,7 @@ class ManifestStore(Store):
             )
         _check_size_option("manifest_cache_bytes", manifest_cache_bytes, minimum=0)
         _check_size_option("max_chunk_bytes", max_chunk_bytes, minimum=1)
+        check_compat(compat)
         super().__init__(read_only=True)
         # Relative local paths are made absolute now, against this process's working
         # directory: a pickled store then reopens the same store in a worker whose working
@@ -212,12 +220,14 @@ class ManifestStore(Store):
             "virtual_shard_bytes": virtual_shard_bytes,
             "manifest_cache_bytes": manifest_cache_bytes,
             "max_chunk_bytes": max_chunk_bytes,
+            "compat": compat,
             **obstore_kwargs,
         }
         self._shard_bytes = virtual_shard_bytes
         self._max_gap = max_gap_bytes
         self._max_request = max_request_bytes
         self._max_chunk = max_chunk_bytes
+        self._compat = compat
         self._registry = registry.copy() if registry is not None else SourceRegistry()
         self._verifier = SourceVerifier(verify)
         self._manifests = ManifestCache(manifest_cache_bytes)
@@ -591,6 +601,7 @@ class ManifestStore(Store):
             self._manifests,
             snapshot=self._snapshot,
             has_object=self._objects.exists,
+            compat=self._compat,
         )
 
     def _fingerprint_urls(self, fingerprints: Any, base: str, where: str | None) -> Any:
