@@ -146,9 +146,7 @@ def array_document(
     return orjson.dumps(doc, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY)
 
 
-def parse_node_document(
-    data: bytes, *, location: str, compat: str | None = None
-) -> dict[str, Any]:
+def parse_node_document(data: bytes, *, location: str, compat: str | None = None) -> dict[str, Any]:
     """Parse a zarr.json into a dict, checking it is a Zarr v3 node document.
 
     ``compat="virtualizarr-1"`` first repairs the deviations of documents VirtualiZarr 1.x

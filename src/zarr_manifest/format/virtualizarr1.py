@@ -25,6 +25,7 @@ import json
 from typing import Any
 
 from zarr.abc.codec import ArrayArrayCodec, ArrayBytesCodec, BytesBytesCodec
+from zarr.errors import UnknownCodecError
 from zarr.registry import get_codec_class
 
 from zarr_manifest.errors import ManifestFormatError
@@ -109,7 +110,7 @@ def _kind(codec: Any) -> type | None:
         return None
     try:
         cls = get_codec_class(name)
-    except KeyError:
+    except (KeyError, UnknownCodecError):
         return None
     for kind in (ArrayArrayCodec, ArrayBytesCodec, BytesBytesCodec):
         if issubclass(cls, kind):
@@ -140,7 +141,7 @@ def _declares_transformer(doc: dict[str, Any]) -> bool:
 def _refuse_bare_tokens(value: Any, location: str, where: str) -> None:
     if isinstance(value, _NonFinite):
         raise ManifestFormatError(
-            f"{location}: {where or 'the document'} is the bare token {str(value)}, which is "
+            f"{location}: {where or 'the document'} is the bare token {value!s}, which is "
             "not JSON (VirtualiZarr 1.x wrote it only as an array's fill_value)",
             location=location,
             field=where or None,

@@ -31,6 +31,7 @@ from zarr_manifest.array import ManifestArray
 from zarr_manifest.format.location import open_location
 from zarr_manifest.format.paths import local_path_to_url
 from zarr_manifest.format.publish import SNAPSHOT_KEY, parse_snapshot
+from zarr_manifest.format.virtualizarr1 import check_compat
 from zarr_manifest.group import ManifestGroup
 from zarr_manifest.store._byte_ranges import check_byte_range, slice_bytes
 from zarr_manifest.store._fork import forks, obstore_works
@@ -38,7 +39,6 @@ from zarr_manifest.store._in_memory import group_source_urls, memory_objects
 from zarr_manifest.store._keys import HIDDEN, KeyRouter, Target
 from zarr_manifest.store._listing import dir_names, keys_under, listed_objects, virtual_arrays
 from zarr_manifest.store._manifest_cache import DEFAULT_MANIFEST_CACHE_BYTES, ManifestCache
-from zarr_manifest.format.virtualizarr1 import check_compat
 from zarr_manifest.store._nodes import ZARR_JSON, LoadedNode, load_node
 from zarr_manifest.store._readahead import Readahead
 from zarr_manifest.store._references import (
