@@ -79,7 +79,7 @@ def test_default_refuses_missing_bytes_codec_with_advice(tmp_path: Path) -> None
     # a VirtualiZarr 1.x document whose fill value is finite: only the codecs deviate
     store = _copy("partial.zarr", tmp_path)
     with pytest.raises(
-        ManifestFormatError, match="ArrayBytesCodec is required.*compat='virtualizarr-1'"
+        ManifestFormatError, match=r"ArrayBytesCodec is required.*compat='virtualizarr-1'"
     ):
         zarr.open_group(ManifestStore(store, allowed_prefixes=ALLOWED), mode="r")["partial"]
 
