@@ -21,6 +21,11 @@ from obstore.store import ObjectStore
 
 from zarr_manifest.array import InlineArray, ManifestArray, chunk_grid_shape
 from zarr_manifest.errors import ConcurrentWriteError, ManifestFormatError, MetadataError
+from zarr_manifest.format.entry_forms import (
+    explicit_entries,
+    has_optional_forms,
+    load_json_object,
+)
 from zarr_manifest.format.location import StoreLocation, open_location
 from zarr_manifest.format.publish import (
     INLINE_MEMBER,
@@ -510,12 +515,29 @@ def _read_array(
         return InlineArray(parsed.metadata, np.asarray(data))
     if parsed.split is not None:
         return _manifest_array(parsed, _read_split(location, prefix, parsed), where)
-    manifest_key = prefix + parsed.manifest
-    manifest_where = location.url + manifest_key
-    try:
-        data = _read(location, manifest_key)
-    except FileNotFoundError as e:
-        raise ManifestFormatError(f"{manifest_where} is missing", location=manifest_where) from e
+    if parsed.entries is not None:
+        # inlined in the configuration (spec 4.4)
+        manifest_where = where
+        data = orjson.dumps(parsed.entries)
+    else:
+        manifest_key = prefix + parsed.manifest
+        manifest_where = location.url + manifest_key
+        try:
+            data = _read(location, manifest_key)
+        except FileNotFoundError as e:
+            raise ManifestFormatError(
+                f"{manifest_where} is missing", location=manifest_where
+            ) from e
+    if has_optional_forms(data):
+        _, forms = explicit_entries(load_json_object(data, location=manifest_where), location=where)
+        if forms.whole or forms.checksums:
+            # kept in memory without them, a rewrite would silently drop the checksums
+            raise ManifestFormatError(
+                f"{manifest_where}: chunk {(forms.whole or tuple(forms.checksums))[0]!r} uses "
+                "an optional form of zarr-specs#287 (a whole-object entry or a checksum, spec "
+                "5.5), which ManifestStore reads but a ManifestGroup cannot hold",
+                location=manifest_where,
+            )
     manifest = ChunkManifest.from_json_bytes(
         data, shape=chunk_grid_shape(parsed.metadata), location=manifest_where
     )

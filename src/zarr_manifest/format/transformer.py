@@ -47,6 +47,7 @@ from zarr_manifest.format.virtualizarr1 import (
 )
 
 __all__ = [
+    "INLINE_MANIFEST",
     "MANIFEST_FILE",
     "TRANSFORMER_NAME",
     "PLAIN_READER_GUARD",
@@ -64,6 +65,9 @@ FINGERPRINTS_MEMBER = "fingerprints"
 #: the top-level member of a referenced array's zarr.json that plain Zarr readers refuse
 PLAIN_READER_GUARD = TRANSFORMER_NAME
 _GUARD_VALUE: dict[str, Any] = {"must_understand": True}
+#: `ArrayDocument.manifest` of an array whose manifest is inlined in its configuration (a
+#: "#" cannot begin a manifest file name: such a name is refused, spec 4.6)
+INLINE_MANIFEST = "#inline"
 #: the configuration members this reader understands
 _KNOWN_CONFIGURATION = {"manifest", SPLIT_MEMBER, FINGERPRINTS_MEMBER}
 #: the fill value VirtualiZarr 1.x wrote as a bare token (only used to suggest its mode)
@@ -87,9 +91,12 @@ class ArrayDocument:
         The region shape of a split manifest, None for a single manifest file.
     fingerprints
         The recorded source fingerprints by manifest path (empty when none are recorded).
+    entries
+        A manifest inlined in the configuration (spec 4.4): its entries, and ``manifest``
+        is `INLINE_MANIFEST`; None when the manifest is a file.
     """
 
-    __slots__ = ("document", "fingerprints", "manifest", "metadata", "split")
+    __slots__ = ("document", "entries", "fingerprints", "manifest", "metadata", "split")
 
     def __init__(
         self,
@@ -98,7 +105,9 @@ class ArrayDocument:
         manifest: str | None,
         split: tuple[int, ...] | None = None,
         fingerprints: dict[str, Fingerprint] | None = None,
+        entries: dict[str, Any] | None = None,
     ):
+        self.entries = entries
         self.document = document
         self.metadata = metadata
         self.manifest = manifest
@@ -246,7 +255,8 @@ def parse_array_document(doc: dict[str, Any], *, location: str) -> ArrayDocument
     if SPLIT_MEMBER in config:
         split = parse_split(config[SPLIT_MEMBER], ndim=len(metadata.shape), location=location)
     fingerprints = _parse_fingerprints(config.get(FINGERPRINTS_MEMBER), location)
-    return ArrayDocument(visible, metadata, manifest, split, fingerprints)
+    entries = config["manifest"] if manifest == INLINE_MANIFEST else None
+    return ArrayDocument(visible, metadata, manifest, split, fingerprints, entries)
 
 
 def plain_zarr_metadata(doc: Mapping[str, Any]) -> dict[str, Any]:
@@ -324,9 +334,13 @@ def _parse_configuration(entry: Any, location: str) -> tuple[str, dict[str, Any]
         location=location,
     )
     path = config.get("manifest")
+    if isinstance(path, dict) and SPLIT_MEMBER not in config:
+        # zarr-specs#287: a small manifest inlined in the configuration (spec 4.4)
+        return INLINE_MANIFEST, config
     if not isinstance(path, str) or not path:
         raise ManifestFormatError(
-            f"{location}: {TRANSFORMER_NAME} configuration 'manifest' must be a relative path",
+            f"{location}: {TRANSFORMER_NAME} configuration 'manifest' must be a relative path "
+            "(or the manifest itself, an object)",
             location=location,
             field="manifest",
         )

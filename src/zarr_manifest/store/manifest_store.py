@@ -49,6 +49,7 @@ from zarr_manifest.store._references import (
     fingerprint_urls,
     read_chunk_async,
     read_chunk_sync,
+    whole_object_size,
 )
 from zarr_manifest.store._root_objects import RootObjects
 from zarr_manifest.store._shard_view import Shard, read_shard_async, read_shard_sync
@@ -390,6 +391,9 @@ class ManifestStore(Store):
             if isinstance(target, Chunk):
                 if target.missing:
                     continue
+                if target.node.checksums and target.index in target.node.checksums:
+                    others.append((i, key, byte_range))  # read whole and checked, in `get`
+                    continue
                 start, end = target.byte_range(byte_range)
                 source = await target.source_async()
                 check_chunk_size(start, end, self._max_chunk, key, url=source.url)
@@ -602,7 +606,12 @@ class ManifestStore(Store):
             snapshot=self._snapshot,
             has_object=self._objects.exists,
             compat=self._compat,
+            whole_size=self._whole_object_size,
         )
+
+    def _whole_object_size(self, url: str, key: str, recorded: Any) -> int:
+        # allowed (default-deny) before it is looked at, like any source
+        return whole_object_size(self._registry.resolve(url, key=key), key, recorded)
 
     def _fingerprint_urls(self, fingerprints: Any, base: str, where: str | None) -> Any:
         return fingerprint_urls(fingerprints, base, where, self._verifier)
