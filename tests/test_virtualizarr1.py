@@ -210,6 +210,20 @@ def test_upgrade_rewrites_atomically_and_reads_the_same(tmp_path: Path) -> None:
     assert upgrade(store) is False  # already current: nothing written
 
 
+def test_upgrade_killed_after_its_commit_is_finished_by_the_next(tmp_path: Path) -> None:
+    store = _copy("air.zarr", tmp_path)
+    before = _open(store, compat=VZ1)
+    old_document = (store / "air" / "zarr.json").read_bytes()
+    assert upgrade(store) is True
+    # as if killed after the snapshot, before the zarr.json of "air" was rewritten
+    (store / "air" / "zarr.json").write_bytes(old_document)
+    with pytest.raises(ManifestFormatError, match="compat="):
+        _open(store)
+    xr.testing.assert_identical(_open(store, compat=VZ1), before)
+    assert upgrade(store) is True
+    xr.testing.assert_identical(_open(store), before)
+
+
 def test_upgrade_refuses_what_it_cannot_repair(tmp_path: Path) -> None:
     store = _copy("bigendian.zarr", tmp_path)
     listing = sorted(p.relative_to(store) for p in store.rglob("*"))

@@ -14,6 +14,8 @@ from typing import Any
 
 from zarr_manifest.errors import ManifestFormatError
 from zarr_manifest.format.hierarchy import read_hierarchy, write_group
+from zarr_manifest.format.location import open_location
+from zarr_manifest.format.publish import read_snapshot
 from zarr_manifest.format.virtualizarr1 import VIRTUALIZARR_1
 from zarr_manifest.group import ManifestGroup
 
@@ -48,6 +50,9 @@ def upgrade(store: str | os.PathLike[str] | Any, **obstore_kwargs: Any) -> bool:
     ConcurrentWriteError
         Another writer holds the store's lock, or published while it was read.
     """
+    # the version read: publish only if no other writer published since (VirtualiZarr 1.x
+    # wrote no snapshot; an upgrade killed after its commit left one)
+    base = read_snapshot(open_location(store, **obstore_kwargs))
     try:
         read_hierarchy(store, **obstore_kwargs)
         return False
@@ -55,8 +60,7 @@ def upgrade(store: str | os.PathLike[str] | Any, **obstore_kwargs: Any) -> bool:
         pass
     stored = read_hierarchy(store, compat=VIRTUALIZARR_1, **obstore_kwargs)
     group = ManifestGroup._from_stored(stored)
-    # VirtualiZarr 1.x wrote no snapshot: publish only if still none was written meanwhile
     write_group(
-        group, store, overwrite=True, if_snapshot=None, compat=VIRTUALIZARR_1, **obstore_kwargs
+        group, store, overwrite=True, if_snapshot=base, compat=VIRTUALIZARR_1, **obstore_kwargs
     )
     return True

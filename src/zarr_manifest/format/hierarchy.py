@@ -375,15 +375,19 @@ def read_hierarchy(
     snapshot = read_snapshot(location)
     if snapshot is not None:
         # one consistent version, whatever a writer is doing meanwhile
-        return _read_snapshot(location, snapshot)
+        return _read_snapshot(location, snapshot, compat)
     keys = {m["path"] for m in obstore.list(location.store).collect()}
     if ZARR_JSON not in keys:
         raise FileNotFoundError(f"no {ZARR_JSON} at {location.url}")
     return _read_node_group(location, "", keys, compat)
 
 
-def _read_snapshot(location: StoreLocation, snapshot: Snapshot) -> StoredGroup:
-    """The hierarchy a snapshot names, every node from its immutable document."""
+def _read_snapshot(
+    location: StoreLocation, snapshot: Snapshot, compat: str | None = None
+) -> StoredGroup:
+    """The hierarchy a snapshot names, every node from its immutable document (or, where
+    its zarr.json was changed without a snapshot, from that zarr.json: an upgrade killed
+    after its commit leaves VirtualiZarr 1.x documents there, read with ``compat``)."""
     documents: dict[str, dict[str, Any]] = {}
     wheres: dict[str, str] = {}
     for path in snapshot.nodes:
@@ -406,7 +410,7 @@ def _read_snapshot(location: StoreLocation, snapshot: Snapshot) -> StoredGroup:
                 ) from e
         assert raw is not None
         wheres[path] = location.url + usual
-        documents[path] = parse_node_document(raw, location=wheres[path])
+        documents[path] = parse_node_document(raw, location=wheres[path], compat=compat)
     children: dict[str, list[str]] = {}
     for path in sorted(documents):
         if path:

@@ -314,7 +314,11 @@ class ManifestStore(Store):
         self._check_writable()
 
     def __eq__(self, value: object) -> bool:
-        if not isinstance(value, ManifestStore) or self._shard_bytes != value._shard_bytes:
+        if (
+            not isinstance(value, ManifestStore)
+            or self._shard_bytes != value._shard_bytes
+            or self._compat != value._compat
+        ):
             return False
         if isinstance(self._args["root"], ManifestGroup) or isinstance(
             value._args["root"], ManifestGroup
