@@ -106,6 +106,11 @@ def test_compat_refuses_big_endian_data_type() -> None:
     store = ManifestStore(EXAMPLES / "bigendian.zarr", allowed_prefixes=ALLOWED, compat=VZ1)
     with pytest.raises(ManifestFormatError, match="'>i4'"):
         zarr.open_group(store, mode="r")["big"]
+    # and by default without advising the mode, which would not help
+    plain = ManifestStore(EXAMPLES / "bigendian.zarr", allowed_prefixes=ALLOWED)
+    with pytest.raises(ManifestFormatError, match="'>i4'") as info:
+        zarr.open_group(plain, mode="r")["big"]
+    assert "compat=" not in str(info.value)
 
 
 def test_compat_default_and_unknown_value() -> None:

@@ -248,7 +248,9 @@ def parse_array_document(doc: dict[str, Any], *, location: str) -> ArrayDocument
         with zarr.config.set({"array.rectilinear_chunks": True}):
             metadata = ArrayV3Metadata.from_dict(visible)
     except (ValueError, TypeError, KeyError, OverflowError) as e:
-        hint = compat_hint() if manifest and lacks_array_bytes_codec(doc.get("codecs")) else ""
+        # the mode would repair the codecs, not a byte-order-prefixed numpy dtype (">i4")
+        repairable = manifest and str(doc.get("data_type", ""))[:1] not in "<>|="
+        hint = compat_hint() if repairable and lacks_array_bytes_codec(doc.get("codecs")) else ""
         raise ManifestFormatError(
             f"{location}: invalid Zarr v3 array metadata: {e}{hint}", location=location
         ) from e
