@@ -357,10 +357,12 @@ class LoadedNode:
         raw = self._reader(key, None)
         if raw is None:
             raise ManifestFormatError(f"{where} is missing", location=where)
-        if has_optional_forms(bytes(raw)):
-            return self._load_optional_forms(load_json_object(bytes(raw), location=where), where)
+        # one copy at most: the decoder takes bytes too
+        data = raw if isinstance(raw, bytes) else bytes(raw)
+        if has_optional_forms(data):
+            return self._load_optional_forms(load_json_object(data, location=where), where)
         manifest = ChunkManifest.from_json_bytes(
-            raw, shape=chunk_grid_shape(self.metadata), location=where
+            data, shape=chunk_grid_shape(self.metadata), location=where
         )
         # Every reference is checked now, not when its chunk is first read: the spec wants
         # format errors (7.1) reported before any data of the array is returned.
