@@ -206,3 +206,17 @@ def test_explicit_manifests_keep_the_fast_path() -> None:
     explicit = (EXAMPLES / "int32-1d" / "store" / "counts" / "manifest.json").read_bytes()
     assert not has_optional_forms(explicit)
     assert has_optional_forms(b'{"0": {"path": "a"}}')
+
+
+def test_inline_manifest_repeated_key_refused(tmp_path: Path) -> None:
+    root = _copy("inline-manifest", tmp_path)
+    path = root / "a" / "zarr.json"
+    text = path.read_text()
+    # a second "0.0" entry, pointing elsewhere: a JSON parser would keep one silently
+    path.write_text(
+        text.replace(
+            '"0.0": {', '"0.0": {"path": "../data/a.bin", "offset": 3, "length": 3}, "0.0": {', 1
+        )
+    )
+    with pytest.raises(ManifestFormatError, match=r"'0\.0' appears twice"):
+        zarr.open_group(ManifestStore(root), mode="r")["a"]

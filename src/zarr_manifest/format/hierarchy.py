@@ -532,19 +532,23 @@ def _read_array(
             raise ManifestFormatError(
                 f"{manifest_where} is missing", location=manifest_where
             ) from e
-    if has_optional_forms(data):
+    try:
+        manifest = ChunkManifest.from_json_bytes(
+            data, shape=chunk_grid_shape(parsed.metadata), location=manifest_where
+        )
+    except ManifestFormatError:
+        if not has_optional_forms(data):
+            raise
         _, forms = explicit_entries(load_json_object(data, location=manifest_where), location=where)
-        if forms.whole or forms.checksums:
-            # kept in memory without them, a rewrite would silently drop the checksums
-            raise ManifestFormatError(
-                f"{manifest_where}: chunk {(forms.whole or tuple(forms.checksums))[0]!r} uses "
-                "an optional form of zarr-specs#287 (a whole-object entry or a checksum, spec "
-                "5.5), which ManifestStore reads but a ManifestGroup cannot hold",
-                location=manifest_where,
-            )
-    manifest = ChunkManifest.from_json_bytes(
-        data, shape=chunk_grid_shape(parsed.metadata), location=manifest_where
-    )
+        if not (forms.whole or forms.checksums):
+            raise
+        # kept in memory without them, a rewrite would silently drop the checksums
+        raise ManifestFormatError(
+            f"{manifest_where}: chunk {(forms.whole or tuple(forms.checksums))[0]!r} uses "
+            "an optional form of zarr-specs#287 (a whole-object entry or a checksum, spec "
+            "5.5), which ManifestStore reads but a ManifestGroup cannot hold",
+            location=manifest_where,
+        ) from None
     return _manifest_array(parsed, manifest, where)
 
 

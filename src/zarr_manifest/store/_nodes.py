@@ -102,6 +102,9 @@ def load_node(
             served = orjson.dumps(doc, option=orjson.OPT_INDENT_2)
         return LoadedNode(path, served, None, base, reader=read)
     parsed = parse_array_document(doc, location=where)
+    if parsed.entries is not None and compat is None:
+        # an inlined manifest's repeated key would be lost in the parse above (spec 5.1.3)
+        load_json_object(bytes(raw), location=where)
     if parsed.manifest is not None and len(parsed.metadata.shape) > MAX_GRID_DIMS:
         # numpy cannot hold such a grid: refused before any chunk of the array is read
         raise ManifestFormatError(
@@ -357,13 +360,17 @@ class LoadedNode:
         raw = self._reader(key, None)
         if raw is None:
             raise ManifestFormatError(f"{where} is missing", location=where)
-        # one copy at most: the decoder takes bytes too
         data = raw if isinstance(raw, bytes) else bytes(raw)
-        if has_optional_forms(data):
+        try:
+            manifest = ChunkManifest.from_json_bytes(
+                data, shape=chunk_grid_shape(self.metadata), location=where
+            )
+        except ManifestFormatError:
+            # the explicit form's decoders refuse the optional forms: looked for only then,
+            # so an explicit manifest costs no extra pass over its bytes
+            if not has_optional_forms(data):
+                raise
             return self._load_optional_forms(load_json_object(data, location=where), where)
-        manifest = ChunkManifest.from_json_bytes(
-            data, shape=chunk_grid_shape(self.metadata), location=where
-        )
         # Every reference is checked now, not when its chunk is first read: the spec wants
         # format errors (7.1) reported before any data of the array is returned.
         self._urls = reference_urls(manifest, self.base_url, in_memory=False, where=where)
