@@ -220,3 +220,15 @@ def test_inline_manifest_repeated_key_refused(tmp_path: Path) -> None:
     )
     with pytest.raises(ManifestFormatError, match=r"'0\.0' appears twice"):
         zarr.open_group(ManifestStore(root), mode="r")["a"]
+
+
+def test_optional_forms_with_an_integer_beyond_64_bits(tmp_path: Path) -> None:
+    # found by tests/test_fuzz.py: the optional-forms path re-encodes parsed entries, and
+    # an integer beyond 64 bits must reach the decoder's error, not crash the encoder
+    root = _copy("whole-object-entries", tmp_path)
+    (root / "a" / "manifest.json").write_text(
+        '{"0": {"path": "../data/a-0.bin", "offset": 0, "length": 1' + "0" * 29 + "},"
+        ' "1": {"path": "../data/a-1.bin"}}'
+    )
+    with pytest.raises(ManifestFormatError, match="'length' must be an integer"):
+        zarr.open_group(ManifestStore(root), mode="r")["a"][...]

@@ -8,6 +8,7 @@ This module is below the group model (``group.py`` calls it for ``to_store`` and
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -522,7 +523,8 @@ def _read_array(
     if parsed.entries is not None:
         # inlined in the configuration (spec 4.4)
         manifest_where = where
-        data = orjson.dumps(parsed.entries)
+        # the standard encoder: an integer beyond 64 bits reaches the decoder, which says so
+        data = json.dumps(parsed.entries).encode()
     else:
         manifest_key = prefix + parsed.manifest
         manifest_where = location.url + manifest_key

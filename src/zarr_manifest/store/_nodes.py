@@ -4,6 +4,7 @@ by region -- with the lookups a chunk read makes in it."""
 
 from __future__ import annotations
 
+import json
 import operator
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -126,6 +127,12 @@ def load_node(
         entries=parsed.entries,
         whole_size=whole_size,
     )
+
+
+def _as_json(entries: dict[str, Any]) -> bytes:
+    """Entries back as JSON text, for the manifest decoder to judge as it judges a file
+    (the standard library's encoder: a parsed integer beyond 64 bits stays one)."""
+    return json.dumps(entries).encode()
 
 
 class LoadedNode:
@@ -382,9 +389,7 @@ class LoadedNode:
         checksums kept by chunk index."""
         explicit, forms = explicit_entries(entries, location=where)
         shape = chunk_grid_shape(self.metadata)
-        manifest = ChunkManifest.from_json_bytes(
-            orjson.dumps(explicit), shape=shape, location=where
-        )
+        manifest = ChunkManifest.from_json_bytes(_as_json(explicit), shape=shape, location=where)
         # every reference is checked before any source is looked at (spec 7.1, 8)
         self._urls = reference_urls(manifest, self.base_url, in_memory=False, where=where)
         if forms.whole:
@@ -404,7 +409,7 @@ class LoadedNode:
                     sizes[path] = self._whole_size(url, chunk_key, self.fingerprints.get(url))
                 explicit[chunk_key]["length"] = sizes[path]
             manifest = ChunkManifest.from_json_bytes(
-                orjson.dumps(explicit), shape=shape, location=where
+                _as_json(explicit), shape=shape, location=where
             )
         ndim = len(shape)
         self.checksums = {
