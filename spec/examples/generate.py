@@ -20,6 +20,7 @@ examples check a reader against an independent encoder.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import shutil
 import struct
@@ -795,6 +796,90 @@ def valid_without_plain_reader_guard(s: Store) -> None:
     }
 
 
+def sha256_checksum(blob: bytes) -> str:
+    """The ``checksum`` member of an entry for ``blob``, SHA-256 (spec 5.5)."""
+    return "sha256:" + hashlib.sha256(blob).hexdigest()
+
+
+def crc32c_checksum(blob: bytes) -> str:
+    """The ``checksum`` member for ``blob``, CRC-32C: numcodecs' codec appends the value
+    little-endian; the member spells it as 8 hex digits, most significant first."""
+    value = int.from_bytes(numcodecs.CRC32C().encode(blob)[-4:], "little")
+    return f"crc32c:{value:08x}"
+
+
+def edit_array_manifest(s: Store, array: str, fn: Callable[[dict[str, Any]], None]) -> None:
+    """Change ``array``'s manifest.json in place with ``fn``."""
+    path = s.root / array / "manifest.json"
+    manifest = load_json(path)
+    fn(manifest)
+    dump_json(path, manifest)
+
+
+def valid_whole_object_entries(s: Store) -> None:
+    """zarr-specs#287's whole-object entries (spec 5.5): each chunk of "a" is a file of its
+    own, named by a path alone; its size is the file's.  One explicit entry beside them."""
+    s.group("", {"description": "entries with a path only: the whole object is the chunk"})
+    spec = ArraySpec("a", np.arange(10, dtype="int16") * 7 - 30, (4,), [bytes_codec()], 0, ["x"])
+    blobs = spec.stored_chunks()
+    refs = {index: s.data_file(f"a-{index[0]}.bin").append(blob) for index, blob in blobs.items()}
+    s.referenced(spec, refs)
+
+    def whole(manifest: dict[str, Any]) -> None:
+        for key in ("0", "2"):
+            del manifest[key]["offset"], manifest[key]["length"]
+
+    edit_array_manifest(s, "a", whole)
+
+
+def valid_checksums(s: Store) -> None:
+    """Entries with a ``checksum`` (spec 5.5): CRC-32C and SHA-256 of each chunk's bytes,
+    verified on read; one chunk without, one whole-object entry with one."""
+    s.group("", {"description": "entries with checksums, verified on read"})
+    spec = ArraySpec(
+        "a",
+        np.linspace(-1.0, 1.0, 12).reshape(3, 4),
+        (1, 4),
+        [bytes_codec(), gzip_codec(5)],
+        "NaN",
+        ["y", "x"],
+    )
+    blobs = spec.stored_chunks()
+    shared = s.data_file("a.bin")
+    refs = {(0, 0): shared.append(blobs[(0, 0)]), (1, 0): shared.append(blobs[(1, 0)])}
+    refs[(2, 0)] = s.data_file("a-2.bin").append(blobs[(2, 0)])
+    s.referenced(spec, refs)
+
+    def checksums(manifest: dict[str, Any]) -> None:
+        manifest["0.0"]["checksum"] = crc32c_checksum(blobs[(0, 0)])
+        del manifest["2.0"]["offset"], manifest["2.0"]["length"]
+        manifest["2.0"]["checksum"] = sha256_checksum(blobs[(2, 0)])
+
+    edit_array_manifest(s, "a", checksums)
+
+
+def valid_inline_manifest(s: Store) -> None:
+    """zarr-specs#287's manifest inlined in the transformer configuration (spec 4.4):
+    no manifest.json; the entries are the value of ``manifest``."""
+    s.group("", {"description": "a manifest inlined in zarr.json"})
+    spec = ArraySpec(
+        "a", np.array([[1, 2, 3], [4, 5, 6]], dtype="uint8"), (1, 3), [bytes_codec()], 0
+    )
+    s.reference(spec, s.data_file("a.bin"))
+    inline_the_manifest(s, "a")
+
+
+def inline_the_manifest(s: Store, array: str) -> None:
+    """Move ``array``'s manifest.json into its configuration."""
+    manifest_path = s.root / array / "manifest.json"
+    manifest = load_json(manifest_path)
+    manifest_path.unlink()
+    path = s.root / array / "zarr.json"
+    doc = load_json(path)
+    doc["storage_transformers"][0]["configuration"]["manifest"] = manifest
+    dump_json(path, doc)
+
+
 VALID: dict[str, Callable[[Store], None]] = {
     "int32-1d": valid_int32_1d,
     "float64-2d-bigendian-gzip": valid_float64_2d_bigendian_gzip,
@@ -809,6 +894,9 @@ VALID: dict[str, Callable[[Store], None]] = {
     "percent-encoded-path": valid_percent_encoded_path,
     "split-manifest": valid_split_manifest,
     "without-plain-reader-guard": valid_without_plain_reader_guard,
+    "whole-object-entries": valid_whole_object_entries,
+    "checksums": valid_checksums,
+    "inline-manifest": valid_inline_manifest,
 }
 
 
@@ -1034,8 +1122,39 @@ def inv_string_offset(s: Store) -> Broken:
 
 
 def inv_extra_entry_field(s: Store) -> Broken:
+    edit_entry(s, "1", size=16)
+    return Broken(
+        "ManifestFormatError", 'entry "1" has a member other than path/offset/length/checksum'
+    )
+
+
+def inv_whole_object_missing_source(s: Store) -> Broken:
+    edit_entry(s, "1", path="../data/gone.bin", offset=..., length=...)
+    return Broken(
+        "ChunkReadError", 'entry "1" is a whole object (path only) whose file does not exist'
+    )
+
+
+def inv_checksum_mismatch(s: Store) -> Broken:
     edit_entry(s, "1", checksum="crc32c:00000000")
-    return Broken("ManifestFormatError", 'entry "1" has a member other than path/offset/length')
+    return Broken(
+        "ChecksumMismatchError", "the bytes of chunk 1 do not have the CRC-32C its entry records"
+    )
+
+
+def inv_checksum_unknown_algorithm(s: Store) -> Broken:
+    edit_entry(s, "1", checksum="md5:" + "0" * 32)
+    return Broken("ManifestFormatError", "md5 is not a checksum algorithm of spec 5.5")
+
+
+def inv_inline_manifest_bad_key(s: Store) -> Broken:
+    inline_the_manifest(s, "a")
+    path = s.root / "a" / "zarr.json"
+    doc = load_json(path)
+    entries = doc["storage_transformers"][0]["configuration"]["manifest"]
+    entries["01"] = entries.pop("1")
+    dump_json(path, doc)
+    return Broken("ManifestFormatError", 'the inlined manifest has the non-canonical key "01"')
 
 
 def inv_kerchunk_style_entry(s: Store) -> Broken:
@@ -1272,6 +1391,10 @@ INVALID: dict[str, Callable[[Store], Broken]] = {
     "string-offset": inv_string_offset,
     "extra-entry-field": inv_extra_entry_field,
     "kerchunk-style-entry": inv_kerchunk_style_entry,
+    "whole-object-missing-source": inv_whole_object_missing_source,
+    "checksum-mismatch": inv_checksum_mismatch,
+    "checksum-unknown-algorithm": inv_checksum_unknown_algorithm,
+    "inline-manifest-bad-key": inv_inline_manifest_bad_key,
     "empty-path": inv_empty_path,
     "unknown-config-member": inv_unknown_config_member,
     "unknown-config-member-object": inv_unknown_config_member_object,

@@ -21,6 +21,7 @@ from zarr_manifest.builders import open_virtual
 from zarr_manifest.combine import combine_by_coords, concat, stack
 from zarr_manifest.errors import (
     BuildError,
+    ChecksumMismatchError,
     ChunkReadError,
     ChunkTooLargeError,
     CombineError,
@@ -63,6 +64,7 @@ __all__ = [
     "BuildError",
     "ChunkEntry",
     "ChunkManifest",
+    "ChecksumMismatchError",
     "ChunkReadError",
     "ChunkTooLargeError",
     "CombineError",

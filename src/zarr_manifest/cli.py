@@ -1,4 +1,4 @@
-"""The ``zarr-manifest`` command: build, append, info, validate, convert.
+"""The ``zarr-manifest`` command: build, append, info, validate, convert, upgrade.
 
 Exit codes: 0 success; 1 ``validate`` found problems; 2 bad command line; 3 bad input
 (a file that cannot be parsed, a store that breaks the spec, a refused source) or an
@@ -36,6 +36,8 @@ _EPILOGS = {
     "convert": """examples:
   zarr-manifest convert refs.json air.manifest
   zarr-manifest convert air.manifest refs.parq --to kerchunk-parquet""",
+    "upgrade": """example:
+  zarr-manifest upgrade old-virtualizarr.zarr""",
 }
 
 
@@ -136,6 +138,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     _add_split_above(c)
     _add_storage_options(c)
+
+    u = command("upgrade", "rewrite a store written by VirtualiZarr 1.x in the current form")
+    u.add_argument("store", help="the store (path or URL); replaced atomically, in place")
+    _add_storage_options(u)
     return parser
 
 
@@ -591,12 +597,23 @@ def _convert(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _upgrade(args: argparse.Namespace) -> int:
+    from zarr_manifest.upgrade import upgrade
+
+    if upgrade(args.store, storage_options=args.storage_options):
+        print(f"{args.store}: upgraded (the old manifests stay until a clean)")
+    else:
+        print(f"{args.store}: already in the current form; nothing written")
+    return EXIT_OK
+
+
 _COMMANDS = {
     "build": _build,
     "append": _append,
     "info": _info,
     "validate": _validate,
     "convert": _convert,
+    "upgrade": _upgrade,
 }
 
 

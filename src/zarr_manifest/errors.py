@@ -22,6 +22,7 @@ Hierarchy::
     └── ChunkReadError(OSError)            fetching a chunk's bytes failed
         ├── ShortReadError                 the source returned a different length than promised
         ├── ChunkTooLargeError             a chunk (or virtual shard) is over the store's size cap
+        ├── ChecksumMismatchError          a chunk's bytes differ from its entry's checksum
         └── StaleReferenceError            the source file changed since the manifest was made
 """
 
@@ -30,6 +31,7 @@ from __future__ import annotations
 __all__ = [
     "BuildError",
     "ChunkReadError",
+    "ChecksumMismatchError",
     "ChunkTooLargeError",
     "CombineError",
     "ConcurrentWriteError",
@@ -176,6 +178,11 @@ class ShortReadError(ChunkReadError):
 
 class StaleReferenceError(ChunkReadError):
     """A source file changed (size, ETag or last-modified) since the manifest was made."""
+
+
+class ChecksumMismatchError(ChunkReadError):
+    """A chunk's bytes do not match the ``checksum`` of its manifest entry (spec 5.5); the
+    message names the key, the source and the algorithm.  The bytes are never returned."""
 
 
 class ChunkTooLargeError(ChunkReadError):

@@ -211,11 +211,14 @@ class ManifestGroup:
         src: str | os.PathLike[str] | ObjectStore,
         *,
         storage_options: Mapping[str, Any] | None = None,
+        compat: str | None = None,
     ) -> ManifestGroup:
         """Read a manifest store back into memory (every manifest is parsed).
 
         ``storage_options``: for a URL ``src``, credentials and client settings in
         obstore's vocabulary (see `zarr_manifest.open_virtual`).
+        ``compat="virtualizarr-1"`` also reads a store written by VirtualiZarr 1.x
+        (see `ManifestStore`).
 
         Raises
         ------
@@ -224,7 +227,7 @@ class ManifestGroup:
         """
         from zarr_manifest.format.hierarchy import read_hierarchy
 
-        return cls._from_stored(read_hierarchy(src, storage_options=storage_options))
+        return cls._from_stored(read_hierarchy(src, storage_options=storage_options, compat=compat))
 
     @classmethod
     def _from_stored(cls, stored: StoredGroup) -> ManifestGroup:

@@ -8,6 +8,7 @@ This module is below the group model (``group.py`` calls it for ``to_store`` and
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -21,6 +22,11 @@ from obstore.store import ObjectStore
 
 from zarr_manifest.array import InlineArray, ManifestArray, chunk_grid_shape
 from zarr_manifest.errors import ConcurrentWriteError, ManifestFormatError, MetadataError
+from zarr_manifest.format.entry_forms import (
+    explicit_entries,
+    has_optional_forms,
+    load_json_object,
+)
 from zarr_manifest.format.location import StoreLocation, open_location
 from zarr_manifest.format.publish import (
     INLINE_MEMBER,
@@ -126,6 +132,7 @@ def write_group(
     split_above: int | None = DEFAULT_SPLIT_ABOVE,
     region_shape: Sequence[int] | None = None,
     if_snapshot: Snapshot | Literal["any"] | None = "any",
+    compat: str | None = None,
     **obstore_kwargs: Any,
 ) -> StoreLocation:
     """Write ``group`` as a manifest store at ``dest`` (see `ManifestGroup.to_store`).
@@ -147,6 +154,9 @@ def write_group(
     if_snapshot
         Publish only if the store's snapshot is still this one (None: the store has none),
         as read before ``group`` was made from the store; ``"any"``: whatever it is.
+    compat
+        How the store being replaced was written (``"virtualizarr-1"``: by VirtualiZarr
+        1.x), so that what it owns can be told (`zarr-manifest upgrade`).
 
     Raises
     ------
@@ -165,7 +175,7 @@ def write_group(
     plan = _plan(group, split_above, region_shape)
     with writer_lock(location):
         keys = {m["path"] for m in obstore.list(location.store).collect()} - {LOCK_KEY}
-        old = scan_store(location, keys)
+        old = scan_store(location, keys, compat=compat)
         if old is not None and not overwrite:
             raise FileExistsError(f"{location.url} holds a manifest store; pass overwrite=True")
         if if_snapshot != "any":
@@ -343,10 +353,14 @@ def _doc_key(path: str) -> str:
     return f"{path}/{ZARR_JSON}" if path else ZARR_JSON
 
 
-def read_hierarchy(src: str | os.PathLike[str] | ObjectStore, **obstore_kwargs: Any) -> StoredGroup:
+def read_hierarchy(
+    src: str | os.PathLike[str] | ObjectStore, *, compat: str | None = None, **obstore_kwargs: Any
+) -> StoredGroup:
     """Read a whole manifest store (every manifest is parsed; see `ManifestGroup.from_store`).
 
-    Inline arrays are decoded through zarr.
+    Inline arrays are decoded through zarr.  ``compat="virtualizarr-1"`` repairs the
+    documents of a store VirtualiZarr 1.x wrote (spec section 17; such stores have no
+    snapshot).
 
     Raises
     ------
@@ -362,15 +376,19 @@ def read_hierarchy(src: str | os.PathLike[str] | ObjectStore, **obstore_kwargs: 
     snapshot = read_snapshot(location)
     if snapshot is not None:
         # one consistent version, whatever a writer is doing meanwhile
-        return _read_snapshot(location, snapshot)
+        return _read_snapshot(location, snapshot, compat)
     keys = {m["path"] for m in obstore.list(location.store).collect()}
     if ZARR_JSON not in keys:
         raise FileNotFoundError(f"no {ZARR_JSON} at {location.url}")
-    return _read_node_group(location, "", keys)
+    return _read_node_group(location, "", keys, compat)
 
 
-def _read_snapshot(location: StoreLocation, snapshot: Snapshot) -> StoredGroup:
-    """The hierarchy a snapshot names, every node from its immutable document."""
+def _read_snapshot(
+    location: StoreLocation, snapshot: Snapshot, compat: str | None = None
+) -> StoredGroup:
+    """The hierarchy a snapshot names, every node from its immutable document (or, where
+    its zarr.json was changed without a snapshot, from that zarr.json: an upgrade killed
+    after its commit leaves VirtualiZarr 1.x documents there, read with ``compat``)."""
     documents: dict[str, dict[str, Any]] = {}
     wheres: dict[str, str] = {}
     for path in snapshot.nodes:
@@ -393,7 +411,7 @@ def _read_snapshot(location: StoreLocation, snapshot: Snapshot) -> StoredGroup:
                 ) from e
         assert raw is not None
         wheres[path] = location.url + usual
-        documents[path] = parse_node_document(raw, location=wheres[path])
+        documents[path] = parse_node_document(raw, location=wheres[path], compat=compat)
     children: dict[str, list[str]] = {}
     for path in sorted(documents):
         if path:
@@ -451,9 +469,11 @@ def _read(location: StoreLocation, key: str) -> bytes:
     return location.read(key)
 
 
-def _read_node_group(location: StoreLocation, prefix: str, keys: set[str]) -> StoredGroup:
+def _read_node_group(
+    location: StoreLocation, prefix: str, keys: set[str], compat: str | None = None
+) -> StoredGroup:
     where = location.url + prefix + ZARR_JSON
-    doc = parse_node_document(_read(location, prefix + ZARR_JSON), location=where)
+    doc = parse_node_document(_read(location, prefix + ZARR_JSON), location=where, compat=compat)
     if doc["node_type"] != "group":
         raise ManifestFormatError(f"{where}: expected a group", location=where)
     attributes = doc.get("attributes", {})
@@ -471,9 +491,11 @@ def _read_node_group(location: StoreLocation, prefix: str, keys: set[str]) -> St
         if child + ZARR_JSON not in keys:
             continue  # an intermediate directory without a node of its own
         child_where = location.url + child + ZARR_JSON
-        child_doc = parse_node_document(_read(location, child + ZARR_JSON), location=child_where)
+        child_doc = parse_node_document(
+            _read(location, child + ZARR_JSON), location=child_where, compat=compat
+        )
         if child_doc["node_type"] == "group":
-            groups[name] = _read_node_group(location, child, keys)
+            groups[name] = _read_node_group(location, child, keys, compat)
         else:
             arrays[name] = _read_array(location, child, child_doc, child_where)
     return StoredGroup(arrays, groups, attributes)
@@ -498,15 +520,37 @@ def _read_array(
         return InlineArray(parsed.metadata, np.asarray(data))
     if parsed.split is not None:
         return _manifest_array(parsed, _read_split(location, prefix, parsed), where)
-    manifest_key = prefix + parsed.manifest
-    manifest_where = location.url + manifest_key
+    if parsed.entries is not None:
+        # inlined in the configuration (spec 4.4)
+        manifest_where = where
+        # the standard encoder: an integer beyond 64 bits reaches the decoder, which says so
+        data = json.dumps(parsed.entries).encode()
+    else:
+        manifest_key = prefix + parsed.manifest
+        manifest_where = location.url + manifest_key
+        try:
+            data = _read(location, manifest_key)
+        except FileNotFoundError as e:
+            raise ManifestFormatError(
+                f"{manifest_where} is missing", location=manifest_where
+            ) from e
     try:
-        data = _read(location, manifest_key)
-    except FileNotFoundError as e:
-        raise ManifestFormatError(f"{manifest_where} is missing", location=manifest_where) from e
-    manifest = ChunkManifest.from_json_bytes(
-        data, shape=chunk_grid_shape(parsed.metadata), location=manifest_where
-    )
+        manifest = ChunkManifest.from_json_bytes(
+            data, shape=chunk_grid_shape(parsed.metadata), location=manifest_where
+        )
+    except ManifestFormatError:
+        if not has_optional_forms(data):
+            raise
+        _, forms = explicit_entries(load_json_object(data, location=manifest_where), location=where)
+        if not (forms.whole or forms.checksums):
+            raise
+        # kept in memory without them, a rewrite would silently drop the checksums
+        raise ManifestFormatError(
+            f"{manifest_where}: chunk {(forms.whole or tuple(forms.checksums))[0]!r} uses "
+            "an optional form of zarr-specs#287 (a whole-object entry or a checksum, spec "
+            "5.5), which ManifestStore reads but a ManifestGroup cannot hold",
+            location=manifest_where,
+        ) from None
     return _manifest_array(parsed, manifest, where)
 
 

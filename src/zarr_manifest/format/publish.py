@@ -154,9 +154,12 @@ class ExistingStore:
     snapshot: Snapshot | None = None
 
 
-def scan_store(location: StoreLocation, keys: Iterable[str]) -> ExistingStore | None:
+def scan_store(
+    location: StoreLocation, keys: Iterable[str], *, compat: str | None = None
+) -> ExistingStore | None:
     """The store at ``location`` (whose objects are ``keys``), or None if it has neither a
-    root zarr.json nor a snapshot.
+    root zarr.json nor a snapshot.  ``compat`` reads documents another writer wrote
+    (`parse_node_document`).
 
     Raises
     ------
@@ -170,7 +173,7 @@ def scan_store(location: StoreLocation, keys: Iterable[str]) -> ExistingStore | 
         return None
     found = ExistingStore(snapshot=snapshot)
     if ZARR_JSON in keys:
-        _scan_node(location, keys, "", found)
+        _scan_node(location, keys, "", found, compat)
     directories = set(found.nodes)
     if snapshot is not None:
         for path, key in snapshot.nodes.items():
@@ -201,12 +204,18 @@ def _written_by_us(rel: str) -> bool:
     )
 
 
-def _scan_node(location: StoreLocation, keys: set[str], path: str, found: ExistingStore) -> None:
+def _scan_node(
+    location: StoreLocation,
+    keys: set[str],
+    path: str,
+    found: ExistingStore,
+    compat: str | None = None,
+) -> None:
     prefix = f"{path}/" if path else ""
     key = prefix + ZARR_JSON
     raw = bytes(obstore.get(location.store, key).bytes())
     where = location.url + key
-    doc = parse_node_document(raw, location=where)
+    doc = parse_node_document(raw, location=where, compat=compat)
     found.documents[path] = raw
     found.owned.add(key)
     found.in_use.add(key)
@@ -216,7 +225,7 @@ def _scan_node(location: StoreLocation, keys: set[str], path: str, found: Existi
         children = sorted({k.split("/", 1)[0] for k in below if k.endswith("/" + ZARR_JSON)})
         for name in children:
             if f"{prefix}{name}/{ZARR_JSON}" in keys:
-                _scan_node(location, keys, prefix + name, found)
+                _scan_node(location, keys, prefix + name, found, compat)
         return
     parsed = parse_array_document(doc, location=where)
     if parsed.manifest is not None:

@@ -26,6 +26,7 @@ stores written before the guard existed (without it) are still read.
 from __future__ import annotations
 
 import posixpath
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -38,8 +39,15 @@ from zarr_manifest.errors import ManifestFormatError, MetadataError
 from zarr_manifest.fingerprint import Fingerprint, fingerprints_from_json, fingerprints_to_json
 from zarr_manifest.format._members import refuse_unknown_members
 from zarr_manifest.format.split import MANIFEST_DIR, SPLIT_MEMBER, parse_split, split_configuration
+from zarr_manifest.format.virtualizarr1 import (
+    VIRTUALIZARR_1,
+    compat_hint,
+    lacks_array_bytes_codec,
+    repair_document,
+)
 
 __all__ = [
+    "INLINE_MANIFEST",
     "MANIFEST_FILE",
     "TRANSFORMER_NAME",
     "PLAIN_READER_GUARD",
@@ -57,8 +65,13 @@ FINGERPRINTS_MEMBER = "fingerprints"
 #: the top-level member of a referenced array's zarr.json that plain Zarr readers refuse
 PLAIN_READER_GUARD = TRANSFORMER_NAME
 _GUARD_VALUE: dict[str, Any] = {"must_understand": True}
+#: `ArrayDocument.manifest` of an array whose manifest is inlined in its configuration (a
+#: "#" cannot begin a manifest file name: such a name is refused, spec 4.6)
+INLINE_MANIFEST = "#inline"
 #: the configuration members this reader understands
 _KNOWN_CONFIGURATION = {"manifest", SPLIT_MEMBER, FINGERPRINTS_MEMBER}
+#: the fill value VirtualiZarr 1.x wrote as a bare token (only used to suggest its mode)
+_BARE_FILL_VALUE = re.compile(rb'"fill_value"\s*:\s*-?(?:NaN|Infinity)')
 
 
 class ArrayDocument:
@@ -78,9 +91,12 @@ class ArrayDocument:
         The region shape of a split manifest, None for a single manifest file.
     fingerprints
         The recorded source fingerprints by manifest path (empty when none are recorded).
+    entries
+        A manifest inlined in the configuration (spec 4.4): its entries, and ``manifest``
+        is `INLINE_MANIFEST`; None when the manifest is a file.
     """
 
-    __slots__ = ("document", "fingerprints", "manifest", "metadata", "split")
+    __slots__ = ("document", "entries", "fingerprints", "manifest", "metadata", "split")
 
     def __init__(
         self,
@@ -89,7 +105,9 @@ class ArrayDocument:
         manifest: str | None,
         split: tuple[int, ...] | None = None,
         fingerprints: dict[str, Fingerprint] | None = None,
+        entries: dict[str, Any] | None = None,
     ):
+        self.entries = entries
         self.document = document
         self.metadata = metadata
         self.manifest = manifest
@@ -137,18 +155,27 @@ def array_document(
     return orjson.dumps(doc, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY)
 
 
-def parse_node_document(data: bytes, *, location: str) -> dict[str, Any]:
+def parse_node_document(data: bytes, *, location: str, compat: str | None = None) -> dict[str, Any]:
     """Parse a zarr.json into a dict, checking it is a Zarr v3 node document.
+
+    ``compat="virtualizarr-1"`` first repairs the deviations of documents VirtualiZarr 1.x
+    wrote (`zarr_manifest.format.virtualizarr1`, spec section 17).
 
     Raises
     ------
     ManifestFormatError
         Not JSON, not an object, or not ``zarr_format`` 3 with a known ``node_type``.
     """
-    try:
-        doc = orjson.loads(data)
-    except orjson.JSONDecodeError as e:
-        raise ManifestFormatError(f"{location} is not valid JSON: {e}", location=location) from e
+    if compat == VIRTUALIZARR_1:
+        doc: Any = repair_document(data, location=location)
+    else:
+        try:
+            doc = orjson.loads(data)
+        except orjson.JSONDecodeError as e:
+            hint = compat_hint() if _BARE_FILL_VALUE.search(data) else ""
+            raise ManifestFormatError(
+                f"{location} is not valid JSON: {e}{hint}", location=location
+            ) from e
     if not isinstance(doc, dict):
         raise ManifestFormatError(f"{location} must hold a JSON object", location=location)
     if doc.get("zarr_format") != 3:
@@ -221,13 +248,17 @@ def parse_array_document(doc: dict[str, Any], *, location: str) -> ArrayDocument
         with zarr.config.set({"array.rectilinear_chunks": True}):
             metadata = ArrayV3Metadata.from_dict(visible)
     except (ValueError, TypeError, KeyError, OverflowError) as e:
+        # the mode would repair the codecs, not a byte-order-prefixed numpy dtype (">i4")
+        repairable = manifest and str(doc.get("data_type", ""))[:1] not in "<>|="
+        hint = compat_hint() if repairable and lacks_array_bytes_codec(doc.get("codecs")) else ""
         raise ManifestFormatError(
-            f"{location}: invalid Zarr v3 array metadata: {e}", location=location
+            f"{location}: invalid Zarr v3 array metadata: {e}{hint}", location=location
         ) from e
     if SPLIT_MEMBER in config:
         split = parse_split(config[SPLIT_MEMBER], ndim=len(metadata.shape), location=location)
     fingerprints = _parse_fingerprints(config.get(FINGERPRINTS_MEMBER), location)
-    return ArrayDocument(visible, metadata, manifest, split, fingerprints)
+    entries = config["manifest"] if manifest == INLINE_MANIFEST else None
+    return ArrayDocument(visible, metadata, manifest, split, fingerprints, entries)
 
 
 def plain_zarr_metadata(doc: Mapping[str, Any]) -> dict[str, Any]:
@@ -305,9 +336,13 @@ def _parse_configuration(entry: Any, location: str) -> tuple[str, dict[str, Any]
         location=location,
     )
     path = config.get("manifest")
+    if isinstance(path, dict) and SPLIT_MEMBER not in config:
+        # zarr-specs#287: a small manifest inlined in the configuration (spec 4.4)
+        return INLINE_MANIFEST, config
     if not isinstance(path, str) or not path:
         raise ManifestFormatError(
-            f"{location}: {TRANSFORMER_NAME} configuration 'manifest' must be a relative path",
+            f"{location}: {TRANSFORMER_NAME} configuration 'manifest' must be a relative path "
+            "(or the manifest itself, an object)",
             location=location,
             field="manifest",
         )

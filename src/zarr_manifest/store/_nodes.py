@@ -4,6 +4,7 @@ by region -- with the lookups a chunk read makes in it."""
 
 from __future__ import annotations
 
+import json
 import operator
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -16,6 +17,12 @@ from zarr.codecs import ShardingCodec
 from zarr_manifest.array import RegularChunkGridMetadata, chunk_grid_shape
 from zarr_manifest.errors import ManifestFormatError
 from zarr_manifest.fingerprint import Fingerprint
+from zarr_manifest.format.entry_forms import (
+    Checksum,
+    explicit_entries,
+    has_optional_forms,
+    load_json_object,
+)
 from zarr_manifest.format.publish import USUAL_PLACE, document_key, document_to_read
 from zarr_manifest.format.split import (
     INDEX_FILE,
@@ -40,9 +47,11 @@ from zarr_manifest.store.sources import Source, SourceRegistry
 if TYPE_CHECKING:
     from zarr_manifest.store._references import Chunk
 
-__all__ = ["ZARR_JSON", "LoadedNode", "Region", "load_node"]
+__all__ = ["ZARR_JSON", "LoadedNode", "Region", "WholeSize", "load_node"]
 
 ZARR_JSON = "zarr.json"
+#: sizes the source of a whole-object entry: (URL, chunk key, recorded fingerprint) -> bytes
+WholeSize = Callable[[str, str, "Fingerprint | None"], int]
 
 
 def load_node(
@@ -53,6 +62,8 @@ def load_node(
     cache: ManifestCache,
     snapshot: Mapping[str, str] | None = None,
     has_object: Callable[[str], bool] | None = None,
+    compat: str | None = None,
+    whole_size: WholeSize | None = None,
 ) -> LoadedNode | None:
     """The node at ``path`` of the store at ``root_url`` (None: it has no zarr.json).
 
@@ -61,6 +72,9 @@ def load_node(
     ``cache`` bounds what is kept of the array's parsed manifest.  ``snapshot`` (node path
     -> key of its document's immutable copy, spec 16) is the version the store shows,
     whatever writers did since it was read; ``has_object`` tells whether an object exists.
+    ``compat`` repairs the documents of another writer (`parse_node_document`);
+    ``whole_size`` sizes the source of a whole-object entry (spec 5.5): (URL, chunk key,
+    recorded fingerprint) -> bytes.
     """
     key = f"{path}/{ZARR_JSON}" if path else ZARR_JSON
     raw = read(key, None)
@@ -78,7 +92,7 @@ def load_node(
     if raw is None:
         return None
     where = root_url + key
-    doc = parse_node_document(bytes(raw), location=where)
+    doc = parse_node_document(bytes(raw), location=where, compat=compat)
     base = root_url + (f"{path}/" if path else "")
     if doc["node_type"] == "group":
         served = bytes(raw)
@@ -89,6 +103,9 @@ def load_node(
             served = orjson.dumps(doc, option=orjson.OPT_INDENT_2)
         return LoadedNode(path, served, None, base, reader=read)
     parsed = parse_array_document(doc, location=where)
+    if parsed.entries is not None and compat is None:
+        # an inlined manifest's repeated key would be lost in the parse above (spec 5.1.3)
+        load_json_object(bytes(raw), location=where)
     if parsed.manifest is not None and len(parsed.metadata.shape) > MAX_GRID_DIMS:
         # numpy cannot hold such a grid: refused before any chunk of the array is read
         raise ManifestFormatError(
@@ -107,7 +124,15 @@ def load_node(
         split=parsed.split,
         fingerprints=fingerprints_by_url(parsed.fingerprints, base, where),
         cache=cache,
+        entries=parsed.entries,
+        whole_size=whole_size,
     )
+
+
+def _as_json(entries: dict[str, Any]) -> bytes:
+    """Entries back as JSON text, for the manifest decoder to judge as it judges a file
+    (the standard library's encoder: a parsed integer beyond 64 bits stays one)."""
+    return json.dumps(entries).encode()
 
 
 class LoadedNode:
@@ -123,6 +148,7 @@ class LoadedNode:
     __slots__ = (
         "_blocks",
         "_cache",
+        "_entries",
         "_in_memory",
         "_lock",
         "_manifest",
@@ -135,7 +161,9 @@ class LoadedNode:
         "_sources",
         "_split_urls",
         "_urls",
+        "_whole_size",
         "base_url",
+        "checksums",
         "decoder",
         "fingerprints",
         "is_array",
@@ -161,8 +189,15 @@ class LoadedNode:
         split: tuple[int, ...] | None = None,
         fingerprints: dict[str, Fingerprint] | None = None,
         cache: ManifestCache | None = None,
+        entries: dict[str, Any] | None = None,
+        whole_size: WholeSize | None = None,
     ):
         self.path = path
+        # a manifest inlined in the zarr.json, and how whole-object entries are sized
+        self._entries = entries
+        self._whole_size = whole_size
+        #: chunk index -> the checksum its entry records (spec 5.5), set when loaded
+        self.checksums: dict[tuple[int, ...], Checksum] = {}
         # what the store keeps of parsed manifests: this node's whole manifest and regions
         # are entries of it, dropped when evicted (a manifest given in memory is not)
         self._cache = cache
@@ -324,17 +359,62 @@ class LoadedNode:
     def _load_manifest(self) -> ChunkManifest:
         if self.split is not None:
             return self._assemble_split()
+        if self._entries is not None:
+            # inlined in the configuration: errors name the zarr.json
+            return self._load_optional_forms(self._entries, self.base_url + ZARR_JSON)
         key = self.path_key(self.manifest_key or "manifest.json")
         where = self.base_url + (self.manifest_key or "manifest.json")
         raw = self._reader(key, None)
         if raw is None:
             raise ManifestFormatError(f"{where} is missing", location=where)
-        manifest = ChunkManifest.from_json_bytes(
-            raw, shape=chunk_grid_shape(self.metadata), location=where
-        )
+        data = raw if isinstance(raw, bytes) else bytes(raw)
+        try:
+            manifest = ChunkManifest.from_json_bytes(
+                data, shape=chunk_grid_shape(self.metadata), location=where
+            )
+        except ManifestFormatError:
+            # the explicit form's decoders refuse the optional forms: looked for only then,
+            # so an explicit manifest costs no extra pass over its bytes
+            if not has_optional_forms(data):
+                raise
+            return self._load_optional_forms(load_json_object(data, location=where), where)
         # Every reference is checked now, not when its chunk is first read: the spec wants
         # format errors (7.1) reported before any data of the array is returned.
         self._urls = reference_urls(manifest, self.base_url, in_memory=False, where=where)
+        return manifest
+
+    def _load_optional_forms(self, entries: dict[str, Any], where: str) -> ChunkManifest:
+        """A manifest that may use zarr-specs#287's optional forms (spec 5.5): validated
+        in explicit form first, then whole-object entries sized from their sources, and
+        checksums kept by chunk index."""
+        explicit, forms = explicit_entries(entries, location=where)
+        shape = chunk_grid_shape(self.metadata)
+        manifest = ChunkManifest.from_json_bytes(_as_json(explicit), shape=shape, location=where)
+        # every reference is checked before any source is looked at (spec 7.1, 8)
+        self._urls = reference_urls(manifest, self.base_url, in_memory=False, where=where)
+        if forms.whole:
+            if self._whole_size is None:
+                raise ManifestFormatError(
+                    f"{where}: whole-object entries (a 'path' without 'offset' and 'length') "
+                    "need a reader that can size their sources",
+                    location=where,
+                    key=forms.whole[0],
+                )
+            sizes: dict[str, int] = {}
+            urls = dict(zip(manifest.path_table, self._urls, strict=True))
+            for chunk_key in forms.whole:
+                path = explicit[chunk_key]["path"]
+                if path not in sizes:
+                    url = urls[path]
+                    sizes[path] = self._whole_size(url, chunk_key, self.fingerprints.get(url))
+                explicit[chunk_key]["length"] = sizes[path]
+            manifest = ChunkManifest.from_json_bytes(
+                _as_json(explicit), shape=shape, location=where
+            )
+        ndim = len(shape)
+        self.checksums = {
+            tuple(int(i) for i in k.split("."))[:ndim]: c for k, c in forms.checksums.items()
+        }
         return manifest
 
     # ---- split manifests ------------------------------------------------------------------

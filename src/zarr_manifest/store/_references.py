@@ -12,17 +12,23 @@ from typing import TYPE_CHECKING
 import numpy as np
 from zarr.abc.store import ByteRequest
 
-from zarr_manifest.errors import ChunkReadError, ChunkTooLargeError, ManifestFormatError
+from zarr_manifest.errors import (
+    ChunkReadError,
+    ChunkTooLargeError,
+    ManifestFormatError,
+    StaleReferenceError,
+)
 from zarr_manifest.fingerprint import Fingerprint
 from zarr_manifest.format.paths import is_absolute_url, local_path_to_url, resolve_reference
 from zarr_manifest.manifest import ChunkManifest
 from zarr_manifest.store._byte_ranges import request_bounds
 from zarr_manifest.store._root_objects import AFTER_FORK
-from zarr_manifest.store._verify import SourceVerifier
+from zarr_manifest.store._verify import SourceVerifier, live_fingerprint, stale_reason
 from zarr_manifest.store.fetch import LOCAL_INLINE_MAX_BYTES, read_range_sync
 from zarr_manifest.store.sources import Source, SourceRegistry
 
 if TYPE_CHECKING:
+    from zarr_manifest.format.entry_forms import Checksum
     from zarr_manifest.store._nodes import LoadedNode
     from zarr_manifest.store._readahead import Readahead
 
@@ -37,6 +43,7 @@ __all__ = [
     "read_chunk_sync",
     "reference_urls",
     "resolve_paths",
+    "whole_object_size",
 ]
 
 
@@ -207,6 +214,48 @@ class Chunk:
         return self.offset + lo, self.offset + hi
 
 
+def _verified(
+    chunk: Chunk,
+    checksum: Checksum,
+    source: Source,
+    data: bytes | memoryview,
+    byte_range: ByteRequest | None,
+) -> bytes | memoryview:
+    """``byte_range`` of a chunk's whole bytes ``data``, once they match ``checksum``."""
+    checksum.verify(data, key=chunk.key, url=source.url)
+    lo, hi = request_bounds(chunk.length, byte_range, chunk.key)
+    return data if (lo, hi) == (0, len(data)) else data[lo:hi]
+
+
+def whole_object_size(source: Source, key: str, recorded: Fingerprint | None) -> int:
+    """The size of a whole-object entry's source (spec 5.5): one ``stat`` or HEAD request,
+    compared with the source's recorded fingerprint if there is one.
+
+    Raises
+    ------
+    ChunkReadError
+        The source does not exist.
+    StaleReferenceError
+        It differs from its recorded fingerprint.
+    """
+    live = live_fingerprint(source)
+    if live is None:
+        raise ChunkReadError(
+            f"chunk {key!r}: {source.url}, the whole object its entry names, does not exist",
+            key=key,
+            url=source.url,
+        )
+    reason = None if recorded is None else stale_reason(recorded, live)
+    if reason is not None:
+        raise StaleReferenceError(
+            f"source {source.url} changed since the manifest was made (sizing chunk {key!r}, "
+            f"a whole object): {reason}; rebuild the manifest",
+            key=key,
+            url=source.url,
+        )
+    return live.size
+
+
 def check_chunk_size(
     start: int,
     end: int,
@@ -234,14 +283,19 @@ def check_chunk_size(
 def read_chunk_sync(chunk: Chunk, byte_range: ByteRequest | None, max_bytes: int) -> bytes | None:
     """A chunk's bytes (or a byte range of them); None when the manifest has no entry.
 
-    A read of more than ``max_bytes`` is a `ChunkTooLargeError`.
+    A read of more than ``max_bytes`` is a `ChunkTooLargeError`.  A chunk whose entry has a
+    checksum (spec 5.5) is read whole and checked (`ChecksumMismatchError`) first.
     """
     if chunk.missing:
         return None
-    start, end = chunk.byte_range(byte_range)
+    checksum = chunk.node.checksums.get(chunk.index) if chunk.node.checksums else None
+    start, end = chunk.byte_range(None if checksum is not None else byte_range)
     source = chunk.source()
     check_chunk_size(start, end, max_bytes, chunk.key, url=source.url)
-    return read_range_sync(source, start, end, key=chunk.key)
+    data = read_range_sync(source, start, end, key=chunk.key)
+    if checksum is None:
+        return data
+    return bytes(_verified(chunk, checksum, source, data, byte_range))
 
 
 async def read_chunk_async(
@@ -251,9 +305,20 @@ async def read_chunk_async(
     thread, remote ones through ``readahead``."""
     if chunk.missing:
         return None
-    start, end = chunk.byte_range(byte_range)
+    checksum = chunk.node.checksums.get(chunk.index) if chunk.node.checksums else None
+    # with a checksum, the whole chunk, to check it, whatever part of it was asked for
+    start, end = chunk.byte_range(None if checksum is not None else byte_range)
     source = await chunk.source_async()
     check_chunk_size(start, end, max_bytes, chunk.key, url=source.url)
+    data = await _fetch_async(chunk, source, start, end, readahead)
+    if checksum is None:
+        return data
+    return _verified(chunk, checksum, source, data, byte_range)
+
+
+async def _fetch_async(
+    chunk: Chunk, source: Source, start: int, end: int, readahead: Readahead
+) -> bytes | memoryview:
     if source.local_path is not None:
         if end - start <= LOCAL_INLINE_MAX_BYTES:
             # a small local read is a few microseconds: cheaper than any scheduling

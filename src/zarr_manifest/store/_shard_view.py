@@ -14,7 +14,7 @@ from zarr.abc.store import ByteRequest
 from zarr_manifest.errors import ChunkReadError
 from zarr_manifest.store._byte_ranges import request_bounds
 from zarr_manifest.store._references import check_chunk_size
-from zarr_manifest.store._virtual_shards import ShardLayout
+from zarr_manifest.store._virtual_shards import _ABSENT, ShardLayout
 from zarr_manifest.store.fetch import (
     LOCAL_INLINE_MAX_BYTES,
     check_local_extent,
@@ -107,7 +107,9 @@ def read_shard_sync(
     planned = _plan_shard_read(shard, byte_range, max_bytes)
     if planned is None:
         return None
-    return _fill_shard_sync(shard, planned, max_gap_bytes, max_request_bytes)
+    return _verify_checksums(
+        shard, byte_range, _fill_shard_sync(shard, planned, max_gap_bytes, max_request_bytes)
+    )
 
 
 async def read_shard_async(
@@ -128,11 +130,13 @@ async def read_shard_async(
     if all(source.local_path is not None for source in sources.values()):
         if size <= LOCAL_INLINE_MAX_BYTES:
             # a small local read is a few microseconds: cheaper than any scheduling
-            return _fill_shard_sync(shard, planned, max_gap_bytes, max_request_bytes)
-        # a large one would hold up every other read on zarr's event loop
-        return await asyncio.to_thread(
-            _fill_shard_sync, shard, planned, max_gap_bytes, max_request_bytes
-        )
+            filled = _fill_shard_sync(shard, planned, max_gap_bytes, max_request_bytes)
+        else:
+            # a large one would hold up every other read on zarr's event loop
+            filled = await asyncio.to_thread(
+                _fill_shard_sync, shard, planned, max_gap_bytes, max_request_bytes
+            )
+        return _verify_checksums(shard, byte_range, filled)
 
     async def read_source(pid: int, plan: tuple[np.ndarray, ...]) -> list[memoryview]:
         starts, ends, _, chunks = plan
@@ -155,6 +159,44 @@ async def read_shard_async(
         for p, v in zip(positions.tolist(), views, strict=True):
             view[p : p + len(v)] = v
     _place_index(out, shard.layout, index_part)
+    return _verify_checksums(shard, byte_range, out)
+
+
+def _verify_checksums(shard: Shard, byte_range: ByteRequest | None, out: np.ndarray) -> np.ndarray:
+    """``out`` (bytes ``byte_range`` of the shard), once every inner chunk in it whose
+    manifest entry has a checksum matches it (spec 5.5).
+
+    Raises
+    ------
+    ChecksumMismatchError
+        An inner chunk's bytes differ from its checksum.
+    ChunkReadError
+        The range holds part of a checksummed chunk, which cannot be checked (zarr reads
+        inner chunks whole).
+    """
+    node = shard.node
+    if not node.checksums:
+        return out
+    assert node.shards is not None
+    layout = shard.layout
+    lo, hi = request_bounds(layout.size, byte_range, shard.key)
+    index = np.frombuffer(layout.index, dtype="<u8").reshape(-1, 2)
+    for flat in np.flatnonzero(index[:, 1] != _ABSENT).tolist():
+        inner = np.unravel_index(flat, node.shards)
+        chunk_index = tuple(o + int(k) for o, k in zip(shard.origin, inner, strict=True))
+        checksum = node.checksums.get(chunk_index)
+        start, length = int(index[flat, 0]), int(index[flat, 1])
+        if checksum is None or start >= hi or start + length <= lo:
+            continue
+        key = shard.chunk_keys(np.array([flat]))[0]
+        if start < lo or start + length > hi:
+            raise ChunkReadError(
+                f"chunk {key} has a checksum, so it is read whole; bytes [{lo}, {hi}) of "
+                "its shard hold only part of it",
+                key=shard.key,
+            )
+        url = node.urls()[node.lookup(chunk_index)[0]]
+        checksum.verify(memoryview(out)[start - lo : start - lo + length], key=key, url=url)
     return out
 
 

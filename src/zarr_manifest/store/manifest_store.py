@@ -39,6 +39,7 @@ from zarr_manifest.format.storage_options import (
     options_of_store,
     same_bucket,
 )
+from zarr_manifest.format.virtualizarr1 import check_compat
 from zarr_manifest.group import ManifestGroup
 from zarr_manifest.store._byte_ranges import check_byte_range, slice_bytes
 from zarr_manifest.store._fork import forks, obstore_works
@@ -56,6 +57,7 @@ from zarr_manifest.store._references import (
     fingerprint_urls,
     read_chunk_async,
     read_chunk_sync,
+    whole_object_size,
 )
 from zarr_manifest.store._root_objects import RootObjects
 from zarr_manifest.store._shard_view import Shard, read_shard_async, read_shard_sync
@@ -148,6 +150,11 @@ class ManifestStore(Store):
         or host that no prefix key covers is read with the root's options (for an obstore
         store given as ``root``: the options it was made with).  Default: obstore's
         (credentials from the environment).
+    compat
+        None (default): read the specification's form only.  ``"virtualizarr-1"``: also
+        read stores written by VirtualiZarr 1.x, repairing exactly their two deviations (a
+        bare ``NaN`` fill value, a codec list without the ``bytes`` codec; spec section 17).
+        `zarr-manifest upgrade` rewrites such a store so that it no longer needs this.
     **obstore_kwargs
         Options too (the form taken before ``storage_options``); merged into it.
 
@@ -192,6 +199,7 @@ class ManifestStore(Store):
         manifest_cache_bytes: int = DEFAULT_MANIFEST_CACHE_BYTES,
         max_chunk_bytes: int = DEFAULT_MAX_CHUNK_BYTES,
         storage_options: StorageOptions | None = None,
+        compat: str | None = None,
         **obstore_kwargs: Any,
     ) -> None:
         if not read_only:
@@ -206,6 +214,7 @@ class ManifestStore(Store):
             )
         _check_size_option("manifest_cache_bytes", manifest_cache_bytes, minimum=0)
         _check_size_option("max_chunk_bytes", max_chunk_bytes, minimum=1)
+        check_compat(compat)
         super().__init__(read_only=True)
         # Relative local paths are made absolute now, against this process's working
         # directory: a pickled store then reopens the same store in a worker whose working
@@ -232,11 +241,13 @@ class ManifestStore(Store):
             "manifest_cache_bytes": manifest_cache_bytes,
             "max_chunk_bytes": max_chunk_bytes,
             "storage_options": storage_options,
+            "compat": compat,
         }
         self._shard_bytes = virtual_shard_bytes
         self._max_gap = max_gap_bytes
         self._max_request = max_request_bytes
         self._max_chunk = max_chunk_bytes
+        self._compat = compat
         self._registry = registry.copy() if registry is not None else SourceRegistry()
         self._verifier = SourceVerifier(verify)
         self._manifests = ManifestCache(manifest_cache_bytes)
@@ -337,7 +348,11 @@ class ManifestStore(Store):
         self._check_writable()
 
     def __eq__(self, value: object) -> bool:
-        if not isinstance(value, ManifestStore) or self._shard_bytes != value._shard_bytes:
+        if (
+            not isinstance(value, ManifestStore)
+            or self._shard_bytes != value._shard_bytes
+            or self._compat != value._compat
+        ):
             return False
         if isinstance(self._args["root"], ManifestGroup) or isinstance(
             value._args["root"], ManifestGroup
@@ -413,6 +428,9 @@ class ManifestStore(Store):
             target = self._route(key)
             if isinstance(target, Chunk):
                 if target.missing:
+                    continue
+                if target.node.checksums and target.index in target.node.checksums:
+                    others.append((i, key, byte_range))  # read whole and checked, in `get`
                     continue
                 start, end = target.byte_range(byte_range)
                 source = await target.source_async()
@@ -625,7 +643,13 @@ class ManifestStore(Store):
             self._manifests,
             snapshot=self._snapshot,
             has_object=self._objects.exists,
+            compat=self._compat,
+            whole_size=self._whole_object_size,
         )
+
+    def _whole_object_size(self, url: str, key: str, recorded: Any) -> int:
+        # allowed (default-deny) before it is looked at, like any source
+        return whole_object_size(self._registry.resolve(url, key=key), key, recorded)
 
     def _fingerprint_urls(self, fingerprints: Any, base: str, where: str | None) -> Any:
         return fingerprint_urls(fingerprints, base, where, self._verifier)
