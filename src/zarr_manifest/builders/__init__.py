@@ -1,4 +1,5 @@
-"""Builders: a legacy file (HDF5/netCDF4, netCDF3, TIFF, FITS, GRIB, kerchunk, Zarr) as a group.
+"""Builders: a legacy file (HDF5/netCDF4, netCDF3, TIFF, FITS, GRIB, kerchunk, Zarr, zipped
+Zarr) as a group.
 
 `open_virtual` detects the format from the file's magic bytes and calls the format's
 builder, ``build_<format>(source, *, group=None, drop=(), load=(), **options)``.  Format
@@ -45,6 +46,7 @@ BUILDERS: dict[str, tuple[tuple[str, str], ...]] = {
     "tiff": (("tiff", "build_tiff"), ("kerchunk", "build_tiff")),
     "fits": (("fits", "build_fits"), ("kerchunk", "build_fits")),
     "grib": (("grib", "build_grib"), ("kerchunk", "build_grib")),
+    "zip": (("zarr_zip", "build_zip"),),
 }
 
 # Other spellings users pass as ``format``.
@@ -64,6 +66,8 @@ _ALIASES = {
     "json": "kerchunk",
     "parquet": "kerchunk",
     "references": "kerchunk",
+    "zarr.zip": "zip",
+    "zipped-zarr": "zip",
 }
 
 
@@ -125,7 +129,8 @@ def open_virtual(
         file, or of a directory / prefix for Zarr stores and kerchunk parquet references.
     format
         The format (``"hdf5"``, ``"netcdf3"``, ``"tiff"``, ``"fits"``, ``"grib"``, ``"zarr"``,
-        ``"kerchunk"``, or an alias like ``"netcdf4"``); detected from magic bytes when None.
+        ``"kerchunk"``, ``"zip"`` (a zipped Zarr store), or an alias like ``"netcdf4"``);
+        detected from magic bytes when None.
     group
         The group inside the file to start from (formats with groups).
     drop

@@ -20,7 +20,16 @@ from zarr_manifest.format.paths import canonical_url, is_absolute_url, url_to_lo
 __all__ = ["FORMATS", "detect_format", "open_input", "sniff"]
 
 #: The formats `detect_format` can return.
-FORMATS: tuple[str, ...] = ("hdf5", "netcdf3", "tiff", "fits", "grib", "zarr", "kerchunk")
+FORMATS: tuple[str, ...] = (
+    "hdf5",
+    "netcdf3",
+    "tiff",
+    "fits",
+    "grib",
+    "zarr",
+    "kerchunk",
+    "zip",
+)
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 _NETCDF3 = (b"CDF\x01", b"CDF\x02", b"CDF\x05")
@@ -28,6 +37,7 @@ _TIFF = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")  # classic and BigTIFF
 _FITS = b"SIMPLE  ="
 _GRIB = b"GRIB"
 _PARQUET = b"PAR1"
+_ZIP = (b"PK\x03\x04", b"PK\x05\x06")  # a first member, or the end record of an empty zip
 
 #: Bytes read from the start of a file to sniff it.
 HEAD_BYTES = 4096
@@ -49,7 +59,8 @@ def sniff(head: bytes) -> str | None:
     Returns
     -------
     str or None
-        One of `FORMATS` (a parquet file is "kerchunk": kerchunk's parquet references).
+        One of `FORMATS` (a parquet file is "kerchunk": kerchunk's parquet references;
+        a zip archive is "zip": a zipped Zarr store).
     """
     if head.startswith(HDF5_SIGNATURE):
         return "hdf5"
@@ -63,6 +74,8 @@ def sniff(head: bytes) -> str | None:
         return "grib"
     if head.startswith(_PARQUET):
         return "kerchunk"
+    if head.startswith(_ZIP):
+        return "zip"  # a zipped Zarr store (the builder says so if it holds none)
     text = head.lstrip()
     if text.startswith(b"{") and (b'"refs"' in text or b'"version"' in text):
         return "kerchunk"
