@@ -8,6 +8,7 @@ behind a user block (the superblock then sits at 512, 1024, 2048 ... bytes).
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,14 @@ _FITS = b"SIMPLE  ="
 _GRIB = b"GRIB"
 _PARQUET = b"PAR1"
 _ZIP = (b"PK\x03\x04", b"PK\x05\x06")  # a first member, or the end record of an empty zip
+
+# kerchunk references of version 0 (no "version"/"refs" wrapper): a JSON object whose keys
+# are a Zarr store's (a metadata key: ".zgroup", "a/zarr.json"...), or whose first value is a
+# reference ``["url", ...]``.
+_REFS_META_KEY = re.compile(
+    rb'"(?:[^"\\]*/)?(?:zarr\.json|\.zgroup|\.zarray|\.zattrs|\.zmetadata)"\s*:'
+)
+_REFS_FIRST_REFERENCE = re.compile(rb'^\{\s*"[^"\\]*"\s*:\s*\[\s*"')
 
 #: Bytes read from the start of a file to sniff it.
 HEAD_BYTES = 4096
@@ -77,7 +86,12 @@ def sniff(head: bytes) -> str | None:
     if head.startswith(_ZIP):
         return "zip"  # a zipped Zarr store (the builder says so if it holds none)
     text = head.lstrip()
-    if text.startswith(b"{") and (b'"refs"' in text or b'"version"' in text):
+    if text.startswith(b"{") and (
+        b'"refs"' in text
+        or b'"version"' in text
+        or _REFS_META_KEY.search(text)
+        or _REFS_FIRST_REFERENCE.match(text)
+    ):
         return "kerchunk"
     return None
 
