@@ -1,5 +1,5 @@
 """Builders: a legacy file (HDF5/netCDF4, netCDF3, TIFF, FITS, GRIB, kerchunk, Zarr, zipped
-Zarr) as a group.
+Zarr, Icechunk) as a group.
 
 `open_virtual` detects the format from the file's magic bytes and calls the format's
 builder, ``build_<format>(source, *, group=None, drop=(), load=(), **options)``.  Format
@@ -47,6 +47,7 @@ BUILDERS: dict[str, tuple[tuple[str, str], ...]] = {
     "fits": (("fits", "build_fits"), ("kerchunk", "build_fits")),
     "grib": (("grib", "build_grib"), ("kerchunk", "build_grib")),
     "zip": (("zarr_zip", "build_zip"),),
+    "icechunk": (("icechunk", "build_icechunk"),),
 }
 
 # Other spellings users pass as ``format``.
@@ -129,8 +130,9 @@ def open_virtual(
         file, or of a directory / prefix for Zarr stores and kerchunk parquet references.
     format
         The format (``"hdf5"``, ``"netcdf3"``, ``"tiff"``, ``"fits"``, ``"grib"``, ``"zarr"``,
-        ``"kerchunk"``, ``"zip"`` (a zipped Zarr store), or an alias like ``"netcdf4"``);
-        detected from magic bytes when None.
+        ``"kerchunk"``, ``"zip"`` (a zipped Zarr store), ``"icechunk"`` (a repository
+        directory; ``options={"branch"/"tag"/"snapshot_id": ...}``), or an alias like
+        ``"netcdf4"``); detected from magic bytes when None.
     group
         The group inside the file to start from (formats with groups).
     drop

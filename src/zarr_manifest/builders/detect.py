@@ -30,6 +30,7 @@ FORMATS: tuple[str, ...] = (
     "zarr",
     "kerchunk",
     "zip",
+    "icechunk",
 )
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
@@ -111,7 +112,9 @@ def _describe(head: bytes) -> str:
 
 
 def _directory_format(path: Path) -> str | None:
-    """ "zarr" or "kerchunk" for a local directory, None if it is neither."""
+    """ "zarr", "kerchunk" or "icechunk" for a local directory, None if it is none of them."""
+    if ((path / "repo").is_file() or (path / "refs").is_dir()) and (path / "snapshots").is_dir():
+        return "icechunk"  # an Icechunk repository: its root object (1.x: refs/) and snapshots
     if any((path / key).is_file() for key in _ZARR_KEYS):
         return "zarr"
     zmeta = path / _ZMETADATA
@@ -198,8 +201,9 @@ def detect_format(source: Source | str | os.PathLike[str], **obstore_kwargs: Any
         fmt = _directory_format(Path(source.local_path))
         if fmt is None:
             raise UnsupportedError(
-                f"{source.url}: a directory that is neither a Zarr store nor kerchunk parquet "
-                f"references (none of {[*_ZARR_KEYS, _ZMETADATA]} found)"
+                f"{source.url}: a directory that is neither a Zarr store, kerchunk parquet "
+                f"references nor an Icechunk repository (none of "
+                f"{[*_ZARR_KEYS, _ZMETADATA, 'repo']} found)"
             )
         return fmt
     try:
