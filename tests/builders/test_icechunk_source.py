@@ -152,6 +152,8 @@ def test_branch_tag_snapshot_group_and_drop(tmp_path: Path) -> None:
     for version in ({"tag": "v1"}, {"snapshot_id": first}, {}):
         built = zm.open_virtual(path, options=version, load=())
         assert zarr.open_group(ManifestStore(built), mode="r")["native"][0, 0] != -1.0
+    with pytest.raises(BuildError, match="cannot open branch 'nope'"):
+        zm.open_virtual(path, options={"branch": "nope"})
     sub = zm.open_virtual(path, group="sub", load=())
     _assert_reads_like(
         sub, zarr.open_group(repo.readonly_session("main").store, path="sub", mode="r")

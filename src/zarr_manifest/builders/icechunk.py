@@ -205,7 +205,15 @@ def _session(
         raise ValueError("give at most one of branch, tag and snapshot_id")
     if tag is None and snapshot_id is None:
         branch = branch or "main"
-    return repository.readonly_session(branch=branch, tag=tag, snapshot_id=snapshot_id)
+    import icechunk
+
+    try:
+        return repository.readonly_session(branch=branch, tag=tag, snapshot_id=snapshot_id)
+    except icechunk.IcechunkError as e:
+        version = f"branch {branch!r}" if branch else f"tag {tag!r}" if tag else snapshot_id
+        raise BuildError(
+            f"cannot open {version} of the Icechunk repository ({str(e).splitlines()[0]})"
+        ) from e
 
 
 def _open_repository(url: str) -> Any:
