@@ -42,6 +42,7 @@ _FLAG_ENCRYPTED = 0x01
 _FLAG_DATA_DESCRIPTOR = 0x08  # sizes follow the data; the local header holds zeros
 _FLAG_UTF8 = 0x800
 _ROOT_METADATA = ("zarr.json", ".zgroup", ".zarray", ".zmetadata")
+_NAME_AND_EXTRA_GUESS = 226  # read with a local header: most names and extra fields fit
 
 
 def is_zip(head: bytes) -> bool:
@@ -80,15 +81,23 @@ def _local_zip64_sizes(extra: bytes, file_size: int, compress_size: int) -> tupl
 def _member(f: BinaryIO, info: zipfile.ZipInfo, archive_size: int, url: str) -> _Member:
     """Where ``info``'s data starts, from its local header (checked against ``info``)."""
     f.seek(info.header_offset)
-    header = f.read(_LOCAL_HEADER.size)
+    # the fixed header, and (usually) the name and extra field after it, in one read
+    block = f.read(_LOCAL_HEADER.size + _NAME_AND_EXTRA_GUESS)
+    header = block[: _LOCAL_HEADER.size]
     where = f"{url}: member {info.filename!r} (local header at {info.header_offset})"
     if len(header) != _LOCAL_HEADER.size or not header.startswith(_LOCAL_SIGNATURE):
         raise BuildError(f"{where}: no local file header there")
     (_, _, flags, method, _, _, _, csize, usize, name_len, extra_len) = _LOCAL_HEADER.unpack(header)
-    raw_name = f.read(name_len)
-    extra = f.read(extra_len)
-    encoding = "utf-8" if flags & _FLAG_UTF8 else "cp437"
-    if raw_name.decode(encoding, errors="replace") != info.orig_filename:
+    end = _LOCAL_HEADER.size + name_len + extra_len
+    if len(block) < end:
+        block += f.read(end - len(block))
+    raw_name = block[_LOCAL_HEADER.size : _LOCAL_HEADER.size + name_len]
+    extra = block[_LOCAL_HEADER.size + name_len : end]
+    if raw_name.isascii():
+        name = raw_name.decode("ascii")  # the common case, and much faster than cp437
+    else:
+        name = raw_name.decode("utf-8" if flags & _FLAG_UTF8 else "cp437", errors="replace")
+    if name != info.orig_filename:
         raise BuildError(
             f"{where}: the local header names {raw_name!r}, the central directory "
             f"{info.orig_filename!r}"
