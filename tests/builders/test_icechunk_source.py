@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -86,10 +87,16 @@ def _repository(tmp_path: Path) -> Any:
         fill_value=np.nan,
         dimension_names=["t", "x"],
     )
-    for n, name in enumerate(("a.nc", "b.nc")):
-        for (t, _), offset, size in _netcdf(data / name, offset=100.0 * n):
+    places = {n: _netcdf(data / f"{n}.nc", offset=100.0 * i) for i, n in enumerate("ab")}
+    # a time after the files were written (icechunk keeps whole seconds)
+    written = datetime.now(UTC) + timedelta(seconds=2)
+    for n, name in enumerate("ab"):
+        for (t, _), offset, size in places[name]:
             key = f"sub/v/c/{2 * n + t // 3}/0"
-            session.store.set_virtual_ref(key, prefix + name, offset=offset, length=size)
+            # as VirtualiZarr's writer does: icechunk refuses the file if modified later
+            session.store.set_virtual_ref(
+                key, f"{prefix}{name}.nc", offset=offset, length=size, checksum=written
+            )
     session.commit("first")
     return repo
 
@@ -187,3 +194,16 @@ def test_a_native_chunk_not_where_icechunk_puts_it_is_refused(tmp_path: Path) ->
     # an array read at build time (inline chunks beside native ones) says what failed
     with pytest.raises(BuildError, match="'mixed': icechunk cannot read it"):
         zm.open_virtual(tmp_path / "repo", drop=["native"], load=())
+
+
+def test_a_virtual_file_changed_since_the_commit_is_refused(tmp_path: Path) -> None:
+    """Icechunk refuses the file (its reference's modification-time checksum); so does the
+    build, rather than reference bytes that are no longer the ones committed."""
+    _repository(tmp_path)
+    changed = tmp_path / "data" / "b.nc"
+    later = changed.stat().st_mtime + 3600
+    os.utime(changed, (later, later))
+    with pytest.raises(BuildError, match=r"'sub/v': icechunk refuses .* in file://.*/b\.nc"):
+        zm.open_virtual(tmp_path / "repo", load=())
+    # the other arrays do not reference it
+    zm.open_virtual(tmp_path / "repo", drop=["sub"], load=())

@@ -5,7 +5,10 @@ Icechunk (2.x) keeps, per array, a manifest of chunk references of three kinds, 
 
 - *virtual*: ``(URL, offset, length)`` in a file outside the repository (relative
   ``vcc://`` locations come resolved against the repository's virtual chunk containers);
-  referenced as they are.
+  referenced as they are.  Icechunk may hold an ETag / modification time per reference
+  and refuse a file changed since; its listing does not give them, so one chunk of each
+  virtual file is read through icechunk at build time, and a file icechunk refuses is
+  refused (`BuildError`).
 - *native*: a chunk object icechunk wrote, ``chunks/<id>`` under the repository root (a
   fixed place of icechunk's storage layout), holding the chunk's encoded bytes at
   ``(offset, length)``; referenced as ``<repository URL>/chunks/<id>``.  Each array's
@@ -164,7 +167,12 @@ def _read(array: zarr.Array, where: str) -> np.ndarray:
 
 
 def _build_array(
-    array: zarr.Array, store: icechunk.IcechunkStore, repo_url: str, load: bool, shown: str
+    array: zarr.Array,
+    store: icechunk.IcechunkStore,
+    repo_url: str,
+    load: bool,
+    shown: str,
+    verified: set[str],
 ) -> ManifestArray | InlineArray:
     where = f"{shown} array {array.path!r}"
     doc: dict[str, Any] = dict(array.metadata.to_dict())
@@ -195,7 +203,52 @@ def _build_array(
                     stacklevel=4,
                 )
             return InlineArray(meta, _read(array, where))
-    return ManifestArray(meta, _manifest(columns, grid, repo_url, where))
+    manifest = _manifest(columns, grid, repo_url, where)
+    _verify_virtual_files(array, store, columns, verified, where)
+    return ManifestArray(meta, manifest)
+
+
+async def _get(store: icechunk.IcechunkStore, key: str) -> None:
+    from zarr.core.buffer import default_buffer_prototype
+
+    await store.get(key, default_buffer_prototype())
+
+
+def _verify_virtual_files(
+    array: zarr.Array,
+    store: icechunk.IcechunkStore,
+    columns: _Columns,
+    verified: set[str],
+    where: str,
+) -> None:
+    """Read one chunk of each virtual file not yet read through icechunk, which refuses it
+    when the file changed since its reference recorded an ETag / modification time.
+
+    Icechunk's listing does not give those checksums, so the manifest cannot carry them;
+    this read is how a file that changed since the commit is refused instead of referenced.
+    """
+    import icechunk
+
+    if not columns.kinds:
+        return
+    kinds = np.concatenate(columns.kinds)
+    coords = np.concatenate(columns.coords)
+    for row in np.flatnonzero(kinds == _VIRTUAL).tolist():
+        url = columns.paths[row]
+        if url in verified:
+            continue
+        key = array.metadata.encode_chunk_key(tuple(int(i) for i in coords[row]))
+        key = f"{array.path}/{key}" if array.path else key
+        try:
+            _run(_get(store, key))
+        except icechunk.IcechunkError as e:
+            raise BuildError(
+                f"{where}: icechunk refuses its virtual chunk {key} in {url} "
+                f"({str(e).splitlines()[0]}); a repository opened by path reads only "
+                "file:// and http(s):// containers: open others with icechunk (authorising "
+                "them) and pass the repository"
+            ) from e
+        verified.add(url)
 
 
 def _session(
@@ -333,6 +386,8 @@ def build_icechunk(
     if unknown:
         raise BuildError(f"{shown}: no member(s) {unknown} in the repository (drop/load)")
 
+    verified: set[str] = set()  # virtual files read once through icechunk
+
     def dropped(path: str) -> bool:
         return any(path == d or path.startswith(d + "/") for d in drop_set)
 
@@ -344,7 +399,9 @@ def build_icechunk(
             if dropped(path):
                 continue
             if isinstance(child, zarr.Array):
-                built = _build_array(child, store, repo_url or "", path in load_set, shown)
+                built = _build_array(
+                    child, store, repo_url or "", path in load_set, shown, verified
+                )
                 if (
                     isinstance(built, ManifestArray)
                     and repo_url is None
