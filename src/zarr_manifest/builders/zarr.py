@@ -288,17 +288,11 @@ def _array_url(base_url: str, path: str) -> str:
     return base_url + "/".join(quote(seg, safe=_SEGMENT_SAFE) for seg in path.split("/")) + "/"
 
 
-class _CompressedMembers(Exception):
-    """An array's chunk objects are compressed by their container (zip): not referenceable."""
-
-    def __init__(self, keys: list[str]):
-        super().__init__(keys)
-        self.keys = keys
-
-
 def _manifest(
     listing: _Listing, node: _Node, grid: tuple[int, ...], base_url: str
-) -> ChunkManifest:
+) -> ChunkManifest | list[str]:
+    """The array's manifest; or, when its container compressed some of its chunk objects
+    (zip members), the keys of those (such chunks cannot be referenced)."""
     under = listing.under(f"{node.path}/" if node.path else "")
     keys = under.keys
     prefix, separator = _key_layout(node.doc, node.zarr_format)
@@ -316,7 +310,7 @@ def _manifest(
     else:
         assert under.offsets is not None and under.stored is not None
         if not under.stored[valid].all():
-            raise _CompressedMembers([str(k) for k in keys[valid][~under.stored[valid]]])
+            return [str(k) for k in keys[valid][~under.stored[valid]]]
         paths.reshape(-1)[flat] = under.container
         offsets.reshape(-1)[flat] = under.offsets[valid]
     lengths.reshape(-1)[flat] = under.sizes[valid]
@@ -441,11 +435,11 @@ def _build_array(
         manifest = _manifest(listing, node, grid, base_url)
     except UnsupportedError as e:
         raise UnsupportedError(f"{url}{node.path}: {e}") from e
-    except _CompressedMembers as e:
+    if isinstance(manifest, list):
         # a compressed zip member is not its chunk's bytes: never referenced, read instead
         warnings.warn(
             f"{tree.url}: array {prefix + node.path!r} cannot be referenced in place: "
-            f"{len(e.keys)} of its chunks (e.g. {prefix + node.path}/{e.keys[0]}) are "
+            f"{len(manifest)} of its chunks (e.g. {prefix + node.path}/{manifest[0]}) are "
             "compressed zip members; loading it (write the archive with `zip -0` or "
             "zarr's ZipStore to reference it)",
             stacklevel=4,
