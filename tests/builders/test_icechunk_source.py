@@ -207,3 +207,14 @@ def test_a_virtual_file_changed_since_the_commit_is_refused(tmp_path: Path) -> N
         zm.open_virtual(tmp_path / "repo", load=())
     # the other arrays do not reference it
     zm.open_virtual(tmp_path / "repo", drop=["sub"], load=())
+
+
+def test_a_remote_repository_is_detected_and_refused_with_a_way_out(
+    tmp_path: Path, clean_range_server: Any, serve_bytes: Any
+) -> None:
+    _repository(tmp_path)
+    rel = serve_bytes((tmp_path / "repo" / "repo").read_bytes(), "repo/repo")
+    url = clean_range_server.url_for(rel).removesuffix("/repo")
+    assert detect_format(url) == "icechunk"
+    with pytest.raises(UnsupportedError, match=r"icechunk.Repository.open\(...\) and pass"):
+        zm.open_virtual(url)

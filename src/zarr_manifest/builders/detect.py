@@ -128,7 +128,8 @@ def _directory_format(path: Path) -> str | None:
 
 
 def _remote_directory_format(url: str, obstore_kwargs: dict[str, Any]) -> str | None:
-    """ "zarr" or "kerchunk" when ``url`` is a prefix holding Zarr / kerchunk-parquet keys."""
+    """ "zarr", "kerchunk" or "icechunk" when ``url`` is a prefix holding Zarr /
+    kerchunk-parquet keys or an Icechunk repository's ``repo`` object."""
     base = url.rstrip("/")
     for key in _ZARR_KEYS:
         try:
@@ -139,7 +140,11 @@ def _remote_directory_format(url: str, obstore_kwargs: dict[str, Any]) -> str | 
     try:
         data = open_source(f"{base}/{_ZMETADATA}", **obstore_kwargs).read_range(0, 1 << 20)
     except (FileNotFoundError, OSError):
-        return None
+        try:
+            open_source(f"{base}/repo", **obstore_kwargs).size()
+        except (FileNotFoundError, OSError):
+            return None
+        return "icechunk"  # an Icechunk repository's root object
     try:
         doc = orjson.loads(data)
     except orjson.JSONDecodeError:
