@@ -1,4 +1,5 @@
-"""Builders: a legacy file (HDF5/netCDF4, netCDF3, TIFF, FITS, GRIB, HDF4...) as a group.
+"""Builders: a legacy file (HDF5/netCDF4, netCDF3, TIFF, FITS, GRIB, HDF4, ENVI, DMR++,
+kerchunk, Zarr, zipped Zarr, Icechunk) as a group.
 
 `open_virtual` detects the format from the file's magic bytes and calls the format's
 builder, ``build_<format>(source, *, group=None, drop=(), load=(), **options)``.  Format
@@ -50,6 +51,8 @@ BUILDERS: dict[str, tuple[tuple[str, str], ...]] = {
     "envi": (("envi", "build_envi"),),
     "hdf4": (("hdf4", "build_hdf4"),),
     "dmrpp": (("dmrpp", "build_dmrpp"),),
+    "zip": (("zarr_zip", "build_zip"),),
+    "icechunk": (("icechunk", "build_icechunk"),),
 }
 
 # Other spellings users pass as ``format``.
@@ -73,6 +76,8 @@ _ALIASES = {
     "h4": "hdf4",
     "hdf-eos": "hdf4",
     "dmr++": "dmrpp",
+    "zarr.zip": "zip",
+    "zipped-zarr": "zip",
 }
 
 
@@ -135,8 +140,10 @@ def open_virtual(
         file, or of a directory / prefix for Zarr stores and kerchunk parquet references.
     format
         The format (``"hdf5"``, ``"netcdf3"``, ``"tiff"``, ``"fits"``, ``"grib"``, ``"zarr"``,
-        ``"kerchunk"``, ``"hdf4"``, ``"dmrpp"``, ``"envi"``, or an alias like ``"netcdf4"``);
-        detected from magic bytes when None (an ENVI data file: from the ``.hdr`` next to it).
+        ``"kerchunk"``, ``"hdf4"``, ``"dmrpp"``, ``"envi"``, ``"zip"`` (a zipped Zarr store),
+        ``"icechunk"`` (a repository directory; ``options={"branch"/"tag"/"snapshot_id":
+        ...}``), or an alias like ``"netcdf4"``); detected from magic bytes when None (an ENVI
+        data file: from the ``.hdr`` next to it).
     group
         The group inside the file to start from (formats with groups).
     drop

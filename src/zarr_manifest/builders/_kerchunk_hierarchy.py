@@ -217,6 +217,9 @@ class _KeyDecoder:
         grid = self.grids[path]
         ndim = max(len(grid), 1)
         prefix = f"{path}/" if path else ""
+        if not grid:
+            # a 0-d array's one chunk; VirtualiZarr's v2 writer keys it "<array>/"
+            names = [n or "0" for n in names]
         dots = np.strings.count(np.asarray(names, dtype=_STRINGS), ".")
         bad = np.flatnonzero(dots != ndim - 1)
         if bad.size:

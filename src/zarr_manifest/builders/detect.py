@@ -8,6 +8,7 @@ behind a user block (the superblock then sits at 512, 1024, 2048 ... bytes).
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,8 @@ FORMATS: tuple[str, ...] = (
     "envi",
     "hdf4",
     "dmrpp",
+    "zip",
+    "icechunk",
 )
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
@@ -41,6 +44,15 @@ _GRIB = b"GRIB"
 _HDF4 = b"\x0e\x03\x13\x01"
 _PARQUET = b"PAR1"
 _ENVI_HEADER = b"ENVI"  # the first line of an ENVI header; its data file has no magic
+_ZIP = (b"PK\x03\x04", b"PK\x05\x06")  # a first member, or the end record of an empty zip
+
+# kerchunk references of version 0 (no "version"/"refs" wrapper): a JSON object whose keys
+# are a Zarr store's (a metadata key: ".zgroup", "a/zarr.json"...), or whose first value is a
+# reference ``["url", ...]``.
+_REFS_META_KEY = re.compile(
+    rb'"(?:[^"\\]*/)?(?:zarr\.json|\.zgroup|\.zarray|\.zattrs|\.zmetadata)"\s*:'
+)
+_REFS_FIRST_REFERENCE = re.compile(rb'^\{\s*"[^"\\]*"\s*:\s*\[\s*"')
 
 #: Bytes read from the start of a file to sniff it.
 HEAD_BYTES = 4096
@@ -62,7 +74,8 @@ def sniff(head: bytes) -> str | None:
     Returns
     -------
     str or None
-        One of `FORMATS` (a parquet file is "kerchunk": kerchunk's parquet references).
+        One of `FORMATS` (a parquet file is "kerchunk": kerchunk's parquet references;
+        a zip archive is "zip": a zipped Zarr store).
     """
     if head.startswith(HDF5_SIGNATURE):
         return "hdf5"
@@ -78,12 +91,19 @@ def sniff(head: bytes) -> str | None:
         return "hdf4"
     if head.startswith(_PARQUET):
         return "kerchunk"
+    if head.startswith(_ZIP):
+        return "zip"  # a zipped Zarr store (the builder says so if it holds none)
     if head.startswith(_ENVI_HEADER) and head[4:5] in (b"\r", b"\n", b" ", b""):
         return "envi"
     text = head.lstrip()
     if text.startswith(b"<") and b"xml.opendap.org/dap/dmrpp" in text:
         return "dmrpp"  # an OPeNDAP DMR++ document (its namespace is declared up front)
-    if text.startswith(b"{") and (b'"refs"' in text or b'"version"' in text):
+    if text.startswith(b"{") and (
+        b'"refs"' in text
+        or b'"version"' in text
+        or _REFS_META_KEY.search(text)
+        or _REFS_FIRST_REFERENCE.match(text)
+    ):
         return "kerchunk"
     return None
 
@@ -120,7 +140,9 @@ def _describe(head: bytes) -> str:
 
 
 def _directory_format(path: Path) -> str | None:
-    """ "zarr" or "kerchunk" for a local directory, None if it is neither."""
+    """ "zarr", "kerchunk" or "icechunk" for a local directory, None if it is none of them."""
+    if ((path / "repo").is_file() or (path / "refs").is_dir()) and (path / "snapshots").is_dir():
+        return "icechunk"  # an Icechunk repository: its root object (1.x: refs/) and snapshots
     if any((path / key).is_file() for key in _ZARR_KEYS):
         return "zarr"
     zmeta = path / _ZMETADATA
@@ -134,7 +156,8 @@ def _directory_format(path: Path) -> str | None:
 
 
 def _remote_directory_format(url: str, obstore_kwargs: dict[str, Any]) -> str | None:
-    """ "zarr" or "kerchunk" when ``url`` is a prefix holding Zarr / kerchunk-parquet keys."""
+    """ "zarr", "kerchunk" or "icechunk" when ``url`` is a prefix holding Zarr /
+    kerchunk-parquet keys or an Icechunk repository's ``repo`` object."""
     base = url.rstrip("/")
     for key in _ZARR_KEYS:
         try:
@@ -145,7 +168,11 @@ def _remote_directory_format(url: str, obstore_kwargs: dict[str, Any]) -> str | 
     try:
         data = open_source(f"{base}/{_ZMETADATA}", **obstore_kwargs).read_range(0, 1 << 20)
     except (FileNotFoundError, OSError):
-        return None
+        try:
+            open_source(f"{base}/repo", **obstore_kwargs).size()
+        except (FileNotFoundError, OSError):
+            return None
+        return "icechunk"  # an Icechunk repository's root object
     try:
         doc = orjson.loads(data)
     except orjson.JSONDecodeError:
@@ -207,8 +234,9 @@ def detect_format(source: Source | str | os.PathLike[str], **obstore_kwargs: Any
         fmt = _directory_format(Path(source.local_path))
         if fmt is None:
             raise UnsupportedError(
-                f"{source.url}: a directory that is neither a Zarr store nor kerchunk parquet "
-                f"references (none of {[*_ZARR_KEYS, _ZMETADATA]} found)"
+                f"{source.url}: a directory that is neither a Zarr store, kerchunk parquet "
+                f"references nor an Icechunk repository (none of "
+                f"{[*_ZARR_KEYS, _ZMETADATA, 'repo']} found)"
             )
         return fmt
     try:

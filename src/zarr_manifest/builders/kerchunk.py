@@ -275,6 +275,11 @@ def _v2_to_v3_metadata(
     dims = attrs.pop("_ARRAY_DIMENSIONS", None)
     if dims is not None and (not isinstance(dims, list) or len(dims) != len(shape)):
         dims = None  # malformed: keep nothing rather than wrong names
+    numeric_fill = attrs.get("_FillValue")
+    if dtype.kind == "f" and type(numeric_fill) in (int, float):
+        # a float _FillValue attribute kept as a JSON number (VirtualiZarr writes NaN so):
+        # xarray reads Zarr v3 float _FillValue attributes only in its base64 encoding
+        attrs["_FillValue"] = xarray_fill_value_attribute(numeric_fill, dtype)
     if cf_fill_value and _fill_is_netcdf_fill_value(fill, dtype, attrs, dims, filters):
         # xarray masks a Zarr v3 array by its _FillValue attribute only, in its own encoding
         attrs["_FillValue"] = xarray_fill_value_attribute(value, dtype)

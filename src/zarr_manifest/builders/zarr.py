@@ -16,7 +16,7 @@ import warnings
 from collections.abc import Collection, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import quote
 
 import numpy as np
@@ -62,43 +62,112 @@ class _Node:
 
 @dataclass(slots=True)
 class _Listing:
-    """Every object under the root: sorted keys and their sizes."""
+    """Every object under the root: sorted keys and their sizes.
+
+    For a store inside one file (a zip archive), each object is a byte range of that file:
+    ``container`` is the file's URL, ``offsets`` where each object's bytes start, and
+    ``stored`` whether they are its value as they are (False: compressed by the container,
+    not referenceable).
+    """
 
     keys: np.ndarray  # StringDType, sorted
     sizes: np.ndarray  # int64
+    offsets: np.ndarray | None = None  # int64, with ``container``
+    stored: np.ndarray | None = None  # bool, with ``container``
+    container: str | None = None
 
-    def under(self, prefix: str) -> tuple[np.ndarray, np.ndarray]:
-        """Keys (with the prefix cut off) and sizes of the objects under ``prefix``."""
+    def under(self, prefix: str) -> _Listing:
+        """The objects under ``prefix``, with the prefix cut off their keys."""
         if not prefix:
-            return self.keys, self.sizes
+            return self
         # keys starting with "p/" are those in ["p/", "p0"): "0" follows "/" in ASCII
         lo, hi = np.searchsorted(
             self.keys, np.array([prefix, prefix[:-1] + "0"], dtype=_STRINGS), side="left"
         )
-        return np.strings.slice(self.keys[lo:hi], len(prefix), None), self.sizes[lo:hi]
+        return _Listing(
+            np.strings.slice(self.keys[lo:hi], len(prefix), None),
+            self.sizes[lo:hi],
+            None if self.offsets is None else self.offsets[lo:hi],
+            None if self.stored is None else self.stored[lo:hi],
+            self.container,
+        )
+
+    @classmethod
+    def of(
+        cls,
+        keys: list[str],
+        sizes: list[int],
+        offsets: list[int] | None = None,
+        stored: list[bool] | None = None,
+        container: str | None = None,
+    ) -> _Listing:
+        """A listing of unsorted keys (and their columns), sorted by key."""
+        arr = np.array(keys, dtype=_STRINGS)
+        order = np.argsort(arr, kind="stable")
+        return cls(
+            arr[order],
+            np.asarray(sizes, dtype=np.int64)[order],
+            None if offsets is None else np.asarray(offsets, dtype=np.int64)[order],
+            None if stored is None else np.asarray(stored, dtype=bool)[order],
+            container,
+        )
 
 
-def _list(location: StoreLocation, prefix: str) -> _Listing:
-    keys: list[str] = []
-    sizes: list[int] = []
-    for batch in obstore.list(location.store, prefix=prefix or None, chunk_size=10_000):
-        keys.extend(meta["path"] for meta in batch)
-        sizes.extend(meta["size"] for meta in batch)
-    if prefix:
-        cut = len(prefix)
-        keys = [k[cut:] if k.startswith(prefix) else k for k in keys]
-    arr = np.array(keys, dtype=_STRINGS)
-    order = np.argsort(arr, kind="stable")
-    return _Listing(arr[order], np.asarray(sizes, dtype=np.int64)[order])
+class ZarrTree(Protocol):
+    """Where a Zarr hierarchy's objects are: listed, read, and loaded through zarr.
+
+    `build_zarr` reads stores through `ObjectTree` (a directory or bucket prefix);
+    `zarr_manifest.builders.zarr_zip` reads zipped stores through its own tree.
+    """
+
+    #: The URL shown in messages and under which chunk objects are referenced ("/"-ended).
+    url: str
+
+    def listing(self, prefix: str) -> _Listing:
+        """Every object under ``prefix`` (keys relative to it)."""
+        ...
+
+    def read(self, key: str) -> bytes:
+        """The value of the object ``key``."""
+        ...
+
+    def zarr_store(self, path: str) -> Any:
+        """A read-only zarr store holding (at least) the array at ``path``."""
+        ...
 
 
-def _read_docs(
-    location: StoreLocation, prefix: str, keys: list[str], url: str
-) -> dict[str, dict[str, Any]]:
+class ObjectTree:
+    """A store whose objects are files or objects of their own: a directory, a prefix."""
+
+    def __init__(self, location: StoreLocation, url: str):
+        self.location = location
+        self.url = url
+
+    def listing(self, prefix: str) -> _Listing:
+        keys: list[str] = []
+        sizes: list[int] = []
+        for batch in obstore.list(self.location.store, prefix=prefix or None, chunk_size=10_000):
+            keys.extend(meta["path"] for meta in batch)
+            sizes.extend(meta["size"] for meta in batch)
+        if prefix:
+            cut = len(prefix)
+            keys = [k[cut:] if k.startswith(prefix) else k for k in keys]
+        return _Listing.of(keys, sizes)
+
+    def read(self, key: str) -> bytes:
+        return bytes(obstore.get(self.location.store, key).bytes())
+
+    def zarr_store(self, path: str) -> Any:
+        import zarr
+
+        return zarr.storage.ObjectStore(self.location.store, read_only=True)
+
+
+def _read_docs(tree: ZarrTree, prefix: str, keys: list[str], url: str) -> dict[str, dict[str, Any]]:
     """The JSON metadata documents at ``keys`` (relative to ``prefix``), read in parallel."""
 
     def read(key: str) -> tuple[str, dict[str, Any]]:
-        raw = bytes(obstore.get(location.store, prefix + key).bytes())
+        raw = tree.read(prefix + key)
         try:
             doc = orjson.loads(raw)
         except orjson.JSONDecodeError:
@@ -119,7 +188,7 @@ def _read_docs(
         return dict(pool.map(read, keys))
 
 
-def _discover(listing: _Listing, location: StoreLocation, prefix: str, url: str) -> list[_Node]:
+def _discover(listing: _Listing, tree: ZarrTree, prefix: str, url: str) -> list[_Node]:
     """Every array and group under the root, from the metadata objects in the listing."""
     names = np.strings.rpartition(listing.keys, np.array("/", dtype=_STRINGS))
     is_meta = np.isin(names[2], np.array(sorted(_METADATA_NAMES), dtype=_STRINGS))
@@ -135,7 +204,7 @@ def _discover(listing: _Listing, location: StoreLocation, prefix: str, url: str)
             wanted.append(base + _V3_META)
         else:
             wanted += [base + n for n in (_V2_ARRAY, _V2_GROUP, _V2_ATTRS) if n in present]
-    docs = _read_docs(location, prefix, wanted, url)
+    docs = _read_docs(tree, prefix, wanted, url)
     nodes = []
     for parent, present in sorted(by_dir.items()):
         base = f"{parent}/" if parent else ""
@@ -221,20 +290,31 @@ def _array_url(base_url: str, path: str) -> str:
 
 def _manifest(
     listing: _Listing, node: _Node, grid: tuple[int, ...], base_url: str
-) -> ChunkManifest:
-    keys, sizes = listing.under(f"{node.path}/" if node.path else "")
+) -> ChunkManifest | list[str]:
+    """The array's manifest; or, when its container compressed some of its chunk objects
+    (zip members), the keys of those (such chunks cannot be referenced)."""
+    under = listing.under(f"{node.path}/" if node.path else "")
+    keys = under.keys
     prefix, separator = _key_layout(node.doc, node.zarr_format)
     valid, indices = _parse_chunk_keys(keys, prefix, separator, grid)
     if not len(indices):
         return ChunkManifest.empty(grid)
-    url = np.array(_array_url(base_url, node.path), dtype=_STRINGS)
     paths = np.full(grid, "", dtype=_STRINGS)
+    offsets = np.zeros(grid, dtype=np.int64)
     lengths = np.zeros(grid, dtype=np.int64)
     # flat positions also work for a 0-d grid (one chunk, no index columns)
     flat = np.ravel_multi_index(tuple(indices.T), grid) if grid else np.zeros(1, np.intp)
-    paths.reshape(-1)[flat] = np.strings.add(url, keys[valid])
-    lengths.reshape(-1)[flat] = sizes[valid]
-    return ChunkManifest.from_arrays(paths=paths, offsets=np.zeros(grid, np.int64), lengths=lengths)
+    if under.container is None:
+        url = np.array(_array_url(base_url, node.path), dtype=_STRINGS)
+        paths.reshape(-1)[flat] = np.strings.add(url, keys[valid])
+    else:
+        assert under.offsets is not None and under.stored is not None
+        if not under.stored[valid].all():
+            return [str(k) for k in keys[valid][~under.stored[valid]]]
+        paths.reshape(-1)[flat] = under.container
+        offsets.reshape(-1)[flat] = under.offsets[valid]
+    lengths.reshape(-1)[flat] = under.sizes[valid]
+    return ChunkManifest.from_arrays(paths=paths, offsets=offsets, lengths=lengths)
 
 
 # ---- metadata ------------------------------------------------------------------------------
@@ -309,14 +389,13 @@ def _metadata(node: _Node, url: str) -> dict[str, Any]:
     return doc
 
 
-def _load(location: StoreLocation, prefix: str, node: _Node) -> np.ndarray:
+def _load(tree: ZarrTree, prefix: str, node: _Node) -> np.ndarray:
     """The values of an array, read with zarr from the original store."""
     import zarr
 
-    store = zarr.storage.ObjectStore(location.store, read_only=True)
     path = (prefix + node.path).strip("/")
     array = zarr.open_array(
-        store, path=path, mode="r", zarr_format=2 if node.zarr_format == 2 else 3
+        tree.zarr_store(path), path=path, mode="r", zarr_format=2 if node.zarr_format == 2 else 3
     )
     return np.asarray(array[...])
 
@@ -324,7 +403,7 @@ def _load(location: StoreLocation, prefix: str, node: _Node) -> np.ndarray:
 def _build_array(
     node: _Node,
     listing: _Listing,
-    location: StoreLocation,
+    tree: ZarrTree,
     prefix: str,
     base_url: str,
     load: bool,
@@ -336,7 +415,7 @@ def _build_array(
     except UnsupportedError as e:
         # cannot be referenced: zarr may still read it, then it is stored inline
         try:
-            data = _load(location, prefix, node)
+            data = _load(tree, prefix, node)
         except Exception as read_error:
             raise e from read_error
         attributes = dict(node.attributes)
@@ -350,12 +429,22 @@ def _build_array(
     except MetadataError as e:
         raise BuildError(f"{url}{node.path}: invalid array metadata: {e}") from e
     if load:
-        return InlineArray(meta, _load(location, prefix, node))
+        return InlineArray(meta, _load(tree, prefix, node))
     grid = chunk_grid_shape(meta)
     try:
         manifest = _manifest(listing, node, grid, base_url)
     except UnsupportedError as e:
         raise UnsupportedError(f"{url}{node.path}: {e}") from e
+    if isinstance(manifest, list):
+        # a compressed zip member is not its chunk's bytes: never referenced, read instead
+        warnings.warn(
+            f"{tree.url}: array {prefix + node.path!r} cannot be referenced in place: "
+            f"{len(manifest)} of its chunks (e.g. {prefix + node.path}/{manifest[0]}) are "
+            "compressed zip members; loading it (write the archive with `zip -0` or "
+            "zarr's ZipStore to reference it)",
+            stacklevel=4,
+        )
+        return InlineArray(meta, _load(tree, prefix, node))
     return ManifestArray(meta, manifest)
 
 
@@ -409,11 +498,23 @@ def build_zarr(
     base_url = canonical_url(location.url)
     if not base_url.endswith("/"):
         base_url += "/"
+    return build_tree(ObjectTree(location, base_url), group=group, drop=drop, load=load)
+
+
+def build_tree(
+    tree: ZarrTree,
+    *,
+    group: str | None = None,
+    drop: Collection[str] = (),
+    load: Collection[str] = (),
+) -> ManifestGroup:
+    """The `ManifestGroup` of the Zarr hierarchy in ``tree`` (see `build_zarr`)."""
+    base_url = tree.url
     sub = (group or "").strip("/")
     prefix = f"{sub}/" if sub else ""
-    listing = _list(location, prefix)
+    listing = tree.listing(prefix)
     shown = base_url + prefix
-    nodes = _discover(listing, location, prefix, shown)
+    nodes = _discover(listing, tree, prefix, shown)
     if not nodes:
         raise BuildError(f"{shown}: no Zarr metadata (zarr.json, .zgroup or .zarray) found")
     by_path = {n.path: n for n in nodes}
@@ -422,9 +523,9 @@ def build_zarr(
     load_set = {d.strip("/") for d in load}
     if root is not None and root.kind == "array":
         name = posixpath.basename((base_url + prefix).rstrip("/"))
-        name = name.removesuffix(".zarr") or "data"
+        name = name.removesuffix(".zip").removesuffix(".zarr") or "data"
         array = _build_array(
-            root, listing, location, prefix, _array_url(base_url, sub), load=name in load_set
+            root, listing, tree, prefix, _array_url(base_url, sub), load=name in load_set
         )
         return ManifestGroup(arrays={} if name in drop_set else {name: array})
     unknown = sorted(
@@ -454,7 +555,7 @@ def build_zarr(
             child_node = by_path.get(child)
             if child_node is not None and child_node.kind == "array":
                 arrays[name] = _build_array(
-                    child_node, listing, location, prefix, store_base, load=child in load_set
+                    child_node, listing, tree, prefix, store_base, load=child in load_set
                 )
             else:
                 # an implicit group (no metadata of its own) still holds its members
