@@ -336,6 +336,22 @@ def test_auto_shows_shards_to_the_fused_pipeline_only(h5: tuple[Path, np.ndarray
     np.testing.assert_array_equal(later[...], expected)
 
 
+def test_auto_view_travels_with_a_pickled_store(h5: tuple[Path, np.ndarray]) -> None:
+    path, expected = h5
+    fused = _open(ManifestStore(zm.open_virtual(str(path))), FUSED)
+    assert fused.shards is not None
+    # a dask worker unpickles the array (sharded metadata) and its store under its own
+    # config, here zarr's default: the store must keep serving shards, not chunks
+    copy = pickle.loads(pickle.dumps(fused))
+    np.testing.assert_array_equal(copy[...], expected)
+    np.testing.assert_array_equal(copy[5:9, 20:40, 3:60], expected[5:9, 20:40, 3:60])
+    again = pickle.loads(pickle.dumps(copy.store))  # and so does a copy of the copy
+    assert _open(again).shards == fused.shards
+    plain = _open(ManifestStore(zm.open_virtual(str(path))))
+    with zarr.config.set(FUSED):
+        np.testing.assert_array_equal(pickle.loads(pickle.dumps(plain))[...], expected)
+
+
 @pytest.mark.parametrize("off", [None, 0])
 def test_none_and_zero_turn_virtual_shards_off(h5: tuple[Path, np.ndarray], off: Any) -> None:
     path, expected = h5

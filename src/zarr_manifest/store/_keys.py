@@ -69,6 +69,11 @@ class KeyRouter:
         self._chunk_prefixes: dict[str, LoadedNode] = {}
         # with "auto": arrays adopted but not yet looked up, whose view is not chosen yet
         self._undecided: set[str] = set()
+        #: with "auto": the view chosen per array path (True: shards), and views to take
+        #: instead of choosing (a pickled or forked copy of the store keeps the original's:
+        #: the zarr arrays it serves were opened with them)
+        self.chosen: dict[str, bool] = {}
+        self.inherited: dict[str, bool] = {}
 
     def route(self, key: str) -> Target:
         """What ``key`` is (see the module docstring); the fast path first."""
@@ -184,8 +189,12 @@ class KeyRouter:
                 return
             node = self.nodes[path]
             assert node is not None
-            if bulk_shard_pipeline():
+            wanted = self.inherited.get(path)
+            if wanted is None:
+                wanted = bulk_shard_pipeline()
+            if wanted:
                 node.present_as_shards(AUTO_SHARD_BYTES, max_chunk_bytes=AUTO_MAX_CHUNK_BYTES)
+            self.chosen[path] = wanted
             self._enable_fast_path(node)
             self._undecided.discard(path)
 

@@ -320,14 +320,21 @@ class ManifestStore(Store):
         return f"ManifestStore({kind!r})"
 
     def __getstate__(self) -> dict[str, Any]:
-        # the snapshot travels along: a copy (a dask worker's) shows the same version
-        return {"args": self._args, "is_open": self._is_open, "snapshot": self._snapshot}
+        # the snapshot travels along: a copy (a dask worker's) shows the same version; so
+        # do the views "auto" chose (a worker's zarr config may differ from this one's)
+        return {
+            "args": self._args,
+            "is_open": self._is_open,
+            "snapshot": self._snapshot,
+            "views": {**self._router.inherited, **self._router.chosen},
+        }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__(**state["args"])  # type: ignore[misc]
         self._is_open = state["is_open"]
         if state.get("snapshot") is not None:
             self._snapshot = state["snapshot"]
+        self._router.inherited = dict(state.get("views") or {})
 
     @property
     def registry(self) -> SourceRegistry:
@@ -572,8 +579,10 @@ class ManifestStore(Store):
                 # is: URL roots and prefixes still get new stores
                 args = dict(self._args)
             snapshot = self._snapshot
+            views = {**self._router.inherited, **self._router.chosen}
             self.__init__(**args)  # type: ignore[misc]
             self._is_open = is_open
+            self._router.inherited = views  # the arrays zarr opened keep their view
             if snapshot is not None:
                 self._snapshot = snapshot  # the version the parent showed, not a newer one
 
