@@ -352,6 +352,34 @@ def test_auto_view_travels_with_a_pickled_store(h5: tuple[Path, np.ndarray]) -> 
         np.testing.assert_array_equal(pickle.loads(pickle.dumps(plain))[...], expected)
 
 
+def _read_in_child(array: zarr.Array, queue: Any) -> None:
+    try:
+        queue.put(np.asarray(array[...]))
+    except BaseException as exc:  # sent to the parent, which fails the test with it
+        queue.put(repr(exc))
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+def test_auto_view_survives_a_fork(h5: tuple[Path, np.ndarray]) -> None:
+    import multiprocessing
+
+    path, expected = h5
+    fused = _open(ManifestStore(zm.open_virtual(str(path))), FUSED)
+    assert fused.shards is not None
+    np.testing.assert_array_equal(fused[...], expected)
+    # the child rebuilds the store after the fork, under zarr's default config (the
+    # parent's `config.set` has ended): the array it holds still asks for shards
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    child = context.Process(target=_read_in_child, args=(fused, queue))
+    child.start()
+    got = queue.get(timeout=60)
+    child.join(30)
+    assert not isinstance(got, str), got
+    np.testing.assert_array_equal(got, expected)
+
+
 @pytest.mark.parametrize("off", [None, 0])
 def test_none_and_zero_turn_virtual_shards_off(h5: tuple[Path, np.ndarray], off: Any) -> None:
     path, expected = h5
