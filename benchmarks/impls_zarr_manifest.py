@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +15,10 @@ from harness import IMPLEMENTATIONS, Phase
 from scenarios import a_full_read
 
 FUSED = a_full_read.FUSED_PIPELINE
-#: ManifestStore's ``virtual_shard_bytes`` for the "virtual shards" entries
+#: ManifestStore's ``virtual_shard_bytes`` for explicit "virtual shards" entries
 SHARD_BYTES = 4 << 20
+#: the store's default: virtual shards when zarr's pipeline reads them in bulk
+AUTO = "auto"
 
 
 def _group_a(data: Any) -> Any:
@@ -23,33 +27,80 @@ def _group_a(data: Any) -> Any:
     return zm.open_virtual(str(data.path))
 
 
-def read_a(
-    config: dict[str, Any] | None, shard_bytes: int | None = None
-) -> Callable[[Any], Callable[[], np.ndarray]]:
-    """Scenario A: the HDF5 file built into an in-memory group, read through ManifestStore
-    (with ``shard_bytes``: shown to zarr as virtual shards)."""
+@contextmanager
+def _store_dir_a(data: Any) -> Iterator[Path]:
+    """Scenario A's file written as a manifest store (untimed), removed afterwards."""
+    workdir = Path(tempfile.mkdtemp(prefix="zm-bench-a-"))
+    try:
+        _group_a(data).to_store(workdir / "a.manifest")
+        yield workdir / "a.manifest"
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
 
-    def factory(data: Any) -> Callable[[], np.ndarray]:
+
+def read_a_path(
+    config: dict[str, Any] | None, shard_bytes: int | str | None = AUTO
+) -> Callable[[Any], Iterator[Callable[[], np.ndarray]]]:
+    """Scenario A as a user runs it: ``zarr.open_array(ManifestStore(path))[...]`` on a
+    manifest store on disk, under zarr config ``config`` (None: zarr's default)."""
+
+    def factory(data: Any) -> Iterator[Callable[[], np.ndarray]]:
+        import zarr
+
         import zarr_manifest as zm
 
-        store = zm.ManifestStore(_group_a(data), virtual_shard_bytes=shard_bytes)
-        return a_full_read.zarr_reader(store, data.dataset, config)
+        allowed = [str(data.path.parent)]
+        with _store_dir_a(data) as path:
+
+            def read() -> np.ndarray:
+                # the store is made in the timed call, as a user's script does
+                with zarr.config.set(config or {}):
+                    store = zm.ManifestStore(
+                        path, allowed_prefixes=allowed, virtual_shard_bytes=shard_bytes
+                    )
+                    return zarr.open_array(store, path=data.dataset, mode="r")[...]
+
+            yield read
 
     return factory
 
 
+def read_a_xarray(data: Any) -> Iterator[Callable[[], np.ndarray]]:
+    """Scenario A through ``xr.open_dataset(path, engine="manifest").load()`` (defaults)."""
+    import xarray as xr
+
+    allowed = [str(data.path.parent)]
+    with _store_dir_a(data) as path:
+
+        def read() -> np.ndarray:
+            ds = xr.open_dataset(path, engine="manifest", allowed_prefixes=allowed).load()
+            return ds[data.dataset].values
+
+        yield read
+
+
 def read_r(
-    concurrency: int | None, shard_bytes: int | None = None
+    concurrency: int | None, config: dict[str, Any] | None = None
 ) -> Callable[[Any], Callable[[], np.ndarray]]:
-    """Scenario R: the same, with the file served over HTTP (built over HTTP too)."""
+    """Scenario R: the same, with the file served over HTTP (built over HTTP too), the
+    store with its defaults, under zarr config ``config`` and ``async.concurrency``."""
 
     def factory(data: Any) -> Callable[[], np.ndarray]:
         import zarr_manifest as zm
 
         group = zm.open_virtual(data.url, client_options={"allow_http": True})
-        store = zm.ManifestStore(group, virtual_shard_bytes=shard_bytes)
-        config = None if concurrency is None else {"async.concurrency": concurrency}
-        return a_full_read.zarr_reader(store, data.local.dataset, config)
+        settings = dict(config or {})
+        if concurrency is not None:
+            settings["async.concurrency"] = concurrency
+
+        def read() -> np.ndarray:
+            import zarr
+
+            with zarr.config.set(settings):
+                store = zm.ManifestStore(group)
+                return zarr.open_array(store, path=data.local.dataset, mode="r")[...]
+
+        return read
 
     return factory
 
@@ -103,7 +154,7 @@ def many_refs(data: Any) -> dict[str, Any]:
         zm.ManifestGroup(arrays={"data": zm.ManifestArray(meta, manifest)}).to_store(out)
         return out
 
-    def open_array(shard_bytes: int | None = None) -> Any:
+    def open_array(shard_bytes: int | str | None = AUTO) -> Any:
         store = zm.ManifestStore(
             out, allowed_prefixes=[str(data.directory)], virtual_shard_bytes=shard_bytes
         )
@@ -117,21 +168,26 @@ def many_refs(data: Any) -> dict[str, Any]:
     }
     if data.full_read:
 
-        def full() -> Any:
-            with zarr.config.set(FUSED):
-                return open_array()[...]
+        def full(config: dict[str, Any], shard_bytes: int | str | None = AUTO) -> Any:
+            with zarr.config.set(config):
+                return open_array(shard_bytes)[...]
 
-        def full_sharded() -> Any:
-            with zarr.config.set(FUSED):
-                return open_array(SHARD_BYTES)[...]
-
-        phases["full read"] = Phase(full, repeats=1, warmup=False)
-        phases["full read, virtual shards"] = Phase(full_sharded, repeats=1, warmup=False)
+        # the default path first, then the opt-ins
+        phases["full read"] = Phase(lambda: full({}), repeats=1, warmup=False)
+        phases["full read (opt-in: fused pipeline)"] = Phase(
+            lambda: full(FUSED), repeats=1, warmup=False
+        )
+        phases["full read (opt-in: fused, virtual_shard_bytes=None)"] = Phase(
+            lambda: full(FUSED, None), repeats=1, warmup=False
+        )
     return phases
 
 
-def random_reader(shard_bytes: int | None) -> Callable[[Any], Callable[[Any], np.ndarray]]:
-    """Random single-chunk reads through ManifestStore (default pipeline)."""
+def random_reader(
+    shard_bytes: int | str | None, config: dict[str, Any] | None = None
+) -> Callable[[Any], Callable[[Any], np.ndarray]]:
+    """Random single-chunk reads through ManifestStore, opened under zarr config ``config``
+    (None: zarr's default)."""
 
     def factory(data: Any) -> Callable[[Any], np.ndarray]:
         import zarr
@@ -139,19 +195,37 @@ def random_reader(shard_bytes: int | None) -> Callable[[Any], Callable[[Any], np
         import zarr_manifest as zm
 
         store = zm.ManifestStore(_group_a(data), virtual_shard_bytes=shard_bytes)
-        array = zarr.open_array(store, path=data.dataset, mode="r")
-        return lambda sel: array[sel]
+        with zarr.config.set(config or {}):
+            array = zarr.open_array(store, path=data.dataset, mode="r")
+
+        def read(sel: Any) -> np.ndarray:
+            with zarr.config.set(config or {}):
+                return array[sel]
+
+        return read
 
     return factory
 
 
-IMPLEMENTATIONS["A"]["zarr-manifest (default pipeline)"] = read_a(None)
-IMPLEMENTATIONS["A"]["zarr-manifest (fused pipeline)"] = read_a(FUSED)
-IMPLEMENTATIONS["A"]["zarr-manifest (virtual shards, fused pipeline)"] = read_a(FUSED, SHARD_BYTES)
-IMPLEMENTATIONS["R"]["zarr-manifest (zarr default concurrency)"] = read_r(None)
-IMPLEMENTATIONS["R"]["zarr-manifest (concurrency 64)"] = read_r(64)
-IMPLEMENTATIONS["R"]["zarr-manifest (virtual shards)"] = read_r(None, SHARD_BYTES)
+# Names: "default" is what a user gets without options; "(opt-in: ...)" names the knob.
+IMPLEMENTATIONS["A"]["zarr-manifest: zarr.open(ManifestStore(path)), default"] = read_a_path(None)
+IMPLEMENTATIONS["A"]["zarr-manifest: xarray engine=manifest .load(), default"] = read_a_xarray
+IMPLEMENTATIONS["A"]["zarr-manifest (opt-in: fused pipeline; auto virtual shards)"] = read_a_path(
+    FUSED
+)
+IMPLEMENTATIONS["A"]["zarr-manifest (opt-in: fused pipeline, virtual_shard_bytes=None)"] = (
+    read_a_path(FUSED, None)
+)
+IMPLEMENTATIONS["R"]["zarr-manifest, default"] = read_r(None)
+IMPLEMENTATIONS["R"]["zarr-manifest (opt-in: fused pipeline)"] = read_r(None, FUSED)
+IMPLEMENTATIONS["R"]["zarr-manifest (opt-in: concurrency 64)"] = read_r(64)
 IMPLEMENTATIONS["B"]["zarr-manifest"] = build_b
 IMPLEMENTATIONS["C"]["zarr-manifest"] = many_refs
-IMPLEMENTATIONS["random"]["zarr-manifest"] = random_reader(None)
-IMPLEMENTATIONS["random"]["zarr-manifest (virtual shards)"] = random_reader(SHARD_BYTES)
+IMPLEMENTATIONS["C100k"]["zarr-manifest"] = many_refs
+IMPLEMENTATIONS["random"]["zarr-manifest, default"] = random_reader(AUTO)
+IMPLEMENTATIONS["random"]["zarr-manifest (opt-in: fused pipeline; auto virtual shards)"] = (
+    random_reader(AUTO, FUSED)
+)
+IMPLEMENTATIONS["random"]["zarr-manifest (opt-in: fused, virtual_shard_bytes=None)"] = (
+    random_reader(None, FUSED)
+)

@@ -76,6 +76,21 @@ def memory_reader(data: ArrayFile) -> Reader:
     return lambda sel: array[sel]
 
 
+def memory_fused_reader(data: ArrayFile) -> Reader:
+    """The same MemoryStore, array opened and read with ``FusedCodecPipeline``."""
+    import zarr
+
+    fused = a_full_read.FUSED_PIPELINE
+    with zarr.config.set(fused):
+        array = zarr.open_array(a_full_read.memory_store(data), path=data.dataset, mode="r")
+
+    def read(sel: tuple[slice, ...]) -> np.ndarray:
+        with zarr.config.set(fused):
+            return array[sel]
+
+    return read
+
+
 def virtualizarr_reader(data: ArrayFile) -> Reader:
     """zarr array on VirtualiZarr's ManifestStore (HDFParser, obstore LocalStore)."""
     import zarr
@@ -101,4 +116,5 @@ SCENARIO = register_scenario(
 
 IMPLEMENTATIONS["random"]["h5py"] = h5py_reader
 IMPLEMENTATIONS["random"]["zarr MemoryStore"] = memory_reader
+IMPLEMENTATIONS["random"]["zarr MemoryStore (fused pipeline)"] = memory_fused_reader
 IMPLEMENTATIONS["random"]["virtualizarr (zarr)"] = virtualizarr_reader

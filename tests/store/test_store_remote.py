@@ -157,12 +157,17 @@ def test_on_disk_store_needs_the_server_allowed(http: HttpSetup, tmp_path: Path)
 def test_readahead_makes_a_full_read_a_few_requests(
     http: HttpSetup, pipeline: dict[str, Any]
 ) -> None:
-    np.testing.assert_array_equal(_read_all(http.store(), pipeline), VALUES)
+    # the plain view (virtual shards, chosen by default under the fused pipeline, read
+    # a whole shard in one request with or without readahead)
+    plain = {"virtual_shard_bytes": None}
+    np.testing.assert_array_equal(_read_all(http.store(**plain), pipeline), VALUES)
     with_readahead = http.gets()
     assert 1 <= with_readahead <= 4, http.server.ranges(http.path)
     # Without readahead, only reads that happen to be concurrent are merged.
     http.server.reset_counters()
-    np.testing.assert_array_equal(_read_all(http.store(readahead_bytes=0), pipeline), VALUES)
+    np.testing.assert_array_equal(
+        _read_all(http.store(readahead_bytes=0, **plain), pipeline), VALUES
+    )
     without = http.gets()
     assert without > with_readahead
     # Every range asked for lies inside the file, none of them reads the header.
@@ -344,7 +349,10 @@ def test_s3_store_and_data_in_the_bucket(
         S3Store(s3_bucket, prefix="prefix", **s3_server.obstore_config())
     )
     s3_server.put_object(s3_bucket, "prefix/data/x.bin", DATA)
-    store = ManifestStore(f"s3://{s3_bucket}/prefix", **s3_server.obstore_config())
+    # the plain view: chunk keys below name chunks whatever pipeline the array was opened with
+    store = ManifestStore(
+        f"s3://{s3_bucket}/prefix", virtual_shard_bytes=None, **s3_server.obstore_config()
+    )
     assert not store._supports_sync_io
     np.testing.assert_array_equal(_read_all(store, pipeline), VALUES)
     group = zarr.open_group(store, mode="r")

@@ -3,6 +3,7 @@ as sharded arrays.  Every read is compared with what h5py reads from the file.""
 
 from __future__ import annotations
 
+import asyncio
 import pickle
 from collections.abc import Callable
 from pathlib import Path
@@ -307,10 +308,150 @@ def test_one_chunk_per_shard_stays_as_it_is(h5: tuple[Path, np.ndarray]) -> None
     np.testing.assert_array_equal(array[...], expected)
 
 
-@pytest.mark.parametrize("bad", [0, -1, 1.5, True, "4MiB"])
+@pytest.mark.parametrize("bad", [-1, 1.5, True, "4MiB", "AUTO"])
 def test_bad_option_is_refused(h5: tuple[Path, np.ndarray], bad: Any) -> None:
     with pytest.raises(ValueError, match="virtual_shard_bytes"):
         ManifestStore(zm.open_virtual(str(h5[0])), virtual_shard_bytes=bad)
+
+
+# ---- the default: "auto" -----------------------------------------------------------------
+
+
+def test_auto_shows_shards_to_the_fused_pipeline_only(h5: tuple[Path, np.ndarray]) -> None:
+    path, expected = h5
+    # made outside any config: the view is chosen when zarr first opens the array
+    store = ManifestStore(zm.open_virtual(str(path)))
+    fused = _open(store, FUSED)
+    assert fused.shards is not None and fused.chunks == CHUNKS
+    np.testing.assert_array_equal(fused[...], expected)
+    # the view stays what it was when first opened, whatever the pipeline now
+    again = _open(store)
+    assert again.shards == fused.shards
+    np.testing.assert_array_equal(again[...], expected)
+    plain = _open(ManifestStore(zm.open_virtual(str(path))))
+    assert plain.shards is None and plain.chunks == CHUNKS
+    np.testing.assert_array_equal(plain[...], expected)
+    later = _open(plain.store, FUSED)  # type: ignore[arg-type]
+    assert later.shards is None
+    np.testing.assert_array_equal(later[...], expected)
+
+
+def test_auto_view_travels_with_a_pickled_store(h5: tuple[Path, np.ndarray]) -> None:
+    path, expected = h5
+    fused = _open(ManifestStore(zm.open_virtual(str(path))), FUSED)
+    assert fused.shards is not None
+    # a dask worker unpickles the array (sharded metadata) and its store under its own
+    # config, here zarr's default: the store must keep serving shards, not chunks
+    copy = pickle.loads(pickle.dumps(fused))
+    np.testing.assert_array_equal(copy[...], expected)
+    np.testing.assert_array_equal(copy[5:9, 20:40, 3:60], expected[5:9, 20:40, 3:60])
+    again = pickle.loads(pickle.dumps(copy.store))  # and so does a copy of the copy
+    assert _open(again).shards == fused.shards
+    plain = _open(ManifestStore(zm.open_virtual(str(path))))
+    with zarr.config.set(FUSED):
+        np.testing.assert_array_equal(pickle.loads(pickle.dumps(plain))[...], expected)
+
+
+def _read_in_child(array: zarr.Array, queue: Any) -> None:
+    try:
+        queue.put(np.asarray(array[...]))
+    except BaseException as exc:  # sent to the parent, which fails the test with it
+        queue.put(repr(exc))
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+def test_auto_view_survives_a_fork(h5: tuple[Path, np.ndarray]) -> None:
+    import multiprocessing
+
+    path, expected = h5
+    fused = _open(ManifestStore(zm.open_virtual(str(path))), FUSED)
+    assert fused.shards is not None
+    np.testing.assert_array_equal(fused[...], expected)
+    # the child rebuilds the store after the fork, under zarr's default config (the
+    # parent's `config.set` has ended): the array it holds still asks for shards
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    child = context.Process(target=_read_in_child, args=(fused, queue))
+    child.start()
+    got = queue.get(timeout=60)
+    child.join(30)
+    assert not isinstance(got, str), got
+    np.testing.assert_array_equal(got, expected)
+
+
+@pytest.mark.parametrize("off", [None, 0])
+def test_none_and_zero_turn_virtual_shards_off(h5: tuple[Path, np.ndarray], off: Any) -> None:
+    path, expected = h5
+    array = _open(ManifestStore(zm.open_virtual(str(path)), virtual_shard_bytes=off), FUSED)
+    assert array.shards is None
+    np.testing.assert_array_equal(array[...], expected)
+
+
+def test_auto_on_disk_and_listing(h5: tuple[Path, np.ndarray], tmp_path: Path) -> None:
+    path, expected = h5
+    zm.open_virtual(str(path)).to_store(tmp_path / "s.manifest")
+    store = ManifestStore(tmp_path / "s.manifest", allowed_prefixes=[str(path.parent)])
+    with zarr.config.set(FUSED):
+        group = zarr.open_group(store, mode="r")  # a listing looks at the array first
+        array = group["v"]
+        assert isinstance(array, zarr.Array) and array.shards is not None
+        np.testing.assert_array_equal(array[...], expected)
+    keys = [k for k in asyncio.run(_keys(store)) if "/c/" in k]  # shard keys are listed
+    assert array.shards is not None
+    assert len(keys) == np.prod([-(-s // n) for s, n in zip(SHAPE, array.shards, strict=True)])
+
+
+def test_auto_leaves_large_chunks_alone(tmp_path: Path) -> None:
+    path = tmp_path / "big.h5"
+    values = np.arange(2 * 512 * 640, dtype="f4").reshape(2, 512, 640)
+    with h5py.File(path, "w") as f:  # chunks of 1.25 MiB: zarr's per-chunk cost is small
+        f.create_dataset("v", data=values, chunks=(1, 512, 640))
+    array = _open(ManifestStore(zm.open_virtual(str(path))), FUSED)
+    assert array.shards is None
+    np.testing.assert_array_equal(array[...], values)
+
+
+@pytest.mark.parametrize("pipeline", PIPELINES, ids=["default", "fused"])
+def test_single_chunk_reads_through_shards_equal_h5py(
+    tmp_path: Path, pipeline: dict[str, Any]
+) -> None:
+    path = tmp_path / "a.h5"
+    expected = _write_h5(path, compression="gzip", dtype=">i4", sparse=True, fillvalue=-3)
+    store = ManifestStore(zm.open_virtual(str(path)), virtual_shard_bytes=1 << 20)
+    array = _open(store, pipeline)
+    assert array.shards is not None
+    rng = np.random.default_rng(5)
+    for _ in range(40):  # whole inner chunks and parts of one, at random places
+        i, j, k = (int(rng.integers(0, n)) for n in (4, 4, 5))
+        whole = (slice(4 * i, 4 * i + 4), slice(16 * j, 16 * j + 16), slice(16 * k, 16 * k + 16))
+        np.testing.assert_array_equal(array[whole], expected[whole])
+        part = (min(4 * i + 1, 12), slice(16 * j + 3, 16 * j + 9), 16 * k)
+        np.testing.assert_array_equal(array[part], expected[part])
+
+
+def test_truncated_file_single_chunk_read_names_chunk_and_shard(
+    h5: tuple[Path, np.ndarray],
+) -> None:
+    path, expected = h5
+    group = zm.open_virtual(str(path), fingerprints=False)
+    with open(path, "r+b") as f:
+        f.truncate(path.stat().st_size - 3000)
+    array = _open(ManifestStore(group, virtual_shard_bytes=1 << 30))
+    failed = []
+    for i, j, k in np.ndindex(4, 4, 5):  # one inner chunk at a time: one read of the file
+        sel = (slice(4 * i, 4 * i + 4), slice(16 * j, 16 * j + 16), slice(16 * k, 16 * k + 16))
+        try:
+            np.testing.assert_array_equal(array[sel], expected[sel])
+        except* ShortReadError as group:
+            (exc,) = group.exceptions  # zarr's default pipeline raises it in a group
+            assert f"v/c/{i}/{j}/{k} (in shard 'v/c/0/0/0')" in str(exc)
+            failed.append((i, j, k))
+    assert failed  # the chunks at the file's cut end
+
+
+async def _keys(store: ManifestStore) -> list[str]:
+    return [k async for k in store.list()]
 
 
 # ---- on disk, split manifests, pickling ----------------------------------------------------

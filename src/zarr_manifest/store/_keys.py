@@ -6,11 +6,16 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from zarr_manifest.store._nodes import ZARR_JSON, LoadedNode
 from zarr_manifest.store._references import CheckedSources, Chunk
 from zarr_manifest.store._shard_view import Shard
+from zarr_manifest.store._virtual_shards import (
+    AUTO_MAX_CHUNK_BYTES,
+    AUTO_SHARD_BYTES,
+    bulk_shard_pipeline,
+)
 
 if TYPE_CHECKING:
     from zarr.core.chunk_key_encodings import ChunkKeyEncoding
@@ -42,14 +47,15 @@ class KeyRouter:
     sources
         The store's checked sources, handed to the chunks and shards it routes to.
     shard_bytes
-        The store's ``virtual_shard_bytes`` (None: arrays are shown as they are).
+        The store's ``virtual_shard_bytes`` (None or 0: arrays are shown as they are;
+        ``"auto"``: as shards of `AUTO_SHARD_BYTES` when that helps, see `adopt`).
     """
 
     def __init__(
         self,
         load: Callable[[str], LoadedNode | None],
         sources: CheckedSources,
-        shard_bytes: int | None,
+        shard_bytes: int | Literal["auto"] | None,
     ) -> None:
         self._load = load
         self._sources = sources
@@ -61,6 +67,13 @@ class KeyRouter:
         self.snapshot = False
         # virtual arrays whose chunk keys are "<path>/c/i/j...": the per-chunk fast path
         self._chunk_prefixes: dict[str, LoadedNode] = {}
+        # with "auto": arrays adopted but not yet looked up, whose view is not chosen yet
+        self._undecided: set[str] = set()
+        #: with "auto": the view chosen per array path (True: shards), and views to take
+        #: instead of choosing (a pickled or forked copy of the store keeps the original's:
+        #: the zarr arrays it serves were opened with them)
+        self.chosen: dict[str, bool] = {}
+        self.inherited: dict[str, bool] = {}
 
     def route(self, key: str) -> Target:
         """What ``key`` is (see the module docstring); the fast path first."""
@@ -122,16 +135,24 @@ class KeyRouter:
     def node(self, path: str) -> LoadedNode | None:
         """The node at ``path``, loaded on first use (None: there is none)."""
         try:
-            return self.nodes[path]
+            found = self.nodes[path]
         except KeyError:
             pass
+        else:
+            if path in self._undecided:
+                self._choose_view(path)
+            return found
         with self._lock:
             if path in self.nodes:
+                if path in self._undecided:
+                    self._choose_view(path)
                 return self.nodes[path]
             node = self._load(path)
             self.nodes[path] = node
             if node is not None:
                 self.adopt(node)
+                if path in self._undecided:  # the view is chosen before anything is served
+                    self._choose_view(path)
             return node
 
     def forget_absent(self, path: str) -> None:
@@ -149,8 +170,36 @@ class KeyRouter:
         node.decoder = key_decoder(encoding, len(node.metadata.shape))
         if node.manifest_key is None:
             return
-        if self._shard_bytes is not None:
+        if self._shard_bytes == "auto":
+            # chosen on the first look-up (`node`), not now: an in-memory group's arrays
+            # are adopted when the store is made, before zarr's pipeline is configured
+            self._undecided.add(node.path)
+            return
+        if self._shard_bytes:
             node.present_as_shards(self._shard_bytes)
+        self._enable_fast_path(node)
+
+    def _choose_view(self, path: str) -> None:
+        """``virtual_shard_bytes="auto"``: show the array at ``path`` as shards if zarr's
+        configured pipeline reads them in bulk.  Chosen once, when zarr first opens the
+        array (or a listing first looks at it): keys must name the same objects for the
+        store's lifetime."""
+        with self._lock:
+            if path not in self._undecided:
+                return
+            node = self.nodes[path]
+            assert node is not None
+            wanted = self.inherited.get(path)
+            if wanted is None:
+                wanted = bulk_shard_pipeline()
+            if wanted:
+                node.present_as_shards(AUTO_SHARD_BYTES, max_chunk_bytes=AUTO_MAX_CHUNK_BYTES)
+            self.chosen[path] = wanted
+            self._enable_fast_path(node)
+            self._undecided.discard(path)
+
+    def _enable_fast_path(self, node: LoadedNode) -> None:
+        encoding = node.metadata.chunk_key_encoding
         if node.path and encoding.name == "default" and encoding.separator == "/":
             self._chunk_prefixes[node.path] = node
 

@@ -54,7 +54,8 @@ def virtual_arrays(router: KeyRouter, shown: dict[str, int]) -> list[LoadedNode]
     return sorted(
         (
             n
-            for n in list(router.nodes.values())
+            # looked up through the router: an array's view is chosen on first look-up
+            for n in map(router.node, list(router.nodes))
             if n is not None and n.manifest_key is not None and n.path_key(ZARR_JSON) in shown
         ),
         key=lambda n: n.path,

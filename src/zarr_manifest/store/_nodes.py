@@ -242,20 +242,22 @@ class LoadedNode:
 
     # ---- virtual shards -------------------------------------------------------------------
 
-    def present_as_shards(self, target_bytes: int) -> None:
+    def present_as_shards(self, target_bytes: int, *, max_chunk_bytes: int | None = None) -> None:
         """Show this array as sharded (see `ManifestStore`'s ``virtual_shard_bytes``), if
-        its grid is regular, it is not sharded already and a shard would hold 2+ chunks."""
+        its grid is regular, it is not sharded already, a shard would hold 2+ chunks and
+        (with ``max_chunk_bytes``) its chunks decode to at most that many bytes."""
         metadata = self.metadata
         grid = metadata.chunk_grid
         if not isinstance(grid, RegularChunkGridMetadata) or not metadata.shape:
             return
         if any(isinstance(codec, ShardingCodec) for codec in metadata.codecs):
             return
+        itemsize = metadata.dtype.to_native_dtype().itemsize
+        chunk_bytes = int(np.prod(grid.chunk_shape, dtype=np.float64)) * itemsize
+        if max_chunk_bytes is not None and chunk_bytes > max_chunk_bytes:
+            return
         counts = chunks_per_shard(
-            grid.chunk_shape,
-            chunk_grid_shape(metadata),
-            metadata.dtype.to_native_dtype().itemsize,
-            target_bytes,
+            grid.chunk_shape, chunk_grid_shape(metadata), itemsize, target_bytes
         )
         if counts is not None:
             self.served = sharded_document(self.served, counts)

@@ -11,13 +11,14 @@ from typing import TYPE_CHECKING, overload
 import numpy as np
 from zarr.abc.store import ByteRequest
 
-from zarr_manifest.errors import ChunkReadError
+from zarr_manifest.errors import ChunkReadError, ZarrManifestError
 from zarr_manifest.store._byte_ranges import request_bounds
 from zarr_manifest.store._references import check_chunk_size
 from zarr_manifest.store._virtual_shards import _ABSENT, ShardLayout
 from zarr_manifest.store.fetch import (
     LOCAL_INLINE_MAX_BYTES,
     check_local_extent,
+    read_range_sync,
     read_ranges_async,
     read_ranges_into_sync,
 )
@@ -98,7 +99,7 @@ def read_shard_sync(
     max_gap_bytes: int,
     max_request_bytes: int,
     max_bytes: int,
-) -> np.ndarray | None:
+) -> np.ndarray | bytes | None:
     """A shard's bytes (or a byte range of them); None when it holds no chunk.
 
     A read of more than ``max_bytes`` is a `ChunkTooLargeError` (chunks whose references
@@ -107,9 +108,13 @@ def read_shard_sync(
     planned = _plan_shard_read(shard, byte_range, max_bytes)
     if planned is None:
         return None
-    return _verify_checksums(
-        shard, byte_range, _fill_shard_sync(shard, planned, max_gap_bytes, max_request_bytes)
+    quick = _read_quickly_sync(shard, planned)
+    out = (
+        quick
+        if quick is not None
+        else _fill_shard_sync(shard, planned, max_gap_bytes, max_request_bytes)
     )
+    return _verify_checksums(shard, byte_range, out)
 
 
 async def read_shard_async(
@@ -119,16 +124,21 @@ async def read_shard_async(
     max_gap_bytes: int,
     max_request_bytes: int,
     max_bytes: int,
-) -> np.ndarray | None:
+) -> np.ndarray | bytes | None:
     """`read_shard_sync` on the event loop: local sources read as `read_chunk_async` does,
     remote ones concurrently, one coalesced read per source."""
     planned = _plan_shard_read(shard, byte_range, max_bytes)
     if planned is None:
         return None
     size, reads, index_part = planned
+    if not reads:  # the index alone, held in memory
+        return shard.layout.index[index_part[0] : index_part[1]]
     sources = {pid: shard.node.source(pid, shard.sources.registry, shard.key) for pid in reads}
     if all(source.local_path is not None for source in sources.values()):
         if size <= LOCAL_INLINE_MAX_BYTES:
+            quick = _read_quickly_sync(shard, planned)
+            if quick is not None:
+                return _verify_checksums(shard, byte_range, quick)
             # a small local read is a few microseconds: cheaper than any scheduling
             filled = _fill_shard_sync(shard, planned, max_gap_bytes, max_request_bytes)
         else:
@@ -162,7 +172,9 @@ async def read_shard_async(
     return _verify_checksums(shard, byte_range, out)
 
 
-def _verify_checksums(shard: Shard, byte_range: ByteRequest | None, out: np.ndarray) -> np.ndarray:
+def _verify_checksums(
+    shard: Shard, byte_range: ByteRequest | None, out: np.ndarray | bytes
+) -> np.ndarray | bytes:
     """``out`` (bytes ``byte_range`` of the shard), once every inner chunk in it whose
     manifest entry has a checksum matches it (spec 5.5).
 
@@ -208,6 +220,28 @@ def _plan_shard_read(shard: Shard, byte_range: ByteRequest | None, max_bytes: in
     lo, hi = request_bounds(layout.size, byte_range, shard.key)
     check_chunk_size(lo, hi, max_bytes, shard.key, what="virtual shard")
     return hi - lo, *layout.plan(lo, hi)
+
+
+def _read_quickly_sync(shard: Shard, planned: _Plan) -> bytes | None:
+    """The two reads zarr makes of a shard to read one inner chunk, without assembling a
+    buffer: the index alone (held in memory), or bytes of one run of one source (read as
+    a chunk of the plain view is).  None: the read is neither; `_fill_shard_sync` does it.
+    """
+    _, reads, (index_lo, index_hi) = planned
+    if not reads:
+        return shard.layout.index[index_lo:index_hi]
+    if index_hi > index_lo or len(reads) != 1:
+        return None
+    ((pid, (starts, ends, _, chunks)),) = reads.items()
+    if len(starts) != 1:
+        return None
+    source = shard.source(pid)
+    try:
+        # the inner chunk's key takes longer to make than the read: made on failure only
+        return read_range_sync(source, int(starts[0]), int(ends[0]))
+    except ZarrManifestError:
+        key = shard.chunk_keys(chunks)[0]
+        return read_range_sync(source, int(starts[0]), int(ends[0]), key=key)
 
 
 def _fill_shard_sync(

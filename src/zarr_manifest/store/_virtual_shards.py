@@ -23,9 +23,12 @@ import numpy as np
 import orjson
 
 __all__ = [
+    "AUTO_MAX_CHUNK_BYTES",
+    "AUTO_SHARD_BYTES",
     "INDEX_ENTRY_BYTES",
     "MAX_CHUNKS_PER_SHARD",
     "ShardLayout",
+    "bulk_shard_pipeline",
     "chunks_per_shard",
     "per_shard",
     "sharded_document",
@@ -37,6 +40,10 @@ INDEX_ENTRY_BYTES = 16
 #: shards of tiny chunks are capped at this many, which costs little time and bounds that
 #: (a million 4-byte chunks: 0.3 GB of peak RSS instead of 0.7 GB for one shard)
 MAX_CHUNKS_PER_SHARD = 65536
+#: ``virtual_shard_bytes="auto"``: the shard size, and the largest (decoded) chunk that is
+#: grouped into shards -- above it zarr's per-chunk cost is small beside the chunk's bytes
+AUTO_SHARD_BYTES = 4 << 20
+AUTO_MAX_CHUNK_BYTES = 1 << 20
 _ABSENT = np.uint64(2**64 - 1)
 _INDEX_CODECS = [{"name": "bytes", "configuration": {"endian": "little"}}]
 
@@ -66,6 +73,26 @@ def chunks_per_shard(
     if int(np.prod(counts, dtype=np.float64)) < 2:
         return None
     return tuple(counts)
+
+
+def bulk_shard_pipeline() -> bool:
+    """Whether the codec pipeline zarr is configured with now reads a shard's inner chunks
+    in bulk (``FusedCodecPipeline``).
+
+    zarr's default ``BatchedCodecPipeline`` decodes a shard's inner chunks one by one,
+    each at the cost of a chunk of its own plus the shard's: a full read is as slow as
+    in the plain view and a single-chunk read about twice as slow.  So
+    ``virtual_shard_bytes="auto"`` shows virtual shards only to a bulk pipeline.
+    """
+    from zarr.core import codec_pipeline
+    from zarr.registry import get_pipeline_class
+
+    fused = getattr(codec_pipeline, "FusedCodecPipeline", None)
+    try:
+        configured = get_pipeline_class()
+    except Exception:  # a misconfigured pipeline: zarr itself reports it on opening
+        return False
+    return fused is not None and issubclass(configured, fused)
 
 
 def sharded_document(served: bytes, counts: Sequence[int]) -> bytes:
@@ -107,6 +134,8 @@ class ShardLayout:
 
     __slots__ = (
         "data_size",
+        "held",
+        "held_starts",
         "index",
         "present",
         "run_chunks",
@@ -137,6 +166,10 @@ class ShardLayout:
         # Runs: present, non-empty chunks; a new run starts where the source changes or
         # its bytes do not follow the previous chunk's.
         held = np.flatnonzero(present & (lengths > 0))
+        #: the stored inner chunks (flat) and where each starts in the shard, to name the
+        #: chunk a read inside a run falls in
+        self.held = held
+        self.held_starts = starts[held].astype(np.int64)
         pids = ids[held]
         offs = offsets[held].astype(np.int64)
         lens = lengths[held].astype(np.int64)
@@ -159,7 +192,8 @@ class ShardLayout:
         -------
         reads
             Per path id: source starts, source ends, positions in the result and the
-            runs' first inner chunks (flat), as arrays.
+            runs' first inner chunks (flat; for a read inside one run, the inner chunk it
+            starts in), as arrays.
         index_part
             ``(start, end)`` of the index bytes that end the result (empty if none).
         """
@@ -170,11 +204,12 @@ class ShardLayout:
             last = int(np.searchsorted(self.run_starts, data_hi, side="left"))
             if last - first == 1:  # inside one run: an inner chunk, most often
                 start = int(self.run_sources[first] + (lo - self.run_starts[first]))
+                at = int(np.searchsorted(self.held_starts, lo, side="right")) - 1
                 reads[int(self.run_pids[first])] = (
                     np.array([start]),
                     np.array([start + data_hi - lo]),
                     np.zeros(1, dtype=np.int64),
-                    self.run_chunks[first : first + 1],
+                    self.held[at : at + 1],  # the inner chunk the read starts in
                 )
                 return reads, self._index_part(lo, hi)
             sel = slice(max(first, 0), last)

@@ -21,7 +21,7 @@ import pickle
 import threading
 from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any, Literal, Self
 
 import numpy as np
 from zarr.abc.store import ByteRequest, Store
@@ -118,14 +118,17 @@ class ManifestStore(Store):
         the store is open but costs a ``stat`` / HEAD request per chunk; ``"never"``.
         A changed (or vanished) source raises `StaleReferenceError` naming the file.
     virtual_shard_bytes
-        Show each virtual array with a regular chunk grid to zarr as a *sharded* array,
-        whose shards group whole chunks up to about this many decoded bytes (None, the
-        default: show the arrays as they are).  The values read are the same; zarr then
-        reads and decodes a shard's chunks in bulk instead of one by one, which with
-        zarr's ``FusedCodecPipeline`` makes reading arrays of many small chunks several
-        times faster.  Chunk keys then name shards, and ``Array.shards`` is set.  Arrays
-        already sharded, with a rectilinear grid, or whose shard would hold one chunk are
-        shown as they are.  See "Virtual shards" in the README.
+        Whether to show a virtual array with a regular chunk grid to zarr as a *sharded*
+        array, whose shards group whole chunks up to about this many decoded bytes.  The
+        values read are the same; zarr then reads and decodes a shard's chunks in bulk
+        instead of one by one.  ``"auto"`` (the default): shards of 4 MiB for arrays whose
+        chunks decode to at most 1 MiB, when zarr's configured codec pipeline, at the time
+        the array is first opened, reads shards in bulk (``FusedCodecPipeline``; zarr's
+        default pipeline decodes a shard's chunks one by one, for which the plain view is
+        faster).  An int: always, with shards of about that many bytes.  None or 0: never.
+        With shards, chunk keys name shards, and ``Array.shards`` is set.  Arrays already
+        sharded, with a rectilinear grid, or whose shard would hold one chunk are shown as
+        they are.  See "Virtual shards" in the README.
     manifest_cache_bytes
         A bound on the parsed manifests (and regions of split manifests) the store keeps
         in memory, by their size there (default 1 GiB).  The least recently used are
@@ -195,7 +198,7 @@ class ManifestStore(Store):
         cache_bytes: int = 64 * 1024 * 1024,
         base_url: str | None = None,
         verify: VerifyMode = "once",
-        virtual_shard_bytes: int | None = None,
+        virtual_shard_bytes: int | Literal["auto"] | None = "auto",
         manifest_cache_bytes: int = DEFAULT_MANIFEST_CACHE_BYTES,
         max_chunk_bytes: int = DEFAULT_MAX_CHUNK_BYTES,
         storage_options: StorageOptions | None = None,
@@ -204,13 +207,14 @@ class ManifestStore(Store):
     ) -> None:
         if not read_only:
             raise ValueError(f"{type(self).__name__} is read-only; read_only=False is not possible")
-        if virtual_shard_bytes is not None and (
+        if virtual_shard_bytes not in (None, "auto") and (
             isinstance(virtual_shard_bytes, bool)
             or not isinstance(virtual_shard_bytes, int)
-            or virtual_shard_bytes < 1
+            or virtual_shard_bytes < 0
         ):
             raise ValueError(
-                f"virtual_shard_bytes must be a positive int or None, got {virtual_shard_bytes!r}"
+                "virtual_shard_bytes must be 'auto', an int >= 0 or None (0 and None: off), "
+                f"got {virtual_shard_bytes!r}"
             )
         _check_size_option("manifest_cache_bytes", manifest_cache_bytes, minimum=0)
         _check_size_option("max_chunk_bytes", max_chunk_bytes, minimum=1)
@@ -365,14 +369,21 @@ class ManifestStore(Store):
         return f"ManifestStore({kind!r})"
 
     def __getstate__(self) -> dict[str, Any]:
-        # the snapshot travels along: a copy (a dask worker's) shows the same version
-        return {"args": self._args, "is_open": self._is_open, "snapshot": self._snapshot}
+        # the snapshot travels along: a copy (a dask worker's) shows the same version; so
+        # do the views "auto" chose (a worker's zarr config may differ from this one's)
+        return {
+            "args": self._args,
+            "is_open": self._is_open,
+            "snapshot": self._snapshot,
+            "views": {**self._router.inherited, **self._router.chosen},
+        }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__(**state["args"])  # type: ignore[misc]
         self._is_open = state["is_open"]
         if state.get("snapshot") is not None:
             self._snapshot = state["snapshot"]
+        self._router.inherited = dict(state.get("views") or {})
 
     @property
     def registry(self) -> SourceRegistry:
@@ -620,8 +631,10 @@ class ManifestStore(Store):
                 # is: URL roots and prefixes still get new stores
                 args = dict(self._args)
             snapshot = self._snapshot
+            views = {**self._router.inherited, **self._router.chosen}
             self.__init__(**args)  # type: ignore[misc]
             self._is_open = is_open
+            self._router.inherited = views  # the arrays zarr opened keep their view
             if snapshot is not None:
                 self._snapshot = snapshot  # the version the parent showed, not a newer one
 
