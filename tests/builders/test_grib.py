@@ -325,7 +325,8 @@ def test_filter_by_keys(tmp_path: Path) -> None:
         build_grib(path, filter={"shortName": "nope"})
 
 
-CFGRIB_SAMPLES = sorted(CACHE.glob("**/cfgrib-*/tests/sample-data/*.grib"))
+# the corpus run extracts packages under files/<package>/ (tests/corpus/corpus.py)
+CFGRIB_SAMPLES = sorted((CACHE / "files").glob("**/cfgrib-*/tests/sample-data/*.grib"))
 
 
 @pytest.mark.skipif(
