@@ -204,6 +204,11 @@ def _hdf5_reference(path: Path) -> dict[str, Any]:
         def visit(name: str, obj: Any) -> None:
             if isinstance(obj, h5py.Dataset) and not _netcdf_dimension_only(obj):
                 out[name] = obj[()] if obj.shape is not None else None
+                if out[name] is not None and h5py.check_ref_dtype(obj.dtype) is not None:
+                    # object references are stored as the path of the object they name
+                    refs = np.asarray(out[name], dtype=object)
+                    names = [f[r].name if r else "" for r in refs.reshape(-1).tolist()]
+                    out[name] = np.array(names, dtype=object).reshape(refs.shape)
 
         f.visititems(visit)
     return out
