@@ -59,7 +59,12 @@ def grib_reference(path: Path) -> dict[str, Any]:
         index = open_fileindex(messages.FileStream(str(path)), indexpath="")
         for param_id in index["paramId"]:
             for fbk, ds in _datasets(path, {"paramId": param_id}):
-                for name, var in ds.data_vars.items():
+                for cf_name, var in ds.data_vars.items():
+                    # a parameter eccodes does not know: the builder names it by its paramId
+                    # (several unknown parameters would all be cfgrib's "unknown")
+                    name = (
+                        f"paramId_{param_id}" if cf_name in ("unknown", "undef") else str(cf_name)
+                    )
                     parts = [
                         name,
                         str(var.attrs.get("GRIB_stepType", "undef")),
