@@ -27,6 +27,7 @@ faster).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import signal
@@ -44,9 +45,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "corpus"))
 
-import corpus  # noqa: E402  (tests/corpus/corpus.py: the sample files)
-
-import zarr_manifest as zm  # noqa: E402
+import corpus
+import zarr_manifest as zm
 
 
 class Timeout(Exception):
@@ -144,14 +144,18 @@ def main() -> None:
                 peer = virtualizarr_call(fmt, path, Path(tmp))
                 if peer is None:
                     continue
-                ours = best_of(lambda: zm.open_virtual(path, format=fmt), args.repeats, args.timeout)
-                ours_refs = best_of(
-                    lambda: zm.open_virtual(path, format=fmt, load=()), args.repeats, args.timeout
-                )
+                default = functools.partial(zm.open_virtual, path, format=fmt)
+                ours = best_of(default, args.repeats, args.timeout)
+                ours_refs = best_of(functools.partial(default, load=()), args.repeats, args.timeout)
                 theirs = best_of(peer, args.repeats, args.timeout)
                 rows.append(
-                    {"format": fmt, "file": str(path), "ours": ours, "ours_load_none": ours_refs,
-                     "virtualizarr": theirs}
+                    {
+                        "format": fmt,
+                        "file": str(path),
+                        "ours": ours,
+                        "ours_load_none": ours_refs,
+                        "virtualizarr": theirs,
+                    }
                 )
                 print(
                     f"{fmt:<8} {corpus._display(str(path))}: ours {ours} load=() {ours_refs} "

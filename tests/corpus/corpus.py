@@ -507,14 +507,9 @@ def evaluate(fmt_name: str, path: str, package: str) -> Result:
     if fmt.features is not None:
         with contextlib.suppress(Exception):
             result.features = sorted(fmt.features(file))
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            reference = fmt.reference(file)
-    except Exception as e:
-        result.status, result.reason = "skipped", f"reference library: {_short(e)}"
-        return result
+    # ours first: a refusal needs no reference (cfgrib takes minutes on some files)
     start = time.perf_counter()
+    group, crashed = None, None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -523,8 +518,19 @@ def evaluate(fmt_name: str, path: str, package: str) -> Result:
         result.status, result.reason = "refused", _short(e)
         return result
     except Exception as e:
-        result.reason = f"open_virtual: {_short(e)}"
+        crashed = f"open_virtual: {_short(e)}"
+    opened = time.perf_counter() - start
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            reference = fmt.reference(file)
+    except Exception as e:
+        result.status, result.reason = "skipped", f"reference library: {_short(e)}"
         return result
+    if group is None:
+        result.reason = crashed or "open_virtual: no group"
+        return result
+    start = time.perf_counter() - opened
     nodes = [n for _, n in group.walk() if not isinstance(n, zm.ManifestGroup)]
     result.arrays = len(nodes)
     result.inline = sum(isinstance(n, InlineArray) for n in nodes)

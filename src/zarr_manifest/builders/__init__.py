@@ -230,7 +230,7 @@ def _load_defaults(
     try:
         partial = run(names, drop=(*drop, *others))
         loaded = {path: partial[path] for path in names}
-    except Exception:  # noqa: BLE001 - the whole parse below raises what is wrong
+    except Exception:
         return run(names)
     for path, node in loaded.items():
         old = built[path]

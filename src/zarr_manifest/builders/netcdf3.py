@@ -556,7 +556,7 @@ def _array_metadata(
 _CHUNK_KEY_ENCODING = DefaultChunkKeyEncoding(separator="/")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _zarr_dtype(native: np.dtype[Any]) -> Any:
     """zarr's data type for a native dtype (zarr's lookup tries every registered type)."""
     with warnings.catch_warnings():
@@ -565,7 +565,7 @@ def _zarr_dtype(native: np.dtype[Any]) -> Any:
         return get_data_type_from_native_dtype(native)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _codecs(big_endian: bool) -> tuple[Any, ...]:
     """The one codec of a netCDF3 variable: ``bytes``, big-endian for multi-byte types."""
     bytes_codec: dict[str, Any] = {"name": "bytes"}
@@ -664,7 +664,11 @@ def build_netcdf3(
         layout = layouts[var.name]
         if var.name in load:
             metadata = _array_metadata(
-                var, header, layout.shape, _chunks_for_metadata(layout.shape, layout.shape), source.url
+                var,
+                header,
+                layout.shape,
+                _chunks_for_metadata(layout.shape, layout.shape),
+                source.url,
             )
             arrays[var.name] = InlineArray(metadata, _load(source, layout))
             continue
