@@ -509,7 +509,7 @@ def _plain_refs(source: Source, raw: str, indices: list[int]) -> dict[int, dict[
             for index in indices:
                 try:
                     out[index] = _plain_hdu_refs(hdul[index], index, raw, zarr, BITPIX2DTYPE)
-                except Exception:  # noqa: BLE001 - kerchunk's own scan decides then
+                except Exception:
                     continue
     return out
 
