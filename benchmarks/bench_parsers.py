@@ -103,9 +103,17 @@ def virtualizarr_call(fmt: str, path: Path, workdir: Path) -> Callable[[], Any] 
         else:
             from kerchunk.tiff import tiff_to_zarr
 
-            documents = [tiff_to_zarr(str(path))]
+            documents = [tiff_to_zarr(url)]
         stores = []
         for refs in documents:
+            if "refs" not in refs:
+                # tiff_to_zarr: version 0 references of a root array; VirtualiZarr reads
+                # version 1 references of a group, so the array becomes the group's "data"
+                if ".zarray" in refs:
+                    refs = {".zgroup": '{"zarr_format": 2}'} | {
+                        f"data/{k}": v for k, v in refs.items()
+                    }
+                refs = {"version": 1, "refs": refs}
             refs_file.write_text(json.dumps(refs))
             stores.append(KerchunkJSONParser()(refs_file.resolve().as_uri(), registry=registry))
         return stores
