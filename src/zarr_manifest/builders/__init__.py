@@ -232,6 +232,7 @@ def _load_defaults(
         loaded = {path: partial[path] for path in names}
     except Exception:
         return run(names)
+    arrays: dict[str, ManifestArray | InlineArray] = {}
     for path, node in loaded.items():
         old = built[path]
         if not (
@@ -242,7 +243,8 @@ def _load_defaults(
             and node.metadata.attributes == old.metadata.attributes
         ):
             return run(names)
-    return _with_arrays(built, loaded)
+        arrays[path] = node
+    return _with_arrays(built, arrays)
 
 
 def _with_arrays(

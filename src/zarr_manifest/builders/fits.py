@@ -549,7 +549,7 @@ def _plain_hdu_refs(
     store: dict[str, Any] = {}
     group = zarr.open_group(store=zarr.storage.MemoryStore(store), zarr_format=2)
     group.create_array(name=name, dtype=dtype, shape=shape, chunks=shape, **kwargs)
-    zattrs = {
+    zattrs: dict[str, Any] = {
         k: str(v) if not isinstance(v, int | float | str) else v
         for k, v in attrs.items()
         if k != "COMMENT"
