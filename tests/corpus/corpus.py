@@ -139,12 +139,16 @@ class Format:
     features
         Optional: the features a file uses (``{"compression:gzip", "dtype:>i2"}``), for the
         support matrix.
+    readable
+        Optional: a quick check that the format's library can read a file at all (raises
+        when it cannot), used on files ``open_virtual`` refuses; default: ``reference``.
     """
 
     name: str
     magic: Callable[[bytes], bool]
     reference: Callable[[Path], dict[str, Any]]
     features: Callable[[Path], set[str]] | None = None
+    readable: Callable[[Path], Any] | None = None
 
 
 FORMATS: dict[str, Format] = {}
@@ -394,9 +398,9 @@ register(
 
 # --- GRIB: cfgrib's values, by the paths open_virtual uses (grib_format.py) ----------------
 
-from grib_format import grib_magic, grib_reference  # noqa: E402  (next to this file)
+from grib_format import grib_magic, grib_readable, grib_reference  # noqa: E402
 
-register(Format("grib", magic=grib_magic, reference=grib_reference))
+register(Format("grib", magic=grib_magic, reference=grib_reference, readable=grib_readable))
 
 
 # --------------------------------------------------------------------------------------------
@@ -516,6 +520,13 @@ def evaluate(fmt_name: str, path: str, package: str) -> Result:
             group = zm.open_virtual(file, format=fmt_name)
     except zm.BuildError as e:
         result.status, result.reason = "refused", _short(e)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                (fmt.readable or fmt.reference)(file)
+        except Exception as why:
+            # its own library cannot read it either (a FITS header without data ...)
+            result.status, result.reason = "skipped", f"reference library: {_short(why)}"
         return result
     except Exception as e:
         crashed = f"open_virtual: {_short(e)}"
