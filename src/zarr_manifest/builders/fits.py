@@ -546,9 +546,31 @@ def _plain_hdu_refs(
     else:
         raise TypeError(f"HDU {index} is neither an image nor a plain binary table")
     name = hdu.name or str(index)
-    store: dict[str, Any] = {}
-    group = zarr.open_group(store=zarr.storage.MemoryStore(store), zarr_format=2)
-    group.create_array(name=name, dtype=dtype, shape=shape, chunks=shape, **kwargs)
+    if hdu.is_image:
+        if 0 in shape:
+            raise ValueError(f"HDU {index} has an empty axis")  # zarr refuses it: kerchunk too
+        # what zarr writes for this array (tests compare with kerchunk's), without its
+        # event-loop round trips
+        zdtype = np.dtype(dtype)
+        filters = kwargs["filters"]
+        zarray = json.dumps(
+            {
+                "shape": list(shape),
+                "chunks": list(shape),
+                "dtype": zdtype.str,
+                "fill_value": 0.0 if zdtype.kind == "f" else 0,
+                "order": "C",
+                "filters": [f.get_config() for f in filters] if filters else None,
+                "dimension_separator": ".",
+                "compressor": None,
+                "zarr_format": 2,
+            }
+        )
+    else:
+        store: dict[str, Any] = {}
+        group = zarr.open_group(store=zarr.storage.MemoryStore(store), zarr_format=2)
+        group.create_array(name=name, dtype=dtype, shape=shape, chunks=shape, **kwargs)
+        zarray = store[f"{name}/.zarray"].to_bytes().decode()
     zattrs: dict[str, Any] = {
         k: str(v) if not isinstance(v, int | float | str) else v
         for k, v in attrs.items()
@@ -556,7 +578,7 @@ def _plain_hdu_refs(
     }
     zattrs["_ARRAY_DIMENSIONS"] = ["z", "y", "x"][-len(shape) :]
     return {
-        f"{name}/.zarray": store[f"{name}/.zarray"].to_bytes().decode(),
+        f"{name}/.zarray": zarray,
         f"{name}/.zattrs": json.dumps(zattrs),
         f"{name}/{'.'.join(['0'] * len(shape))}": [raw, hdu.fileinfo()["datLoc"], length],
     }
