@@ -3,6 +3,7 @@ references, read back through ManifestStore and compared with each format's own 
 
 from __future__ import annotations
 
+import json
 import warnings
 from pathlib import Path
 
@@ -228,6 +229,31 @@ def test_fits_hdus_read_like_astropy(fits_file: Path) -> None:
     assert list(only.arrays) == ["SCI"]
     with pytest.raises(BuildError, match="no HDU"):
         build_fits(fits_file, extension="NOPE")
+
+
+def test_fits_plain_hdus_are_referenced_as_kerchunk_scans_them(fits_file: Path) -> None:
+    # the builder writes kerchunk's references itself (the file opened once, attributes set
+    # once): they must stay exactly what kerchunk.fits.process_file gives, HDU by HDU
+    from kerchunk.fits import process_file
+
+    from zarr_manifest.builders._source import open_source
+    from zarr_manifest.builders.fits import _plain_refs
+
+    source = open_source(str(fits_file))
+    indices = [0, 1, 2, 3, 4]
+    ours = _plain_refs(source, str(fits_file), indices)
+    assert sorted(ours) == indices
+    for index in indices:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            theirs = process_file(str(fits_file), extension=[index])
+        theirs = {k: v for k, v in theirs.items() if not k.startswith(".z")}
+        assert ours[index].keys() == theirs.keys(), index
+        for key, value in theirs.items():
+            if key.endswith((".zarray", ".zattrs")):
+                assert json.loads(ours[index][key]) == json.loads(value), key
+            else:
+                assert ours[index][key] == value, key
 
 
 def _build_quietly(path: Path, **kwargs: object) -> ManifestGroup:

@@ -98,8 +98,8 @@ class Package:
 
 PACKAGES: list[Package] = [
     Package("scipy", "wheel", ("*/tests/data/*",), installed="scipy"),
-    # netCDF4 and tables: pip prepares an sdist's metadata, which needs the netCDF/HDF5 C
-    # headers installed; without them these two are reported as not downloaded
+    # netCDF4, tables, pygrib: pip prepares an sdist's metadata, which needs C headers;
+    # without them the archive is fetched from the index directly (_sdist_from_index)
     Package("netCDF4", "sdist", ("*/test/*", "*/examples/*")),
     Package("tables", "sdist", ("*/tests/*", "*/examples/*")),
     Package("h5py", "wheel", ("*/tests/*",), installed="h5py"),
@@ -116,6 +116,8 @@ PACKAGES: list[Package] = [
     Package("pillow", "sdist", ("*/Tests/images/*",)),
     # NASA's MOD14 granule and a synthetic HDF4 file (the wheel's HDF4 test data)
     Package("virtualizarr", "wheel", ("*/tests/data/*.hdf4",), installed="virtualizarr"),
+    Package("pygrib", "sdist", ("*/sampledata/*", "*/test/*")),
+    Package("iris-sample-data", "sdist", ("*/sample_data/*",)),
 ]
 
 
@@ -139,12 +141,16 @@ class Format:
     features
         Optional: the features a file uses (``{"compression:gzip", "dtype:>i2"}``), for the
         support matrix.
+    readable
+        Optional: a quick check that the format's library can read a file at all (raises
+        when it cannot), used on files ``open_virtual`` refuses; default: ``reference``.
     """
 
     name: str
     magic: Callable[[bytes], bool]
     reference: Callable[[Path], dict[str, Any]]
     features: Callable[[Path], set[str]] | None = None
+    readable: Callable[[Path], Any] | None = None
 
 
 FORMATS: dict[str, Format] = {}
@@ -204,6 +210,11 @@ def _hdf5_reference(path: Path) -> dict[str, Any]:
         def visit(name: str, obj: Any) -> None:
             if isinstance(obj, h5py.Dataset) and not _netcdf_dimension_only(obj):
                 out[name] = obj[()] if obj.shape is not None else None
+                if out[name] is not None and h5py.check_ref_dtype(obj.dtype) is not None:
+                    # object references are stored as the path of the object they name
+                    refs = np.asarray(out[name], dtype=object)
+                    names = [f[r].name if r else "" for r in refs.reshape(-1).tolist()]
+                    out[name] = np.array(names, dtype=object).reshape(refs.shape)
 
         f.visititems(visit)
     return out
@@ -389,9 +400,9 @@ register(
 
 # --- GRIB: cfgrib's values, by the paths open_virtual uses (grib_format.py) ----------------
 
-from grib_format import grib_magic, grib_reference  # noqa: E402  (next to this file)
+from grib_format import grib_magic, grib_readable, grib_reference  # noqa: E402
 
-register(Format("grib", magic=grib_magic, reference=grib_reference))
+register(Format("grib", magic=grib_magic, reference=grib_reference, readable=grib_readable))
 
 from hdf4_format import hdf4_features, hdf4_magic, hdf4_reference  # noqa: E402
 
@@ -506,6 +517,26 @@ def evaluate(fmt_name: str, path: str, package: str) -> Result:
     if fmt.features is not None:
         with contextlib.suppress(Exception):
             result.features = sorted(fmt.features(file))
+    # ours first: a refusal needs no reference (cfgrib takes minutes on some files)
+    start = time.perf_counter()
+    group, crashed = None, None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            group = zm.open_virtual(file, format=fmt_name)
+    except zm.BuildError as e:
+        result.status, result.reason = "refused", _short(e)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                (fmt.readable or fmt.reference)(file)
+        except Exception as why:
+            # its own library cannot read it either (a FITS header without data ...)
+            result.status, result.reason = "skipped", f"reference library: {_short(why)}"
+        return result
+    except Exception as e:
+        crashed = f"open_virtual: {_short(e)}"
+    opened = time.perf_counter() - start
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -513,17 +544,10 @@ def evaluate(fmt_name: str, path: str, package: str) -> Result:
     except Exception as e:
         result.status, result.reason = "skipped", f"reference library: {_short(e)}"
         return result
-    start = time.perf_counter()
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            group = zm.open_virtual(file, format=fmt_name)
-    except zm.BuildError as e:
-        result.status, result.reason = "refused", _short(e)
+    if group is None:
+        result.reason = crashed or "open_virtual: no group"
         return result
-    except Exception as e:
-        result.reason = f"open_virtual: {_short(e)}"
-        return result
+    start = time.perf_counter() - opened
     nodes = [n for _, n in group.walk() if not isinstance(n, zm.ManifestGroup)]
     result.arrays = len(nodes)
     result.inline = sum(isinstance(n, InlineArray) for n in nodes)
@@ -668,10 +692,71 @@ def _download(pkg: Package, cache: Path, retry: bool = False) -> Path | None:
     cmd += ["--no-binary", pkg.name] if pkg.kind == "sdist" else []
     cmd += ["--only-binary", ":all:"] if pkg.kind == "wheel" else []
     proc = subprocess.run([*cmd, pkg.name], capture_output=True, text=True, timeout=600)
+    if proc.returncode != 0 and pkg.kind == "sdist":
+        # pip prepares an sdist's metadata, which for netCDF4 or tables needs C headers;
+        # the archive itself is all we need, so fetch it from the index pip uses
+        try:
+            _sdist_from_index(pkg.name, dest)
+        except Exception as e:
+            proc.stderr += f"\nfrom the index: {_short(e)}"
+        else:
+            return found()
     if proc.returncode != 0:
         failed.write_text(proc.stderr.strip()[-2000:])
         print(f"  {pkg.name}: pip download failed: {proc.stderr.strip()[-300:]}", file=sys.stderr)
     return found()
+
+
+def _index_url() -> str:
+    """The index pip is configured with (``pip config``), else PyPI."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "pip", "config", "get", "global.index-url"],
+        capture_output=True,
+        text=True,
+    )
+    url = proc.stdout.strip() if proc.returncode == 0 else ""
+    return (url or "https://pypi.org/simple").rstrip("/")
+
+
+def _sdist_from_index(name: str, dest: Path) -> Path:
+    """Download the newest release's sdist of ``name`` into ``dest`` without building it.
+
+    One request for the project's page of the simple index (PEP 691 JSON), one for the
+    archive, whose sha256 is checked against the index.
+    """
+    import hashlib
+    import re
+    import urllib.parse
+    import urllib.request
+
+    from packaging.utils import parse_sdist_filename
+
+    page = f"{_index_url()}/{re.sub(r'[-_.]+', '-', name).lower()}/"
+    request = urllib.request.Request(
+        page, headers={"Accept": "application/vnd.pypi.simple.v1+json"}
+    )
+    with urllib.request.urlopen(request, timeout=120) as response:
+        files = json.load(response)["files"]
+    candidates = []
+    for f in files:
+        if not f["filename"].endswith(".tar.gz") or f.get("yanked"):
+            continue
+        with contextlib.suppress(ValueError):
+            version = parse_sdist_filename(f["filename"])[1]
+            if not version.is_prerelease:
+                candidates.append((version, f))
+    if not candidates:
+        raise FileNotFoundError(f"{page}: no sdist")
+    _, newest = max(candidates, key=lambda c: c[0])
+    url = urllib.parse.urljoin(page, newest["url"])
+    with urllib.request.urlopen(url, timeout=600) as response:
+        data = response.read()
+    want = newest.get("hashes", {}).get("sha256")
+    if want and hashlib.sha256(data).hexdigest() != want:
+        raise ValueError(f"{url}: sha256 differs from the index")
+    out = dest / newest["filename"]
+    out.write_bytes(data)
+    return out
 
 
 def _members(archive: Path) -> Iterator[tuple[str, Callable[[], bytes], int]]:
@@ -691,7 +776,9 @@ def collect_package(pkg: Package, cache: Path, retry: bool = False) -> list[tupl
     """(format, path) of the package's sample files, unpacked under ``cache/files/<name>``."""
     root = cache / "files" / pkg.name
     stamp = root / ".collected"
-    if not stamp.exists():
+    # the stamp names the formats collected: a format added since means unpacking again
+    wanted = " ".join(sorted(FORMATS))
+    if not stamp.exists() or stamp.read_text().split("\n", 1)[-1] != wanted:
         archive = _download(pkg, cache, retry)
         if archive is None:
             return []
@@ -709,7 +796,7 @@ def collect_package(pkg: Package, cache: Path, retry: bool = False) -> list[tupl
             dest = root / name
             dest.parent.mkdir(parents=True, exist_ok=True)
             dest.write_bytes(data)
-        stamp.write_text(time.strftime("%Y-%m-%d %H:%M:%S"))
+        stamp.write_text(time.strftime("%Y-%m-%d %H:%M:%S") + "\n" + wanted)
     return _scan(root)
 
 

@@ -18,12 +18,30 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["grib_magic", "grib_reference"]
+__all__ = ["grib_magic", "grib_readable", "grib_reference"]
 
 
 def grib_magic(head: bytes) -> bool:
     """A GRIB file (edition 1 or 2) starts with ``GRIB``."""
     return head.startswith(b"GRIB") and len(head) > 7 and head[7] in (1, 2)
+
+
+def grib_readable(path: Path) -> int:
+    """The number of messages eccodes reads, every value decoded (raises when it cannot):
+    cfgrib's whole reading takes minutes on some files that only need this answer."""
+    import eccodes
+
+    count = 0
+    with open(path, "rb") as f:
+        while (handle := eccodes.codes_grib_new_from_file(f)) is not None:
+            try:
+                eccodes.codes_get_values(handle)
+            finally:
+                eccodes.codes_release(handle)
+            count += 1
+    if not count:
+        raise ValueError(f"{path}: no GRIB message")
+    return count
 
 
 def _datasets(path: Path, fbk: dict[str, Any]) -> Iterator[tuple[dict[str, Any], Any]]:
@@ -59,7 +77,12 @@ def grib_reference(path: Path) -> dict[str, Any]:
         index = open_fileindex(messages.FileStream(str(path)), indexpath="")
         for param_id in index["paramId"]:
             for fbk, ds in _datasets(path, {"paramId": param_id}):
-                for name, var in ds.data_vars.items():
+                for cf_name, var in ds.data_vars.items():
+                    # a parameter eccodes does not know: the builder names it by its paramId
+                    # (several unknown parameters would all be cfgrib's "unknown")
+                    name = (
+                        f"paramId_{param_id}" if cf_name in ("unknown", "undef") else str(cf_name)
+                    )
                     parts = [
                         name,
                         str(var.attrs.get("GRIB_stepType", "undef")),

@@ -28,6 +28,7 @@ import zarr
 from zarr.abc.store import OffsetByteRequest, RangeByteRequest, SuffixByteRequest
 from zarr.core.buffer import default_buffer_prototype
 
+import zarr_manifest as zm
 import zarr_manifest.store._references as references_module
 import zarr_manifest.store.manifest_store as ms_module
 from zarr_manifest import (
@@ -942,3 +943,21 @@ async def test_large_local_chunk(tmp_path: Path) -> None:
     assert _bytes(await store.get("a/c/0", PROTO)) == big.tobytes()
     got = await asyncio.to_thread(zarr.open_array(store, path="a", mode="r").__getitem__, ...)
     np.testing.assert_array_equal(got, big)
+
+
+@pytest.mark.parametrize("name", ["#refs#", "a b%20c?d"])
+def test_node_names_with_url_characters_read_back(tmp_path: Path, name: str) -> None:
+    # MATLAB v7.3 files keep cell contents in a '#refs#' group (PyTables' test_ref_array2.mat):
+    # the store's node URL must encode the name, or its inline chunk copies cannot be found
+    src = tmp_path / "data.h5"
+    with h5py.File(src, "w") as f:
+        f.create_dataset(f"{name}/small", data=np.arange(4.0))
+        f.create_dataset(f"{name}/big", data=np.arange(600, dtype="i4").reshape(20, 30))
+    group = zm.open_virtual(src, load=[f"{name}/small"])
+    group.to_store(tmp_path / "store")
+    root = zarr.open_group(
+        ManifestStore(tmp_path / "store", allowed_prefixes=[str(tmp_path)]), mode="r"
+    )
+    with h5py.File(src) as f:
+        for leaf in ("small", "big"):
+            np.testing.assert_array_equal(root[f"{name}/{leaf}"][...], f[f"{name}/{leaf}"][()])

@@ -19,7 +19,7 @@ from typing import Any
 import obstore.exceptions
 
 from zarr_manifest._extras import extras_explained
-from zarr_manifest.array import ManifestArray
+from zarr_manifest.array import InlineArray, ManifestArray
 from zarr_manifest.builders._source import Source, open_source
 from zarr_manifest.builders.detect import FORMATS, detect_format, open_input, sniff
 from zarr_manifest.errors import UnsupportedError
@@ -209,11 +209,11 @@ def open_virtual(
     # the recorded state is the older one, and readers find it stale rather than trust it.
     known = {source.url: _fingerprint(source)} if fingerprints else {}
 
-    def run(load: Collection[str]) -> ManifestGroup:
+    def run(load: Collection[str], drop: Collection[str] = drop) -> ManifestGroup:
         with extras_explained(f"{builder.__module__.rsplit('.', 1)[-1]} files"):
-            return parse(load)
+            return parse(load, drop)
 
-    def parse(load: Collection[str]) -> ManifestGroup:
+    def parse(load: Collection[str], drop: Collection[str]) -> ManifestGroup:
         if obstore_kwargs:
             # builders take obstore options alongside a URL (a `Source` does not hand them on)
             return builder(
@@ -230,10 +230,65 @@ def open_virtual(
     if load is None and (names := default_load(built)):
         # parsed again rather than read here: a builder loads a variable its own way
         # (netCDF-4 padding, string types), and builders do not read through the store
-        built = run(names)
+        built = _load_defaults(built, names, run, drop)
     if not fingerprints:
         return built
     return _with_fingerprints(built, known, obstore_kwargs)
+
+
+def _load_defaults(
+    built: ManifestGroup,
+    names: tuple[str, ...],
+    run: Callable[..., ManifestGroup],
+    drop: Collection[str],
+) -> ManifestGroup:
+    """``built`` with the arrays at ``names`` loaded the builder's way.
+
+    The second parse leaves out every other array (``drop``), so it builds only what it
+    loads, and its arrays replace ``built``'s.  Should that parse fail, or an array come out
+    different from its referenced twin in anything but its storage (shape, dimension names,
+    attributes: another array's absence would show there), the file is parsed again whole.
+    """
+    wanted = set(names)
+    others = [
+        path
+        for path, node in built.walk()
+        if not isinstance(node, ManifestGroup) and path not in wanted
+    ]
+    try:
+        partial = run(names, drop=(*drop, *others))
+        loaded = {path: partial[path] for path in names}
+    except Exception:
+        return run(names)
+    arrays: dict[str, ManifestArray | InlineArray] = {}
+    for path, node in loaded.items():
+        old = built[path]
+        if not (
+            isinstance(node, InlineArray)
+            and isinstance(old, ManifestArray)
+            and node.metadata.shape == old.metadata.shape
+            and node.metadata.dimension_names == old.metadata.dimension_names
+            and node.metadata.attributes == old.metadata.attributes
+        ):
+            return run(names)
+        arrays[path] = node
+    return _with_arrays(built, arrays)
+
+
+def _with_arrays(
+    group: ManifestGroup, arrays: Mapping[str, ManifestArray | InlineArray]
+) -> ManifestGroup:
+    """A copy of ``group`` with the arrays at the given paths replaced."""
+    here = {path: node for path, node in arrays.items() if "/" not in path}
+    below: dict[str, dict[str, ManifestArray | InlineArray]] = {}
+    for path, node in arrays.items():
+        if "/" in path:
+            child, rest = path.split("/", 1)
+            below.setdefault(child, {})[rest] = node
+    groups = group.groups
+    for child, nodes in below.items():
+        groups[child] = _with_arrays(groups[child], nodes)
+    return group.replace(arrays={**group.arrays, **here}, groups=groups)
 
 
 def default_load(group: ManifestGroup) -> tuple[str, ...]:

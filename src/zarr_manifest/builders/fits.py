@@ -428,6 +428,7 @@ def fits_refs(
     }
     loaded: dict[str, InlineArray | ManifestArray | ManifestGroup] = {}
     taken: set[str] = set()
+    plain = _plain_refs(source, raw, [i for i in wanted if by_index[i][2] in ("image", "table")])
     for index in wanted:
         hdu_name, header, kind, why = by_index[index]
         name = hdu_name or str(index)
@@ -458,7 +459,7 @@ def fits_refs(
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                out = process_file(raw, extension=[index])
+                out = plain.get(index) or process_file(raw, extension=[index])
         except Exception as e:  # kerchunk raises assorted errors on HDUs it cannot scan
             warnings.warn(
                 f"{source.url}: HDU {index} cannot be referenced ({e}); loading it", stacklevel=3
@@ -484,6 +485,103 @@ def fits_refs(
             if head == kname and rest and not rest.startswith(".z"):
                 refs[f"{name}/{rest}"] = v
     return refs, loaded, primary
+
+
+def _plain_refs(source: Source, raw: str, indices: list[int]) -> dict[int, dict[str, Any]]:
+    """kerchunk's references (``process_file(raw, extension=[i])``) of images and binary
+    tables without variable-length columns, the file opened once for all of them.
+
+    The same output as kerchunk's, which sets each header card as its own Zarr attribute
+    update (one event-loop round trip per card: most of the time of a FITS file).  An HDU
+    that does not come out (an error) is left to kerchunk.
+    """
+    import zarr
+    from astropy.io import fits
+    from kerchunk.fits import BITPIX2DTYPE
+
+    out: dict[int, dict[str, Any]] = {}
+    if not indices:
+        return out
+    handle: Any = source.local_path if source.local_path is not None else source.open()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with fits.open(handle, do_not_scale_image_data=True) as hdul:
+            for index in indices:
+                try:
+                    out[index] = _plain_hdu_refs(hdul[index], index, raw, zarr, BITPIX2DTYPE)
+                except Exception:
+                    continue
+    return out
+
+
+def _plain_hdu_refs(
+    hdu: Any, index: int, raw: str, zarr: Any, bitpix_dtypes: dict[int, str]
+) -> dict[str, Any]:
+    import numcodecs
+    from astropy.io import fits
+
+    hdu.header.__str__()  # fixes invalid cards, as kerchunk does
+    attrs = dict(hdu.header)
+    kwargs: dict[str, Any] = {"compressor": None, "filters": None}
+    if hdu.is_image:
+        nax = hdu.header["NAXIS"]
+        shape = tuple(int(hdu.header[f"NAXIS{i}"]) for i in range(nax, 0, -1))
+        dtype: Any = bitpix_dtypes[hdu.header["BITPIX"]]
+        length = math.prod(shape) * np.dtype(dtype).itemsize
+        if "BSCALE" in hdu.header or "BZERO" in hdu.header:
+            kwargs["filters"] = [
+                numcodecs.FixedScaleOffset(
+                    offset=float(hdu.header.get("BZERO", 0)),
+                    scale=float(hdu.header.get("BSCALE", 1)),
+                    astype=dtype,
+                    dtype=float,
+                )
+            ]
+    elif isinstance(hdu, fits.BinTableHDU) and not any(
+        c.format.startswith(("P", "Q")) for c in hdu.columns
+    ):
+        dtype = hdu.columns.dtype.newbyteorder(">")
+        shape = (int(hdu.header["NAXIS2"]),)
+        length = dtype.itemsize * shape[0]
+    else:
+        raise TypeError(f"HDU {index} is neither an image nor a plain binary table")
+    name = hdu.name or str(index)
+    if hdu.is_image:
+        if 0 in shape:
+            raise ValueError(f"HDU {index} has an empty axis")  # zarr refuses it: kerchunk too
+        # what zarr writes for this array (tests compare with kerchunk's), without its
+        # event-loop round trips
+        zdtype = np.dtype(dtype)
+        filters = kwargs["filters"]
+        zarray = json.dumps(
+            {
+                "shape": list(shape),
+                "chunks": list(shape),
+                "dtype": zdtype.str,
+                "fill_value": 0.0 if zdtype.kind == "f" else 0,
+                "order": "C",
+                "filters": [f.get_config() for f in filters] if filters else None,
+                "dimension_separator": ".",
+                "compressor": None,
+                "zarr_format": 2,
+            }
+        )
+    else:
+        store: dict[str, Any] = {}
+        group = zarr.open_group(store=zarr.storage.MemoryStore(store), zarr_format=2)
+        group.create_array(name=name, dtype=dtype, shape=shape, chunks=shape, **kwargs)
+        zarray = store[f"{name}/.zarray"].to_bytes().decode()
+    zattrs: dict[str, Any] = {
+        k: str(v) if not isinstance(v, int | float | str) else v
+        for k, v in attrs.items()
+        if k != "COMMENT"
+    }
+    zattrs["_ARRAY_DIMENSIONS"] = ["z", "y", "x"][-len(shape) :]
+    return {
+        f"{name}/.zarray": zarray,
+        f"{name}/.zattrs": json.dumps(zattrs),
+        f"{name}/{'.'.join(['0'] * len(shape))}": [raw, hdu.fileinfo()["datLoc"], length],
+    }
 
 
 def _primary_header(source: Source) -> dict[str, Any]:

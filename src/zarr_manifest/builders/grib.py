@@ -402,7 +402,7 @@ def _data_array(leaf: _Leaf, spans: Mapping[int, int], url: str) -> ManifestArra
     grid = header + (1,) * geo
     offsets = np.zeros(grid, dtype=np.uint64)
     lengths = np.zeros(grid, dtype=np.uint64)
-    paths = np.full(grid, "", dtype=object)
+    present = np.zeros(grid, dtype=bool)
     for position, ids in on_disk.field_id_index.items():
         first = ids[0]  # cfgrib reads the first of messages with the same header
         if not isinstance(first, int) or first not in spans:
@@ -410,7 +410,13 @@ def _data_array(leaf: _Leaf, spans: Mapping[int, int], url: str) -> ManifestArra
         where = tuple(position) + (0,) * geo
         offsets[where] = first
         lengths[where] = spans[first]
-        paths[where] = url
+        present[where] = True
+    # the grid is the product of the header dimensions and mostly empty in some files (1.4M
+    # cells for 58 messages): a string array, not one Python object per cell
+    paths: np.ndarray | str = url
+    if not present.all():
+        paths = np.full(grid, "", dtype=np.dtypes.StringDType())
+        paths[present] = url
     doc = {
         "shape": list(shape),
         "data_type": "float32",

@@ -17,6 +17,7 @@ Specification (NUG appendix "File Format Specifications").
 
 from __future__ import annotations
 
+import functools
 import math
 import struct
 import warnings
@@ -25,7 +26,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from zarr.core.chunk_key_encodings import DefaultChunkKeyEncoding
 from zarr.core.dtype import get_data_type_from_native_dtype
+from zarr.core.metadata.v3 import ArrayV3Metadata, RegularChunkGridMetadata, parse_codecs
 
 from zarr_manifest.array import InlineArray, ManifestArray
 from zarr_manifest.builders._source import Source, open_source
@@ -510,8 +513,12 @@ def _array_metadata(
     shape: tuple[int, ...],
     chunks: tuple[int, ...],
     url: str,
-) -> tuple[dict[str, Any], Any]:
-    """The zarr.json dict of a variable (without manifest), and its fill value."""
+) -> ArrayV3Metadata:
+    """The Zarr metadata of a variable (without manifest).
+
+    Built from parsed parts (data type and codecs shared between variables) rather than
+    from a zarr.json dict: parsing the dict is most of the cost of a small file.
+    """
     external = np.dtype(_NC_TYPES[var.nc_type][0])
     attributes = dict(var.attributes)
     fill = attributes.get("_FillValue", _NC_TYPES[var.nc_type][1])
@@ -525,31 +532,46 @@ def _array_metadata(
     if "_FillValue" in attributes:
         attributes["_FillValue"] = xarray_fill_value_attribute(fill, external)
     native = external.newbyteorder("=")
+    zdtype = _zarr_dtype(native)
+    try:
+        # through the JSON form, as from a zarr.json: the fill value zarr would read back
+        fill_json = zdtype.to_json_scalar(zdtype.cast_scalar(fill), zarr_format=3)
+        fill_value = zdtype.from_json_scalar(fill_json, zarr_format=3)
+    except (TypeError, ValueError, OverflowError) as e:
+        raise BuildError(
+            f"{url}: variable {var.name!r}: _FillValue {fill!r} does not fit {native}"
+        ) from e
+    return ArrayV3Metadata(
+        shape=shape,
+        data_type=zdtype,
+        chunk_grid=RegularChunkGridMetadata(chunk_shape=chunks),
+        chunk_key_encoding=_CHUNK_KEY_ENCODING,
+        fill_value=fill_value,
+        codecs=_codecs(external.itemsize > 1),
+        attributes=attributes,
+        dimension_names=[header.dimensions[d].name for d in var.dimids],
+    )
+
+
+_CHUNK_KEY_ENCODING = DefaultChunkKeyEncoding(separator="/")
+
+
+@functools.cache
+def _zarr_dtype(native: np.dtype[Any]) -> Any:
+    """zarr's data type for a native dtype (zarr's lookup tries every registered type)."""
     with warnings.catch_warnings():
         # char data as null-terminated bytes: zarr warns that the type has no v3 spec yet
         warnings.simplefilter("ignore")
-        zdtype = get_data_type_from_native_dtype(native)
-        try:
-            fill_json = zdtype.to_json_scalar(zdtype.cast_scalar(fill), zarr_format=3)
-        except (TypeError, ValueError, OverflowError) as e:
-            raise BuildError(
-                f"{url}: variable {var.name!r}: _FillValue {fill!r} does not fit {native}"
-            ) from e
-        data_type = zdtype.to_json(zarr_format=3)
+        return get_data_type_from_native_dtype(native)
+
+
+@functools.cache
+def _codecs(big_endian: bool) -> tuple[Any, ...]:
+    """The one codec of a netCDF3 variable: ``bytes``, big-endian for multi-byte types."""
     bytes_codec: dict[str, Any] = {"name": "bytes"}
-    if external.itemsize > 1:
+    if big_endian:
         bytes_codec["configuration"] = {"endian": "big"}
-    doc = {
-        "shape": list(shape),
-        "data_type": data_type,
-        "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": list(chunks)}},
-        "chunk_key_encoding": {"name": "default", "configuration": {"separator": "/"}},
-        "fill_value": fill_json,
-        "codecs": [bytes_codec],
-        "attributes": attributes,
-        "dimension_names": [header.dimensions[d].name for d in var.dimids],
-    }
-    return doc, fill
+    return tuple(parse_codecs([bytes_codec]))
 
 
 def _chunks_for_metadata(shape: tuple[int, ...], chunks: tuple[int, ...]) -> tuple[int, ...]:
@@ -641,15 +663,18 @@ def build_netcdf3(
             continue
         layout = layouts[var.name]
         if var.name in load:
-            doc, _fill = _array_metadata(var, header, layout.shape, layout.shape, source.url)
-            doc["chunk_grid"]["configuration"]["chunk_shape"] = list(
-                _chunks_for_metadata(layout.shape, layout.shape)
+            metadata = _array_metadata(
+                var,
+                header,
+                layout.shape,
+                _chunks_for_metadata(layout.shape, layout.shape),
+                source.url,
             )
-            arrays[var.name] = InlineArray(doc, _load(source, layout))
+            arrays[var.name] = InlineArray(metadata, _load(source, layout))
             continue
         chunks, manifest = _manifest(layout, target_chunk_bytes, file_size, source.url)
-        doc, _fill = _array_metadata(
+        metadata = _array_metadata(
             var, header, layout.shape, _chunks_for_metadata(layout.shape, chunks), source.url
         )
-        arrays[var.name] = ManifestArray(doc, manifest)
+        arrays[var.name] = ManifestArray(metadata, manifest)
     return ManifestGroup(arrays=arrays, attributes=header.attributes)

@@ -42,6 +42,7 @@ __all__ = [
     "SCHEMES",
     "canonical_url",
     "decode_path_segments",
+    "encode_path_segments",
     "is_absolute_url",
     "is_url_under",
     "local_path_to_url",
@@ -337,6 +338,15 @@ def local_path_to_url(path: str | os.PathLike[str]) -> str:
     if trailing and not encoded.endswith("/"):
         encoded += "/"
     return canonical_url("file://" + encoded)
+
+
+def encode_path_segments(path: str) -> str:
+    """Percent-encode a store key path for use in a URL (``"#refs#/b"`` -> ``"%23refs%23/b"``).
+
+    Zarr node names may hold characters a URL path cannot (``#``, ``?``, ``%``, spaces);
+    ``/`` still separates the segments.
+    """
+    return "/".join(quote(s, safe=_SEGMENT_SAFE) for s in path.split("/"))
 
 
 def decode_path_segments(path: str) -> str:

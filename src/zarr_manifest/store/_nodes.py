@@ -23,6 +23,7 @@ from zarr_manifest.format.entry_forms import (
     has_optional_forms,
     load_json_object,
 )
+from zarr_manifest.format.paths import encode_path_segments
 from zarr_manifest.format.publish import USUAL_PLACE, document_key, document_to_read
 from zarr_manifest.format.split import (
     INDEX_FILE,
@@ -93,7 +94,8 @@ def load_node(
         return None
     where = root_url + key
     doc = parse_node_document(bytes(raw), location=where, compat=compat)
-    base = root_url + (f"{path}/" if path else "")
+    # node names may hold '#', '?' or '%': the node's URL encodes them
+    base = root_url + (f"{encode_path_segments(path)}/" if path else "")
     if doc["node_type"] == "group":
         served = bytes(raw)
         if doc.get("consolidated_metadata") is not None:
