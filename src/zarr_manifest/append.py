@@ -8,6 +8,7 @@ follow the store's coordinate, and published like any replacement of the store
 
 from __future__ import annotations
 
+import inspect
 import os
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -22,9 +23,15 @@ from zarr_manifest.format.hierarchy import write_group
 from zarr_manifest.format.location import open_location
 from zarr_manifest.format.publish import read_snapshot
 from zarr_manifest.format.split import DEFAULT_SPLIT_ABOVE
+from zarr_manifest.format.storage_options import StorageOptions, merge_storage_options
 from zarr_manifest.group import ManifestGroup
 
 __all__ = ["append"]
+
+#: `build`'s own keywords; any other keyword `append` takes is an obstore option
+_BUILD_KEYWORDS = frozenset(
+    inspect.signature(build).parameters.keys() - {"urls_or_glob", "storage_options"}
+)
 
 
 def append(
@@ -34,6 +41,7 @@ def append(
     dim: str,
     load: Sequence[str] | None = None,
     split_above: int | None = DEFAULT_SPLIT_ABOVE,
+    storage_options: StorageOptions | None = None,
     **build_options: Any,
 ) -> ManifestGroup:
     """Append files or groups to the manifest store ``store`` along the dimension ``dim``.
@@ -53,9 +61,13 @@ def append(
         arrays (so that, for example, ``time`` is loaded as it was when the store was built).
     split_above
         As for `ManifestGroup.to_store`.
+    storage_options
+        Credentials and client settings, in obstore's vocabulary with URL-prefix overrides
+        (see `open_virtual`), for the store (when a URL) and the new files alike.
+        Default: obstore's (credentials from the environment).
     **build_options
         Passed to `zarr_manifest.build` for the new files (``format``, ``group``, ``drop``,
-        ``executor``, ``progress``, obstore options).
+        ``executor``, ``progress``; obstore options too, merged into ``storage_options``).
 
     Returns
     -------
@@ -74,16 +86,31 @@ def append(
     FileNotFoundError
         There is no manifest store at ``store``.
     """
-    location = open_location(store)
+    options = merge_storage_options(
+        storage_options,
+        {k: v for k, v in build_options.items() if k not in _BUILD_KEYWORDS},
+    )
+    build_options = {k: v for k, v in build_options.items() if k in _BUILD_KEYWORDS}
+    build_options["storage_options"] = options
+    location = open_location(store, storage_options=options)
     base = read_snapshot(location)
-    existing = ManifestGroup.from_store(store)
+    existing = ManifestGroup.from_store(store, storage_options=options)
     if load is None:
         load = [path for path, node in existing.walk() if isinstance(node, InlineArray)]
     additions = _new_group(new, dim, load, build_options)
     label = f"store {location.url}"
     _check_follows(existing, additions, dim, label)
-    combined = concat([existing, additions], dim, labels=[label, _describe(new)])
-    write_group(combined, store, overwrite=True, split_above=split_above, if_snapshot=base)
+    combined = concat(
+        [existing, additions], dim, labels=[label, _describe(new)], store_options=options
+    )
+    write_group(
+        combined,
+        store,
+        overwrite=True,
+        split_above=split_above,
+        if_snapshot=base,
+        storage_options=options,
+    )
     return combined
 
 
@@ -100,7 +127,7 @@ def _new_group(
     if groups:
         return groups[0] if len(groups) == 1 else concat(groups, dim)
     paths = [os.fspath(i) for i in items if isinstance(i, str | os.PathLike)]
-    urls = expand_inputs(paths[0] if len(paths) == 1 else paths)
+    urls = expand_inputs(paths[0] if len(paths) == 1 else paths, build_options["storage_options"])
     return build(urls, concat_dim=dim, load=load, **build_options)
 
 

@@ -11,6 +11,7 @@ from typing import Any, Literal
 from zarr_manifest.builders import default_load
 from zarr_manifest.combine import COMPARE_LIMIT, Compat, combine_by_coords, concat
 from zarr_manifest.errors import BuildError
+from zarr_manifest.format.storage_options import StorageOptions, merge_storage_options
 from zarr_manifest.group import ManifestGroup
 
 __all__ = ["build", "expand_inputs"]
@@ -18,9 +19,11 @@ __all__ = ["build", "expand_inputs"]
 
 def expand_inputs(
     urls_or_glob: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
+    storage_options: StorageOptions | None = None,
 ) -> list[str]:
     """The input list: a glob pattern (local, or a URL whose last parts hold wildcards) is
-    expanded and sorted; a list is taken as given.
+    expanded and sorted; a list is taken as given.  A URL pattern is listed with the
+    ``storage_options`` that apply to its directory.
 
     Raises
     ------
@@ -31,7 +34,11 @@ def expand_inputs(
         text = os.fspath(urls_or_glob)
         if not any(c in text for c in "*?["):
             return [text]
-        matches = _glob_url(text) if "://" in text else sorted(glob.glob(os.path.expanduser(text)))
+        matches = (
+            _glob_url(text, storage_options)
+            if "://" in text
+            else sorted(glob.glob(os.path.expanduser(text)))
+        )
         if not matches:
             raise BuildError(f"no input matches {text!r}")
         return matches
@@ -51,6 +58,7 @@ def build(
     load: Collection[str] | None = None,
     compat: Compat = "equals",
     compare_limit: int | None = COMPARE_LIMIT,
+    storage_options: StorageOptions | None = None,
     **obstore_kwargs: Any,
 ) -> ManifestGroup:
     """Parse every file into a virtual dataset and combine them into one.
@@ -81,9 +89,14 @@ def build(
         How variables without ``concat_dim`` are checked between files (see `concat`):
         default, the same decoded values, read when their references differ and they are at
         most ``compare_limit`` bytes.
+    storage_options
+        Credentials and client settings for remote inputs, in obstore's vocabulary, with
+        URL-prefix overrides (see `open_virtual`): used to list a glob pattern, to parse
+        every file and to read the values compared.  Default: obstore's (credentials from
+        the environment).
     format, group, drop, **obstore_kwargs
-        Passed to `open_virtual` for every file (``obstore_kwargs`` also to the store that
-        reads values to compare).
+        Passed to `open_virtual` for every file (``obstore_kwargs``: options too, the form
+        taken before ``storage_options``; merged into it).
 
     Raises
     ------
@@ -93,7 +106,8 @@ def build(
     CombineError
         The parsed datasets cannot be combined as asked.
     """
-    urls = expand_inputs(urls_or_glob)
+    obstore_kwargs = merge_storage_options(storage_options, obstore_kwargs)
+    urls = expand_inputs(urls_or_glob, obstore_kwargs)
     if not urls:
         raise BuildError("build needs at least one input")
     if combine not in ("nested", "by_coords"):
@@ -226,7 +240,7 @@ def _reporter(
     return rich_step
 
 
-def _glob_url(pattern: str) -> list[str]:
+def _glob_url(pattern: str, storage_options: StorageOptions | None) -> list[str]:
     import fnmatch
 
     import obstore
@@ -235,7 +249,7 @@ def _glob_url(pattern: str) -> list[str]:
 
     first = min(i for i, c in enumerate(pattern) if c in "*?[")
     base = pattern[: pattern.rfind("/", 0, first) + 1]
-    location = open_location(base)
+    location = open_location(base, storage_options=storage_options)
     names = [m["path"] for m in obstore.list(location.store).collect()]
     rest = pattern[len(base) :]
     return sorted(base + n for n in names if fnmatch.fnmatchcase(n, rest))

@@ -95,6 +95,7 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--overwrite", action="store_true", help="replace an existing output")
     _add_split_above(b)
     b.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_storage_options(b)
 
     a = command("append", "parse new files and append them to a manifest store along a dimension")
     a.add_argument("store", help="the manifest store (path or URL)")
@@ -105,9 +106,11 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("--drop", action="append", default=[], help="leave this variable out")
     _add_split_above(a)
     a.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_storage_options(a)
 
     i = command("info", "describe a manifest store (or kerchunk references)")
     i.add_argument("src")
+    _add_storage_options(i)
 
     v = command("validate", "check a manifest store against the spec")
     v.add_argument("src")
@@ -118,6 +121,7 @@ def _parser() -> argparse.ArgumentParser:
         "files with a recorded fingerprint have not changed since the manifest was made",
     )
     v.add_argument("--allow", action="append", default=[], help="allowed source prefix")
+    _add_storage_options(v)
 
     c = command("convert", "convert between manifest store, kerchunk JSON/parquet, icechunk")
     c.add_argument("src")
@@ -131,7 +135,62 @@ def _parser() -> argparse.ArgumentParser:
         help="prefix a references file may point under besides its own directory",
     )
     _add_split_above(c)
+    _add_storage_options(c)
     return parser
+
+
+def _add_storage_options(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--storage-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        dest="storage_option",
+        help="an obstore option for every URL (endpoint=http://..., region=..., "
+        "client_options.allow_http=true; a JSON object for a URL prefix: "
+        '\'s3://other/={"region": "eu-west-1"}\'); repeatable',
+    )
+    command.add_argument(
+        "--anon",
+        action="store_true",
+        help="unsigned (anonymous) requests to S3, GCS and Azure (skip_signature=true)",
+    )
+
+
+def storage_options_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``storage_options`` dict of ``--storage-option KEY=VALUE`` and ``--anon``.
+
+    A dotted key sets a nested option (``client_options.timeout=30s``); a value starting
+    with ``{`` or ``[`` is JSON, anything else a string (obstore parses ``"true"``, numbers
+    and durations itself), so a secret of digits stays a string.
+
+    Raises
+    ------
+    ValueError
+        An option without ``=``, or a value that is not valid JSON where JSON is expected.
+    """
+    import json
+
+    from zarr_manifest.format.storage_options import anonymous
+
+    options: dict[str, Any] = dict(anonymous()) if args.anon else {}
+    for item in args.storage_option:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--storage-option {item!r}: expected KEY=VALUE")
+        parsed: Any = value
+        if value.lstrip().startswith(("{", "[")):
+            try:
+                parsed = json.loads(value)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"--storage-option {key}: the value is not JSON ({e})") from e
+        target = options
+        if "://" not in key:
+            *parents, key = key.split(".")
+            for parent in parents:
+                target = target.setdefault(parent, {})
+        target[key] = parsed
+    return options
 
 
 def _add_split_above(command: argparse.ArgumentParser) -> None:
@@ -151,6 +210,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as e:
         return int(e.code or 0) if e.code in (0, None) else EXIT_USAGE
+    try:
+        args.storage_options = storage_options_from_args(args)
+    except ValueError as e:
+        print(f"zarr-manifest {args.command}: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    import obstore.exceptions
     import zarr
 
     try:
@@ -161,10 +226,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ZarrManifestError as e:
         print(f"zarr-manifest {args.command}: {type(e).__name__}: {e}", file=sys.stderr)
         return EXIT_INPUT
-    except OSError as e:
-        # missing inputs, an existing output, an unwritable destination: never a traceback
-        # with exit code 1, which means "validate found problems"
-        print(f"zarr-manifest {args.command}: {e}", file=sys.stderr)
+    except (OSError, obstore.exceptions.BaseError) as e:
+        # missing inputs, an existing output, an unwritable destination, storage refusing
+        # the request (credentials): never a traceback with exit code 1, which means
+        # "validate found problems"
+        print(f"zarr-manifest {args.command}: {type(e).__name__}: {e}", file=sys.stderr)
         return EXIT_INPUT
 
 
@@ -172,7 +238,8 @@ def _build(args: argparse.Namespace) -> int:
     from zarr_manifest.build import build, expand_inputs
 
     files: Any = args.files[0] if len(args.files) == 1 else args.files
-    if args.concat_dim is None and not args.by_coords and len(expand_inputs(files)) > 1:
+    options = args.storage_options
+    if args.concat_dim is None and not args.by_coords and len(expand_inputs(files, options)) > 1:
         # a command-line mistake, not bad input: say so with the usage exit code
         print(
             "zarr-manifest build: several inputs need --concat-dim DIM or --by-coords",
@@ -196,11 +263,19 @@ def _build(args: argparse.Namespace) -> int:
             drop=args.drop,
             compat=args.compat,
             compare_limit=_compare_limit(args.compare_limit),
+            storage_options=options,
         )
     finally:
         if executor is not None:
             executor.shutdown()
-    _write(group, args.output, args.to, overwrite=args.overwrite, split_above=args.split_above)
+    _write(
+        group,
+        args.output,
+        args.to,
+        overwrite=args.overwrite,
+        split_above=args.split_above,
+        storage_options=options,
+    )
     print(f"wrote {args.to} {args.output}")
     return EXIT_OK
 
@@ -213,9 +288,22 @@ def _compare_limit(given: int | None) -> int | None:
     return None if given < 0 else given
 
 
-def _write(group: Any, dest: str, kind: str, *, overwrite: bool, split_above: int) -> None:
+def _write(
+    group: Any,
+    dest: str,
+    kind: str,
+    *,
+    overwrite: bool,
+    split_above: int,
+    storage_options: dict[str, Any],
+) -> None:
     if kind == "manifest":
-        group.to_store(dest, overwrite=overwrite, split_above=split_above or None)
+        group.to_store(
+            dest,
+            overwrite=overwrite,
+            split_above=split_above or None,
+            storage_options=storage_options,
+        )
     elif kind in ("kerchunk-json", "kerchunk-parquet"):
         from zarr_manifest.writers.kerchunk import to_kerchunk
 
@@ -264,17 +352,25 @@ def _write_icechunk(group: Any, dest: str) -> None:
     to_icechunk(group, session.store, commit_message="zarr-manifest")
 
 
-def _read(src: str, allow: Sequence[str] = ()) -> Any:
+def _read(src: str, storage_options: dict[str, Any], allow: Sequence[str] = ()) -> Any:
     """A ManifestGroup from a manifest store, or from kerchunk references / a legacy file
     (``allow``: where references may point, besides the references file's directory)."""
     from zarr_manifest.group import ManifestGroup
 
-    is_store = os.path.isdir(src) and os.path.exists(os.path.join(src, "zarr.json"))
-    if is_store or (src.endswith("/") and "://" in src):
-        return ManifestGroup.from_store(src)
+    if "://" in src and not src.startswith("file://"):
+        # a prefix holding a root zarr.json is a store (as for a local directory)
+        from zarr_manifest.format.location import open_location
+
+        is_store = src.endswith("/") or open_location(src, storage_options=storage_options).exists(
+            "zarr.json"
+        )
+    else:
+        is_store = os.path.isdir(src) and os.path.exists(os.path.join(src, "zarr.json"))
+    if is_store:
+        return ManifestGroup.from_store(src, storage_options=storage_options)
     from zarr_manifest.builders import open_virtual
 
-    return open_virtual(src, allowed_prefixes=allow)
+    return open_virtual(src, allowed_prefixes=allow, storage_options=storage_options)
 
 
 def _append(args: argparse.Namespace) -> int:
@@ -290,6 +386,7 @@ def _append(args: argparse.Namespace) -> int:
         format=args.format,
         drop=args.drop,
         progress=not args.no_progress,
+        storage_options=args.storage_options,
     )
     from zarr_manifest.group import ManifestGroup
 
@@ -306,7 +403,7 @@ def _info(args: argparse.Namespace) -> int:
     from zarr_manifest.array import ManifestArray
     from zarr_manifest.group import ManifestGroup
 
-    group = _read(args.src)
+    group = _read(args.src, args.storage_options)
     sources: set[str] = set()
     total_refs = total_bytes = 0
     print(f"{args.src}")
@@ -344,26 +441,51 @@ def _info(args: argparse.Namespace) -> int:
         print(f"  {source}")
     if len(sources) > 20:
         print(f"  ... and {len(sources) - 20} more")
+    _print_outside_sources(args.src, sources)
     return EXIT_OK
+
+
+def _print_outside_sources(src: str, sources: set[str]) -> None:
+    """For a manifest store: one line naming the prefixes its sources outside it lie
+    under, and what a reader must pass to read them."""
+    from zarr_manifest.format.allowed_prefixes import allow_hint, suggested_prefixes
+    from zarr_manifest.format.paths import is_absolute_url, is_url_under, local_path_to_url
+
+    if "://" in src:
+        root = src if src.endswith("/") else src + "/"
+    elif os.path.isdir(src):
+        root = local_path_to_url(os.path.abspath(src)) + "/"
+    else:
+        return  # references or a legacy file, not a store: its own rules apply
+    outside = {u for u in sources if is_absolute_url(u) and not is_url_under(u, root)}
+    if outside:
+        prefixes = suggested_prefixes(outside)
+        print(f"sources outside the store, under {', '.join(prefixes)}: readers refuse them")
+        print(f"  by default; to read them, {allow_hint(prefixes)}")
 
 
 def _validate(args: argparse.Namespace) -> int:
     import numpy as np
 
     from zarr_manifest.array import ManifestArray
+    from zarr_manifest.format.allowed_prefixes import allow_hint, suggested_prefixes
     from zarr_manifest.format.location import open_location
-    from zarr_manifest.format.paths import resolve_reference
+    from zarr_manifest.format.paths import is_url_under, resolve_reference
+    from zarr_manifest.format.storage_options import options_for
     from zarr_manifest.group import ManifestGroup
     from zarr_manifest.store._verify import stale_reason
     from zarr_manifest.store.sources import SourceRegistry
 
-    group = ManifestGroup.from_store(args.src)
-    root = open_location(args.src)
+    options = args.storage_options
+    group = ManifestGroup.from_store(args.src, storage_options=options)
+    root = open_location(args.src, storage_options=options)
     registry = SourceRegistry()
     registry.register(root.url, root.store)
     for prefix in args.allow:
-        registry.register(prefix)
+        registry.register(prefix, storage_options=options_for(prefix, options))
     problems: list[str] = []
+    # sources under neither the store nor an --allow prefix: summed up in one line
+    outside: set[str] = set()
     sizes: dict[str, int | None] = {}
     # whether each fingerprinted file changed: checked, and reported, once per file
     stale: dict[str, str | None] = {}
@@ -375,6 +497,9 @@ def _validate(args: argparse.Namespace) -> int:
         for pid, ref in enumerate(m.path_table):
             try:
                 url = resolve_reference(ref, base)
+                if not any(is_url_under(url, prefix) for prefix in registry.prefixes):
+                    outside.add(url)
+                    continue
                 source = registry.resolve(url, key=path)
             except ZarrManifestError as e:
                 problems.append(f"{path}: {e}")
@@ -401,6 +526,16 @@ def _validate(args: argparse.Namespace) -> int:
                 issues.append(f"{beyond} chunk ranges end beyond the {size} bytes of {url}")
             if issues:
                 problems.append(f"{path}: {'; '.join(issues)}")
+    if outside:
+        summary = (
+            f"{len(outside)} source file(s) lie outside the store and the allowed prefixes "
+            f"(readers refuse them by default); to read them, "
+            f"{allow_hint(suggested_prefixes(outside))}"
+        )
+        if args.check_sources:
+            problems.append(f"{summary}: not checked")
+        else:
+            print(f"note: {summary}")
     for p in problems:
         print(f"PROBLEM {p}")
     print(f"{args.src}: {'valid' if not problems else f'{len(problems)} problem(s)'}")
@@ -443,8 +578,15 @@ def _convert(args: argparse.Namespace) -> int:
             if dest.endswith(".icechunk")
             else "manifest"
         )
-    group = _read(args.src, args.allow)
-    _write(group, args.dest, kind, overwrite=args.overwrite, split_above=args.split_above)
+    group = _read(args.src, args.storage_options, args.allow)
+    _write(
+        group,
+        args.dest,
+        kind,
+        overwrite=args.overwrite,
+        split_above=args.split_above,
+        storage_options=args.storage_options,
+    )
     print(f"wrote {kind} {args.dest}")
     return EXIT_OK
 

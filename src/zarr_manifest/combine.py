@@ -629,7 +629,7 @@ def _read_referenced(
 
     from zarr_manifest.store import ManifestStore
 
-    store = ManifestStore(ManifestGroup(arrays=dict(arrays)), **dict(store_options))
+    store = ManifestStore(ManifestGroup(arrays=dict(arrays)), storage_options=store_options)
 
     async def read(name: str) -> np.ndarray:
         array = await zarr.api.asynchronous.open_array(store=store, path=name, mode="r")

@@ -171,6 +171,7 @@ class ManifestGroup:
         overwrite: bool = False,
         split_above: int | None = 100_000,
         region_shape: Sequence[int] | None = None,
+        storage_options: Mapping[str, Any] | None = None,
     ) -> None:
         """Write this hierarchy as a manifest store.
 
@@ -188,16 +189,33 @@ class ManifestGroup:
         region_shape
             Chunks per region along each dimension for the split arrays; default: chosen per
             array (about 32k grid cells per region).
+        storage_options
+            For a URL ``dest``: credentials and client settings in obstore's vocabulary
+            (see `zarr_manifest.open_virtual`).  Default: obstore's (credentials from the
+            environment).
         """
         from zarr_manifest.format.hierarchy import write_group
 
         write_group(
-            self, dest, overwrite=overwrite, split_above=split_above, region_shape=region_shape
+            self,
+            dest,
+            overwrite=overwrite,
+            split_above=split_above,
+            region_shape=region_shape,
+            storage_options=storage_options,
         )
 
     @classmethod
-    def from_store(cls, src: str | os.PathLike[str] | ObjectStore) -> ManifestGroup:
+    def from_store(
+        cls,
+        src: str | os.PathLike[str] | ObjectStore,
+        *,
+        storage_options: Mapping[str, Any] | None = None,
+    ) -> ManifestGroup:
         """Read a manifest store back into memory (every manifest is parsed).
+
+        ``storage_options``: for a URL ``src``, credentials and client settings in
+        obstore's vocabulary (see `zarr_manifest.open_virtual`).
 
         Raises
         ------
@@ -206,7 +224,7 @@ class ManifestGroup:
         """
         from zarr_manifest.format.hierarchy import read_hierarchy
 
-        return cls._from_stored(read_hierarchy(src))
+        return cls._from_stored(read_hierarchy(src, storage_options=storage_options))
 
     @classmethod
     def _from_stored(cls, stored: StoredGroup) -> ManifestGroup:

@@ -23,6 +23,7 @@ from zarr_manifest.builders.detect import FORMATS, detect_format, open_input, sn
 from zarr_manifest.errors import UnsupportedError
 from zarr_manifest.fingerprint import Fingerprint
 from zarr_manifest.format.paths import is_absolute_url
+from zarr_manifest.format.storage_options import StorageOptions, merge_storage_options
 from zarr_manifest.group import ManifestGroup
 
 __all__ = [
@@ -114,6 +115,7 @@ def open_virtual(
     options: Mapping[str, Any] | None = None,
     fingerprints: bool = True,
     allowed_prefixes: Collection[str] = (),
+    storage_options: StorageOptions | None = None,
     **obstore_kwargs: Any,
 ) -> ManifestGroup:
     """Reference a legacy file in place: its variables as a `ManifestGroup` of chunk manifests.
@@ -151,8 +153,13 @@ def open_virtual(
         (the default allows only that).  A reference anywhere else is refused
         (`SourceNotAllowedError`) before it is read or contacted.  Other formats reference
         only the opened file and take no such list.
+    storage_options
+        For remote URLs: credentials and client settings in obstore's vocabulary (its
+        config keys, ``client_options``, ``retry_config``), with URL-prefix keys
+        (``{"s3://other-bucket/": {...}}``) for files under other prefixes.  Default:
+        obstore's (credentials from the environment).
     **obstore_kwargs
-        Passed to obstore for remote URLs (credentials, ``client_options`` ...).
+        Options too (the form taken before ``storage_options``); merged into it.
 
     Returns
     -------
@@ -170,6 +177,7 @@ def open_virtual(
     FileNotFoundError
         A local path that does not exist.
     """
+    obstore_kwargs = merge_storage_options(storage_options, obstore_kwargs)
     builder = get_builder(format) if format is not None else None
     source = open_input(url, **obstore_kwargs)
     if builder is None:

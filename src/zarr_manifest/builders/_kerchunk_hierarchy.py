@@ -30,6 +30,7 @@ from zarr_manifest.format.paths import (
     is_absolute_url,
     url_to_local_path,
 )
+from zarr_manifest.format.storage_options import obstore_arguments, options_for
 
 _STRINGS = np.dtypes.StringDType()
 _META_NAMES = frozenset({".zarray", ".zgroup", ".zattrs", ".zmetadata", "zarr.json"})
@@ -487,9 +488,7 @@ def parquet_filesystem(url: str, storage_options: Mapping[str, Any]) -> tuple[An
     # obstore's fsspec adapter reads every scheme obstore does, with the same options
     from obstore.fsspec import FsspecStore
 
-    kwargs = dict(storage_options)
-    if protocol == "http":
-        kwargs["client_options"] = {"allow_http": True, **dict(kwargs.get("client_options") or {})}
+    kwargs = obstore_arguments(url, options_for(url, storage_options))
     # (obstore checks the protocol at run time; its stub lists only a few literals)
     return FsspecStore(protocol, **kwargs), url.rstrip("/")  # type: ignore[arg-type]
 

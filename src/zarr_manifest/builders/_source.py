@@ -13,8 +13,9 @@ from typing import Any, BinaryIO
 import obstore
 
 from zarr_manifest.fingerprint import Fingerprint
-from zarr_manifest.format.location import open_location
+from zarr_manifest.format.location import StoreLocation, open_location
 from zarr_manifest.format.paths import canonical_url, is_absolute_url, url_to_local_path
+from zarr_manifest.format.storage_options import options_for
 
 __all__ = ["Source", "open_source"]
 
@@ -40,12 +41,17 @@ class Source:
     def __repr__(self) -> str:
         return f"Source({self.url!r})"
 
+    def _location(self) -> tuple[StoreLocation, str]:
+        """The store of the file's directory, with the options that apply to the file."""
+        parent, name = self.url.rsplit("/", 1)
+        options = options_for(self.url, self._obstore_kwargs)
+        return open_location(parent + "/", storage_options=options), name
+
     def open(self) -> BinaryIO:
         """A seekable binary file object over the source (close it when done)."""
         if self.local_path is not None:
             return open(self.local_path, "rb")
-        parent, name = self.url.rsplit("/", 1)
-        location = open_location(parent + "/", **self._obstore_kwargs)
+        location, name = self._location()
         return _Reader(obstore.open_reader(location.store, name))  # type: ignore[return-value]
 
     def read_range(self, start: int, length: int) -> bytes:
@@ -65,8 +71,7 @@ class Source:
         """The file's size in bytes."""
         if self.local_path is not None:
             return os.path.getsize(self.local_path)
-        parent, name = self.url.rsplit("/", 1)
-        location = open_location(parent + "/", **self._obstore_kwargs)
+        location, name = self._location()
         return int(obstore.head(location.store, name)["size"])
 
     def fingerprint(self) -> Fingerprint:
@@ -74,8 +79,7 @@ class Source:
         last-modified as the storage reports them (one HEAD request)."""
         if self.local_path is not None:
             return Fingerprint.from_stat(os.stat(self.local_path))
-        parent, name = self.url.rsplit("/", 1)
-        location = open_location(parent + "/", **self._obstore_kwargs)
+        location, name = self._location()
         return Fingerprint.from_object_meta(obstore.head(location.store, name))
 
 
@@ -121,7 +125,8 @@ def open_source(path_or_url: str | os.PathLike[str], **obstore_kwargs: Any) -> S
     path_or_url
         A local path (relative ones are made absolute) or a URL that obstore can open.
     **obstore_kwargs
-        Passed to `obstore.store.from_url` for remote URLs (credentials, endpoint...).
+        Storage options for remote URLs (credentials, endpoint...; URL-prefix keys too, see
+        `zarr_manifest.format.storage_options`).
 
     Raises
     ------

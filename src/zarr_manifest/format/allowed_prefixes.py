@@ -32,8 +32,10 @@ __all__ = [
     "Allowed",
     "AllowedPrefix",
     "AllowedPrefixes",
+    "allow_hint",
     "canonical_prefix",
     "is_under_real_path",
+    "suggested_prefixes",
     "url_segments",
 ]
 
@@ -54,6 +56,45 @@ def canonical_prefix(prefix: str) -> str:
     if "://" not in prefix and (prefix.startswith(("/", ".", "~")) or os.path.exists(prefix)):
         return local_path_to_url(os.path.expanduser(prefix))
     return canonical_url(prefix)
+
+
+def suggested_prefixes(urls: Iterable[str]) -> list[str]:
+    """The prefixes that would allow ``urls``, as a user passes them: per scheme and host,
+    the deepest directory holding them all (for local files, unless that is the file
+    system's root: then each file's directory), local ones as paths ending in ``/``.
+
+    Only a suggestion for a message: nothing is allowed by it.
+    """
+    groups: dict[tuple[str, str], list[tuple[str, ...]]] = {}
+    for url in urls:
+        try:
+            scheme, authority, segs = url_segments(canonical_url(url).partition("?")[0])
+        except ManifestFormatError:
+            continue
+        groups.setdefault((scheme, authority), []).append(segs[:-1])
+    out: list[str] = []
+    for (scheme, authority), directories in sorted(groups.items()):
+        common = list(directories[0])
+        for d in directories[1:]:
+            n = 0
+            while n < min(len(common), len(d)) and common[n] == d[n]:
+                n += 1
+            del common[n:]
+        chosen = [tuple(common)] if common or scheme != "file" else sorted(set(directories))
+        for segs in chosen:
+            tail = "".join(f"{s}/" for s in segs)
+            if scheme == "file":
+                out.append(url_to_local_path(f"file:///{tail}"))
+            else:
+                out.append(f"{scheme}://{authority}/{tail}")
+    return out
+
+
+def allow_hint(prefixes: Iterable[str]) -> str:
+    """``pass allowed_prefixes=[...] (command line: --allow ...)`` for ``prefixes``."""
+    prefixes = list(prefixes)
+    flags = " ".join(f"--allow {p}" for p in prefixes)
+    return f"pass allowed_prefixes={prefixes!r} (command line: {flags})"
 
 
 def is_under_real_path(real: str, real_prefix: str) -> bool:
@@ -182,12 +223,14 @@ class AllowedPrefixes[T]:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def refusal(self, url: str, key: str | None, why: str) -> SourceNotAllowedError:
-        """The error refusing ``url`` (read for store key ``key``) because ``why``."""
+    def refusal(self, url: str, key: str | None, why: str, hint: str = "") -> SourceNotAllowedError:
+        """The error refusing ``url`` (read for store key ``key``) because ``why``; ``hint``
+        says what would allow it."""
         where = f" for key {key!r}" if key is not None else ""
         allowed = ", ".join(self.prefixes) or "none"
+        hint = f"; to read it, {hint}" if hint else ""
         return SourceNotAllowedError(
-            f"reference {url!r}{where} is not allowed: {why} (allowed prefixes: {allowed})",
+            f"reference {url!r}{where} is not allowed: {why} (allowed prefixes: {allowed})" + hint,
             key=key,
             path=url,
         )
@@ -231,7 +274,8 @@ class AllowedPrefixes[T]:
             ):
                 best = entry
         if best is None:
-            raise self.refusal(url, key, "it is under no registered prefix")
+            hint = allow_hint(suggested_prefixes([canon]))
+            raise self.refusal(url, key, "it is under no registered prefix", hint)
         rel = segs[best[0].root_len :]
         if not rel:
             raise self.refusal(url, key, "it names the store root, not an object")
@@ -260,7 +304,8 @@ class AllowedPrefixes[T]:
             why = "it is under no registered prefix"
             if real != url_to_local_path(canon):
                 why += f" (its real path, symlinks resolved, is {real!r})"
-            raise self.refusal(url, key, why)
+            hint = allow_hint(suggested_prefixes([local_path_to_url(real)]))
+            raise self.refusal(url, key, why, hint)
         rel = os.path.relpath(real, best[0].real_root)
         if rel == "." or rel.startswith(".." + os.sep) or rel == "..":
             raise self.refusal(url, key, "it names the store root, not an object")

@@ -17,6 +17,11 @@ import obstore
 from obstore.store import HTTPStore, LocalStore, MemoryStore, ObjectStore
 
 from zarr_manifest.errors import SourceNotAllowedError
+from zarr_manifest.format.storage_options import (
+    StorageOptions,
+    merge_storage_options,
+    object_store,
+)
 
 __all__ = ["StoreLocation", "open_location"]
 
@@ -118,7 +123,11 @@ class StoreLocation:
 
 
 def open_location(
-    root: str | os.PathLike[str] | ObjectStore, *, mkdir: bool = False, **obstore_kwargs: Any
+    root: str | os.PathLike[str] | ObjectStore,
+    *,
+    mkdir: bool = False,
+    storage_options: StorageOptions | None = None,
+    **obstore_kwargs: Any,
 ) -> StoreLocation:
     """Open the root of a manifest store.
 
@@ -129,9 +138,12 @@ def open_location(
         ``memory://``) or an obstore store.
     mkdir
         Create a local directory that does not exist yet (for writing).
+    storage_options
+        For URLs: credentials and client settings, in obstore's vocabulary, with URL-prefix
+        overrides (see `zarr_manifest.format.storage_options`); plain ``http://`` gets
+        ``allow_http`` automatically.  Default: obstore's (credentials from the environment).
     **obstore_kwargs
-        Passed to `obstore.store.from_url` for URLs (credentials, ``client_options``...);
-        plain ``http://`` gets ``allow_http`` automatically.
+        Options too (the form taken before ``storage_options``); merged into it.
     """
     if isinstance(root, os.PathLike) or (isinstance(root, str) and "://" not in root):
         path = Path(root).expanduser().absolute()
@@ -145,12 +157,8 @@ def open_location(
             return open_location(Path(_file_url_path(root)), mkdir=mkdir)
         if root.startswith("memory://"):
             return StoreLocation(MemoryStore(), root)
-        kwargs = dict(obstore_kwargs)
-        if root.startswith("http://"):
-            options = dict(kwargs.get("client_options") or {})
-            options.setdefault("allow_http", True)
-            kwargs["client_options"] = options
-        return StoreLocation(obstore.store.from_url(root, **kwargs), root)
+        options = merge_storage_options(storage_options, obstore_kwargs)
+        return StoreLocation(object_store(root, options), root)
     return StoreLocation(root, store_url(root))
 
 

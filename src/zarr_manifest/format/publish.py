@@ -680,6 +680,7 @@ def clean(
     *,
     grace: datetime.timedelta = DEFAULT_GRACE,
     break_lock: bool = False,
+    storage_options: Mapping[str, Any] | None = None,
     **obstore_kwargs: Any,
 ) -> list[str]:
     """Delete the objects of a manifest store's earlier versions: manifests, immutable
@@ -699,8 +700,11 @@ def clean(
     break_lock
         Remove the writer lock a writer that died left behind (only when no writer is
         running: a live writer's lock removed this way lets a second writer in).
+    storage_options
+        For a URL: credentials and client settings in obstore's vocabulary (see
+        `zarr_manifest.open_virtual`).  Default: obstore's (environment credentials).
     **obstore_kwargs
-        Passed to `obstore.store.from_url` for URLs.
+        Options too (the form taken before ``storage_options``); merged into it.
 
     Returns
     -------
@@ -714,7 +718,7 @@ def clean(
     FileNotFoundError
         There is no manifest store at ``store``.
     """
-    location = open_location(store, **obstore_kwargs)
+    location = open_location(store, storage_options=storage_options, **obstore_kwargs)
     if break_lock:
         with suppress(FileNotFoundError):
             obstore.delete(location.store, LOCK_KEY)

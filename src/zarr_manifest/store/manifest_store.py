@@ -31,6 +31,14 @@ from zarr_manifest.array import ManifestArray
 from zarr_manifest.format.location import open_location
 from zarr_manifest.format.paths import local_path_to_url
 from zarr_manifest.format.publish import SNAPSHOT_KEY, parse_snapshot
+from zarr_manifest.format.storage_options import (
+    StorageOptions,
+    has_prefix_options,
+    merge_storage_options,
+    options_for,
+    options_of_store,
+    same_bucket,
+)
 from zarr_manifest.group import ManifestGroup
 from zarr_manifest.store._byte_ranges import check_byte_range, slice_bytes
 from zarr_manifest.store._fork import forks, obstore_works
@@ -131,8 +139,17 @@ class ManifestStore(Store):
         file, references that overlap) cannot make the store hold many GiB.  Chunks are
         usually 1-100 MB; raise it for data whose chunks are larger, and keep it above
         ``virtual_shard_bytes``.
+    storage_options
+        Credentials and client settings for ``root`` (when a URL) and for the sources
+        read, in obstore's vocabulary: its store config keys, ``client_options`` and
+        ``retry_config`` in one dict, with URL-prefix keys (``{"s3://other-bucket/":
+        {...}}``) for sources under other prefixes (the longest wins; see
+        `zarr_manifest.format.storage_options`).  An allowed prefix on the root's bucket
+        or host that no prefix key covers is read with the root's options (for an obstore
+        store given as ``root``: the options it was made with).  Default: obstore's
+        (credentials from the environment).
     **obstore_kwargs
-        Passed to `obstore.store.from_url` when ``root`` is a URL.
+        Options too (the form taken before ``storage_options``); merged into it.
 
     Notes
     -----
@@ -174,6 +191,7 @@ class ManifestStore(Store):
         virtual_shard_bytes: int | None = None,
         manifest_cache_bytes: int = DEFAULT_MANIFEST_CACHE_BYTES,
         max_chunk_bytes: int = DEFAULT_MAX_CHUNK_BYTES,
+        storage_options: StorageOptions | None = None,
         **obstore_kwargs: Any,
     ) -> None:
         if not read_only:
@@ -197,7 +215,8 @@ class ManifestStore(Store):
         else:
             root = _absolute_local_path(root)
         allowed_prefixes = tuple(_absolute_local_prefix(p) for p in allowed_prefixes or ())
-        self._args = {
+        storage_options = merge_storage_options(storage_options, obstore_kwargs)
+        self._args: dict[str, Any] = {
             "root": root,
             "allowed_prefixes": tuple(allowed_prefixes or ()),
             "registry": registry,
@@ -212,7 +231,7 @@ class ManifestStore(Store):
             "virtual_shard_bytes": virtual_shard_bytes,
             "manifest_cache_bytes": manifest_cache_bytes,
             "max_chunk_bytes": max_chunk_bytes,
-            **obstore_kwargs,
+            "storage_options": storage_options,
         }
         self._shard_bytes = virtual_shard_bytes
         self._max_gap = max_gap_bytes
@@ -242,10 +261,14 @@ class ManifestStore(Store):
             # they configured (credentials, retries), not one built here for its directory,
             # which as the longer prefix would otherwise win.
             for prefix in allowed_prefixes or ():
-                self._registry.register(prefix)
+                self._registry.register(
+                    prefix, storage_options=options_for(prefix, storage_options)
+                )
             for url in group_source_urls(root, base):
                 if url not in self._registry:
-                    self._registry.register(url.rsplit("/", 1)[0] + "/")
+                    directory = url.rsplit("/", 1)[0] + "/"
+                    options = options_for(url, storage_options)
+                    self._registry.register(directory, storage_options=options)
             for path, node in root.walk():
                 if isinstance(node, ManifestArray):
                     served = self._objects.read_sync(f"{path}/{ZARR_JSON}", None)
@@ -264,12 +287,23 @@ class ManifestStore(Store):
                         )
                     )
         else:
-            self._location = open_location(root, **obstore_kwargs)
+            self._location = open_location(root, storage_options=storage_options)
             self._url = self._location.url
             self._objects = RootObjects(self._location, None, self._url)
             self._registry.register(self._url, self._location.store)
+            root_options = (
+                options_for(self._url, storage_options)
+                if isinstance(root, str | os.PathLike)
+                else options_of_store(root)
+            )
             for prefix in allowed_prefixes or ():
-                self._registry.register(prefix)
+                if not has_prefix_options(prefix, storage_options) and same_bucket(
+                    prefix, self._url
+                ):
+                    options = root_options  # the root's bucket or host: the root's options
+                else:
+                    options = options_for(prefix, storage_options)
+                self._registry.register(prefix, storage_options=options)
         if not obstore_works():
             # a forked child whose obstore runtime is dead: no obstore async or network call
             self._objects.no_runtime = self._sources.no_runtime = True

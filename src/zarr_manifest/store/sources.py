@@ -33,13 +33,17 @@ from zarr_manifest.format.allowed_prefixes import (
     canonical_prefix,
     is_under_real_path,
 )
-from zarr_manifest.format.paths import decode_path_segments, split_url, url_to_local_path
+from zarr_manifest.format.paths import decode_path_segments, url_to_local_path
+from zarr_manifest.format.storage_options import (
+    StorageOptions,
+    merge_storage_options,
+    obstore_arguments,
+    options_for,
+)
 from zarr_manifest.store._http import HttpClient, HttpObject
 
 __all__ = ["Source", "SourceRegistry"]
 
-# Schemes whose obstore stores take credentials/config (S3Config, GCSConfig, AzureConfig).
-_CLOUD_SCHEMES = frozenset({"s3", "s3a", "gs", "az", "azure", "abfs", "abfss", "adl"})
 _HTTP_SCHEMES = frozenset({"http", "https"})
 
 # resolve() results are cached per URL: a manifest references few files with many chunks,
@@ -175,6 +179,7 @@ class SourceRegistry:
         cls,
         urls: Iterable[str],
         *,
+        storage_options: StorageOptions | None = None,
         config: Mapping[str, Any] | None = None,
         client_options: Mapping[str, Any] | None = None,
         retry_config: Mapping[str, Any] | None = None,
@@ -187,38 +192,42 @@ class SourceRegistry:
         urls
             Prefixes to allow (``"s3://bucket/data/"``, ``"https://host/files"``,
             ``"file:///data"``, or a local directory path).
-        config
-            Store config for cloud prefixes (``S3Config`` / ``GCSConfig`` /
-            ``AzureConfig`` keys: credentials, ``region``, ``endpoint``,
-            ``skip_signature=True`` for anonymous access ...).  Ignored for ``file``,
-            ``memory`` and ``http(s)`` prefixes, whose stores take no such config.
-        client_options
-            obstore ``ClientConfig`` (timeouts, ``allow_http``, proxies ...), for cloud
-            and http(s) prefixes.  ``allow_http`` is set automatically for ``http://``.
-        retry_config
-            obstore ``RetryConfig``, for cloud and http(s) prefixes.
-        credential_provider
-            A credential provider callback, for cloud prefixes.
+        storage_options
+            Credentials and client settings in obstore's vocabulary: store config keys
+            (``S3Config`` / ``GCSConfig`` / ``AzureConfig``: credentials, ``region``,
+            ``endpoint``, ``skip_signature=True`` for anonymous access ...),
+            ``client_options`` and ``retry_config`` in one dict, with URL-prefix keys
+            (``{"s3://other-bucket/": {...}}``) for prefixes that need others (see
+            `zarr_manifest.format.storage_options`).  Each store takes what its kind
+            takes: config keys go to cloud stores only, none to local files.  Default:
+            obstore's (credentials from the environment).
+        config, client_options, retry_config, credential_provider
+            The same options given apart (the form taken before ``storage_options``);
+            merged into it.
         """
+        legacy = {
+            "config": config,
+            "client_options": client_options,
+            "retry_config": retry_config,
+            "credential_provider": credential_provider,
+        }
+        options = merge_storage_options(
+            storage_options, {k: v for k, v in legacy.items() if v is not None}
+        )
         registry = cls()
         for url in urls:
             canon = canonical_prefix(url)
-            scheme = split_url(canon)[0]
-            kwargs: dict[str, Any] = {}
-            if scheme in _CLOUD_SCHEMES or scheme in _HTTP_SCHEMES:
-                if client_options is not None:
-                    kwargs["client_options"] = dict(client_options)
-                if retry_config is not None:
-                    kwargs["retry_config"] = dict(retry_config)
-            if scheme in _CLOUD_SCHEMES:
-                if config is not None:
-                    kwargs["config"] = dict(config)
-                if credential_provider is not None:
-                    kwargs["credential_provider"] = credential_provider
-            registry.register(canon, **kwargs)
+            registry.register(canon, storage_options=options_for(canon, options))
         return registry
 
-    def register(self, prefix: str, store: Any = None, **obstore_kwargs: Any) -> None:
+    def register(
+        self,
+        prefix: str,
+        store: Any = None,
+        *,
+        storage_options: StorageOptions | None = None,
+        **obstore_kwargs: Any,
+    ) -> None:
         """Allow reading under ``prefix``.
 
         Parameters
@@ -231,30 +240,31 @@ class SourceRegistry:
             (``LocalStore("/data")`` for ``"file:///data/"``).  ``None`` builds one with
             ``obstore.store.from_url`` (``LocalStore`` at the real path for ``file://``),
             rooted at the prefix's directory.
+        storage_options
+            When ``store`` is ``None``: the options of the store built, in obstore's
+            vocabulary (store config keys such as ``region`` / ``skip_signature``,
+            ``client_options``, ``retry_config``, ``credential_provider``; URL-prefix keys
+            choose by ``prefix``).  For ``http://``, ``allow_http`` is set.
         **obstore_kwargs
-            Passed to ``from_url`` when ``store`` is ``None`` (``config``,
-            ``client_options``, ``retry_config``, ``credential_provider``, or store
-            config keys such as ``region`` / ``skip_signature``).  For ``http://``,
-            ``client_options={"allow_http": True}`` is merged in.
+            Options too (``config={...}`` or the keys themselves); merged into
+            ``storage_options``.
 
         Notes
         -----
         Registering a prefix again replaces its store.
         """
-        if store is not None and obstore_kwargs:
-            raise TypeError("pass either a store or obstore keyword arguments, not both")
+        options = merge_storage_options(storage_options, obstore_kwargs)
+        if store is not None and options:
+            raise TypeError("pass either a store or storage options, not both")
         # A prefix naming one object is served by a store rooted at its directory, unless
         # a store is given for it.
         rule = AllowedPrefix.parse(prefix, as_directory=store is not None)
         scheme = rule.scheme
-        kwargs = dict(obstore_kwargs)
+        kwargs = obstore_arguments(rule.root_url, options_for(rule.root_url, options))
         http_options: dict[str, Any] | None = None
         if scheme in _HTTP_SCHEMES:
             if store is None:
-                options = dict(kwargs.pop("client_options", None) or {})
-                if scheme == "http":
-                    options.setdefault("allow_http", True)
-                kwargs["client_options"] = options
+                kwargs.setdefault("client_options", {})
                 http_options = {
                     k: kwargs[k] for k in ("client_options", "retry_config") if k in kwargs
                 }
@@ -285,7 +295,7 @@ class SourceRegistry:
     ) -> Any:
         if scheme == "file":
             assert real_root is not None
-            return LocalStore(real_root, **kwargs)
+            return LocalStore(real_root)  # local files take no storage options
         if scheme in _HTTP_SCHEMES:
             # HTTPStore joins paths with "/" itself: a trailing slash would double it.
             base = root_url if root_url.count("/") <= 3 else root_url.rstrip("/")

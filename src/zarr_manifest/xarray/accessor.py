@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
 import xarray as xr
@@ -38,11 +38,17 @@ class ManifestAccessor:
         overwrite: bool = False,
         split_above: int | None = 100_000,
         region_shape: Sequence[int] | None = None,
+        storage_options: Mapping[str, Any] | None = None,
     ) -> None:
-        """Write as a manifest store (see `ManifestGroup.to_store`); read it back with
+        """Write as a manifest store (see `ManifestGroup.to_store`, which takes
+        ``storage_options`` for a URL ``dest`` too); read it back with
         ``xr.open_dataset(dest, engine="manifest")``."""
         self.to_group().to_store(
-            dest, overwrite=overwrite, split_above=split_above, region_shape=region_shape
+            dest,
+            overwrite=overwrite,
+            split_above=split_above,
+            region_shape=region_shape,
+            storage_options=storage_options,
         )
 
     def to_kerchunk(

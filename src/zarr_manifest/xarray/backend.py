@@ -98,8 +98,8 @@ def open_manifest_store(
         allowed_prefixes=allowed_prefixes,
         registry=registry,
         virtual_shard_bytes=virtual_shard_bytes,
+        storage_options=storage_options,
         **dict(store_options or {}),
-        **dict(storage_options or {}),
     )
 
 
@@ -111,7 +111,8 @@ class ManifestBackendEntrypoint(BackendEntrypoint):
 
     - ``allowed_prefixes``: where else bytes may be read from (default: only under the store);
     - ``registry``: a `SourceRegistry` with configured obstore stores, instead;
-    - ``storage_options``: obstore options (credentials, ``region``...) for the store itself;
+    - ``storage_options``: credentials and client settings in obstore's vocabulary, for
+      the store and the sources it reads (URL-prefix keys for others; see `ManifestStore`);
     - ``virtual_shard_bytes``: show arrays of many small chunks as shards of about this size
       (see `ManifestStore`; default 4 MiB, None: as stored); dask then defaults to chunks
       of whole shards;

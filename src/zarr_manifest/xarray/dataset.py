@@ -32,7 +32,7 @@ from zarr_manifest.cf_attributes import (
 )
 from zarr_manifest.errors import CombineError, MetadataError
 from zarr_manifest.group import ManifestGroup
-from zarr_manifest.store import ManifestStore, SourceRegistry
+from zarr_manifest.store import ManifestStore
 from zarr_manifest.xarray.backend import ManifestBackendEntrypoint
 
 __all__ = [
@@ -73,7 +73,9 @@ def open_virtual_dataset(
     decode_times
         Decode the loaded variables' times (as `xarray.open_dataset`); None: xarray's default.
     storage_options
-        obstore options for remote URLs (credentials, ``region`` ...).
+        Credentials and client settings for remote URLs, in obstore's vocabulary with
+        URL-prefix overrides (see `zarr_manifest.open_virtual`).  Default: obstore's
+        (credentials from the environment).
     format, options, fingerprints
         As for `zarr_manifest.open_virtual` (the format, builder options, whether to record
         the files' fingerprints).
@@ -100,7 +102,7 @@ def open_virtual_dataset(
         load=(),
         options=options,
         fingerprints=fingerprints,
-        **dict(storage_options or {}),
+        storage_options=storage_options,
     )
     ds = group_to_dataset(
         built,
@@ -125,7 +127,7 @@ def group_to_dataset(
     See `open_virtual_dataset` for ``loadable_variables``, ``decode_times`` and
     ``storage_options`` (used to read the variables that are loaded).
     """
-    store = ManifestStore(group, registry=source_registry(group, storage_options))
+    store = ManifestStore(group, storage_options=storage_options)
     # the same dataset twice: CF-decoded (what loaded variables become, and which variables
     # are coordinates) and undecoded (the stored attributes of referenced variables)
     decoded = xr.open_dataset(
@@ -178,33 +180,6 @@ def group_to_dataset(
     return ds
 
 
-def source_registry(
-    group: ManifestGroup, storage_options: Mapping[str, Any] | None
-) -> SourceRegistry | None:
-    """The directories of the files a group references, with obstore options to read them
-    (None without options: an in-memory group's sources are then allowed as they are)."""
-    if not storage_options:
-        return None
-    options = dict(storage_options)
-    client_options = options.pop("client_options", None)
-    retry_config = options.pop("retry_config", None)
-    credential_provider = options.pop("credential_provider", None)
-    directories = {
-        path.rsplit("/", 1)[0] + "/"
-        for _, node in group.walk()
-        if isinstance(node, ManifestArray)
-        for path in node.manifest.path_table
-        if "/" in path
-    }
-    return SourceRegistry.from_urls(
-        sorted(directories),
-        config=options or None,
-        client_options=client_options,
-        retry_config=retry_config,
-        credential_provider=credential_provider,
-    )
-
-
 def open_virtual_mfdataset(
     paths: str | os.PathLike[str] | Sequence[Any],
     *,
@@ -218,6 +193,7 @@ def open_virtual_mfdataset(
     join: Any = "outer",
     attrs_file: str | os.PathLike[str] | None = None,
     combine_attrs: Any = "override",
+    storage_options: Mapping[str, Any] | None = None,
     **kwargs: Any,
 ) -> xr.Dataset:
     """Open many files with `open_virtual_dataset` and combine them with xarray.
@@ -242,6 +218,9 @@ def open_virtual_mfdataset(
         on the current scheduler); None/False: one after the other.
     attrs_file
         The path whose global attributes the result takes (default: the first's).
+    storage_options
+        Credentials and client settings for remote files (see `open_virtual_dataset`),
+        used to list a glob pattern and to open every file.
     **kwargs
         Passed to `open_virtual_dataset` (``loadable_variables``, ``drop_variables``...).
 
@@ -252,7 +231,8 @@ def open_virtual_mfdataset(
         between two files; the message names the variable, the attribute, both values and
         both files.
     """
-    nested = _nested_paths(paths)
+    nested = _nested_paths(paths, storage_options)
+    kwargs = {**kwargs, "storage_options": storage_options}
     flat = list(_flatten(nested))
     if not flat:
         raise OSError("no files to open: paths is empty")
@@ -443,10 +423,13 @@ _VALUE_ENCODINGS = frozenset(
 )
 
 
-def _nested_paths(paths: Any) -> Any:
+def _nested_paths(paths: Any, storage_options: Mapping[str, Any] | None) -> Any:
     if isinstance(paths, str | os.PathLike):
-        return expand_inputs(paths)
-    return [_nested_paths(p) if isinstance(p, list | tuple) else os.fspath(p) for p in paths]
+        return expand_inputs(paths, storage_options)
+    return [
+        _nested_paths(p, storage_options) if isinstance(p, list | tuple) else os.fspath(p)
+        for p in paths
+    ]
 
 
 def _flatten(nested: Any) -> Iterable[str]:
