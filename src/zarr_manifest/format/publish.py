@@ -425,7 +425,9 @@ def commit_snapshot(location: StoreLocation, data: bytes, previous: Snapshot | N
     if previous is None:
         mode = "create"
     elif previous.etag is not None and not isinstance(location.store, LocalStore):
-        mode = {"e_tag": previous.etag, "version": previous.version}
+        mode = {"e_tag": previous.etag}
+        if previous.version is not None:  # GCS matches the generation, not the ETag
+            mode["version"] = previous.version
     else:
         # local disks: the lock keeps other writers out; the put itself is a rename
         current = read_snapshot(location)

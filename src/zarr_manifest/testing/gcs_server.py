@@ -339,6 +339,9 @@ class _XmlUploadProxy(http.server.BaseHTTPRequestHandler):
     """Forwards requests to fake-gcs-server; translates the XML API's object PUT."""
 
     protocol_version = "HTTP/1.1"
+    # headers and body go out in separate writes: without TCP_NODELAY, Nagle's algorithm and
+    # the client's delayed ACK hold each response ~40 ms
+    disable_nagle_algorithm = True
     upstream: tuple[str, int]  # set on the subclass `GCSServer` makes
 
     def log_message(self, format: str, *args: Any) -> None:
