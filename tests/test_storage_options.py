@@ -438,3 +438,19 @@ def test_a_malformed_storage_option_is_a_usage_error(capsys: pytest.CaptureFixtu
 
     assert main(["info", "x", "--storage-option", "region"]) == EXIT_USAGE
     assert "KEY=VALUE" in capsys.readouterr().err
+
+
+def test_allowed_prefixes_on_the_bucket_of_a_store_object_inherit_its_options(
+    s3_server: S3Server, s3_days: tuple[str, np.ndarray], no_aws_env: None
+) -> None:
+    """A root given as an obstore store: prefixes on its bucket are read with the options
+    the store was made with (and another bucket's are not)."""
+    bucket, expected = s3_days
+    options = s3_server.obstore_config()
+    store_url = f"s3://{bucket}/stores/object.manifest"
+    zm.build(f"s3://{bucket}/data/*.nc", concat_dim="time", storage_options=options).to_store(
+        store_url, storage_options=options
+    )
+    root = s3_server.s3_store(bucket, "stores/object.manifest")
+    store = ManifestStore(root, allowed_prefixes=[f"s3://{bucket}/data/"])
+    np.testing.assert_array_equal(zarr.open_group(store, mode="r")["air"][...], expected)

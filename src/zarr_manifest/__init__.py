@@ -4,6 +4,16 @@ Read chunks of legacy files (HDF5/netCDF4, netCDF3, TIFF, FITS, GRIB, kerchunk r
 Zarr stores) in place, through zarr-python, without copying data.
 """
 
+import sys
+
+if sys.version_info < (3, 12):  # noqa: UP036 -- requires-python is not read by PYTHONPATH users
+    # before anything else: the modules below use Python 3.12 syntax and would fail with
+    # a SyntaxError that does not say why
+    raise ImportError(
+        "zarr-manifest needs Python 3.12 or newer; this is Python "
+        f"{sys.version_info.major}.{sys.version_info.minor} ({sys.executable})"
+    )
+
 from zarr_manifest.append import append
 from zarr_manifest.array import InlineArray, ManifestArray
 from zarr_manifest.build import build
@@ -18,6 +28,7 @@ from zarr_manifest.errors import (
     ManifestError,
     ManifestFormatError,
     MetadataError,
+    MissingExtraError,
     ShortReadError,
     SourceNotAllowedError,
     StaleReferenceError,
@@ -39,7 +50,10 @@ _XARRAY_NAMES = frozenset({"group_to_dataset", "open_virtual_dataset", "open_vir
 
 def __getattr__(name: str) -> object:
     if name in _XARRAY_NAMES:
-        import zarr_manifest.xarray as integration
+        from zarr_manifest._extras import extras_explained
+
+        with extras_explained(name):
+            import zarr_manifest.xarray as integration
 
         return getattr(integration, name)
     raise AttributeError(f"module 'zarr_manifest' has no attribute {name!r}")
@@ -61,6 +75,7 @@ __all__ = [
     "ManifestGroup",
     "ManifestStore",
     "MetadataError",
+    "MissingExtraError",
     "ShortReadError",
     "SourceNotAllowedError",
     "SourceRegistry",

@@ -121,7 +121,9 @@ def _xarray(why: str) -> Any:
     try:
         import xarray
     except ImportError as e:
-        raise CombineError(f"{why}; decoding CF values needs xarray (pip install xarray)") from e
+        raise CombineError(
+            f"{why}; decoding CF values needs xarray (pip install 'zarr-manifest[xarray]')"
+        ) from e
     return xarray
 
 
@@ -136,7 +138,7 @@ def decoded(
 
     from zarr_manifest.store import ManifestStore
 
-    store = ManifestStore(ManifestGroup(arrays=dict(arrays)), **dict(store_options))
+    store = ManifestStore(ManifestGroup(arrays=dict(arrays)), storage_options=store_options)
     with zarr.config.set({"array.rectilinear_chunks": True}), warnings.catch_warnings():
         # the reader's own notes (unstable specs, time decoding) are not the combiner's
         warnings.simplefilter("ignore")

@@ -18,6 +18,7 @@ Hierarchy::
     ├── SourceNotAllowedError(PermissionError)  a reference points outside what may be read
     ├── StoreConflictError(FileExistsError)     a write would overwrite or shadow a foreign file
     ├── ConcurrentWriteError(OSError)           another writer is writing the same store
+    ├── MissingExtraError(ModuleNotFoundError)  an optional dependency is not installed
     └── ChunkReadError(OSError)            fetching a chunk's bytes failed
         ├── ShortReadError                 the source returned a different length than promised
         ├── ChunkTooLargeError             a chunk (or virtual shard) is over the store's size cap
@@ -35,6 +36,7 @@ __all__ = [
     "ManifestError",
     "ManifestFormatError",
     "MetadataError",
+    "MissingExtraError",
     "ShortReadError",
     "SourceNotAllowedError",
     "StaleReferenceError",
@@ -120,6 +122,23 @@ class SourceNotAllowedError(ZarrManifestError, PermissionError):
         super().__init__(message)
         self.key = key
         self.path = path
+
+
+class MissingExtraError(ZarrManifestError, ModuleNotFoundError):
+    """An optional dependency is not installed; the message names the extra that brings it
+    (``pip install "zarr-manifest[hdf5]"``).
+
+    Attributes
+    ----------
+    name
+        The missing module.
+    extra
+        The extra to install.
+    """
+
+    def __init__(self, message: str, *, name: str, extra: str):
+        super().__init__(message, name=name)
+        self.extra = extra
 
 
 class ChunkReadError(ZarrManifestError, OSError):

@@ -251,16 +251,18 @@ class ManifestGroup:
             An array uses something kerchunk's Zarr v2 form cannot express (sharding, a
             rectilinear chunk grid, some codecs); the message names it.
         """
+        from zarr_manifest._extras import extras_explained
         from zarr_manifest.writers.kerchunk import to_kerchunk
 
-        return to_kerchunk(
-            self,
-            dest,
-            format=format,
-            record_size=record_size,
-            categorical_threshold=categorical_threshold,
-            overwrite=overwrite,
-        )
+        with extras_explained("writing kerchunk references"):
+            return to_kerchunk(
+                self,
+                dest,
+                format=format,
+                record_size=record_size,
+                categorical_threshold=categorical_threshold,
+                overwrite=overwrite,
+            )
 
     def to_icechunk(
         self, store: Any, *, commit_message: str | None = None, path: str = ""
@@ -271,9 +273,12 @@ class ManifestGroup:
         See `zarr_manifest.writers.icechunk.to_icechunk`; returns the snapshot id when
         ``commit_message`` is given.
         """
-        from zarr_manifest.writers.icechunk import to_icechunk
+        from zarr_manifest._extras import extras_explained
 
-        return to_icechunk(self, store, commit_message=commit_message, path=path)
+        with extras_explained("writing Icechunk repositories"):
+            from zarr_manifest.writers.icechunk import to_icechunk
+
+            return to_icechunk(self, store, commit_message=commit_message, path=path)
 
 
 _RESERVED_NAMES = {".", "..", "zarr.json", "manifest.json"}

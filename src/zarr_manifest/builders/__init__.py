@@ -17,6 +17,7 @@ from typing import Any
 
 import obstore.exceptions
 
+from zarr_manifest._extras import extras_explained
 from zarr_manifest.array import ManifestArray
 from zarr_manifest.builders._source import Source, open_source
 from zarr_manifest.builders.detect import FORMATS, detect_format, open_input, sniff
@@ -194,6 +195,10 @@ def open_virtual(
     known = {source.url: _fingerprint(source)} if fingerprints else {}
 
     def run(load: Collection[str]) -> ManifestGroup:
+        with extras_explained(f"{builder.__module__.rsplit('.', 1)[-1]} files"):
+            return parse(load)
+
+    def parse(load: Collection[str]) -> ManifestGroup:
         if obstore_kwargs:
             # builders take obstore options alongside a URL (a `Source` does not hand them on)
             return builder(

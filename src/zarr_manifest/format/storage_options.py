@@ -25,11 +25,13 @@ from zarr_manifest.format.paths import is_absolute_url, is_url_under, split_url
 __all__ = [
     "StorageOptions",
     "anonymous",
+    "has_prefix_options",
     "merge_storage_options",
     "object_store",
     "obstore_arguments",
     "options_for",
     "options_of_store",
+    "same_bucket",
 ]
 
 #: a dict in the vocabulary above (top-level options and URL-prefix overrides)

@@ -6,6 +6,11 @@ Everything below (model, combine, format, store) is used from here; nothing belo
 this package.  Importing it registers the ``.manifest`` dataset accessor.
 """
 
+from zarr_manifest._extras import extras_explained
+
+with extras_explained("zarr_manifest.xarray"):
+    import xarray  # noqa: F401 -- first, so that a missing xarray names the extra
+
 from zarr_manifest.xarray.accessor import ManifestAccessor
 from zarr_manifest.xarray.backend import ManifestBackendEntrypoint
 from zarr_manifest.xarray.dataset import (
