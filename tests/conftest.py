@@ -7,7 +7,6 @@ unique names so tests cannot see each other's data.
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,13 +17,11 @@ import h5py  # noqa: F401
 import hdf5plugin  # noqa: F401
 import pytest
 
+from emulator_requirement import emulator_installed
 from zarr_manifest.testing import AzuriteServer, Faults, GCSServer, RangeServer, S3Server
 from zarr_manifest.testing._emulator_process import group_alive
 from zarr_manifest.testing.azurite import find_azurite
 from zarr_manifest.testing.gcs_server import find_fake_gcs_server
-
-#: set by ./dev.sh test (so CI): an emulator that is not installed fails its tests, not skips
-REQUIRE_EMULATORS = "ZARR_MANIFEST_REQUIRE_EMULATORS"
 
 
 def unique_name(stem: str = "t") -> str:
@@ -92,16 +89,6 @@ def s3_server() -> Iterator[S3Server]:
 def s3_bucket(s3_server: S3Server) -> str:
     """A new, empty bucket on the session's `S3Server`."""
     return s3_server.create_bucket(unique_name("bucket"))
-
-
-def emulator_installed(name: str, found: str | None) -> None:
-    """Skip (or, under ``$ZARR_MANIFEST_REQUIRE_EMULATORS``, fail) when ``name`` is missing."""
-    if found is not None:
-        return
-    message = f"{name} is not installed; ./dev.sh test installs it"
-    if os.environ.get(REQUIRE_EMULATORS) == "1":
-        pytest.fail(f"{message} (and {REQUIRE_EMULATORS}=1 requires it)", pytrace=False)
-    pytest.skip(message)
 
 
 @pytest.fixture(scope="session")

@@ -18,7 +18,7 @@ import pytest
 from obstore.exceptions import AlreadyExistsError, PreconditionError
 from obstore.store import from_url
 
-import conftest
+import emulator_requirement
 from zarr_manifest.testing import AzuriteServer, EmulatorStartError, GCSServer
 from zarr_manifest.testing._emulator_process import EmulatorProcess, group_alive
 from zarr_manifest.testing.azurite import find_azurite
@@ -76,7 +76,7 @@ def test_azurite_upload_dir(
 
 def test_azurite_lifecycle() -> None:
     if find_azurite() is None:
-        conftest.emulator_installed("Azurite (npm package azurite)", None)
+        emulator_requirement.emulator_installed("Azurite (npm package azurite)", None)
     server = AzuriteServer()
     with pytest.raises(RuntimeError, match="not running"):
         _ = server.endpoint
@@ -136,7 +136,7 @@ def test_gcs_refuses_what_it_does_not_translate(gcs_server: GCSServer, gcs_bucke
 
 def test_gcs_lifecycle() -> None:
     if find_fake_gcs_server() is None:
-        conftest.emulator_installed("fake-gcs-server", None)
+        emulator_requirement.emulator_installed("fake-gcs-server", None)
     server = GCSServer()
     with pytest.raises(RuntimeError, match="not running"):
         _ = server.endpoint
@@ -197,13 +197,15 @@ def test_a_missing_program_is_an_error(tmp_path: Path) -> None:
 
 
 def test_missing_emulator_skips_without_the_requirement(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(conftest.REQUIRE_EMULATORS, raising=False)
+    monkeypatch.delenv(emulator_requirement.REQUIRE_EMULATORS, raising=False)
     with pytest.raises(pytest.skip.Exception, match=r"\./dev\.sh test"):
-        conftest.emulator_installed("Azurite", None)
-    conftest.emulator_installed("Azurite", "/usr/bin/azurite-blob")  # installed: no effect
+        emulator_requirement.emulator_installed("Azurite", None)
+    emulator_requirement.emulator_installed(
+        "Azurite", "/usr/bin/azurite-blob"
+    )  # installed: no effect
 
 
 def test_missing_emulator_fails_under_the_requirement(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(conftest.REQUIRE_EMULATORS, "1")
+    monkeypatch.setenv(emulator_requirement.REQUIRE_EMULATORS, "1")
     with pytest.raises(pytest.fail.Exception, match="ZARR_MANIFEST_REQUIRE_EMULATORS=1"):
-        conftest.emulator_installed("Azurite", None)
+        emulator_requirement.emulator_installed("Azurite", None)
