@@ -117,11 +117,15 @@ class EmulatorProcess:
                         return found
                 seen = len(lines)
                 if self._proc.poll() is not None and not self._reader.is_alive():
-                    raise self._failure(f"exited with code {self._proc.returncode}")
+                    what = f"exited with code {self._proc.returncode}"
+                    break
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise self._failure(f"not ready within {timeout} s")
+                    what = f"not ready within {timeout} s"
+                    break
                 self._new_line.wait(min(left, 0.2))
+        # outside the lock: stopping waits for the output reader, which takes it
+        raise self._failure(what)
 
     def wait_until(self, ready: Callable[[], bool], timeout: float) -> None:
         """Poll ``ready()`` until it is true.
