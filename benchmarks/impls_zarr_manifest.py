@@ -155,3 +155,17 @@ IMPLEMENTATIONS["B"]["zarr-manifest"] = build_b
 IMPLEMENTATIONS["C"]["zarr-manifest"] = many_refs
 IMPLEMENTATIONS["random"]["zarr-manifest"] = random_reader(None)
 IMPLEMENTATIONS["random"]["zarr-manifest (virtual shards)"] = random_reader(SHARD_BYTES)
+
+
+def from_arrays(data: Any) -> dict[str, Any]:
+    """Scenario F: `ChunkManifest.from_arrays` on the grid-shaped columns."""
+    import zarr_manifest as zm
+    from scenarios import f_from_arrays
+
+    def build(paths: np.ndarray, offsets: np.ndarray, lengths: np.ndarray) -> Any:
+        return zm.ChunkManifest.from_arrays(paths=paths, offsets=offsets, lengths=lengths)
+
+    return f_from_arrays.phases(data, build)
+
+
+IMPLEMENTATIONS["F"]["zarr-manifest"] = from_arrays

@@ -8,5 +8,6 @@ SCENARIO_MODULES = (
     "scenarios.r_http",
     "scenarios.b_combine",
     "scenarios.c_many_refs",
+    "scenarios.f_from_arrays",
     "scenarios.random_reads",
 )
