@@ -126,7 +126,7 @@ def virtualizarr_from_arrays(data: Columns) -> dict[str, Phase]:
 SCENARIO = register_scenario(
     Scenario(
         key="F",
-        title="ChunkManifest.from_arrays, 1M (quick: 2,500) references, StringDType paths over 4 files",
+        title="ChunkManifest.from_arrays, 1M (quick: 2,500) refs, StringDType paths, 4 files",
         baseline="virtualizarr",
         params=params,
         generate=generate,
