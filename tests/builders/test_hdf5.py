@@ -880,7 +880,8 @@ def test_loaded_contiguous_values_read_from_the_file_equal_h5py(
     path = tmp_path / "contiguous.h5"
     names = []
     with h5py.File(path, "w") as f:
-        for i, code in enumerate(["i1", "<i2", ">i4", "<i8", "u1", ">u2", "u4", ">u8", "<f4", ">f8"]):
+        codes = ["i1", "<i2", ">i4", "<i8", "u1", ">u2", "u4", ">u8", "<f4", ">f8"]
+        for i, code in enumerate(codes):
             data = (np.arange(-6, 6) * 3).astype(code) if code[-2] in "if" else np.arange(12)
             ds = f.create_dataset(f"v{i}", data=np.asarray(data, dtype=code).reshape(3, 4))
             names.append(f"v{i}")
