@@ -3,6 +3,7 @@ processes, a real dask.distributed cluster), with progress and per-file failure 
 
 from __future__ import annotations
 
+import importlib
 import multiprocessing
 import os
 import random
@@ -321,3 +322,68 @@ def test_same_file_names_in_different_folders_are_told_apart(tmp_path: Path) -> 
     assert repr(str(paths[0])) in message and repr(str(paths[1])) in message
     group = build(str(tmp_path / "*" / "air.nc"), concat_dim="time", load=LOAD)
     np.testing.assert_array_equal(read(group, "time"), [0, 1, 2, 3])
+
+
+# ---- executors get batches of files ---------------------------------------------------------
+
+
+def _many_files(tmp_path: Path, count: int) -> tuple[list[Path], np.ndarray]:
+    folder = tmp_path / "many"
+    folder.mkdir()
+    paths = [write_nc(folder / f"f{i:03d}.nc", [3 * i, 3 * i + 1, 3 * i + 2]) for i in range(count)]
+    return paths, np.arange(3.0 * count)
+
+
+def test_batches_cover_the_inputs_in_order(monkeypatch: pytest.MonkeyPatch) -> None:
+    build_module = importlib.import_module("zarr_manifest.build")
+
+    urls = [f"f{i}" for i in range(1000)]
+    batches = build_module._batches(urls)
+    # the default: about TASKS_PER_BUILD tasks, each of at most MAX_BATCH files
+    assert [i for b in batches for i in b] == list(range(1000))
+    assert len(batches) == 250 and max(len(b) for b in batches) == 4
+    assert len(build_module._batches(urls[:100])) == 100  # few files: one per task
+    assert max(len(b) for b in build_module._batches(urls * 100)) == build_module.MAX_BATCH
+    monkeypatch.setattr(build_module, "TASKS_PER_BUILD", 3)
+    assert [list(b) for b in build_module._batches(urls[:7])] == [[0, 1, 2], [3, 4, 5], [6]]
+
+
+@pytest.mark.parametrize("kind", ["processes", "dask"])
+def test_batched_build_on_executors_equals_serial(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str, request: pytest.FixtureRequest
+) -> None:
+    build_module = importlib.import_module("zarr_manifest.build")
+
+    paths, t = _many_files(tmp_path, 7)
+    bad = paths[0].parent / "f003b.nc"
+    bad.write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(range(256)) * 4)
+    serial = build(paths, concat_dim="time", load=LOAD)
+    # 3 tasks of up to 3 files (default: one task per file below 256 files)
+    monkeypatch.setattr(build_module, "TASKS_PER_BUILD", 3)
+    calls: list[str] = []
+    if kind == "dask":
+        executor: Any = request.getfixturevalue("dask_client").get_executor()
+        pool = None
+    else:
+        pool = executor = ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn"))
+    try:
+        group = build(
+            paths,
+            concat_dim="time",
+            load=LOAD,
+            executor=executor,
+            progress=lambda *a: calls.append(a[2]),
+        )
+        with pytest.raises(BuildError) as info:
+            build([*paths[:3], bad, *paths[3:]], concat_dim="time", load=LOAD, executor=executor)
+    finally:
+        if pool is not None:
+            pool.shutdown()
+    assert group == serial
+    assert sorted(calls) == sorted(map(str, paths))
+    np.testing.assert_array_equal(read(group, "time"), t)
+    air = field(t, np.arange(3.0), np.arange(4.0))
+    np.testing.assert_array_equal(read(group, "air"), air)
+    # the broken file, in the middle of a batch, is named alone; its good neighbours parsed
+    assert "1 of 8 files failed" in str(info.value) and "f003b.nc" in str(info.value)
+    assert info.value.__cause__ is not None
