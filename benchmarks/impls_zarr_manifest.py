@@ -169,3 +169,18 @@ def from_arrays(data: Any) -> dict[str, Any]:
 
 
 IMPLEMENTATIONS["F"]["zarr-manifest"] = from_arrays
+
+
+def build_at_scale(data: Any) -> tuple[str, Callable[[Any], Any]]:
+    """Scenario B10k: `zarr_manifest.build` on the executor, combined along time."""
+    import zarr_manifest as zm
+
+    paths = [str(p) for p in data.files]
+
+    def build(executor: Any) -> Any:
+        return zm.build(paths, concat_dim="time", load=["time"], executor=executor)
+
+    return "zarr_manifest.builders.hdf5", build
+
+
+IMPLEMENTATIONS["B10k"]["zarr-manifest"] = build_at_scale

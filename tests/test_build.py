@@ -336,16 +336,26 @@ def _many_files(tmp_path: Path, count: int) -> tuple[list[Path], np.ndarray]:
 
 def test_batches_cover_the_inputs_in_order(monkeypatch: pytest.MonkeyPatch) -> None:
     build_module = importlib.import_module("zarr_manifest.build")
-
     urls = [f"f{i}" for i in range(1000)]
-    batches = build_module._batches(urls)
-    # the default: about TASKS_PER_BUILD tasks, each of at most MAX_BATCH files
+    batches = build_module._batches(urls, 2)
+    # the default: 8 tasks per worker, each of at most MAX_BATCH files
     assert [i for b in batches for i in b] == list(range(1000))
-    assert len(batches) == 250 and max(len(b) for b in batches) == 4
-    assert len(build_module._batches(urls[:100])) == 100  # few files: one per task
-    assert max(len(b) for b in build_module._batches(urls * 100)) == build_module.MAX_BATCH
-    monkeypatch.setattr(build_module, "TASKS_PER_BUILD", 3)
-    assert [list(b) for b in build_module._batches(urls[:7])] == [[0, 1, 2], [3, 4, 5], [6]]
+    assert [len(b) for b in batches] == [63] * 15 + [55]  # 16 tasks
+    # many files: tasks of at most MAX_BATCH files
+    assert max(len(b) for b in build_module._batches(urls * 10, 2)) == build_module.MAX_BATCH
+    assert len(build_module._batches(urls[:100], 2)) == 15  # 14 of 7 files, one of 2
+    assert len(build_module._batches(urls[:10], 4)) == 10  # fewer files than tasks
+    monkeypatch.setattr(build_module, "TASKS_PER_WORKER", 1)
+    assert [list(b) for b in build_module._batches(urls[:7], 3)] == [[0, 1, 2], [3, 4, 5], [6]]
+
+
+def test_workers_of_executors() -> None:
+    build_module = importlib.import_module("zarr_manifest.build")
+    with ThreadPoolExecutor(3) as pool:
+        assert build_module._workers(pool) == 3
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(2, mp_context=context) as processes:
+        assert build_module._workers(processes) == 2
 
 
 @pytest.mark.parametrize("kind", ["processes", "dask"])
@@ -358,11 +368,12 @@ def test_batched_build_on_executors_equals_serial(
     bad = paths[0].parent / "f003b.nc"
     bad.write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(range(256)) * 4)
     serial = build(paths, concat_dim="time", load=LOAD)
-    # 3 tasks of up to 3 files (default: one task per file below 256 files)
-    monkeypatch.setattr(build_module, "TASKS_PER_BUILD", 3)
+    # 4 tasks of 2 files (the default, 16 tasks for 2 workers, would be one file a task)
+    monkeypatch.setattr(build_module, "TASKS_PER_WORKER", 2)
     calls: list[str] = []
     if kind == "dask":
         executor: Any = request.getfixturevalue("dask_client").get_executor()
+        assert build_module._workers(executor) == 2  # the cluster's threads
         pool = None
     else:
         pool = executor = ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn"))

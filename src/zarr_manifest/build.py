@@ -172,18 +172,34 @@ def parse_batch(
     return results
 
 
-#: An executor gets the files in about this many tasks (batches of 1 to `MAX_BATCH` files):
-#: enough to keep every worker of a large pool busy to the end, few enough that the cost of
-#: a task (a submission, a round trip, a pickled call) stays small against parsing.
-TASKS_PER_BUILD = 256
+#: An executor gets the files in about this many tasks per worker (batches of 1 to
+#: `MAX_BATCH` files): enough to keep every worker busy to the end, few enough that the cost
+#: of a task (a submission, a round trip, a pickled call and result: milliseconds on a dask
+#: cluster) stays small against parsing.
+TASKS_PER_WORKER = 8
 #: The most files one executor task parses.
 MAX_BATCH = 64
 
 
-def _batches(urls: Sequence[str]) -> list[range]:
+def _batches(urls: Sequence[str], workers: int) -> list[range]:
     """Index ranges of the batches of files sent to an executor, in input order."""
-    size = min(MAX_BATCH, max(1, -(-len(urls) // TASKS_PER_BUILD)))
+    tasks = max(1, TASKS_PER_WORKER * workers)
+    size = min(MAX_BATCH, max(1, -(-len(urls) // tasks)))
     return [range(i, min(i + size, len(urls))) for i in range(0, len(urls), size)]
+
+
+def _workers(executor: Executor) -> int:
+    """How many tasks ``executor`` runs at once, as far as it says (else the CPU count)."""
+    count = getattr(executor, "_max_workers", None)  # thread and process pools
+    if isinstance(count, int) and count > 0:
+        return count
+    client = getattr(executor, "_client", None)  # dask.distributed's ClientExecutor
+    if client is not None:
+        try:
+            return max(1, sum(client.nthreads().values()))
+        except Exception:
+            pass
+    return os.cpu_count() or 4
 
 
 def _parse_all(
@@ -205,7 +221,7 @@ def _parse_all(
     else:
         futures: dict[Future[list[ManifestGroup | BaseException]], range] = {
             executor.submit(parse_batch, [urls[i] for i in batch], options, obstore_kwargs): batch
-            for batch in _batches(urls)
+            for batch in _batches(urls, _workers(executor))
         }
         for future in as_completed(futures):
             batch = futures.pop(future)
