@@ -352,7 +352,8 @@ class _Builder:
             if node.info.shape is not None:
                 self.dimensions(node, node.info.shape, phony)
         datasets = described
-        here = _Node(g.parent, "", prefix.rstrip("/"), address, self._messages(address))
+        # the group's own node: its h5py object is `g` (h5py's `.parent` is costly, unused)
+        here = _Node(None, "", prefix.rstrip("/"), address, self._messages(address))
         here._h5 = g
         attributes = user_attributes(self.attributes(here), self.f.h5)
         groups = {
