@@ -229,3 +229,32 @@ IMPLEMENTATIONS["random"]["zarr-manifest (opt-in: fused pipeline; auto virtual s
 IMPLEMENTATIONS["random"]["zarr-manifest (opt-in: fused, virtual_shard_bytes=None)"] = (
     random_reader(None, FUSED)
 )
+
+
+def from_arrays(data: Any) -> dict[str, Any]:
+    """Scenario F: `ChunkManifest.from_arrays` on the grid-shaped columns."""
+    import zarr_manifest as zm
+    from scenarios import f_from_arrays
+
+    def build(paths: np.ndarray, offsets: np.ndarray, lengths: np.ndarray) -> Any:
+        return zm.ChunkManifest.from_arrays(paths=paths, offsets=offsets, lengths=lengths)
+
+    return f_from_arrays.phases(data, build)
+
+
+IMPLEMENTATIONS["F"]["zarr-manifest"] = from_arrays
+
+
+def build_at_scale(data: Any) -> tuple[str, Callable[[Any], Any]]:
+    """Scenario B10k: `zarr_manifest.build` on the executor, combined along time."""
+    import zarr_manifest as zm
+
+    paths = [str(p) for p in data.files]
+
+    def build(executor: Any) -> Any:
+        return zm.build(paths, concat_dim="time", load=["time"], executor=executor)
+
+    return "zarr_manifest.builders.hdf5", build
+
+
+IMPLEMENTATIONS["B10k"]["zarr-manifest"] = build_at_scale

@@ -3,6 +3,7 @@ processes, a real dask.distributed cluster), with progress and per-file failure 
 
 from __future__ import annotations
 
+import importlib
 import multiprocessing
 import os
 import random
@@ -321,3 +322,79 @@ def test_same_file_names_in_different_folders_are_told_apart(tmp_path: Path) -> 
     assert repr(str(paths[0])) in message and repr(str(paths[1])) in message
     group = build(str(tmp_path / "*" / "air.nc"), concat_dim="time", load=LOAD)
     np.testing.assert_array_equal(read(group, "time"), [0, 1, 2, 3])
+
+
+# ---- executors get batches of files ---------------------------------------------------------
+
+
+def _many_files(tmp_path: Path, count: int) -> tuple[list[Path], np.ndarray]:
+    folder = tmp_path / "many"
+    folder.mkdir()
+    paths = [write_nc(folder / f"f{i:03d}.nc", [3 * i, 3 * i + 1, 3 * i + 2]) for i in range(count)]
+    return paths, np.arange(3.0 * count)
+
+
+def test_batches_cover_the_inputs_in_order(monkeypatch: pytest.MonkeyPatch) -> None:
+    build_module = importlib.import_module("zarr_manifest.build")
+    urls = [f"f{i}" for i in range(1000)]
+    batches = build_module._batches(urls, 2)
+    # the default: 8 tasks per worker, each of at most MAX_BATCH files
+    assert [i for b in batches for i in b] == list(range(1000))
+    assert [len(b) for b in batches] == [63] * 15 + [55]  # 16 tasks
+    # many files: tasks of at most MAX_BATCH files
+    assert max(len(b) for b in build_module._batches(urls * 10, 2)) == build_module.MAX_BATCH
+    assert len(build_module._batches(urls[:100], 2)) == 15  # 14 of 7 files, one of 2
+    assert len(build_module._batches(urls[:10], 4)) == 10  # fewer files than tasks
+    monkeypatch.setattr(build_module, "TASKS_PER_WORKER", 1)
+    assert [list(b) for b in build_module._batches(urls[:7], 3)] == [[0, 1, 2], [3, 4, 5], [6]]
+
+
+def test_workers_of_executors() -> None:
+    build_module = importlib.import_module("zarr_manifest.build")
+    with ThreadPoolExecutor(3) as pool:
+        assert build_module._workers(pool) == 3
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(2, mp_context=context) as processes:
+        assert build_module._workers(processes) == 2
+
+
+@pytest.mark.parametrize("kind", ["processes", "dask"])
+def test_batched_build_on_executors_equals_serial(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str, request: pytest.FixtureRequest
+) -> None:
+    build_module = importlib.import_module("zarr_manifest.build")
+
+    paths, t = _many_files(tmp_path, 7)
+    bad = paths[0].parent / "f003b.nc"
+    bad.write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(range(256)) * 4)
+    serial = build(paths, concat_dim="time", load=LOAD)
+    # 4 tasks of 2 files (the default, 16 tasks for 2 workers, would be one file a task)
+    monkeypatch.setattr(build_module, "TASKS_PER_WORKER", 2)
+    calls: list[str] = []
+    if kind == "dask":
+        executor: Any = request.getfixturevalue("dask_client").get_executor()
+        assert build_module._workers(executor) == 2  # the cluster's threads
+        pool = None
+    else:
+        pool = executor = ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn"))
+    try:
+        group = build(
+            paths,
+            concat_dim="time",
+            load=LOAD,
+            executor=executor,
+            progress=lambda *a: calls.append(a[2]),
+        )
+        with pytest.raises(BuildError) as info:
+            build([*paths[:3], bad, *paths[3:]], concat_dim="time", load=LOAD, executor=executor)
+    finally:
+        if pool is not None:
+            pool.shutdown()
+    assert group == serial
+    assert sorted(calls) == sorted(map(str, paths))
+    np.testing.assert_array_equal(read(group, "time"), t)
+    air = field(t, np.arange(3.0), np.arange(4.0))
+    np.testing.assert_array_equal(read(group, "air"), air)
+    # the broken file, in the middle of a batch, is named alone; its good neighbours parsed
+    assert "1 of 8 files failed" in str(info.value) and "f003b.nc" in str(info.value)
+    assert info.value.__cause__ is not None

@@ -599,3 +599,74 @@ def test_from_arrays_overflow_names_chunk() -> None:
     m = ChunkManifest.from_arrays(paths=np.array(["a", ""]), offsets=[0, MAX], lengths=[1, MAX])
     assert m.dict() == {"0": entry("a", 0, 1)}
     assert math.prod(m.shape_chunk_grid) == 2
+
+
+# ---- from_arrays: the path table of large grids --------------------------------------------
+
+
+def _paths_layout(layout: str, n: int) -> list[str]:
+    """Paths of ``n`` chunks as parsers and combines produce them (``""``: missing)."""
+    files = [f"s3://bucket/run/output_{i:04d}.nc" for i in range(4)]
+    if layout == "runs":  # each file's chunks side by side
+        return [files[i * 4 // n] for i in range(n)]
+    if layout == "interleaved":  # chunk i in file i % 4
+        return [files[i % 4] for i in range(n)]
+    if layout == "interleaved with missing and unicode":
+        cycle = ["", "日本語/データ.nc", *files[:2], "emoji 🌍.tif"]
+        return [cycle[i % len(cycle)] for i in range(n)]
+    if layout == "random":
+        rng = np.random.default_rng(0)
+        return [files[k] for k in rng.integers(0, 4, n)]
+    if layout == "all distinct":
+        return [f"s3://bucket/chunk/{i}" for i in range(n)]
+    if layout == "40 files interleaved":
+        return [f"file_{i % 40}" for i in range(n)]
+    if layout == "sample misses some files":
+        # 4 files interleaved, with 30 more at positions a strided sample does not see
+        out = [files[i % 4] for i in range(n)]
+        for k in range(30):
+            out[1 + 2 * k] = f"rare_{k}"
+        return out
+    raise AssertionError(layout)
+
+
+@pytest.mark.parametrize(
+    "layout",
+    [
+        "runs",
+        "interleaved",
+        "interleaved with missing and unicode",
+        "random",
+        "all distinct",
+        "40 files interleaved",
+        "sample misses some files",
+    ],
+)
+@pytest.mark.parametrize("dtype", ["StringDType", "<U", "object"])
+def test_from_arrays_path_table_of_large_grids(layout: str, dtype: str) -> None:
+    n = 20_000
+    paths = _paths_layout(layout, n)
+    np_dtype: Any = np.dtypes.StringDType() if dtype == "StringDType" else dtype
+    array = np.array(paths, dtype=np_dtype).reshape(100, 200)
+    offsets = np.arange(n, dtype=np.uint64).reshape(100, 200)
+    m = ChunkManifest.from_arrays(paths=array, offsets=offsets, lengths=offsets + 1)
+    # the table in order of first appearance, and every chunk's path and presence
+    expected_table = list(dict.fromkeys(p for p in paths if p))
+    assert list(m.path_table) == expected_table
+    assert m.paths.reshape(-1).tolist() == paths
+    present = np.array([bool(p) for p in paths]).reshape(100, 200)
+    assert np.array_equal(m.present, present)
+    assert np.array_equal(m.offsets, np.where(present, offsets, 0))
+
+
+def test_from_arrays_refuses_missing_values_of_string_dtype() -> None:
+    # a StringDType with an NA value is not a path, nor the documented "" of a missing chunk
+    na_strings = np.dtypes.StringDType(na_object=None)
+    for paths in (["a", None] * 5000, ["a"] * 5000 + [None] * 5000, [None, "a"]):
+        with pytest.raises(ManifestError) as info:
+            ChunkManifest.from_arrays(
+                paths=np.array(paths, dtype=na_strings),
+                offsets=np.zeros(len(paths), np.uint64),
+                lengths=np.ones(len(paths), np.uint64),
+            )
+        assert info.value.field == "path"

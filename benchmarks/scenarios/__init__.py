@@ -7,7 +7,9 @@ SCENARIO_MODULES = (
     "scenarios.a_full_read",
     "scenarios.r_http",
     "scenarios.b_combine",
+    "scenarios.b_scale",
     "scenarios.c_many_refs",
     "scenarios.c100k_reads",
+    "scenarios.f_from_arrays",
     "scenarios.random_reads",
 )

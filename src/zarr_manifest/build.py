@@ -157,10 +157,63 @@ def _options(
 
 
 def parse_one(url: str, options: dict[str, Any], obstore_kwargs: dict[str, Any]) -> ManifestGroup:
-    """Parse one file (the unit of work sent to executors; importable and picklable)."""
+    """Parse one file (the unit of work of a serial build; importable and picklable)."""
     from zarr_manifest.builders import open_virtual
 
     return open_virtual(url, **options, **obstore_kwargs)
+
+
+def parse_batch(
+    urls: Sequence[str], options: dict[str, Any], obstore_kwargs: dict[str, Any]
+) -> list[ManifestGroup | BaseException]:
+    """Parse several files: the unit of work sent to executors (importable and picklable).
+
+    One file's failure does not stop the others: its exception takes its place in the list.
+    """
+    import pickle
+
+    results: list[ManifestGroup | BaseException] = []
+    for url in urls:
+        try:
+            results.append(parse_one(url, options, obstore_kwargs))
+        except Exception as e:
+            try:
+                pickle.dumps(e)
+            except Exception:
+                # sent back from another process, it would fail the whole batch
+                e = BuildError(f"{type(e).__name__}: {e}")
+            results.append(e)
+    return results
+
+
+#: An executor gets the files in about this many tasks per worker (batches of 1 to
+#: `MAX_BATCH` files): enough to keep every worker busy to the end, few enough that the cost
+#: of a task (a submission, a round trip, a pickled call and result: milliseconds on a dask
+#: cluster) stays small against parsing.
+TASKS_PER_WORKER = 8
+#: The most files one executor task parses.
+MAX_BATCH = 64
+
+
+def _batches(urls: Sequence[str], workers: int) -> list[range]:
+    """Index ranges of the batches of files sent to an executor, in input order."""
+    tasks = max(1, TASKS_PER_WORKER * workers)
+    size = min(MAX_BATCH, max(1, -(-len(urls) // tasks)))
+    return [range(i, min(i + size, len(urls))) for i in range(0, len(urls), size)]
+
+
+def _workers(executor: Executor) -> int:
+    """How many tasks ``executor`` runs at once, as far as it says (else the CPU count)."""
+    count = getattr(executor, "_max_workers", None)  # thread and process pools
+    if isinstance(count, int) and count > 0:
+        return count
+    client = getattr(executor, "_client", None)  # dask.distributed's ClientExecutor
+    if client is not None:
+        try:
+            return max(1, sum(client.nthreads().values()))
+        except Exception:
+            pass
+    return os.cpu_count() or 4
 
 
 def _parse_all(
@@ -171,29 +224,36 @@ def _parse_all(
     report: Callable[[str], None],
 ) -> list[ManifestGroup]:
     results: list[ManifestGroup | None] = [None] * len(urls)
-    failures: list[tuple[str, BaseException]] = []
+    failures: list[tuple[int, BaseException]] = []
     if executor is None:
         for i, url in enumerate(urls):
             try:
                 results[i] = parse_one(url, options, obstore_kwargs)
             except Exception as e:
-                failures.append((url, e))
+                failures.append((i, e))
             report(url)
     else:
-        futures: dict[Future[ManifestGroup], int] = {
-            executor.submit(parse_one, url, options, obstore_kwargs): i
-            for i, url in enumerate(urls)
+        futures: dict[Future[list[ManifestGroup | BaseException]], range] = {
+            executor.submit(parse_batch, [urls[i] for i in batch], options, obstore_kwargs): batch
+            for batch in _batches(urls, _workers(executor))
         }
         for future in as_completed(futures):
-            i = futures[future]
+            batch = futures.pop(future)
             try:
-                results[i] = future.result()
+                parsed: list[ManifestGroup | BaseException] = future.result()
             except Exception as e:
-                failures.append((urls[i], e))
-            report(urls[i])
+                # the task itself failed (a worker died, a result that cannot be sent back):
+                # every file of the batch is reported with that cause
+                parsed = [e] * len(batch)
+            for i, outcome in zip(batch, parsed, strict=True):
+                if isinstance(outcome, BaseException):
+                    failures.append((i, outcome))
+                else:
+                    results[i] = outcome
+                report(urls[i])
     if failures:
-        failures.sort(key=lambda f: urls.index(f[0]))
-        lines = "\n".join(f"  {url}: {type(e).__name__}: {e}" for url, e in failures)
+        failures.sort(key=lambda f: f[0])
+        lines = "\n".join(f"  {urls[i]}: {type(e).__name__}: {e}" for i, e in failures)
         error = BuildError(f"{len(failures)} of {len(urls)} files failed to parse:\n{lines}")
         raise error from failures[0][1]
     return [g for g in results if g is not None]

@@ -581,23 +581,86 @@ def _check_sum(offs: np.ndarray, lens: np.ndarray, ids: np.ndarray) -> None:
 
 
 def _factorize_paths(paths: np.ndarray) -> tuple[list[str], np.ndarray]:
-    """Distinct non-empty paths and per-element ids (-1 for ""), fast when paths come in runs."""
+    """Distinct non-empty paths (in order of first appearance) and per-element ids (-1 for "").
+
+    A grid of references usually points into a few files, either in runs (a file's chunks
+    side by side: one comparison of the array with itself finds the runs, and a dict names
+    their heads) or interleaved (chunk i in file i % k: "peeling" compares the array with
+    its first unassigned path, assigns that id and repeats, one vectorised comparison per
+    distinct path).  No sort, and no per-element Python work unless there are both many
+    runs and many distinct paths.
+    """
     if paths.dtype.kind not in "UTO":
         raise ManifestError(f"paths must be strings, got dtype {paths.dtype}", field="path")
     flat = paths.reshape(-1)
-    if flat.dtype.kind == "O" and not all(isinstance(p, str) for p in flat.tolist()):
+    if flat.dtype.kind == "O" and not all(
+        issubclass(t, str) for t in set(map(type, flat.tolist()))
+    ):
         raise ManifestError("paths must be strings", field="path")
     n = flat.size
     if n == 0:
         return [], np.zeros(paths.shape, dtype=np.int8)
-    # Chunks of one file are usually adjacent: factorize the heads of runs, not every element.
     starts = np.flatnonzero(np.concatenate(([True], flat[1:] != flat[:-1])))
-    heads = flat[starts].tolist()
+    if len(starts) > max(_FEW_RUNS, n // 16):
+        # many runs: worth peeling if a sample shows few distinct paths (peeling gives up
+        # by itself if the sample misled it)
+        sample = flat[:: max(1, n // _PEEL_SAMPLE)].tolist()
+        if len(set(sample)) <= _PEEL_MAX_PATHS // 2:
+            found = _peel_paths(flat)
+            if found is not None:
+                table, ids = found
+                return table, ids.reshape(paths.shape)
+    table, ids = _paths_by_runs(flat, starts)
+    return table, ids.reshape(paths.shape)
+
+
+#: Up to this many runs of equal paths are always named through their heads.
+_FEW_RUNS = 4096
+#: Elements sampled to decide whether `_peel_paths` is worth trying.
+_PEEL_SAMPLE = 64
+#: Peeling gives up after this many distinct paths (each costs one pass over the array).
+_PEEL_MAX_PATHS = 16
+_UNASSIGNED = -2
+
+
+def _peel_paths(flat: np.ndarray) -> tuple[list[str], np.ndarray] | None:
+    """`_factorize_paths` for arrays of a few distinct paths; None if there are more than
+    `_PEEL_MAX_PATHS`."""
+    ids = np.full(flat.size, _UNASSIGNED, dtype=np.int8)
+    table: list[str] = []
+    start = 0
+    while True:
+        value = flat[start]
+        # every element before `start` is assigned, and none of them equals `value`
+        if not isinstance(value, str):
+            raise ManifestError(f"paths must be strings, got {value!r}", field="path")
+        if value:
+            if len(table) == _PEEL_MAX_PATHS:
+                return None
+            code = len(table)
+            table.append(str(value))
+        else:
+            code = -1
+        rest = ids[start:]
+        rest[flat[start:] == value] = code
+        unassigned = rest == _UNASSIGNED
+        step = int(np.argmax(unassigned))
+        if not unassigned[step]:
+            return table, ids
+        start += step
+
+
+def _paths_by_runs(flat: np.ndarray, starts: np.ndarray) -> tuple[list[str], np.ndarray]:
+    """`_factorize_paths` through the heads of the runs of equal paths beginning at
+    ``starts``, and a dict."""
     table: dict[str, int] = {}
-    head_ids = [(table.setdefault(h, len(table)) if h else -1) for h in heads]
+    head_ids = []
+    for head in flat[starts].tolist():
+        if not isinstance(head, str):
+            raise ManifestError(f"paths must be strings, got {head!r}", field="path")
+        head_ids.append(table.setdefault(str(head), len(table)) if head else -1)
     run_ids = np.array(head_ids, dtype=np.int64)
-    ids = np.repeat(run_ids, np.diff(np.append(starts, n)))
-    return list(table), ids.reshape(paths.shape)
+    return list(table), np.repeat(run_ids, np.diff(np.append(starts, flat.size)))
 
 
 def _merge_tables(tables: Sequence[Sequence[str]]) -> tuple[tuple[str, ...], list[np.ndarray]]:

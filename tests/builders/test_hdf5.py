@@ -870,3 +870,59 @@ def test_szip_is_referenced_with_imagecodecs(
     assert "numcodecs.imagecodecs_szip" in [c.to_dict()["name"] for c in group["v"].codecs]
     with h5py.File(path, "r") as f:
         np.testing.assert_array_equal(open_built(group)["v"][...], f["v"][...])
+
+
+def test_loaded_contiguous_values_read_from_the_file_equal_h5py(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # loaded (inline) datasets stored contiguously without filters are read from the file
+    # directly; every dtype and byte order, fill values set or not, equal what h5py reads
+    path = tmp_path / "contiguous.h5"
+    names = []
+    with h5py.File(path, "w") as f:
+        codes = ["i1", "<i2", ">i4", "<i8", "u1", ">u2", "u4", ">u8", "<f4", ">f8"]
+        for i, code in enumerate(codes):
+            data = (np.arange(-6, 6) * 3).astype(code) if code[-2] in "if" else np.arange(12)
+            ds = f.create_dataset(f"v{i}", data=np.asarray(data, dtype=code).reshape(3, 4))
+            names.append(f"v{i}")
+            if i % 2:
+                g = f.create_dataset(f"fill{i}", shape=(5,), dtype=code, fillvalue=7)
+                g[:2] = 1
+                names.append(f"fill{i}")
+            ds.attrs["units"] = "m"
+        f.create_dataset("scalar", data=np.float32(2.5))
+        f.create_dataset("empty", shape=(0,), dtype="f8")
+        f.create_dataset("never_written", shape=(4,), dtype="i4", fillvalue=-1)
+        names += ["scalar", "empty", "never_written"]
+    netcdf = tmp_path / "coords.nc"
+    with netCDF4.Dataset(netcdf, "w") as ds:
+        ds.createDimension("lat", 3)
+        lat = ds.createVariable("lat", "f4", ("lat",), fill_value=np.float32(-999))
+        lat[:2] = [1.0, 2.0]  # the last value reads as the fill value
+        ds.createVariable("level", ">i2", ("lat",), endian="big")[:] = [5, 6, 7]
+    read_directly = []
+    original = hdf5_builder._Builder._contiguous_values
+
+    def spy(self: Any, node: Any) -> Any:
+        values = original(self, node)
+        read_directly.append(node.path) if values is not None else None
+        return values
+
+    for file, load in ((path, names), (netcdf, ["lat", "level"])):
+        monkeypatch.setattr(hdf5_builder._Builder, "_contiguous_values", spy)
+        fast = build_hdf5(file, load=load)
+        assert all(isinstance(fast[name], InlineArray) for name in load)
+        monkeypatch.setattr(hdf5_builder._Builder, "_contiguous_values", lambda self, node: None)
+        slow = build_hdf5(file, load=load)
+        monkeypatch.undo()
+        assert fast == slow
+        for name in load:
+            with h5py.File(file, "r") as f:
+                expected = np.asarray(f[name][()])
+            got = fast[name].data
+            assert got.dtype == expected.dtype
+            np.testing.assert_array_equal(got, expected)
+    # everything but the never-written and the empty dataset took the direct read
+    assert sorted(read_directly) == sorted(
+        [n for n in names if n not in ("empty", "never_written")] + ["lat", "level"]
+    )

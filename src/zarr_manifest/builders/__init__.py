@@ -92,6 +92,11 @@ def _normalise_format(fmt: str) -> str:
     return name
 
 
+#: Builders found by `get_builder`, by their candidates in `BUILDERS` (an import per file
+#: costs more than a lookup).
+_FOUND_BUILDERS: dict[Any, Callable[..., ManifestGroup]] = {}
+
+
 def get_builder(fmt: str) -> Callable[..., ManifestGroup]:
     """The ``build_<format>`` function for a format name (or alias).
 
@@ -102,8 +107,12 @@ def get_builder(fmt: str) -> Callable[..., ManifestGroup]:
         example because an optional dependency is not installed).
     """
     name = _normalise_format(fmt)
+    candidates = BUILDERS[name]
+    found = _FOUND_BUILDERS.get(candidates)
+    if found is not None:
+        return found
     problems = []
-    for module_name, function in BUILDERS[name]:
+    for module_name, function in candidates:
         try:
             module = importlib.import_module(f".{module_name}", __name__)
         except ModuleNotFoundError as e:
@@ -113,6 +122,7 @@ def get_builder(fmt: str) -> Callable[..., ManifestGroup]:
             continue
         builder = getattr(module, function, None)
         if callable(builder):
+            _FOUND_BUILDERS[candidates] = builder
             return builder  # type: ignore[no-any-return]
         problems.append(f"{module_name} has no {function}()")
     raise UnsupportedError(f"no builder available for format {name!r} ({'; '.join(problems)})")

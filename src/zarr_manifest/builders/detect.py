@@ -193,9 +193,10 @@ def open_input(path_or_url: str | os.PathLike[str], **obstore_kwargs: Any) -> So
     """
     if isinstance(path_or_url, os.PathLike) or not is_absolute_url(str(path_or_url)):
         path = Path(path_or_url).expanduser().resolve()
-        if path.is_dir():
+        if path.is_dir() or path.is_file():
+            # resolved already: `open_source` would resolve it again (a stat per component)
             return Source(path.as_uri(), str(path), {})
-        return open_source(path)
+        return open_source(path)  # raises FileNotFoundError
     url = canonical_url(str(path_or_url))
     if url.startswith("file://"):
         local = Path(url_to_local_path(url))

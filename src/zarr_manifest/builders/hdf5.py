@@ -352,7 +352,8 @@ class _Builder:
             if node.info.shape is not None:
                 self.dimensions(node, node.info.shape, phony)
         datasets = described
-        here = _Node(g.parent, "", prefix.rstrip("/"), address, self._messages(address))
+        # the group's own node: its h5py object is `g` (h5py's `.parent` is costly, unused)
+        here = _Node(None, "", prefix.rstrip("/"), address, self._messages(address))
         here._h5 = g
         attributes = user_attributes(self.attributes(here), self.f.h5)
         groups = {
@@ -520,9 +521,15 @@ class _Builder:
         """Read a dataset through h5py and store its values inline."""
         import h5py
 
-        ds = node.h5()
         path = node.path
         where = f"{self.source.url}:/{path}"
+        raw = self._contiguous_values(node)
+        if raw is not None:
+            # the header described it fully: no h5py dataset to open (most of a small
+            # file's cost when its coordinates are loaded)
+            assert node.info is not None
+            return self._inline_values(node, raw, node.info.fill, dims, attrs, where, pad=True)
+        ds = node.h5()
         dtype = ds.dtype
         fill: Any = None
         if h5py.check_string_dtype(dtype) is not None and dtype.kind == "O":
@@ -547,16 +554,56 @@ class _Builder:
                 fill = ds.fillvalue
             except (OSError, TypeError, ValueError):
                 fill = None
-            if node.dimids is not None and data.ndim:
-                # netCDF-4: pad up to the unlimited dimensions' lengths, as netCDF reads it
-                full = tuple(
-                    max(extent, self.dimlen.get(i, 0))
-                    for extent, i in zip(data.shape, node.dimids, strict=True)
-                )
-                if full != data.shape:
-                    padded = np.full(full, fill if fill is not None else 0, dtype=data.dtype)
-                    padded[tuple(slice(0, n) for n in data.shape)] = data
-                    data = padded
+            return self._inline_values(node, data, fill, dims, attrs, where, pad=True)
+        return self._inline_values(node, data, fill, dims, attrs, where, pad=False)
+
+    def _contiguous_values(self, node: _Node) -> np.ndarray | None:
+        """A dataset's values read straight from the file, when its header says they are
+        plain numbers stored contiguously without filters (else None: h5py reads it)."""
+        info = node.info
+        if node.messages is None or info is None or info.shape is None:
+            return None
+        layout = info.layout
+        dtype = info.dtype
+        nbytes = math.prod(info.shape) * dtype.itemsize
+        if (
+            layout.kind != "contiguous"
+            or layout.address is None
+            or layout.size != nbytes
+            or info.filters
+            or info.external
+            or dtype.kind not in "iuf"
+            or layout.address + nbytes > self.f.size
+        ):
+            return None
+        raw = self.f.read(layout.address, nbytes)
+        if len(raw) != nbytes:
+            return None
+        return np.frombuffer(raw, dtype=dtype).reshape(info.shape)
+
+    def _inline_values(
+        self,
+        node: _Node,
+        data: np.ndarray,
+        fill: Any,
+        dims: list[str],
+        attrs: dict[str, Any],
+        where: str,
+        *,
+        pad: bool,
+    ) -> InlineArray:
+        """`InlineArray` of a dataset's values; ``pad``: padded with ``fill`` to the lengths
+        of its netCDF-4 dimensions."""
+        if pad and node.dimids is not None and data.ndim:
+            # netCDF-4: pad up to the unlimited dimensions' lengths, as netCDF reads it
+            full = tuple(
+                max(extent, self.dimlen.get(i, 0))
+                for extent, i in zip(data.shape, node.dimids, strict=True)
+            )
+            if full != data.shape:
+                padded = np.full(full, fill if fill is not None else 0, dtype=data.dtype)
+                padded[tuple(slice(0, n) for n in data.shape)] = data
+                data = padded
         try:
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message=".*does not have a Zarr V3 specification")
@@ -565,7 +612,7 @@ class _Builder:
                 )
         except (ValueError, TypeError) as e:
             raise UnsupportedError(
-                f"{where}: {path!r} of dtype {dtype} cannot be stored ({e})"
+                f"{where}: {node.path!r} of dtype {data.dtype} cannot be stored ({e})"
             ) from e
 
 
