@@ -465,7 +465,8 @@ def plot(reports: dict[str, dict[str, Any]], path: Path) -> None:
         "(dark blue: zarr-manifest's default path; light blue: its opt-ins; grey: peers)",
         fontsize=9,
     )
-    fig.tight_layout()
+    # room at the top for the figure title, so that it does not overlap the first panel's
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / fig.get_figheight()))
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
