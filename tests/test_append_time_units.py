@@ -88,3 +88,11 @@ def test_append_refuses_times_the_store_units_cannot_hold(tmp_path: Path, days: 
     ):
         zm.append(store, str(noon), dim="time")
     assert {p: p.read_bytes() for p in store.rglob("*") if p.is_file()} == before
+
+
+def test_append_several_daily_files_at_once(tmp_path: Path, days: list[Path]) -> None:
+    store = tmp_path  # beside its sources, which it may then read
+    zm.build(str(days[0])).to_store(store)
+    zm.append(store, [str(p) for p in days[1:]], dim="time")
+    with store_dataset(store) as got, xr.open_mfdataset(days) as want:
+        xr.testing.assert_identical(got.load(), want.load())
