@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from zarr_manifest import _cf
 from zarr_manifest.array import InlineArray, ManifestArray
 from zarr_manifest.build import build, expand_inputs
 from zarr_manifest.combine import concat
@@ -79,8 +80,10 @@ def append(
     CombineError
         The new inputs do not combine with the store (any check of `concat`: data types,
         codecs, encodings, arrays without ``dim`` that differ), or the coordinate ``dim``
-        of the new inputs overlaps the store's or does not follow it; the message names
-        the input and the values.
+        of the new inputs overlaps the store's or does not follow it (compared decoded
+        where the encodings differ: dates in each file's own "days since" units), or a
+        loaded variable's new values cannot be re-encoded exactly into the store's
+        encoding; the message names the input and the values.
     ConcurrentWriteError
         Another writer changed the store while this one was appending; nothing was written.
     FileNotFoundError
@@ -99,10 +102,11 @@ def append(
         load = [path for path, node in existing.walk() if isinstance(node, InlineArray)]
     additions = _new_group(new, dim, load, build_options)
     label = f"store {location.url}"
-    _check_follows(existing, additions, dim, label)
+    _check_follows(existing, additions, dim, label, options)
     combined = concat(
         [existing, additions], dim, labels=[label, _describe(new)], store_options=options
     )
+    _check_encodings_kept(existing, combined, label)
     write_group(
         combined,
         store,
@@ -139,8 +143,17 @@ def _describe(new: Any) -> str:
     return "the new inputs"
 
 
-def _check_follows(existing: ManifestGroup, new: ManifestGroup, dim: str, label: str) -> None:
+def _check_follows(
+    existing: ManifestGroup,
+    new: ManifestGroup,
+    dim: str,
+    label: str,
+    store_options: StorageOptions,
+) -> None:
     """The coordinate ``dim`` of ``new`` must continue the store's, in its direction.
+
+    The values are compared as stored where both encode ``dim`` alike, decoded (dates)
+    where not: daily files written by xarray each count "days since" their own date.
 
     Raises
     ------
@@ -148,10 +161,30 @@ def _check_follows(existing: ManifestGroup, new: ManifestGroup, dim: str, label:
         A new value lies at or before the store's last value (an overlap, or input that
         belongs before the store), naming both values.
     """
-    old_values = _coordinate(existing, dim)
-    new_values = _coordinate(new, dim)
-    if old_values is None or new_values is None or not old_values.size or not new_values.size:
+    old_node, new_node = _coordinate_node(existing, dim), _coordinate_node(new, dim)
+    if old_node is None or new_node is None or not old_node.shape[0] or not new_node.shape[0]:
         return
+    if _cf.first_difference(_cf.encoding_of(existing, dim), _cf.encoding_of(new, dim)) is None:
+        old_values = _stored(old_node, dim, store_options)
+        new_values = _stored(new_node, dim, store_options)
+    else:
+        why = f"append: coordinate {dim!r} is encoded differently in the new input"
+        old_values, new_values = (
+            np.asarray(
+                _cf.decoded(
+                    {**_inherited(group, dim), dim: node},
+                    dim,
+                    why=why,
+                    store_options=store_options,
+                ).values
+            )
+            for group, node in ((existing, old_node), (new, new_node))
+        )
+        if old_values.dtype != new_values.dtype:
+            raise CombineError(
+                f"append: coordinate {dim!r} decodes to {old_values.dtype} in the {label} but "
+                f"{new_values.dtype} in the new input, so the two cannot be one array"
+            )
     # the direction the store's coordinate runs (or the new one's, if the store has one value)
     both = old_values if old_values.size > 1 else np.concatenate([old_values, new_values])
     decreasing = both.size > 1 and bool(both[1] < both[0])
@@ -167,17 +200,58 @@ def _check_follows(existing: ManifestGroup, new: ManifestGroup, dim: str, label:
         )
 
 
-def _coordinate(group: ManifestGroup, dim: str) -> np.ndarray | None:
+def _check_encodings_kept(existing: ManifestGroup, combined: ManifestGroup, label: str) -> None:
+    """Every array of the store keeps its encoding: new values re-encoded by `concat` must be
+    in the store's (``concat`` may pick finer time units for all inputs; append does not
+    rewrite the store's).
+
+    Raises
+    ------
+    CombineError
+        An array's encoding changed (the new values cannot be held exactly in the store's).
+    """
+    for name in existing.arrays:
+        if name not in combined.arrays:
+            continue
+        before, after = _cf.encoding_of(existing, name), _cf.encoding_of(combined, name)
+        difference = _cf.first_difference(before, after)
+        if difference is not None:
+            key, a, b = difference
+            raise CombineError(
+                f"append: variable {name!r} of the new input cannot be encoded exactly in the "
+                f"encoding of the {label} ({_cf.label(key)} {_cf.describe(key, a, before)}; "
+                f"holding every value needs {_cf.describe(key, b, after)}); build the store "
+                "again from all the files instead"
+            )
+
+
+def _inherited(group: ManifestGroup, name: str) -> dict[str, InlineArray | ManifestArray]:
+    """The array ``name`` inherits CF attributes from (its bounds parent), if any."""
+    parent = _cf.bounds_parent(group, name)
+    return {} if parent is None else {parent: group.arrays[parent]}
+
+
+def _coordinate_node(group: ManifestGroup, dim: str) -> InlineArray | ManifestArray | None:
     node = group.arrays.get(dim)
     if node is None or node.ndim != 1 or tuple(node.dimension_names or ()) != (dim,):
         return None
+    return node
+
+
+def _stored(
+    node: InlineArray | ManifestArray, dim: str, store_options: StorageOptions
+) -> np.ndarray:
+    """The coordinate's stored (not decoded) values."""
     if isinstance(node, InlineArray):
         return np.asarray(node.data)
-    assert isinstance(node, ManifestArray)
     import zarr
 
     from zarr_manifest.store import ManifestStore
 
     return np.asarray(
-        zarr.open_array(ManifestStore(ManifestGroup(arrays={dim: node})), path=dim, mode="r")[...]
+        zarr.open_array(
+            ManifestStore(ManifestGroup(arrays={dim: node}), storage_options=store_options),
+            path=dim,
+            mode="r",
+        )[...]
     )

@@ -163,17 +163,23 @@ def _add_storage_options(command: argparse.ArgumentParser) -> None:
     )
 
 
+#: obstore options (besides URL prefixes) whose value is a dict, given as JSON
+_JSON_OPTIONS = frozenset({"default_headers"})
+
+
 def storage_options_from_args(args: argparse.Namespace) -> dict[str, Any]:
     """The ``storage_options`` dict of ``--storage-option KEY=VALUE`` and ``--anon``.
 
-    A dotted key sets a nested option (``client_options.timeout=30s``); a value starting
-    with ``{`` or ``[`` is JSON, anything else a string (obstore parses ``"true"``, numbers
-    and durations itself), so a secret of digits stays a string.
+    A dotted key sets a nested option (``client_options.timeout=30s``).  The value of a URL
+    prefix (``s3://other/={"region": ...}``) is a JSON object, as is that of
+    ``client_options.default_headers`` (obstore wants a dict there); any other value is a
+    string (obstore parses ``"true"``, numbers and durations itself), so a secret of digits
+    or a JSON ``service_account_key`` stays the string obstore expects.
 
     Raises
     ------
     ValueError
-        An option without ``=``, or a value that is not valid JSON where JSON is expected.
+        An option without ``=``, or a URL prefix's value that is not a JSON object.
     """
     import json
 
@@ -185,11 +191,13 @@ def storage_options_from_args(args: argparse.Namespace) -> dict[str, Any]:
         if not sep or not key:
             raise ValueError(f"--storage-option {item!r}: expected KEY=VALUE")
         parsed: Any = value
-        if value.lstrip().startswith(("{", "[")):
+        if "://" in key or key.rsplit(".", 1)[-1] in _JSON_OPTIONS:
             try:
                 parsed = json.loads(value)
             except json.JSONDecodeError as e:
                 raise ValueError(f"--storage-option {key}: the value is not JSON ({e})") from e
+            if not isinstance(parsed, dict):
+                raise ValueError(f"--storage-option {key}: the value must be a JSON object")
         target = options
         if "://" not in key:
             *parents, key = key.split(".")
