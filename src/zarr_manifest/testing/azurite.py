@@ -24,6 +24,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
 from zarr_manifest.testing._emulator_process import EmulatorProcess, EmulatorStartError
+from zarr_manifest.testing._uploads import files_to_upload
 
 if TYPE_CHECKING:
     from obstore.store import AzureStore
@@ -269,14 +270,9 @@ class AzuriteServer:
         """
         import obstore
 
-        root = Path(local_dir)
-        if not root.is_dir():
-            raise NotADirectoryError(f"not a directory: {root}")
+        files = files_to_upload(local_dir, prefix)
         self.create_container(container)
         store = self.azure_store(container)
-        names = []
-        for path in sorted(p for p in root.rglob("*") if p.is_file()):
-            name = "/".join(filter(None, [prefix.strip("/"), path.relative_to(root).as_posix()]))
+        for name, path in files:
             obstore.put(store, name, path.read_bytes())
-            names.append(name)
-        return names
+        return [name for name, _ in files]

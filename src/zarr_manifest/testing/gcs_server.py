@@ -37,6 +37,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
 from zarr_manifest.testing._emulator_process import EmulatorProcess, EmulatorStartError, free_port
+from zarr_manifest.testing._uploads import files_to_upload
 
 if TYPE_CHECKING:
     from obstore.store import GCSStore
@@ -310,16 +311,11 @@ class GCSServer:
         list of str
             The object names written, ``prefix/relative/path``, sorted.
         """
-        root = Path(local_dir)
-        if not root.is_dir():
-            raise NotADirectoryError(f"not a directory: {root}")
+        files = files_to_upload(local_dir, prefix)
         self.create_bucket(bucket)
-        names = []
-        for path in sorted(p for p in root.rglob("*") if p.is_file()):
-            name = "/".join(filter(None, [prefix.strip("/"), path.relative_to(root).as_posix()]))
+        for name, path in files:
             self.put_object(bucket, name, path.read_bytes())
-            names.append(name)
-        return names
+        return [name for name, _ in files]
 
     def _upstream_request(
         self, method: str, target: str, body: bytes, headers: dict[str, str]

@@ -16,9 +16,10 @@ import threading
 import time
 import urllib.parse
 import urllib.request
-from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
+
+from zarr_manifest.testing._uploads import files_to_upload
 
 if TYPE_CHECKING:
     from obstore.store import RetryConfig, S3Store
@@ -221,17 +222,12 @@ class S3Server:
         list of str
             The keys written, ``prefix/relative/path``, sorted.
         """
-        root = Path(local_dir)
-        if not root.is_dir():
-            raise NotADirectoryError(f"not a directory: {root}")
+        files = files_to_upload(local_dir, prefix)
         self.create_bucket(bucket)
         client = self.boto3_client()
-        keys = []
-        for path in sorted(p for p in root.rglob("*") if p.is_file()):
-            key = "/".join(filter(None, [prefix.strip("/"), path.relative_to(root).as_posix()]))
+        for key, path in files:
             client.upload_file(str(path), bucket, key)
-            keys.append(key)
-        return keys
+        return [key for key, _ in files]
 
     def reset(self) -> None:
         """Empty moto's state (all buckets), e.g. between tests."""
