@@ -237,11 +237,11 @@ def test_fits_plain_hdus_are_referenced_as_kerchunk_scans_them(fits_file: Path) 
     from kerchunk.fits import process_file
 
     from zarr_manifest.builders._source import open_source
-    from zarr_manifest.builders.fits import _plain_refs
+    from zarr_manifest.builders.fits import _open_headers, _plain_refs
 
-    source = open_source(str(fits_file))
     indices = [0, 1, 2, 3, 4]
-    ours = _plain_refs(source, str(fits_file), indices)
+    with _open_headers(open_source(str(fits_file))) as hdul:
+        ours = _plain_refs(hdul, str(fits_file), indices)
     assert sorted(ours) == indices
     for index in indices:
         with warnings.catch_warnings():

@@ -125,19 +125,30 @@ def _fix_scaling(zarray: dict[str, Any], attrs: dict[str, Any]) -> bool:
     return True
 
 
-def _hdus(source: Source) -> list[tuple[int, Any]]:
-    """(index, (name, header, kind, why)) of the data-bearing HDUs, headers read (data
-    untouched); ``kind`` and ``why`` as `_classify` says."""
+def _hdus(hdul: Any) -> list[tuple[int, Any]]:
+    """(index, (name, header, kind, why)) of the data-bearing HDUs of an open file (headers
+    copied, data untouched); ``kind`` and ``why`` as `_classify` says."""
+    return [
+        (i, (h.name, h.header.copy(), *_classify(h)))
+        for i, h in enumerate(hdul)
+        if h.header.get("NAXIS", 0) > 0
+    ]
+
+
+def _open_headers(source: Source) -> Any:
+    """The file opened with astropy for its headers: every HDU read (data untouched and
+    unscaled).  One open serves the HDU list, the primary header and the plain references.
+
+    Raises
+    ------
+    BuildError
+        Not a FITS file.
+    """
     from astropy.io import fits
 
     handle: Any = source.local_path if source.local_path is not None else source.open()
     try:
-        with fits.open(handle, lazy_load_hdus=False, do_not_scale_image_data=True) as hdul:
-            return [
-                (i, (h.name, h.header.copy(), *_classify(h)))
-                for i, h in enumerate(hdul)
-                if h.header.get("NAXIS", 0) > 0
-            ]
+        return fits.open(handle, lazy_load_hdus=False, do_not_scale_image_data=True)
     except OSError as e:
         raise BuildError(f"{source.url}: not a readable FITS file ({e})") from e
 
@@ -408,27 +419,23 @@ def fits_refs(
     """
     from kerchunk.fits import process_file
 
-    hdus = _hdus(source)
-    by_index = {i: h for i, h in hdus}
-    if extension is None:
-        wanted = [i for i, _ in hdus]
-    else:
-        requested = [extension] if isinstance(extension, int | str) else list(extension)
-        wanted = []
-        for ext in requested:
-            matches = [i for i, (name, *_) in hdus if i == ext or name == ext]
-            if not matches:
-                raise BuildError(f"{source.url}: no HDU with data named or numbered {ext!r}")
-            wanted.extend(m for m in matches if m not in wanted)
     raw = url_to_fsspec_path(source.url)
-    primary = _primary_header(source)
+    with _open_headers(source) as hdul:
+        try:
+            hdus = _hdus(hdul)
+        except OSError as e:
+            raise BuildError(f"{source.url}: not a readable FITS file ({e})") from e
+        wanted = _wanted(source, hdus, extension)
+        # the primary header before `_plain_refs`, which fixes invalid cards in place
+        primary = _header_attrs(hdul[0].header)
+        by_index = {i: h for i, h in hdus}
+        plain = _plain_refs(hdul, raw, [i for i in wanted if by_index[i][2] in ("image", "table")])
     refs: dict[str, Any] = {
         ".zgroup": json.dumps({"zarr_format": 2}),
         ".zattrs": json.dumps(primary),
     }
     loaded: dict[str, InlineArray | ManifestArray | ManifestGroup] = {}
     taken: set[str] = set()
-    plain = _plain_refs(source, raw, [i for i in wanted if by_index[i][2] in ("image", "table")])
     for index in wanted:
         hdu_name, header, kind, why = by_index[index]
         name = hdu_name or str(index)
@@ -487,30 +494,42 @@ def fits_refs(
     return refs, loaded, primary
 
 
-def _plain_refs(source: Source, raw: str, indices: list[int]) -> dict[int, dict[str, Any]]:
-    """kerchunk's references (``process_file(raw, extension=[i])``) of images and binary
-    tables without variable-length columns, the file opened once for all of them.
+def _wanted(
+    source: Source, hdus: list[tuple[int, Any]], extension: Collection[int | str] | int | str | None
+) -> list[int]:
+    """Indices of the HDUs ``extension`` asks for (default: all of ``hdus``)."""
+    if extension is None:
+        return [i for i, _ in hdus]
+    requested = [extension] if isinstance(extension, int | str) else list(extension)
+    wanted: list[int] = []
+    for ext in requested:
+        matches = [i for i, (name, *_) in hdus if i == ext or name == ext]
+        if not matches:
+            raise BuildError(f"{source.url}: no HDU with data named or numbered {ext!r}")
+        wanted.extend(m for m in matches if m not in wanted)
+    return wanted
 
-    The same output as kerchunk's, which sets each header card as its own Zarr attribute
-    update (one event-loop round trip per card: most of the time of a FITS file).  An HDU
-    that does not come out (an error) is left to kerchunk.
+
+def _plain_refs(hdul: Any, raw: str, indices: list[int]) -> dict[int, dict[str, Any]]:
+    """kerchunk's references (``process_file(raw, extension=[i])``) of images and binary
+    tables without variable-length columns, from the file already open as ``hdul``
+    (`_open_headers`).
+
+    The same output as kerchunk's, which opens the file once per HDU and sets each header
+    card as its own Zarr attribute update (one event-loop round trip per card: most of the
+    time of a FITS file).  An HDU that does not come out (an error) is left to kerchunk.
     """
     import zarr
-    from astropy.io import fits
     from kerchunk.fits import BITPIX2DTYPE
 
     out: dict[int, dict[str, Any]] = {}
-    if not indices:
-        return out
-    handle: Any = source.local_path if source.local_path is not None else source.open()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        with fits.open(handle, do_not_scale_image_data=True) as hdul:
-            for index in indices:
-                try:
-                    out[index] = _plain_hdu_refs(hdul[index], index, raw, zarr, BITPIX2DTYPE)
-                except Exception:
-                    continue
+        for index in indices:
+            try:
+                out[index] = _plain_hdu_refs(hdul[index], index, raw, zarr, BITPIX2DTYPE)
+            except Exception:
+                continue
     return out
 
 
@@ -582,14 +601,6 @@ def _plain_hdu_refs(
         f"{name}/.zattrs": json.dumps(zattrs),
         f"{name}/{'.'.join(['0'] * len(shape))}": [raw, hdu.fileinfo()["datLoc"], length],
     }
-
-
-def _primary_header(source: Source) -> dict[str, Any]:
-    from astropy.io import fits
-
-    handle: Any = source.local_path if source.local_path is not None else source.open()
-    with fits.open(handle) as hdul:
-        return _header_attrs(hdul[0].header)
 
 
 def _loaded(source: Source, index: int, attrs: dict[str, Any]) -> InlineArray | None:
