@@ -126,10 +126,11 @@ def _fix_scaling(zarray: dict[str, Any], attrs: dict[str, Any]) -> bool:
 
 
 def _hdus(hdul: Any) -> list[tuple[int, Any]]:
-    """(index, (name, header, kind, why)) of the data-bearing HDUs of an open file (headers
-    copied, data untouched); ``kind`` and ``why`` as `_classify` says."""
+    """(index, (name, header, kind, why)) of the data-bearing HDUs of an open file (data
+    untouched; the header is the file's own, not a copy); ``kind`` and ``why`` as
+    `_classify` says."""
     return [
-        (i, (h.name, h.header.copy(), *_classify(h)))
+        (i, (h.name, h.header, *_classify(h)))
         for i, h in enumerate(hdul)
         if h.header.get("NAXIS", 0) > 0
     ]
@@ -426,9 +427,11 @@ def fits_refs(
         except OSError as e:
             raise BuildError(f"{source.url}: not a readable FITS file ({e})") from e
         wanted = _wanted(source, hdus, extension)
-        # the primary header before `_plain_refs`, which fixes invalid cards in place
+        # the headers as attributes before `_plain_refs`, which fixes invalid cards in place
+        # (and astropy parses a card's value once: the headers are not copied)
         primary = _header_attrs(hdul[0].header)
         by_index = {i: h for i, h in hdus}
+        attributes = {i: _header_attrs(by_index[i][1]) for i in wanted}
         plain = _plain_refs(hdul, raw, [i for i in wanted if by_index[i][2] in ("image", "table")])
     refs: dict[str, Any] = {
         ".zgroup": json.dumps({"zarr_format": 2}),
@@ -437,12 +440,12 @@ def fits_refs(
     loaded: dict[str, InlineArray | ManifestArray | ManifestGroup] = {}
     taken: set[str] = set()
     for index in wanted:
-        hdu_name, header, kind, why = by_index[index]
+        hdu_name, _, kind, why = by_index[index]
+        attrs = attributes[index]
         name = hdu_name or str(index)
         if name in taken:
             name = f"{name}_{index}"
         taken.add(name)
-        attrs = _header_attrs(header)
         if kind == "load" and why.startswith("tile-compressed"):
             tiled, why_not = _tile_compressed(source, index, attrs)
             if tiled is not None:
