@@ -431,7 +431,8 @@ def fits_refs(
         # (and astropy parses a card's value once: the headers are not copied)
         primary = _header_attrs(hdul[0].header)
         by_index = {i: h for i, h in hdus}
-        attributes = {i: _header_attrs(by_index[i][1]) for i in wanted}
+        # (the primary HDU's are the same header's, unchanged since)
+        attributes = {i: dict(primary) if i == 0 else _header_attrs(by_index[i][1]) for i in wanted}
         plain = _plain_refs(hdul, raw, [i for i in wanted if by_index[i][2] in ("image", "table")])
     refs: dict[str, Any] = {
         ".zgroup": json.dumps({"zarr_format": 2}),
