@@ -256,6 +256,31 @@ def test_fits_plain_hdus_are_referenced_as_kerchunk_scans_them(fits_file: Path) 
                 assert ours[index][key] == value, key
 
 
+def test_fits_plain_hdus_open_the_file_once(
+    fits_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # images and plain tables need one astropy open for the HDU list, the primary header
+    # and the references (issue 17: three opens made FITS slower than VirtualiZarr)
+    opened: list[object] = []
+    real_open = fits.open
+
+    def counting_open(*args: object, **kwargs: object) -> fits.HDUList:
+        opened.append(args[0])
+        return real_open(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(fits, "open", counting_open)
+    group = _build_quietly(fits_file, extension=["PRIMARY", "SCI", "CAT"])
+    assert len(opened) == 1
+    assert sorted(group.arrays) == ["CAT", "PRIMARY", "SCI", "SCI_2"]
+    assert all(isinstance(a, ManifestArray) for a in group.arrays.values())
+    monkeypatch.undo()
+    z = _open(group)
+    with fits.open(fits_file) as hdul:
+        np.testing.assert_array_equal(z["PRIMARY"][...], hdul[0].data)
+        np.testing.assert_array_equal(z["SCI_2"][...], hdul[2].data)
+        assert z["PRIMARY"].attrs["OBJECT"] == group.attributes["OBJECT"] == "M31"
+
+
 def _build_quietly(path: Path, **kwargs: object) -> ManifestGroup:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
