@@ -24,6 +24,7 @@ import pytest
 import xarray as xr
 
 import zarr_manifest as zm
+from xarray_reference import netcdf_reference
 from zarr_manifest.cli import main
 
 N_FILES = 3
@@ -86,19 +87,6 @@ def netcdf_files(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     return paths
 
 
-def _reference(paths: list[Path]) -> xr.Dataset:
-    with xr.open_mfdataset(
-        paths,
-        combine="nested",
-        concat_dim="time",
-        data_vars="minimal",
-        coords="minimal",
-        compat="override",
-        engine="netcdf4",
-    ) as ds:
-        return ds.load()
-
-
 def _upload(cloud: Cloud, netcdf_files: list[Path]) -> None:
     cloud.upload_dir(netcdf_files[0].parent, cloud.bucket, "data")
 
@@ -116,12 +104,12 @@ def test_api_glob_build_write_read(cloud: Cloud, netcdf_files: list[Path]) -> No
     allowed = [cloud.url("data/")]
     store = zm.ManifestStore(store_url, allowed_prefixes=allowed, storage_options=options)
     with xr.open_zarr(store, consolidated=False, zarr_format=3) as ds:
-        xr.testing.assert_identical(ds.load(), _reference(netcdf_files))
+        xr.testing.assert_identical(ds.load(), netcdf_reference(netcdf_files, engine="netcdf4"))
 
     with xr.open_dataset(
         store_url, engine="manifest", allowed_prefixes=allowed, storage_options=options
     ) as ds:
-        xr.testing.assert_identical(ds.load(), _reference(netcdf_files))
+        xr.testing.assert_identical(ds.load(), netcdf_reference(netcdf_files, engine="netcdf4"))
 
     read_back = zm.ManifestGroup.from_store(store_url, storage_options=options)
     assert read_back.arrays["t2m"].shape == (2 * N_FILES, 3, 4)
@@ -174,4 +162,4 @@ def test_cli_glob_build_then_read(
         allowed_prefixes=allowed,
         storage_options=cloud.storage_options,
     ) as ds:
-        xr.testing.assert_identical(ds.load(), _reference(netcdf_files))
+        xr.testing.assert_identical(ds.load(), netcdf_reference(netcdf_files, engine="netcdf4"))

@@ -1,16 +1,19 @@
 """What xarray makes of the files themselves: the reference the virtual paths are compared with.
 
-Imported by the tests beside it (pytest puts this folder on ``sys.path``).
+Imported by the xarray and cloud tests (pytest puts this folder, where conftest.py is, on
+``sys.path``).
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Sequence
 from typing import Any
 
 import xarray as xr
 
 
-def netcdf_reference(paths: list[str], **kwargs: Any) -> xr.Dataset:
+def netcdf_reference(paths: Sequence[str | os.PathLike[str]], **kwargs: Any) -> xr.Dataset:
     """The files joined along time by ``xr.open_mfdataset`` (netCDF4 engine), loaded."""
     with xr.open_mfdataset(
         paths,
