@@ -58,6 +58,13 @@ def bounds_parent(group: ManifestGroup, name: str) -> str | None:
     return None
 
 
+def inherited_context(group: ManifestGroup, name: str) -> dict[str, ArrayNode]:
+    """The arrays of ``group`` that array ``name`` inherits CF attributes from (its bounds
+    parent, see `bounds_parent`), to decode it beside them."""
+    parent = bounds_parent(group, name)
+    return {} if parent is None else {parent: group.arrays[parent]}
+
+
 def encoding_of(group: ManifestGroup, name: str) -> Encoding:
     """The encoding of array ``name`` of ``group``, inherited attributes included."""
     node = group.arrays[name]

@@ -172,7 +172,7 @@ def _check_follows(
         old_values, new_values = (
             np.asarray(
                 _cf.decoded(
-                    {**_inherited(group, dim), dim: node},
+                    {**_cf.inherited_context(group, dim), dim: node},
                     dim,
                     why=why,
                     store_options=store_options,
@@ -223,12 +223,6 @@ def _check_encodings_kept(existing: ManifestGroup, combined: ManifestGroup, labe
                 f"holding every value needs {_cf.describe(key, b, after)}); build the store "
                 "again from all the files instead"
             )
-
-
-def _inherited(group: ManifestGroup, name: str) -> dict[str, InlineArray | ManifestArray]:
-    """The array ``name`` inherits CF attributes from (its bounds parent), if any."""
-    parent = _cf.bounds_parent(group, name)
-    return {} if parent is None else {parent: group.arrays[parent]}
 
 
 def _coordinate_node(group: ManifestGroup, dim: str) -> InlineArray | ManifestArray | None:

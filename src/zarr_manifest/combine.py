@@ -349,7 +349,7 @@ def _combine_array(
             inline: list[InlineArray] = members  # type: ignore[assignment]
             return _cf.reencode(
                 inline,
-                [_inherited_context(g, name) for g in groups],
+                [_cf.inherited_context(g, name) for g in groups],
                 var=var,
                 name=name,
                 dim=dim,
@@ -379,12 +379,6 @@ def _combine_array(
         return ManifestArray.concat(arrays, axis=dims.index(dim))
     except CombineError as e:
         raise CombineError(f"variable {var!r}: {_name_inputs(str(e), names)}") from e
-
-
-def _inherited_context(group: ManifestGroup, name: str) -> dict[str, ArrayNode]:
-    """The arrays of ``group`` that array ``name`` inherits CF attributes from."""
-    parent = _cf.bounds_parent(group, name)
-    return {} if parent is None else {parent: group.arrays[parent]}
 
 
 def _kept_once(
@@ -469,13 +463,13 @@ def _compare_kept(
     why = f"variable {var!r} is stored differently in two inputs"
     if decoded_first is None:
         decoded_first = _cf.decoded(
-            {**_inherited_context(groups[0], name), name: first},
+            {**_cf.inherited_context(groups[0], name), name: first},
             name,
             why=why,
             store_options=options.store_options,
         )
     other = _cf.decoded(
-        {**_inherited_context(groups[i], name), name: m},
+        {**_cf.inherited_context(groups[i], name), name: m},
         name,
         why=why,
         store_options=options.store_options,
@@ -608,7 +602,7 @@ def _coordinate_values(
             else:
                 why = f"combine_by_coords: coordinate {name!r} is encoded differently in {names[i]}"
                 decoded = _cf.decoded(
-                    {**_inherited_context(g, name), name: node},
+                    {**_cf.inherited_context(g, name), name: node},
                     name,
                     why=why,
                     store_options=options.store_options,
