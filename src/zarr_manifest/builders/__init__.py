@@ -220,21 +220,12 @@ def open_virtual(
     known = {source.url: _fingerprint(source)} if fingerprints else {}
 
     def run(load: Collection[str], drop: Collection[str] = drop) -> ManifestGroup:
+        # builders take obstore options alongside a URL (a `Source` does not hand them on)
+        target = source.url if obstore_kwargs else source
         with extras_explained(f"{builder.__module__.rsplit('.', 1)[-1]} files"):
-            return parse(load, drop)
-
-    def parse(load: Collection[str], drop: Collection[str]) -> ManifestGroup:
-        if obstore_kwargs:
-            # builders take obstore options alongside a URL (a `Source` does not hand them on)
             return builder(
-                source.url,
-                group=group,
-                drop=drop,
-                load=load,
-                **dict(options or {}),
-                **obstore_kwargs,
+                target, group=group, drop=drop, load=load, **dict(options or {}), **obstore_kwargs
             )
-        return builder(source, group=group, drop=drop, load=load, **dict(options or {}))
 
     built = run(() if load is None else load)
     if load is None and (names := default_load(built)):
