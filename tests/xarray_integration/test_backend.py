@@ -14,9 +14,9 @@ import pytest
 import xarray as xr
 import zarr
 from xarray.backends import plugins
-from xarray_reference import netcdf_reference
 
 import zarr_manifest as zm
+from xarray_reference import netcdf_reference
 from zarr_manifest.xarray import ManifestBackendEntrypoint
 from zarr_manifest.xarray.backend import FUSED_PIPELINE
 

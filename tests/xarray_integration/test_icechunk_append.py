@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 import xarray as xr
-from xarray_reference import netcdf_reference
 
 import zarr_manifest as zm
+from xarray_reference import netcdf_reference
 from zarr_manifest.format.paths import local_path_to_url
 
 icechunk = pytest.importorskip("icechunk")

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import xarray as xr
-from xarray_reference import netcdf_reference
 
 import zarr_manifest as zm
+from xarray_reference import netcdf_reference
 from zarr_manifest.xarray import ManifestBackendEntrypoint
 
 ENGINE = ManifestBackendEntrypoint
