@@ -210,3 +210,55 @@ def test_a_remote_zip_over_http(tmp_path, open_built, clean_range_server, serve_
     _assert_reads_like(
         built, zarr.open_group(zarr.storage.ZipStore(path, mode="r"), mode="r"), open_built
     )
+
+
+def test_a_large_compressed_array_is_refused_not_loaded(tmp_path, monkeypatch):
+    """Loading on the builder's own initiative is capped (a zip bomb cannot fill memory):
+    above the cap the error names the array and both ways out; ``load=`` still loads it."""
+    from zarr_manifest.builders import zarr as zarr_builder
+
+    directory = tmp_path / "store.zarr"
+    group = zarr.open_group(directory, mode="w")
+    group.create_array("plain", shape=(500,), chunks=(100,), dtype="i4", compressors=None)[:] = (
+        np.arange(500)
+    )
+    archive = _zip_directory(tmp_path, "shutil")  # DEFLATE: no chunk can be referenced
+    monkeypatch.setattr(zarr_builder, "MAX_AUTO_LOAD_BYTES", 1999)  # the values take 2000
+    with pytest.raises(UnsupportedError) as refused:
+        zm.open_virtual(archive, load=())
+    message = str(refused.value)
+    assert "'plain'" in message and "compressed zip members" in message
+    assert "load=['plain']" in message and "drop=['plain']" in message
+    monkeypatch.setattr(zarr_builder, "MAX_AUTO_LOAD_BYTES", 10_000)
+    with pytest.warns(UserWarning, match="compressed zip members"):
+        below = zm.open_virtual(archive, load=())
+    np.testing.assert_array_equal(below["plain"].data, np.arange(500))
+    monkeypatch.setattr(zarr_builder, "MAX_AUTO_LOAD_BYTES", 1999)
+    asked = zm.open_virtual(archive, load=["plain"])
+    np.testing.assert_array_equal(asked["plain"].data, np.arange(500))
+    assert "plain" not in zm.open_virtual(archive, load=(), drop=["plain"]).arrays
+
+
+def test_members_that_inflate_beyond_the_cap_are_not_decompressed(tmp_path, monkeypatch):
+    """The zip's declared sizes are checked before any member is inflated: a small array
+    beside a member that inflates to much more than the cap is refused up front."""
+    from zarr_manifest.builders import zarr as zarr_builder
+
+    directory = tmp_path / "store.zarr"
+    group = zarr.open_group(directory, mode="w")
+    group.create_array("small", shape=(10,), chunks=(10,), dtype="u1", compressors=None)[:] = 7
+    (directory / "small" / "padding.bin").write_bytes(bytes(1 << 20))  # 1 MiB of zeros
+    archive = _zip_directory(tmp_path, "shutil")
+    assert archive.stat().st_size < 10_000  # the megabyte deflates to a few kilobytes
+    monkeypatch.setattr(zarr_builder, "MAX_AUTO_LOAD_BYTES", 100_000)
+    read: list[str] = []
+    original = zipfile.ZipFile.read
+
+    def recording_read(self, name, pwd=None):
+        read.append(getattr(name, "filename", name))
+        return original(self, name, pwd)
+
+    monkeypatch.setattr(zipfile.ZipFile, "read", recording_read)
+    with pytest.raises(UnsupportedError, match="objects decompress to more than"):
+        zm.open_virtual(archive, load=())
+    assert not any("padding.bin" in name for name in read)

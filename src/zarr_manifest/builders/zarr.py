@@ -131,8 +131,9 @@ class ZarrTree(Protocol):
         """The value of the object ``key``."""
         ...
 
-    def zarr_store(self, path: str) -> Any:
-        """A read-only zarr store holding (at least) the array at ``path``."""
+    def zarr_store(self, path: str, max_bytes: int | None = None) -> Any:
+        """A read-only zarr store holding (at least) the array at ``path``; None when making
+        it would decompress more than ``max_bytes`` of objects."""
         ...
 
 
@@ -157,9 +158,10 @@ class ObjectTree:
     def read(self, key: str) -> bytes:
         return bytes(obstore.get(self.location.store, key).bytes())
 
-    def zarr_store(self, path: str) -> Any:
+    def zarr_store(self, path: str, max_bytes: int | None = None) -> Any:
         import zarr
 
+        # objects are read one at a time as zarr asks: nothing is decompressed up front
         return zarr.storage.ObjectStore(self.location.store, read_only=True)
 
 
@@ -389,15 +391,42 @@ def _metadata(node: _Node, url: str) -> dict[str, Any]:
     return doc
 
 
-def _load(tree: ZarrTree, prefix: str, node: _Node) -> np.ndarray:
-    """The values of an array, read with zarr from the original store."""
+#: Arrays that cannot be referenced are loaded on the builder's own initiative (no ``load=``)
+#: only when their values take at most this many bytes; larger ones are refused with
+#: `UnsupportedError`, so a small archive cannot make a build decompress gigabytes.
+MAX_AUTO_LOAD_BYTES = 64 * 1024 * 1024
+
+
+def _load(tree: ZarrTree, prefix: str, node: _Node, *, why: str | None = None) -> np.ndarray:
+    """The values of an array, read with zarr from the original store.
+
+    ``why`` (the reason it cannot be referenced) marks a load the user did not ask for:
+    then more than `MAX_AUTO_LOAD_BYTES` of values, or of objects to decompress, is refused.
+    """
     import zarr
 
     path = (prefix + node.path).strip("/")
-    array = zarr.open_array(
-        tree.zarr_store(path), path=path, mode="r", zarr_format=2 if node.zarr_format == 2 else 3
-    )
+    limit = None if why is None else MAX_AUTO_LOAD_BYTES
+    store = tree.zarr_store(path, max_bytes=limit)
+    if store is None:
+        _refuse_auto_load(tree, prefix, node, why, "its objects decompress to")
+    array = zarr.open_array(store, path=path, mode="r", zarr_format=2 if node.zarr_format == 2 else 3)
+    if limit is not None and array.nbytes > limit:
+        _refuse_auto_load(tree, prefix, node, why, f"its values take {array.nbytes} bytes,")
     return np.asarray(array[...])
+
+
+class _AutoLoadRefused(UnsupportedError):
+    """An array too large to load without being asked (see `MAX_AUTO_LOAD_BYTES`)."""
+
+
+def _refuse_auto_load(tree: ZarrTree, prefix: str, node: _Node, why: str | None, size: str) -> None:
+    path = prefix + node.path
+    raise _AutoLoadRefused(
+        f"{tree.url}: array {path!r} cannot be referenced in place ({why}) and {size} more "
+        f"than the {MAX_AUTO_LOAD_BYTES} bytes a build loads on its own; load it "
+        f"(load=[{path!r}]) or leave it out (drop=[{path!r}])"
+    )
 
 
 def _build_array(
@@ -415,7 +444,9 @@ def _build_array(
     except UnsupportedError as e:
         # cannot be referenced: zarr may still read it, then it is stored inline
         try:
-            data = _load(tree, prefix, node)
+            data = _load(tree, prefix, node, why=str(e))
+        except _AutoLoadRefused:
+            raise
         except Exception as read_error:
             raise e from read_error
         attributes = dict(node.attributes)
@@ -437,14 +468,17 @@ def _build_array(
         raise UnsupportedError(f"{url}{node.path}: {e}") from e
     if isinstance(manifest, list):
         # a compressed zip member is not its chunk's bytes: never referenced, read instead
-        warnings.warn(
-            f"{tree.url}: array {prefix + node.path!r} cannot be referenced in place: "
+        why = (
             f"{len(manifest)} of its chunks (e.g. {prefix + node.path}/{manifest[0]}) are "
-            "compressed zip members; loading it (write the archive with `zip -0` or "
-            "zarr's ZipStore to reference it)",
+            "compressed zip members"
+        )
+        data = _load(tree, prefix, node, why=why)
+        warnings.warn(
+            f"{tree.url}: array {prefix + node.path!r} cannot be referenced in place: {why}; "
+            "loading it (write the archive with `zip -0` or zarr's ZipStore to reference it)",
             stacklevel=4,
         )
-        return InlineArray(meta, _load(tree, prefix, node))
+        return InlineArray(meta, data)
     return ManifestArray(meta, manifest)
 
 

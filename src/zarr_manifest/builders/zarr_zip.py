@@ -198,18 +198,23 @@ class ZipTree:
             except (zipfile.BadZipFile, OSError) as e:
                 raise BuildError(f"{self.url}{key}: cannot read the zip member ({e})") from e
 
-    def zarr_store(self, path: str) -> Any:
-        """A zarr store of the members under ``path`` (decompressed), to load that array."""
+    def zarr_store(self, path: str, max_bytes: int | None = None) -> Any:
+        """A zarr store of the members under ``path`` (decompressed), to load that array;
+        None if they would decompress to more than ``max_bytes``."""
         import zarr
         from zarr.core.buffer import default_buffer_prototype
 
+        start = self.root + (f"{path}/" if path else "")
+        names = [name for name in self.members if name.startswith(start)]
+        # zipfile keeps at most a member's declared size of inflated bytes (and checks its
+        # CRC), so the central directory's sizes bound what this holds in memory
+        if max_bytes is not None and sum(self.members[n].info.file_size for n in names) > max_bytes:
+            return None
         proto = default_buffer_prototype()
         store = zarr.storage.MemoryStore()
-        start = self.root + (f"{path}/" if path else "")
-        for name in self.members:
-            if name.startswith(start):
-                key = name[len(self.root) :]
-                store._store_dict[key] = proto.buffer.from_bytes(self.read(key))
+        for name in names:
+            key = name[len(self.root) :]
+            store._store_dict[key] = proto.buffer.from_bytes(self.read(key))
         return store
 
 
