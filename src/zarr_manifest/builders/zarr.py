@@ -410,7 +410,9 @@ def _load(tree: ZarrTree, prefix: str, node: _Node, *, why: str | None = None) -
     store = tree.zarr_store(path, max_bytes=limit)
     if store is None:
         _refuse_auto_load(tree, prefix, node, why, "its objects decompress to")
-    array = zarr.open_array(store, path=path, mode="r", zarr_format=2 if node.zarr_format == 2 else 3)
+    array = zarr.open_array(
+        store, path=path, mode="r", zarr_format=2 if node.zarr_format == 2 else 3
+    )
     if limit is not None and array.nbytes > limit:
         _refuse_auto_load(tree, prefix, node, why, f"its values take {array.nbytes} bytes,")
     return np.asarray(array[...])
