@@ -16,7 +16,7 @@ import warnings
 from collections.abc import Collection, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NoReturn, Protocol
 from urllib.parse import quote
 
 import numpy as np
@@ -422,7 +422,9 @@ class _AutoLoadRefused(UnsupportedError):
     """An array too large to load without being asked (see `MAX_AUTO_LOAD_BYTES`)."""
 
 
-def _refuse_auto_load(tree: ZarrTree, prefix: str, node: _Node, why: str | None, size: str) -> None:
+def _refuse_auto_load(
+    tree: ZarrTree, prefix: str, node: _Node, why: str | None, size: str
+) -> NoReturn:
     path = prefix + node.path
     raise _AutoLoadRefused(
         f"{tree.url}: array {path!r} cannot be referenced in place ({why}) and {size} more "
