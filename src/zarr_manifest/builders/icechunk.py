@@ -29,12 +29,13 @@ import asyncio
 import concurrent.futures
 import os
 import warnings
-from collections.abc import Collection, Coroutine
+from collections.abc import Collection, Coroutine, Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from zarr_manifest.array import InlineArray, ManifestArray, chunk_grid_shape, parse_array_metadata
+from zarr_manifest.builders._icechunk_storage import icechunk_storage
 from zarr_manifest.builders._source import Source
 from zarr_manifest.errors import BuildError, MetadataError, UnsupportedError
 from zarr_manifest.format.paths import (
@@ -43,6 +44,7 @@ from zarr_manifest.format.paths import (
     local_path_to_url,
     url_to_local_path,
 )
+from zarr_manifest.format.storage_options import object_store
 from zarr_manifest.group import ManifestGroup
 from zarr_manifest.manifest import ChunkManifest
 
@@ -104,16 +106,39 @@ async def _chunk_columns(store: icechunk.IcechunkStore, path: str, ndim: int) ->
     return out
 
 
-def _check_native(repo_url: str, chunk_id: str, offset: int, length: int, where: str) -> None:
-    """The native chunk object is where icechunk's layout puts it, holding its range."""
-    if not repo_url.startswith("file://"):
-        return  # remote repositories are opened by the caller; their layout is icechunk's
-    local = os.path.join(url_to_local_path(repo_url), CHUNKS_DIRECTORY, chunk_id)
-    try:
-        size = os.path.getsize(local)
-    except OSError:
+def _check_native(
+    repo_url: str,
+    chunk_id: str,
+    offset: int,
+    length: int,
+    where: str,
+    storage_options: Mapping[str, Any] | None,
+) -> None:
+    """The native chunk object is where icechunk's layout puts it, holding its range.
+
+    ``storage_options`` None: a remote repository the caller opened (a `Repository` or
+    `Session`), with credentials this module does not have; its layout is icechunk's.
+    """
+    name = f"{CHUNKS_DIRECTORY}/{chunk_id}"
+    if repo_url.startswith("file://"):
+        place = os.path.join(url_to_local_path(repo_url), CHUNKS_DIRECTORY, chunk_id)
+        try:
+            size = os.path.getsize(place)
+        except OSError:
+            size = None
+    elif storage_options is None:
+        return
+    else:
+        import obstore
+
+        place = repo_url + name
+        try:
+            size = obstore.head(object_store(repo_url, storage_options), name)["size"]
+        except FileNotFoundError:
+            size = None
+    if size is None:
         raise BuildError(
-            f"{where}: native chunk {chunk_id} is not at {local}; this repository's chunk "
+            f"{where}: native chunk {chunk_id} is not at {place}; this repository's chunk "
             "objects cannot be referenced in place"
         ) from None
     if offset + length > size:
@@ -123,7 +148,13 @@ def _check_native(repo_url: str, chunk_id: str, offset: int, length: int, where:
         )
 
 
-def _manifest(columns: _Columns, grid: tuple[int, ...], repo_url: str, where: str) -> ChunkManifest:
+def _manifest(
+    columns: _Columns,
+    grid: tuple[int, ...],
+    repo_url: str,
+    where: str,
+    storage_options: Mapping[str, Any] | None,
+) -> ChunkManifest:
     paths = np.full(grid, "", dtype=_STRINGS)
     offsets = np.zeros(grid, dtype=np.int64)
     lengths = np.zeros(grid, dtype=np.int64)
@@ -141,6 +172,7 @@ def _manifest(columns: _Columns, grid: tuple[int, ...], repo_url: str, where: st
             int(np.concatenate(columns.offsets)[first]),
             int(np.concatenate(columns.lengths)[first]),
             where,
+            storage_options,
         )
         urls[native] = np.strings.add(f"{repo_url}{CHUNKS_DIRECTORY}/", urls[native])
     virtual = kinds == _VIRTUAL
@@ -173,6 +205,7 @@ def _build_array(
     load: bool,
     shown: str,
     verified: set[str],
+    storage_options: Mapping[str, Any] | None,
 ) -> ManifestArray | InlineArray:
     where = f"{shown} array {array.path!r}"
     doc: dict[str, Any] = dict(array.metadata.to_dict())
@@ -203,7 +236,7 @@ def _build_array(
                     stacklevel=4,
                 )
             return InlineArray(meta, _read(array, where))
-    manifest = _manifest(columns, grid, repo_url, where)
+    manifest = _manifest(columns, grid, repo_url, where, storage_options)
     _verify_virtual_files(array, store, columns, verified, where)
     return ManifestArray(meta, manifest)
 
@@ -269,14 +302,18 @@ def _session(
         ) from e
 
 
-def _open_repository(url: str) -> Any:
+def _open_repository(url: str, storage_options: Mapping[str, Any]) -> Any:
     import icechunk
 
-    local = url_to_local_path(url)
-    if not is_icechunk_repository(local):
-        raise BuildError(f"{url}: not an Icechunk repository (no repo object and snapshots/)")
+    if url.startswith("file://"):
+        local = url_to_local_path(url)
+        if not is_icechunk_repository(local):
+            raise BuildError(f"{url}: not an Icechunk repository (no repo object and snapshots/)")
+        storage = icechunk.local_filesystem_storage(local)
+    else:
+        storage = icechunk_storage(url, storage_options)
     try:
-        repository = icechunk.Repository.open(icechunk.local_filesystem_storage(local))
+        repository = icechunk.Repository.open(storage)
     except icechunk.IcechunkError as e:
         raise BuildError(f"{url}: cannot open the Icechunk repository ({e})") from e
     containers = repository.config.virtual_chunk_containers or {}
@@ -290,9 +327,7 @@ def _open_repository(url: str) -> Any:
             access[prefix] = icechunk.credentials.LocalFileSystemAccess
         elif prefix.startswith(("http://", "https://")):
             access[prefix] = icechunk.credentials.HttpAccess
-    return icechunk.Repository.open(
-        icechunk.local_filesystem_storage(local), authorize_virtual_chunk_access=access or None
-    )
+    return icechunk.Repository.open(storage, authorize_virtual_chunk_access=access or None)
 
 
 def build_icechunk(
@@ -305,6 +340,7 @@ def build_icechunk(
     tag: str | None = None,
     snapshot_id: str | None = None,
     repository_url: str | None = None,
+    **storage_options: Any,
 ) -> ManifestGroup:
     """Reference the chunks of an Icechunk repository: virtual ones where they point, native
     ones as the repository's chunk objects.
@@ -328,6 +364,10 @@ def build_icechunk(
         The repository's root URL (``s3://bucket/repo/``), under which its native chunks
         are referenced; required for a `Repository` or `Session` source whose arrays hold
         native chunks.
+    **storage_options
+        For a repository URL on ``s3://``, ``gs://``, ``az://`` or ``http(s)://``: the
+        `storage_options` of every other entry point (obstore's keys), translated into
+        icechunk's storage arguments; the same options read the native chunks later.
 
     Returns
     -------
@@ -341,15 +381,18 @@ def build_icechunk(
         Not a repository; a native chunk object missing from where icechunk's layout puts it
         (``chunks/<id>``); native chunks but no ``repository_url``.
     UnsupportedError
-        A remote repository given as a URL (open it with icechunk and pass the repository).
+        A storage option with no equivalent in icechunk's storage (open the repository
+        with icechunk and pass it).
     """
     import icechunk
     import zarr
 
     if isinstance(source, icechunk.Session):
         session, repo_url = source, repository_url
+        opened_with: Mapping[str, Any] | None = None
     elif isinstance(source, icechunk.Repository):
         session, repo_url = _session(source, branch, tag, snapshot_id), repository_url
+        opened_with = None
     else:
         if isinstance(source, Source):
             url = source.url
@@ -357,14 +400,9 @@ def build_icechunk(
             url = local_path_to_url(os.path.abspath(os.fspath(source)))
         else:
             url = canonical_url(str(source))
-        if not url.startswith("file://"):
-            raise UnsupportedError(
-                f"{url}: remote Icechunk repositories are read through icechunk's own "
-                "storage options: open it with icechunk.Repository.open(...) and pass the "
-                "repository with repository_url=..."
-            )
         repo_url = url
-        session = _session(_open_repository(url), branch, tag, snapshot_id)
+        opened_with = storage_options
+        session = _session(_open_repository(url, storage_options), branch, tag, snapshot_id)
     shown = repo_url or "<icechunk session>"
     if repo_url is not None and not repo_url.endswith("/"):
         repo_url += "/"
@@ -400,7 +438,7 @@ def build_icechunk(
                 continue
             if isinstance(child, zarr.Array):
                 built = _build_array(
-                    child, store, repo_url or "", path in load_set, shown, verified
+                    child, store, repo_url or "", path in load_set, shown, verified, opened_with
                 )
                 if (
                     isinstance(built, ManifestArray)
