@@ -207,33 +207,6 @@ def test_a_virtual_file_changed_since_the_commit_is_refused(tmp_path: Path) -> N
     zm.open_virtual(tmp_path / "repo", drop=["sub"], load=())
 
 
-def test_a_repository_on_s3_by_url(tmp_path: Path, s3_server: Any, s3_bucket: str) -> None:
-    """An Icechunk repository in a bucket, opened by its URL with the one storage_options
-    dict (icechunk's own S3 client underneath); native chunks referenced as objects of the
-    bucket and read back through obstore with the same dict."""
-    repo = _repository(tmp_path)
-    s3_server.upload_dir(tmp_path / "repo", s3_bucket, "repo")
-    url = f"s3://{s3_bucket}/repo"
-    options = s3_server.obstore_config()
-    assert detect_format(url, **options) == "icechunk"
-    built = zm.open_virtual(url, load=(), storage_options=options)
-    native = built["native"]
-    assert isinstance(native, ManifestArray)
-    assert all(p.startswith(f"{url}/chunks/") for p in native.manifest.path_table)
-    virtual = zarr.open_group(
-        ManifestStore(
-            built,
-            allowed_prefixes=[f"{url}/", (tmp_path / "data").resolve().as_uri() + "/"],
-            storage_options=options,
-        ),
-        mode="r",
-    )
-    reference = _reference(repo)
-    for path, array in reference.members(max_depth=None):
-        if isinstance(array, zarr.Array):
-            np.testing.assert_array_equal(virtual[path][...], array[...], err_msg=path)
-
-
 def test_storage_options_icechunk_cannot_take_are_refused(tmp_path: Path) -> None:
     """A key with no icechunk equivalent is named, not dropped: a credential that silently
     does not apply reads as someone else or fails later with an unrelated message."""

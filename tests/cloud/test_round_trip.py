@@ -12,9 +12,6 @@ emulators' configurations are nothing obstore could find in the environment.
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,43 +19,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import xarray as xr
+from emulated_cloud import Cloud
 
 import zarr_manifest as zm
 from xarray_reference import netcdf_reference
 from zarr_manifest.cli import main
 
 N_FILES = 3
-
-
-@dataclass
-class Cloud:
-    """One emulated cloud: where to put files and how to reach them."""
-
-    scheme: str
-    bucket: str
-    storage_options: dict[str, Any]
-    upload_dir: Callable[[Path, str, str], list[str]]
-
-    def url(self, path: str) -> str:
-        return f"{self.scheme}://{self.bucket}/{path}"
-
-
-@pytest.fixture(params=["s3", "az", "gs"])
-def cloud(request: pytest.FixtureRequest) -> Cloud:
-    """A fresh bucket (container) on one of the three emulators, with its options."""
-    server_fixture = {"s3": "s3_server", "az": "azurite_server", "gs": "gcs_server"}
-    server = request.getfixturevalue(server_fixture[request.param])
-    bucket = f"bucket-{uuid.uuid4().hex[:8]}"
-    if request.param == "az":
-        server.create_container(bucket)
-    else:
-        server.create_bucket(bucket)
-    return Cloud(
-        request.param,
-        bucket,
-        server.obstore_config(),
-        lambda root, bucket, prefix: server.upload_dir(root, bucket, prefix),
-    )
 
 
 @pytest.fixture(scope="module")
