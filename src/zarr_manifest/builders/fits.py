@@ -307,29 +307,41 @@ _DESCRIPTOR_COLUMN = re.compile(r"1?([PQ])B(\(\d*\))?$")
 def _tile_codecs(
     ctype: str, dtype: np.dtype[Any], tile: tuple[int, ...], zvals: dict[str, Any]
 ) -> list[dict[str, Any]] | str:
-    """The Zarr v3 codecs of one tile, or a reason why there are none."""
-    big = {"name": "bytes", "configuration": {"endian": "big"}} if dtype.itemsize > 1 else None
-    gzip = {"name": "gzip", "configuration": {"level": 5}}
+    """The Zarr v3 codecs of one tile, or a reason why there are none.
+
+    A tile may hold its pixels as wider integers than the image (CFITSIO Rice-codes 16-bit
+    pixels as 32-bit ones by default, and gzips them so too): they are cast back to the
+    image's type after decoding (numcodecs' ``astype``), as astropy assigns them.
+    """
     if ctype in ("RICE_1", "RICE_ONE"):
-        # the convention's default BYTEPIX is 4, whatever BITPIX (CFITSIO then codes 16-bit
-        # pixels as 32-bit ints, which would need a cast after decoding)
-        bytepix = int(zvals.get("BYTEPIX", 4))
-        if bytepix != dtype.itemsize:
-            return f"Rice with BYTEPIX {bytepix} for {dtype.itemsize}-byte pixels"
-        config: dict[str, Any] = {"shape": list(tile), "dtype": dtype.newbyteorder("=").str}
+        # the convention's default BYTEPIX is 4, whatever BITPIX
+        itemsize = int(zvals.get("BYTEPIX", 4))
+        if itemsize not in (1, 2, 4):
+            return f"Rice with BYTEPIX {itemsize}"
+    elif ctype in ("GZIP_1", "GZIP_2"):
+        # the first tile's decompressed size says (astropy and CFITSIO decide so too)
+        itemsize = zvals.get("_TILE_ITEMSIZE") or 0
+        if itemsize not in (1, 2, 4, 8) or (itemsize == 1 and dtype.itemsize > 1):
+            return f"{ctype} tiles of {zvals.get('_TILE_ITEMSIZE')}-byte pixels"
+    else:
+        return f"{ctype} tiles"
+    stored = np.dtype(f"i{itemsize}") if itemsize > 1 or dtype.itemsize > 1 else dtype
+    codecs: list[dict[str, Any]] = []
+    if stored.itemsize != dtype.itemsize:
+        cast = {"encode_dtype": stored.str, "decode_dtype": dtype.newbyteorder("=").str}
+        codecs.append({"name": "numcodecs.astype", "configuration": cast})
+    if ctype in ("RICE_1", "RICE_ONE"):
+        config: dict[str, Any] = {"shape": list(tile), "dtype": stored.newbyteorder("=").str}
         config["nblock"] = int(zvals.get("BLOCKSIZE", 32))
-        return [{"name": "numcodecs.imagecodecs_rcomp", "configuration": config}]
-    if ctype in ("GZIP_1", "GZIP_2") and zvals.get("_TILE_ITEMSIZE") != dtype.itemsize:
-        # CFITSIO may gzip 16-bit pixels as 32-bit ints; the first tile says which
-        return f"{ctype} tiles of {zvals.get('_TILE_ITEMSIZE')}-byte pixels"
-    if ctype == "GZIP_1":
-        return [big or {"name": "bytes"}, gzip]
-    if ctype == "GZIP_2":
-        if big is None:
-            return [{"name": "bytes"}, gzip]
-        shuffle = {"name": "numcodecs.shuffle", "configuration": {"elementsize": dtype.itemsize}}
-        return [big, shuffle, gzip]
-    return f"{ctype} tiles"
+        return [*codecs, {"name": "numcodecs.imagecodecs_rcomp", "configuration": config}]
+    if stored.itemsize > 1:
+        codecs.append({"name": "bytes", "configuration": {"endian": "big"}})
+    else:
+        codecs.append({"name": "bytes"})
+    if ctype == "GZIP_2" and stored.itemsize > 1:
+        shuffle = {"elementsize": stored.itemsize}
+        codecs.append({"name": "numcodecs.shuffle", "configuration": shuffle})
+    return [*codecs, {"name": "gzip", "configuration": {"level": 5}}]
 
 
 def _tile_compressed(
