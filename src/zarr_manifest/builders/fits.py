@@ -188,10 +188,11 @@ def _table_dtype(header: dict[str, Any]) -> np.dtype[Any] | None:
 # ---- referenced HDUs -------------------------------------------------------------------------
 
 
-def _scaling(header: dict[str, Any], stored: str) -> tuple[str, list[dict[str, Any]] | None]:
-    """(physical dtype, numcodecs filters) of an image, or ("", None) when it has no exact
-    virtual form (uint64)."""
-    bitpix = _int(header.get("BITPIX", 0))
+def _scaling(
+    header: dict[str, Any], stored: str, bitpix: int
+) -> tuple[str, list[dict[str, Any]] | None]:
+    """(physical dtype, numcodecs filters) of an image whose pixels are ``stored`` (BITPIX
+    ``bitpix``), or ("", None) when it has no exact virtual form (uint64)."""
     if "BSCALE" not in header and "BZERO" not in header:
         return stored, None
     bscale = float(header.get("BSCALE", 1.0))
@@ -216,7 +217,7 @@ def _image(hdu: FitsHDU, url: str, attrs: dict[str, Any]) -> ManifestArray | Non
     header = hdu.header
     stored = _BITPIX[_int(header.get("BITPIX"))]
     shape = [int(header[f"NAXIS{i}"]) for i in range(hdu.naxis, 0, -1)]
-    physical, filters = _scaling(header, stored)
+    physical, filters = _scaling(header, stored, _int(header.get("BITPIX")))
     if not physical:
         return None
     dtype = np.dtype(physical)
@@ -270,7 +271,7 @@ def _empty_image(hdu: FitsHDU, attrs: dict[str, Any]) -> InlineArray:
     header = hdu.header
     stored = _BITPIX[_int(header.get("BITPIX"))]
     shape = tuple(_int(header.get(f"NAXIS{i}")) for i in range(hdu.naxis, 0, -1))
-    physical = _scaling(header, stored)[0] or "<u8"
+    physical = _scaling(header, stored, _int(header.get("BITPIX")))[0] or "<u8"
     values = np.zeros(shape, dtype=np.dtype(physical).newbyteorder("="))
     return InlineArray.from_numpy(values, dimension_names=_dims(len(shape)), attributes=attrs)
 
@@ -353,9 +354,9 @@ def _tile_compressed(
     zbitpix = _int(hd.get("ZBITPIX", 0))
     if zbitpix not in _TILE_DTYPES:
         return None, f"{ctype} tiles of BITPIX {zbitpix}"
-    scaled = [k for k in ("BSCALE", "BZERO", "BLANK", "ZBLANK") if k in hd]
-    if scaled:
-        return None, f"{ctype} tiles with {'/'.join(scaled)}"
+    blank = [k for k in ("BLANK", "ZBLANK") if k in hd]
+    if blank:
+        return None, f"{ctype} tiles with {'/'.join(blank)}"
     columns = [hd.get(f"TTYPE{i}") for i in range(1, _int(hd.get("TFIELDS", 0)) + 1)]
     if columns != ["COMPRESSED_DATA"]:
         return None, f"{ctype} tiles in columns {columns}"
@@ -397,6 +398,15 @@ def _tile_compressed(
     codecs = _tile_codecs(ctype, dtype, chunks, zvals)
     if isinstance(codecs, str):
         return None, codecs
+    # BSCALE/BZERO as for a plain image, on the pixels the tile codecs give (big-endian
+    # after a ``bytes`` codec, native after a cast or Rice)
+    layout = dtype.str if codecs[0]["name"] == "bytes" else dtype.newbyteorder("=").str
+    physical, filters = _scaling(hd, layout, zbitpix)
+    if not physical:
+        return None, f"{ctype} tiles of unsigned 64-bit pixels"
+    for config in filters or ():
+        name = "numcodecs." + config.pop("id")
+        codecs.insert(0, {"name": name, "configuration": config})
     manifest = ChunkManifest.from_arrays(
         paths=url,
         offsets=(heap + descriptors[:, 1]).reshape(grid),
@@ -404,9 +414,9 @@ def _tile_compressed(
     )
     doc = v3_array_document(
         shape=list(shape),
-        data_type=_ZARR_INT[_TILE_DTYPES[zbitpix]],
+        data_type=_ZARR_TYPES[np.dtype(physical).str] if filters else _ZARR_INT[dtype.str[1:]],
         chunks=chunks,
-        fill_value=0,
+        fill_value=0.0 if physical == "<f8" else 0,
         codecs=codecs,
         attributes=attrs,
         dimension_names=list(_dims(len(shape))),
