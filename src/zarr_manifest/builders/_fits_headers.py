@@ -45,7 +45,6 @@ _STRING = re.compile(r" *'((?:[ -&(-~]|'')*)' *(?:/.*)?$")
 _LOGICAL = re.compile(r" *([TF]) *(?:/.*)?$")
 _INTEGER = re.compile(r" *([+-]?\d+) *(?:/.*)?$")
 _REAL = re.compile(r" *([+-]?(?:\d+\.\d*|\.\d+|\d+)(?:[EeDd][+-]?\d+)?) *(?:/.*)?$")
-_PRINTABLE = re.compile(rb"[ -~]*\Z")
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,7 +141,11 @@ def read_hdus(f: BinaryIO, url: str) -> list[FitsHDU]:
                 raise BuildError(f"{url}: {where} has no END card")
             blocks.append(block)
         raw = b"".join(blocks)
-        cards = tuple(parse_header(raw[: len(raw) - BLOCK + _end_card(blocks[-1])]))  # type: ignore[operator]
+        end = len(raw) - BLOCK + _end_card(blocks[-1])  # type: ignore[operator]
+        try:
+            cards = tuple(parse_header(raw[:end]))
+        except Exception as e:  # astropy's errors on a header it cannot parse
+            raise BuildError(f"{url}: HDU {len(hdus)} has an unreadable header ({e})") from e
         header = header_dict(list(cards))
         hdu = FitsHDU(len(hdus), offset, offset + len(raw), 0, cards, header)
         try:
@@ -178,10 +181,14 @@ def _data_size(hdu: FitsHDU) -> int:
 def parse_header(raw: bytes) -> list[tuple[str, Any]]:
     """(keyword, value) of a header's cards (up to, without, the END card), in order, as
     astropy's ``Header.fromstring(raw).cards`` give them (an undefined value as None, as
-    ``header[keyword]`` gives it)."""
-    if not _PRINTABLE.match(raw) or _has_continue(raw):
+    ``header[keyword]`` gives it).
+
+    A card whose value astropy cannot parse either (bytes outside printable ASCII, a
+    malformed value) keeps the text of its value field, with a warning naming it.
+    """
+    if _has_continue(raw):
         return _astropy_header(raw)
-    text = raw.decode("ascii")
+    text = raw.decode("latin-1")
     cards: list[tuple[str, Any]] = []
     for start in range(0, len(text), CARD):
         card = text[start : start + CARD]
@@ -195,8 +202,15 @@ def parse_header(raw: bytes) -> list[tuple[str, Any]]:
         if value is _NOT_PARSED:
             parsed = _astropy_card(card)
             if parsed is None:
-                return _astropy_header(raw)
-            keyword, value = parsed
+                keyword = keyword.upper()
+                value = card[10:].strip() if card[8:10] == "= " else card[8:].strip()
+                warnings.warn(
+                    f"FITS card {keyword!r} has a value astropy cannot parse; kept as its "
+                    f"text {value!r}",
+                    stacklevel=4,
+                )
+            else:
+                keyword, value = parsed
         cards.append((keyword, value))
     return cards
 
