@@ -37,7 +37,7 @@ BLOCK = 2880
 CARD = 80
 
 # the END card as astropy finds it (astropy.io.fits.header.HEADER_END_RE), at a card boundary
-_END = re.compile(r"(?:(?P<valid>END {77}) *)|(?P<invalid>END$|END {0,76}[^A-Z0-9_-])")
+_END = re.compile(rb"(?:(?P<valid>END {77}) *)|(?P<invalid>END$|END {0,76}[^A-Z0-9_-])")
 _KEYWORD = re.compile(r"[A-Z0-9_-]{1,8} *$")
 _COMMENTARY = ("COMMENT", "HISTORY", "")
 # value fields of the common forms, each with an optional comment (astropy's NFSC forms)
@@ -158,8 +158,7 @@ def read_hdus(f: BinaryIO, url: str) -> list[FitsHDU]:
 
 def _end_card(block: bytes) -> int | None:
     """The offset of the END card in a header block (None if it has none)."""
-    text = block.decode("latin-1")
-    for match in _END.finditer(text):
+    for match in _END.finditer(block):
         if match.start() % CARD == 0:
             return match.start()
     return None
