@@ -198,6 +198,11 @@ def parse_header(raw: bytes) -> list[tuple[str, Any]]:
         value: Any = _NOT_PARSED
         if card[8:10] == "= " and _KEYWORD.match(card[:8]):
             value = _value(card[10:])
+        elif keyword == "HIERARCH" and card[8] == " " and "=" in card:
+            # ESO's long keywords: "HIERARCH ESO DET CHIP NAME = value", the keyword as
+            # written (astropy keeps its case)
+            name, _, field = card[9:].partition("=")
+            keyword, value = name.strip(), _value(field)
         if value is _NOT_PARSED:
             parsed = _astropy_card(card)
             if parsed is None:
