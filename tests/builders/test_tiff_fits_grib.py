@@ -349,6 +349,25 @@ def test_fits_tiles_of_wider_pixels_are_referenced(name: str) -> None:
         assert _open(group)["COMPRESSED_IMAGE"].dtype == hdul[1].data.dtype
 
 
+def test_fits_loaded_and_4d_images_read_like_astropy(tmp_path: Path) -> None:
+    # `load` decodes the referenced chunk (scaling included); an image of 4 axes gets
+    # dimension names (it had none: xarray could not open it)
+    cube = fits.ImageHDU(np.arange(2 * 3 * 4 * 5, dtype=">i2").reshape(2, 3, 4, 5), name="CUBE")
+    cube.header["BSCALE"] = 0.5
+    cube.header["BZERO"] = 7.0
+    path = tmp_path / "cube.fits"
+    fits.HDUList([fits.PrimaryHDU(), cube]).writeto(path)
+    referenced = _build_quietly(path)["CUBE"]
+    loaded = _build_quietly(path, load=["CUBE"])["CUBE"]
+    assert isinstance(referenced, ManifestArray) and isinstance(loaded, InlineArray)
+    assert referenced.dimension_names == ("dim_0", "dim_1", "dim_2", "dim_3")
+    assert loaded.metadata.dimension_names == referenced.dimension_names
+    assert loaded.metadata.attributes == referenced.attributes
+    with fits.open(path) as hdul:
+        np.testing.assert_array_equal(_open(_build_quietly(path))["CUBE"][...], hdul[1].data)
+        np.testing.assert_array_equal(np.asarray(loaded.data), hdul[1].data)
+
+
 def test_fits_blank_pixels_read_like_astropy(tmp_path: Path) -> None:
     hdu = fits.PrimaryHDU(np.array([[1, -32768, 3]], dtype=">i2"))
     hdu.header["BLANK"] = -32768

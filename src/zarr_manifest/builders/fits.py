@@ -20,7 +20,7 @@ astropy's) and kept inline, with a warning naming the HDU and why:
 
 - tile-compressed images (``ZIMAGE``) other than integer Rice/GZIP_1/GZIP_2 images made of
   whole tiles (which are referenced tile by tile, see "tile-compressed images" below):
-  HCOMPRESS, PLIO, quantised floats, scaled or BLANK pixels, edge tiles;
+  HCOMPRESS, PLIO, quantised floats, BLANK pixels, edge tiles;
 - integer images with ``BLANK`` (astropy turns blank pixels into NaN; no Zarr codec does);
 - 64-bit unsigned images (no exact float path);
 - random-groups HDUs, ASCII tables, and binary tables whose columns are not plain scalars
@@ -295,10 +295,11 @@ def _one_chunk(doc: dict[str, Any], url: str, hdu: FitsHDU, length: int) -> Mani
 # whole tiles, as the default row-by-row tiling always does) and the pixels are integers
 # stored as is, each tile is a Zarr chunk: Rice tiles decode with imagecodecs' ``rcomp``
 # (CFITSIO's Rice coder), GZIP_1 tiles are gzip of the big-endian pixels, GZIP_2 tiles are
-# gzip of the pixels' bytes shuffled by significance (numcodecs' ``shuffle``).  Everything
-# else (quantised floats, BLANK/scaling, HCOMPRESS, PLIO, tiles stored uncompressed in other
-# columns) is loaded with astropy.  The descriptors are read from the table itself: astropy
-# would decompress the image to open it.
+# gzip of the pixels' bytes shuffled by significance (numcodecs' ``shuffle``); BSCALE/BZERO
+# are the plain images' ``fixedscaleoffset`` filter.  Everything else (quantised floats,
+# BLANK, HCOMPRESS, PLIO, tiles stored uncompressed in other columns) is loaded with
+# astropy.  The descriptors are read from the table itself: astropy would decompress the
+# image to open it.
 
 _TILE_DTYPES = {8: "u1", 16: "i2", 32: "i4"}
 _ZARR_INT = {"u1": "uint8", "i2": "int16", "i4": "int32"}
