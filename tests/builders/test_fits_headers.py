@@ -209,3 +209,36 @@ def test_data_sizes_of_groups_tables_and_heaps(tmp_path: Path) -> None:
             ours = [(h.data_offset, h.data_size) for h in read_hdus(f, name)]
         with fits.open(tmp_path / name) as hdul:
             assert ours == [(h.fileinfo()["datLoc"], h.size) for h in hdul], name
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_a_fits_file_over_http_reads_like_astropy(
+    clean_range_server: Any, serve_bytes: Any, tmp_path: Path
+) -> None:
+    # the headers, the tile descriptors and the HDUs astropy loads are read through the
+    # file's URL (kerchunk's scanner needed fsspec for that)
+    import zarr
+
+    from zarr_manifest import InlineArray, ManifestArray, ManifestStore, open_virtual
+
+    image = fits.PrimaryHDU(np.arange(12, dtype=">i4").reshape(3, 4))
+    tiles = fits.CompImageHDU(
+        (np.arange(40 * 30).reshape(40, 30) % 97).astype("i2"),
+        compression_type="RICE_1",
+        tile_shape=(8, 30),
+        name="TILES",
+    )
+    blank = fits.ImageHDU(np.array([[1, -32768, 3]], dtype=">i2"), name="BLANKED")
+    blank.header["BLANK"] = -32768
+    path = tmp_path / "remote.fits"
+    fits.HDUList([image, tiles, blank]).writeto(path)
+    url = clean_range_server.url_for(serve_bytes(path.read_bytes(), "remote.fits"))
+    group = open_virtual(url, fingerprints=False)
+    assert isinstance(group["PRIMARY"], ManifestArray)
+    assert isinstance(group["TILES"], ManifestArray)
+    assert isinstance(group["BLANKED"], InlineArray)
+    assert group["TILES"].manifest.path_table == (url,)
+    z = zarr.open_group(ManifestStore(group), mode="r")
+    with fits.open(path) as hdul:
+        for name in ("PRIMARY", "TILES", "BLANKED"):
+            np.testing.assert_array_equal(z[name][...], hdul[name].data)
