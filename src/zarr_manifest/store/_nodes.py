@@ -167,6 +167,7 @@ class LoadedNode:
         "_shard_layouts",
         "_sources",
         "_split_urls",
+        "_stored",
         "_urls",
         "_whole_size",
         "base_url",
@@ -245,6 +246,7 @@ class LoadedNode:
         self._shard_layouts: dict[tuple[int, ...], ShardLayout] = {}
         # a sparse array's shards: whether each holds a stored chunk
         self._held_shards: np.ndarray | None = None
+        self._stored: np.ndarray | None = None
 
     def path_key(self, name: str) -> str:
         return f"{self.path}/{name}" if self.path else name
@@ -286,6 +288,7 @@ class LoadedNode:
             self.shards = counts
             if stored is not None:
                 self._held_shards = shards_holding(stored, grid_shape, counts)
+                self._stored = stored
 
     def _stored_if_sparse(self, grid_shape: tuple[int, ...]) -> np.ndarray | None:
         """The grid indices of the stored chunks (one row each) of a whole (not split)
@@ -305,6 +308,12 @@ class LoadedNode:
         if np.count_nonzero(present) > present.size * SPARSE_MAX_FRACTION:
             return None
         return np.argwhere(present)
+
+    @property
+    def stored_chunks(self) -> np.ndarray | None:
+        """A sparse array shown as virtual shards: the grid indices of its stored chunks,
+        one row each (None: any other array)."""
+        return self._stored if self._held_shards is not None else None
 
     def shard_holds_chunks(self, index: tuple[int, ...]) -> bool:
         """Whether shard ``index`` holds a stored chunk (a sparse array's absent shards

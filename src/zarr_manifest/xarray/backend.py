@@ -21,9 +21,11 @@ import zarr
 from xarray.backends import BackendEntrypoint
 from xarray.backends.common import datatree_from_dict_with_io_cleanup
 from xarray.backends.store import StoreBackendEntrypoint
-from xarray.backends.zarr import ZarrStore
+from xarray.backends.zarr import ZarrArrayWrapper, ZarrStore
+from xarray.core import indexing
 from xarray.core.treenode import NodePath
 from xarray.core.utils import close_on_error
+from xarray.core.variable import Variable
 
 from zarr_manifest.group import ManifestGroup
 from zarr_manifest.store import ManifestStore, SourceRegistry
@@ -66,7 +68,21 @@ class _ManifestZarrStore(ZarrStore):
         shards = variable.encoding.get("shards")
         if shards is not None and all(isinstance(s, int) for s in shards):
             variable.encoding["preferred_chunks"] = dict(zip(variable.dims, shards, strict=True))
+            # a sparse array's absent shards are filled without zarr's per-chunk work
+            data = indexing.LazilyIndexedArray(_SparseArrayWrapper(self.members[name]))
+            variable = Variable(variable.dims, data, variable.attrs, variable.encoding)
         return variable
+
+
+class _SparseArrayWrapper(ZarrArrayWrapper):
+    """xarray's zarr array wrapper, whose basic selections go through
+    `ManifestStore.sparse_read` (zarr's ``array[key]`` for any array but a sparse one)."""
+
+    def _getitem(self, key: Any) -> Any:
+        store = self._array.store
+        if isinstance(store, ManifestStore):
+            return store.sparse_read(self._array, key)
+        return super()._getitem(key)
 
 
 def open_manifest_store(
