@@ -47,12 +47,15 @@ def read_sparse(
     -------
     The values, or None where this path does not apply (a step other than 1, an
     ellipsis, an empty selection, a dtype without a numpy fill value, more than one in
-    `CHUNKS_PER_CALL` of the selected chunks stored): read it through zarr.
+    `CHUNKS_PER_CALL` of the selected chunks stored, zarr's ``read_missing_chunks``
+    off): read it through zarr.
     """
     shape = tuple(array.shape)
     key = key if isinstance(key, tuple) else (key,)
     if len(key) > len(shape) or not shape or array.dtype.kind not in "biufcmM":
         return None
+    if not array._async_array.config.read_missing_chunks:
+        return None  # zarr is to refuse a missing chunk, and names them
     key = key + (slice(None),) * (len(shape) - len(key))
     lo: list[int] = []
     hi: list[int] = []
