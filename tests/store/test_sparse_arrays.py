@@ -43,10 +43,12 @@ def sparse(tmp_path: Path) -> tuple[Path, np.ndarray]:
 
 
 class _Counts:
-    """Store reads that found bytes, reads in all, and shard layouts assembled."""
+    """Store reads of chunk keys that found bytes, such reads in all, the bytes they
+    returned (a shard's index has 16 bytes per inner chunk, each of which zarr then
+    decodes or fills one by one), and shard layouts assembled."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.found = self.reads = self.layouts = 0
+        self.found = self.reads = self.layouts = self.bytes = 0
         real_get, real_get_sync = ManifestStore.get, ManifestStore.get_sync
         real_layout = _nodes.ShardLayout
 
@@ -68,6 +70,7 @@ class _Counts:
         if "/c/" in key or key.startswith("c/"):
             self.reads += 1
             self.found += value is not None
+            self.bytes += 0 if value is None else len(value)
         return value
 
 
@@ -106,6 +109,8 @@ def test_zarr_reads_absent_shards_without_per_chunk_work(
     assert counts.reads * 16 <= grid_cells, counts.reads
     assert counts.found <= len(WRITTEN)
     assert counts.layouts <= len(WRITTEN)
+    # the shards zarr decodes inner chunk by inner chunk hold few chunks in all
+    assert counts.bytes <= 16 * grid_cells / 8, counts.bytes
 
 
 def test_sparse_read_equals_zarr_and_reads_only_stored_chunks(
@@ -153,11 +158,11 @@ def test_xarray_engine_reads_only_stored_chunks(
     path, expected = sparse
     zm.open_virtual(path).to_store(tmp_path / "store")
     counts = _Counts(monkeypatch)
-    ds = xr.open_dataset(
-        tmp_path / "store", engine="manifest", allowed_prefixes=[str(path.parent)]
-    )
+    ds = xr.open_dataset(tmp_path / "store", engine="manifest", allowed_prefixes=[str(path.parent)])
     np.testing.assert_array_equal(ds["v"].values, expected)
     assert counts.reads <= 2 * len(WRITTEN)  # a shard index and a chunk per stored chunk
+    grid_cells = np.prod(SHAPE) // np.prod(CHUNKS)
+    assert counts.bytes <= 16 * grid_cells / 8, counts.bytes  # not whole shards' indexes
     # the plain view reads the same
     plain = xr.open_dataset(
         tmp_path / "store",
