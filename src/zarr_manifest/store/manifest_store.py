@@ -129,7 +129,10 @@ class ManifestStore(Store):
         faster).  An int: always, with shards of about that many bytes.  None or 0: never.
         With shards, chunk keys name shards, and ``Array.shards`` is set.  Arrays already
         sharded, with a rectilinear grid, or whose shard would hold one chunk are shown as
-        they are.  See "Virtual shards" in the README.
+        they are.  A sparse array (4,096 chunks or more, at most 1 in 8 stored; its manifest
+        not split) gets shards, smaller, sized so that most hold no chunk, with ``"auto"``
+        under any pipeline: zarr then fills the absent ones in one go each (see
+        `sparse_read`).  See "Virtual shards" in the README.
     manifest_cache_bytes
         A bound on the parsed manifests (and regions of split manifests) the store keeps
         in memory, by their size there (default 1 GiB).  The least recently used are
