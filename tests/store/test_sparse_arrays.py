@@ -171,3 +171,15 @@ def test_xarray_engine_reads_only_stored_chunks(
         virtual_shard_bytes=None,
     )
     np.testing.assert_array_equal(plain["v"].values, expected)
+
+
+def test_sparse_view_travels_with_a_pickled_store(sparse: tuple[Path, np.ndarray]) -> None:
+    import pickle
+
+    path, expected = sparse
+    store = ManifestStore(zm.open_virtual(path), allowed_prefixes=[str(path.parent)])
+    array = zarr.open_array(store, path="v", mode="r")
+    # the copy serves the same keys (shards of the same shape) to the array unpickled
+    copy = pickle.loads(pickle.dumps(array))
+    assert copy.shards == array.shards is not None
+    np.testing.assert_array_equal(copy[...], expected)

@@ -120,8 +120,11 @@ def sparse_chunks_per_shard(
         if counts is None:
             continue
         n = np.array(counts, dtype=np.int64)
-        shards = int(np.prod(-(-grid // n), dtype=np.float64))
-        held = len(np.unique(stored // n, axis=0)) if len(stored) else 0
+        shard_grid = -(-grid // n)
+        shards = int(np.prod(shard_grid, dtype=np.float64))
+        marks = np.zeros(shards, dtype=bool)  # per shard (flat): does it hold a chunk
+        marks[np.ravel_multi_index(tuple((stored // n).T), tuple(shard_grid))] = True
+        held = int(np.count_nonzero(marks))
         cost = 2.0 * shards + held * float(np.prod(n, dtype=np.float64)) + cells / 10
         if cost < best_cost:
             best, best_cost = counts, cost
