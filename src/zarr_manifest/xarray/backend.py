@@ -5,8 +5,9 @@ decoding, groups and lazy indexing behave exactly as with ``engine="zarr"``.  Wh
 it opens the store as a `ManifestStore` (with the sources it may read and the credentials to
 read them), never looks for consolidated metadata (a manifest store has none, and xarray
 would warn), opens every array under zarr's fused codec pipeline (zarr binds the pipeline
-to an array when it is opened, so later lazy and dask reads keep it), and asks dask for
-chunks of whole shards when the store shows arrays as (virtual) shards.
+to an array when it is opened, so later lazy and dask reads keep it), asks dask for
+chunks of whole shards when the store shows arrays as (virtual) shards, and reads a
+sparse array's selections with `ManifestStore.sparse_read` (its stored chunks alone).
 """
 
 from __future__ import annotations
