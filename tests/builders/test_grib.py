@@ -372,3 +372,79 @@ def test_remote_grib_over_http(clean_range_server: Any, serve_bytes: Any, tmp_pa
         _open(group)["t/instant/isobaricInhPa/t"][...],
         _open(local)["t/instant/isobaricInhPa/t"][...],
     )
+
+
+def _write_ensemble_diagonal(path: Path, members: int) -> None:
+    """An ensemble forecast whose member n starts on its own date, with 3 steps of its own:
+    cfgrib's hypercube (number, time, step) has ``members**2 * 3 * members`` cells of
+    which ``3 * members`` hold a message (the layout of NCEP's seasonal files)."""
+    import eccodes
+
+    with path.open("wb") as f:
+        for n in range(members):
+            for k in range(3):
+                h = eccodes.codes_grib_new_from_samples("regular_ll_sfc_grib2")
+                try:
+                    eccodes.codes_set(h, "productDefinitionTemplateNumber", 1)
+                    eccodes.codes_set(h, "typeOfEnsembleForecast", 3)
+                    eccodes.codes_set(h, "numberOfForecastsInEnsemble", members)
+                    eccodes.codes_set(h, "perturbationNumber", n)
+                    eccodes.codes_set(h, "dataDate", 20210801 + (n * 5) % members)
+                    eccodes.codes_set(h, "forecastTime", 3 * n + k)
+                    size = eccodes.codes_get_size(h, "values")
+                    eccodes.codes_set_values(h, 250 + np.arange(size) / 10 + n + k / 4)
+                    eccodes.codes_write(h, f)
+                finally:
+                    eccodes.codes_release(h)
+
+
+def test_sparse_hypercube_reads_like_cfgrib_without_per_cell_reads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import xarray as xr
+
+    from zarr_manifest import ManifestStore
+    from zarr_manifest.builders.grib import build_grib
+
+    path = tmp_path / "ensemble.grib2"
+    _write_ensemble_diagonal(path, 12)
+    group = build_grib(path)
+    t = group["t/instant/surface/t"]
+    assert isinstance(t, ManifestArray)
+    grid_cells = int(np.prod(t.manifest.shape_chunk_grid))
+    assert (grid_cells, int(t.manifest.present.sum())) == (12 * 12 * 36, 36)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = xr.open_dataset(path, engine="cfgrib", backend_kwargs={"indexpath": ""})["t"]
+        expected = ref.values
+    reads: list[str] = []
+    real_get = ManifestStore.get
+
+    async def get(store: ManifestStore, key: str, *args: Any, **kwargs: Any) -> Any:
+        if key.startswith("t/instant/surface/t/c/"):
+            reads.append(key)
+        return await real_get(store, key, *args, **kwargs)
+
+    real_get_sync = ManifestStore.get_sync
+
+    def get_sync(store: ManifestStore, key: str, *args: Any, **kwargs: Any) -> Any:
+        if key.startswith("t/instant/surface/t/c/"):
+            reads.append(key)
+        return real_get_sync(store, key, *args, **kwargs)
+
+    monkeypatch.setattr(ManifestStore, "get", get)
+    monkeypatch.setattr(ManifestStore, "get_sync", get_sync)
+    # zarr's default pipeline: the absent cells are shards zarr fills in one go
+    store = ManifestStore(group)
+    array = zarr.open_group(store, mode="r")["t/instant/surface/t"]
+    assert isinstance(array, zarr.Array)
+    values = array[...]
+    assert values.shape == ref.shape and values.dtype == ref.dtype
+    np.testing.assert_array_equal(values, expected)
+    assert array.shards is not None and len(reads) * 16 <= grid_cells, len(reads)
+    # the xarray engine reads the messages alone
+    reads.clear()
+    ds = xr.open_dataset(ManifestStore(group), engine="manifest", group="t/instant/surface")
+    assert ds["t"].dims == ref.dims
+    np.testing.assert_array_equal(ds["t"].values, expected)
+    assert 36 <= len(reads) <= 2 * 36, len(reads)  # a shard index and a message per message

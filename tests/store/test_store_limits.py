@@ -72,6 +72,8 @@ def _sparse_store(root: Path, arrays: int, cells: int, **to_store: Any) -> Path:
 
 
 def _read_each(store: ManifestStore, arrays: int) -> None:
+    # chunk keys as stored: the stores read here show arrays unsharded (a sparse array
+    # would otherwise be shown as virtual shards, whose keys name shards)
     for i in range(arrays):
         buf = store.get_sync(f"a{i}/c/{i}", prototype=PROTO)
         assert buf is not None and buf.to_bytes() == bytes([i + 1])
@@ -83,7 +85,12 @@ def _read_each(store: ManifestStore, arrays: int) -> None:
 def test_parsed_manifests_stay_within_the_cache_bound(tmp_path: Path) -> None:
     arrays, cells = 8, 1 << 20  # 3 MiB per parsed manifest, 24 MiB for all of them
     root = _sparse_store(tmp_path / "s", arrays, cells, split_above=None)
-    store = ManifestStore(root, allowed_prefixes=[str(tmp_path)], manifest_cache_bytes=4 * MiB)
+    store = ManifestStore(
+        root,
+        allowed_prefixes=[str(tmp_path)],
+        virtual_shard_bytes=None,
+        manifest_cache_bytes=4 * MiB,
+    )
     gc.collect()
     tracemalloc.start()
     try:
@@ -103,7 +110,12 @@ def test_split_regions_are_evicted(tmp_path: Path) -> None:
     # regions are read with 4-byte columns: 3 MiB per region of 2^18 chunks, 18 MiB in all
     arrays, cells = 6, 1 << 19
     root = _sparse_store(tmp_path / "s", arrays, cells, split_above=0, region_shape=[1 << 18])
-    store = ManifestStore(root, allowed_prefixes=[str(tmp_path)], manifest_cache_bytes=2 * MiB)
+    store = ManifestStore(
+        root,
+        allowed_prefixes=[str(tmp_path)],
+        virtual_shard_bytes=None,
+        manifest_cache_bytes=2 * MiB,
+    )
     gc.collect()
     tracemalloc.start()
     try:
@@ -131,12 +143,14 @@ def test_manifests_are_kept_by_default(tmp_path: Path, monkeypatch: pytest.Monke
     monkeypatch.setattr(nodes_module.ChunkManifest, "from_json_bytes", classmethod(counting))
     arrays, cells = 4, 1 << 16
     root = _sparse_store(tmp_path / "s", arrays, cells, split_above=None)
-    store = ManifestStore(root, allowed_prefixes=[str(tmp_path)])
+    store = ManifestStore(root, allowed_prefixes=[str(tmp_path)], virtual_shard_bytes=None)
     assert store._manifests.limit == DEFAULT_MANIFEST_CACHE_BYTES == 1 << 30
     for _ in range(3):
         _read_each(store, arrays)
     assert len(parsed) == arrays  # each parsed once
-    small = ManifestStore(root, allowed_prefixes=[str(tmp_path)], manifest_cache_bytes=0)
+    small = ManifestStore(
+        root, allowed_prefixes=[str(tmp_path)], virtual_shard_bytes=None, manifest_cache_bytes=0
+    )
     parsed.clear()
     for _ in range(3):
         _read_each(small, arrays)

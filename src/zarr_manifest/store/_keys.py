@@ -190,11 +190,15 @@ class KeyRouter:
             node = self.nodes[path]
             assert node is not None
             wanted = self.inherited.get(path)
-            if wanted is None:
-                wanted = bulk_shard_pipeline()
-            if wanted:
-                node.present_as_shards(AUTO_SHARD_BYTES, max_chunk_bytes=AUTO_MAX_CHUNK_BYTES)
-            self.chosen[path] = wanted
+            if wanted is None or wanted:
+                # a sparse array is shown as shards whatever the pipeline: its absent
+                # shards are filled by zarr in one go (see `sparse_chunks_per_shard`)
+                node.present_as_shards(
+                    AUTO_SHARD_BYTES,
+                    max_chunk_bytes=AUTO_MAX_CHUNK_BYTES,
+                    sparse_only=wanted is None and not bulk_shard_pipeline(),
+                )
+            self.chosen[path] = node.shards is not None
             self._enable_fast_path(node)
             self._undecided.discard(path)
 

@@ -15,7 +15,7 @@ import orjson
 from zarr.codecs import ShardingCodec
 
 from zarr_manifest.array import RegularChunkGridMetadata, chunk_grid_shape
-from zarr_manifest.errors import ManifestFormatError
+from zarr_manifest.errors import ManifestFormatError, ZarrManifestError
 from zarr_manifest.fingerprint import Fingerprint
 from zarr_manifest.format.entry_forms import (
     Checksum,
@@ -38,10 +38,14 @@ from zarr_manifest.store._manifest_cache import ManifestCache
 from zarr_manifest.store._readahead import plan_blocks
 from zarr_manifest.store._references import reference_urls, resolve_paths
 from zarr_manifest.store._virtual_shards import (
+    SPARSE_MAX_FRACTION,
+    SPARSE_MIN_CHUNKS,
     ShardLayout,
     chunks_per_shard,
     per_shard,
     sharded_document,
+    shards_holding,
+    sparse_chunks_per_shard,
 )
 from zarr_manifest.store.sources import Source, SourceRegistry
 
@@ -151,6 +155,7 @@ class LoadedNode:
         "_blocks",
         "_cache",
         "_entries",
+        "_held_shards",
         "_in_memory",
         "_lock",
         "_manifest",
@@ -162,6 +167,7 @@ class LoadedNode:
         "_shard_layouts",
         "_sources",
         "_split_urls",
+        "_stored",
         "_urls",
         "_whole_size",
         "base_url",
@@ -238,16 +244,26 @@ class LoadedNode:
         # virtual shards: chunks per shard along each dimension, and recent shard layouts
         self.shards: tuple[int, ...] | None = None
         self._shard_layouts: dict[tuple[int, ...], ShardLayout] = {}
+        # a sparse array's shards: whether each holds a stored chunk
+        self._held_shards: np.ndarray | None = None
+        self._stored: np.ndarray | None = None
 
     def path_key(self, name: str) -> str:
         return f"{self.path}/{name}" if self.path else name
 
     # ---- virtual shards -------------------------------------------------------------------
 
-    def present_as_shards(self, target_bytes: int, *, max_chunk_bytes: int | None = None) -> None:
+    def present_as_shards(
+        self, target_bytes: int, *, max_chunk_bytes: int | None = None, sparse_only: bool = False
+    ) -> None:
         """Show this array as sharded (see `ManifestStore`'s ``virtual_shard_bytes``), if
         its grid is regular, it is not sharded already, a shard would hold 2+ chunks and
-        (with ``max_chunk_bytes``) its chunks decode to at most that many bytes."""
+        (with ``max_chunk_bytes``) its chunks decode to at most that many bytes.
+
+        A sparse array (`sparse_chunks_per_shard`) gets shards sized so that most hold no
+        chunk, which the store answers as absent without per-chunk work; with
+        ``sparse_only``, other arrays are left as they are.
+        """
         metadata = self.metadata
         grid = metadata.chunk_grid
         if not isinstance(grid, RegularChunkGridMetadata) or not metadata.shape:
@@ -258,12 +274,56 @@ class LoadedNode:
         chunk_bytes = int(np.prod(grid.chunk_shape, dtype=np.float64)) * itemsize
         if max_chunk_bytes is not None and chunk_bytes > max_chunk_bytes:
             return
-        counts = chunks_per_shard(
-            grid.chunk_shape, chunk_grid_shape(metadata), itemsize, target_bytes
-        )
+        grid_shape = chunk_grid_shape(metadata)
+        stored = self._stored_if_sparse(grid_shape)
+        counts = None
+        if stored is not None:
+            counts = sparse_chunks_per_shard(
+                stored, grid.chunk_shape, grid_shape, itemsize, target_bytes
+            )
+        if counts is None and not sparse_only:
+            counts = chunks_per_shard(grid.chunk_shape, grid_shape, itemsize, target_bytes)
         if counts is not None:
             self.served = sharded_document(self.served, counts)
             self.shards = counts
+            if stored is not None:
+                self._held_shards = shards_holding(stored, grid_shape, counts)
+                self._stored = stored
+
+    def _stored_if_sparse(self, grid_shape: tuple[int, ...]) -> np.ndarray | None:
+        """The grid indices of the stored chunks (one row each) of a whole (not split)
+        manifest of a grid of at least `SPARSE_MIN_CHUNKS` chunks, at most
+        `SPARSE_MAX_FRACTION` of them stored; None otherwise.  The manifest is parsed
+        now (when zarr opens the array), not at its first chunk read; a manifest that
+        fails to parse is reported then, as before."""
+        if self.split is not None:
+            return None  # a split manifest is loaded region by region, never whole here
+        if int(np.prod(grid_shape, dtype=np.float64)) < SPARSE_MIN_CHUNKS:
+            return None
+        try:
+            ids = self.manifest.path_ids
+        except ZarrManifestError:
+            return None
+        present = ids >= 0
+        if np.count_nonzero(present) > present.size * SPARSE_MAX_FRACTION:
+            return None
+        return np.argwhere(present)
+
+    @property
+    def stored_chunks(self) -> np.ndarray | None:
+        """A sparse array shown as virtual shards: the grid indices of its stored chunks,
+        one row each (None: any other array)."""
+        return self._stored if self._held_shards is not None else None
+
+    def shard_holds_chunks(self, index: tuple[int, ...]) -> bool:
+        """Whether shard ``index`` holds a stored chunk (a sparse array's absent shards
+        are answered from a grid computed once, without assembling their layout)."""
+        held = self._held_shards
+        if held is not None:
+            if not all(map(operator.lt, index, held.shape)):
+                return False  # indices are decoded from digits: never negative
+            return bool(held[index])
+        return self.shard_layout(index).present
 
     def shard_layout(self, index: tuple[int, ...]) -> ShardLayout:
         """The byte layout of shard ``index`` (kept for the last few shards: zarr asks for a
@@ -303,9 +363,11 @@ class LoadedNode:
             manifest = self.manifest
             src = tuple(slice(o, e) for o, e in zip(origin, stop, strict=True))
             dst = tuple(slice(0, e - o) for o, e in zip(origin, stop, strict=True))
+            # the stored (narrowed) columns, sliced before widening: `offsets` and
+            # `lengths` widen the whole grid, a cost per shard as large as the array
             ids[dst] = manifest.path_ids[src]
-            offsets[dst] = manifest.offsets[src]
-            lengths[dst] = manifest.lengths[src]
+            offsets[dst] = manifest._offsets[src]
+            lengths[dst] = manifest._lengths[src]
             return ids, offsets, lengths
         regions = self.split.region_shape
         first = tuple(map(operator.floordiv, origin, regions))

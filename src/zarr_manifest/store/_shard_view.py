@@ -34,17 +34,31 @@ __all__ = ["InnerChunkKeys", "Shard", "read_shard_async", "read_shard_sync"]
 class Shard:
     """A shard key of an array shown with virtual shards, resolved to its layout."""
 
-    __slots__ = ("key", "layout", "length", "missing", "node", "origin", "sources")
+    __slots__ = ("_layout", "index", "key", "missing", "node", "origin", "sources")
 
     def __init__(self, sources: CheckedSources, node: LoadedNode, index: tuple[int, ...], key: str):
         self.sources = sources
         self.node = node
         self.key = key
+        self.index = index
         assert node.shards is not None
         self.origin = tuple(map(operator.mul, index, node.shards))
-        self.layout = node.shard_layout(index)
-        self.missing = not self.layout.present
-        self.length = self.layout.size
+        # an absent shard of a sparse array is known without its layout (most of its
+        # shards are absent, and zarr asks for each)
+        self.missing = not node.shard_holds_chunks(index)
+        self._layout: ShardLayout | None = None
+
+    @property
+    def layout(self) -> ShardLayout:
+        """The shard's byte layout, made on first use."""
+        if self._layout is None:
+            self._layout = self.node.shard_layout(self.index)
+        return self._layout
+
+    @property
+    def length(self) -> int:
+        """The shard's size in bytes (chunks plus index)."""
+        return self.layout.size
 
     def source(self, pid: int) -> Source:
         """The source of path id ``pid``, checked as ``verify`` asks."""
@@ -214,9 +228,9 @@ def _verify_checksums(
 
 def _plan_shard_read(shard: Shard, byte_range: ByteRequest | None, max_bytes: int) -> _Plan | None:
     """What a read of a shard takes: its size and `ShardLayout.plan` (None: absent)."""
-    layout = shard.layout
-    if not layout.present:
+    if shard.missing:
         return None
+    layout = shard.layout
     lo, hi = request_bounds(layout.size, byte_range, shard.key)
     check_chunk_size(lo, hi, max_bytes, shard.key, what="virtual shard")
     return hi - lo, *layout.plan(lo, hi)

@@ -32,6 +32,8 @@ __all__ = [
     "chunks_per_shard",
     "per_shard",
     "sharded_document",
+    "shards_holding",
+    "sparse_chunks_per_shard",
 ]
 
 #: bytes per inner chunk in a shard index: offset and length, uint64 each
@@ -44,6 +46,10 @@ MAX_CHUNKS_PER_SHARD = 65536
 #: grouped into shards -- above it zarr's per-chunk cost is small beside the chunk's bytes
 AUTO_SHARD_BYTES = 4 << 20
 AUTO_MAX_CHUNK_BYTES = 1 << 20
+#: an array of at least this many chunks, at most `SPARSE_MAX_FRACTION` of them stored, is
+#: *sparse*: shown as shards chosen so that most hold no chunk (`sparse_chunks_per_shard`)
+SPARSE_MIN_CHUNKS = 4096
+SPARSE_MAX_FRACTION = 1 / 8
 _ABSENT = np.uint64(2**64 - 1)
 _INDEX_CODECS = [{"name": "bytes", "configuration": {"endian": "little"}}]
 
@@ -73,6 +79,68 @@ def chunks_per_shard(
     if int(np.prod(counts, dtype=np.float64)) < 2:
         return None
     return tuple(counts)
+
+
+def sparse_chunks_per_shard(
+    stored: np.ndarray,
+    chunk_shape: Sequence[int],
+    grid_shape: Sequence[int],
+    itemsize: int,
+    target_bytes: int,
+) -> tuple[int, ...] | None:
+    """Chunks per virtual shard for a sparse array (None: not sparse, or no gain).
+
+    zarr reads an absent key (a missing chunk, or a shard the store answers ``None`` for)
+    by filling it in one go, but still spends some tens of microseconds per key; in a
+    shard it reads, every inner chunk costs about half a key, stored or not; in a shard
+    it skips, each inner chunk costs only zarr's index arithmetic (a tenth or so).  So a
+    full read of a grid of N chunks costs about ``2 * shards + held_cells +
+    N / 10`` units against ``2 * N`` unsharded, where ``held_cells`` counts the inner
+    chunks of shards holding a stored chunk.  Of the C-contiguous shard shapes of
+    `chunks_per_shard` (2, 4, 8 ... chunks, up to ``target_bytes``), the cheapest is
+    taken if it costs at most half as much as no shards.
+
+    Parameters
+    ----------
+    stored
+        The grid indices of the stored chunks, one row each (``np.argwhere`` of the
+        manifest's presence grid).
+    """
+    cells = int(np.prod(grid_shape, dtype=np.float64))
+    if cells < SPARSE_MIN_CHUNKS or len(stored) > cells * SPARSE_MAX_FRACTION:
+        return None
+    chunk_bytes = max(int(np.prod(chunk_shape, dtype=np.float64)) * max(itemsize, 1), 1)
+    most = max(min(target_bytes // chunk_bytes, MAX_CHUNKS_PER_SHARD), 1)
+    grid = np.array(grid_shape, dtype=np.int64)
+    best, best_cost = None, 2.0 * cells / 2  # half of the unsharded cost
+    budget = 2
+    while budget <= most:
+        counts = chunks_per_shard(chunk_shape, grid_shape, itemsize, budget * chunk_bytes)
+        budget *= 2
+        if counts is None:
+            continue
+        n = np.array(counts, dtype=np.int64)
+        shard_grid = -(-grid // n)
+        shards = int(np.prod(shard_grid, dtype=np.float64))
+        marks = np.zeros(shards, dtype=bool)  # per shard (flat): does it hold a chunk
+        marks[np.ravel_multi_index(tuple((stored // n).T), tuple(shard_grid))] = True
+        held = int(np.count_nonzero(marks))
+        cost = 2.0 * shards + held * float(np.prod(n, dtype=np.float64)) + cells / 10
+        if cost < best_cost:
+            best, best_cost = counts, cost
+    return best
+
+
+def shards_holding(
+    stored: np.ndarray, grid_shape: Sequence[int], shards: Sequence[int]
+) -> np.ndarray:
+    """Per virtual shard, whether it holds a stored chunk (``stored``: grid indices of
+    the stored chunks, one row each)."""
+    counts = np.array(shards, dtype=np.int64)
+    held = np.zeros([-(-g // n) for g, n in zip(grid_shape, shards, strict=True)], dtype=bool)
+    if len(stored):
+        held[tuple((stored // counts).T)] = True
+    return held
 
 
 def bulk_shard_pipeline() -> bool:

@@ -61,6 +61,7 @@ from zarr_manifest.store._references import (
 )
 from zarr_manifest.store._root_objects import RootObjects
 from zarr_manifest.store._shard_view import Shard, read_shard_async, read_shard_sync
+from zarr_manifest.store._sparse_reads import read_sparse
 from zarr_manifest.store._verify import SourceVerifier, VerifyMode
 from zarr_manifest.store.fetch import RangeBatcher, read_ranges_async
 from zarr_manifest.store.sources import Source, SourceRegistry
@@ -128,7 +129,10 @@ class ManifestStore(Store):
         faster).  An int: always, with shards of about that many bytes.  None or 0: never.
         With shards, chunk keys name shards, and ``Array.shards`` is set.  Arrays already
         sharded, with a rectilinear grid, or whose shard would hold one chunk are shown as
-        they are.  See "Virtual shards" in the README.
+        they are.  A sparse array (4,096 chunks or more, at most 1 in 8 stored; its manifest
+        not split) gets shards, smaller, sized so that most hold no chunk, with ``"auto"``
+        under any pipeline: zarr then fills the absent ones in one go each (see
+        `sparse_read`).  See "Virtual shards" in the README.
     manifest_cache_bytes
         A bound on the parsed manifests (and regions of split manifests) the store keeps
         in memory, by their size there (default 1 GiB).  The least recently used are
@@ -646,6 +650,21 @@ class ManifestStore(Store):
     def _node(self, path: str) -> LoadedNode | None:
         """The node at ``path`` (loaded on first use; None: there is none)."""
         return self._router.node(path)
+
+    def sparse_read(self, array: Any, key: Any) -> Any:
+        """``array[key]`` for a zarr array of this store; for a sparse array (one shown as
+        virtual shards because few of its chunks are stored), only the stored chunks in
+        the selection are read through zarr, the rest filled with the fill value without
+        zarr's per-chunk work (see `_sparse_reads`).  Otherwise, and for a selection
+        other than integers and slices of step 1, zarr's ``array[key]``."""
+        node = self._node(array.path)
+        stored = None if node is None else node.stored_chunks
+        if node is not None and stored is not None:
+            chunk_shape = tuple(node.metadata.chunk_grid.chunk_shape)
+            values = read_sparse(array, stored, chunk_shape, key)
+            if values is not None:
+                return values
+        return array[key]
 
     def _load_node(self, path: str) -> LoadedNode | None:
         return load_node(

@@ -5,8 +5,9 @@ decoding, groups and lazy indexing behave exactly as with ``engine="zarr"``.  Wh
 it opens the store as a `ManifestStore` (with the sources it may read and the credentials to
 read them), never looks for consolidated metadata (a manifest store has none, and xarray
 would warn), opens every array under zarr's fused codec pipeline (zarr binds the pipeline
-to an array when it is opened, so later lazy and dask reads keep it), and asks dask for
-chunks of whole shards when the store shows arrays as (virtual) shards.
+to an array when it is opened, so later lazy and dask reads keep it), asks dask for
+chunks of whole shards when the store shows arrays as (virtual) shards, and reads a
+sparse array's selections with `ManifestStore.sparse_read` (its stored chunks alone).
 """
 
 from __future__ import annotations
@@ -21,9 +22,11 @@ import zarr
 from xarray.backends import BackendEntrypoint
 from xarray.backends.common import datatree_from_dict_with_io_cleanup
 from xarray.backends.store import StoreBackendEntrypoint
-from xarray.backends.zarr import ZarrStore
+from xarray.backends.zarr import ZarrArrayWrapper, ZarrStore
+from xarray.core import indexing
 from xarray.core.treenode import NodePath
 from xarray.core.utils import close_on_error
+from xarray.core.variable import Variable
 
 from zarr_manifest.group import ManifestGroup
 from zarr_manifest.store import ManifestStore, SourceRegistry
@@ -66,7 +69,21 @@ class _ManifestZarrStore(ZarrStore):
         shards = variable.encoding.get("shards")
         if shards is not None and all(isinstance(s, int) for s in shards):
             variable.encoding["preferred_chunks"] = dict(zip(variable.dims, shards, strict=True))
+            # a sparse array's absent shards are filled without zarr's per-chunk work
+            data = indexing.LazilyIndexedArray(_SparseArrayWrapper(self.members[name]))
+            variable = Variable(variable.dims, data, variable.attrs, variable.encoding)
         return variable
+
+
+class _SparseArrayWrapper(ZarrArrayWrapper):
+    """xarray's zarr array wrapper, whose basic selections go through
+    `ManifestStore.sparse_read` (zarr's ``array[key]`` for any array but a sparse one)."""
+
+    def _getitem(self, key: Any) -> Any:
+        store = self._array.store
+        if isinstance(store, ManifestStore):
+            return store.sparse_read(self._array, key)
+        return super()._getitem(key)
 
 
 def open_manifest_store(
