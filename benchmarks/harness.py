@@ -498,7 +498,7 @@ def plot(reports: dict[str, dict[str, Any]], path: Path) -> None:
             ax.set_xlim(0, max(values) * 1.18)
             ax.set_xlabel("seconds (lower is better)", fontsize=8)
         load = report.get("load_average_1min")
-        busy = f"; 1-min load {load[0]:.1f}" if load else ""
+        busy = f"; 1-min load {load[0]:.1f}-{load[1]:.1f}" if load else ""
         ax.set_title(f"{key}: {report['title']}{busy}", fontsize=9, loc="left")
     fig.suptitle(
         "zarr-manifest benchmarks: time, lower is better "
