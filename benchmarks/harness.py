@@ -57,6 +57,10 @@ class Phase:
         Also run once under ``tracemalloc`` and report peak and retained bytes.
     per
         Count of items (e.g. references) to report time and memory per item; ``None`` for none.
+    peak_rss
+        Also report the process's peak RSS during the timed calls and its growth over the
+        RSS before them (Linux: the kernel's high-water mark, reset before the phase).
+        Unlike ``memory`` it adds no tracing overhead, so it suits long phases.
     """
 
     fn: Callable[[], Any]
@@ -64,6 +68,7 @@ class Phase:
     warmup: bool = True
     memory: bool = False
     per: int | None = None
+    peak_rss: bool = False
 
 
 @dataclass
@@ -226,6 +231,30 @@ def memory_call(fn: Callable[[], Any]) -> tuple[int, int, Any]:
     return peak, retained, result
 
 
+def _status_bytes(field: str) -> int | None:
+    """A ``/proc/self/status`` memory field (``VmRSS``, ``VmHWM``) in bytes; None off Linux."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def reset_peak_rss() -> int | None:
+    """Reset the kernel's RSS high-water mark to the current RSS; return that RSS in bytes
+    (None where the mark cannot be reset: off Linux, or before Linux 4.0)."""
+    gc.collect()
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        return None
+    return _status_bytes("VmRSS")
+
+
 def as_phases(work: Any, default_phase: str) -> dict[str, Phase]:
     """Normalise what a factory returned (callable, Phase or mapping) to named phases."""
     if isinstance(work, Phase):
@@ -246,7 +275,9 @@ def measure_phases(
     metrics: dict[str, dict[str, Any]] = {}
     for name, phase in as_phases(work, scenario.default_phase).items():
         repeats = phase.repeats if phase.repeats is not None else config.repeats
+        rss_before = reset_peak_rss() if phase.peak_rss else None
         times, result = time_call(phase.fn, repeats, phase.warmup)
+        peak = _status_bytes("VmHWM") if rss_before is not None else None
         if scenario.check is not None:
             scenario.check(name, result, data)
         del result
@@ -254,6 +285,9 @@ def measure_phases(
         metrics[name] = {"value": best, "unit": "s", "runs": times}
         if phase.per:
             metrics[f"{name}/item"] = {"value": best / phase.per * 1e6, "unit": "us"}
+        if rss_before is not None and peak is not None:
+            metrics[f"{name} peak RSS"] = {"value": peak, "unit": "B"}
+            metrics[f"{name} RSS growth"] = {"value": peak - rss_before, "unit": "B"}
         if phase.memory:
             peak, retained, result = memory_call(phase.fn)
             del result
@@ -431,7 +465,12 @@ def plot(reports: dict[str, dict[str, Any]], path: Path) -> None:
             panels.append((key, report, rows))
     if not panels:
         return
-    heights = [1.2 + 0.24 * len(rows) for _, _, rows in panels]
+    labelled = [(key, report, rows, _bar_labels(rows)) for key, report, rows in panels]
+    # a wrapped label (two lines) gets a taller row, so that neighbours cannot overlap
+    heights = [
+        1.2 + sum(0.24 + 0.11 * label.count("\n") for label in labels)
+        for _, _, _, labels in labelled
+    ]
     fig, axes = plt.subplots(
         len(panels),
         1,
@@ -439,13 +478,14 @@ def plot(reports: dict[str, dict[str, Any]], path: Path) -> None:
         squeeze=False,
         gridspec_kw={"height_ratios": heights},
     )
-    for ax, (key, report, rows) in zip(axes[:, 0], panels, strict=True):
-        ys = list(range(len(rows)))[::-1]  # first row on top
+    for ax, (key, report, rows, labels) in zip(axes[:, 0], labelled, strict=True):
+        # rows stacked top down, two-line labels given more room
+        steps = [1 + 0.45 * label.count("\n") for label in labels]
+        ys = [-(sum(steps[:i]) + steps[i] / 2) for i in range(len(rows))]
         values = [v for _, _, v in rows]
         colors = [_bar_colour(impl, m) for m, impl, _ in rows]
         ax.barh(ys, values, color=colors, height=0.75)
-        metrics = {m for m, _, _ in rows}
-        labels = [f"{impl}  [{m}]" if len(metrics) > 1 else impl for m, impl, _ in rows]
+        ax.set_ylim(-sum(steps), 0)
         ax.set_yticks(ys, labels, fontsize=7)
         for y, v in zip(ys, values, strict=True):
             ax.annotate(" " + _short_seconds(v), (v, y), va="center", ha="left", fontsize=7)
@@ -458,7 +498,7 @@ def plot(reports: dict[str, dict[str, Any]], path: Path) -> None:
             ax.set_xlim(0, max(values) * 1.18)
             ax.set_xlabel("seconds (lower is better)", fontsize=8)
         load = report.get("load_average_1min")
-        busy = f"; 1-min load {load[0]:.1f}" if load else ""
+        busy = f"; 1-min load {load[0]:.1f}-{load[1]:.1f}" if load else ""
         ax.set_title(f"{key}: {report['title']}{busy}", fontsize=9, loc="left")
     fig.suptitle(
         "zarr-manifest benchmarks: time, lower is better "
@@ -469,6 +509,27 @@ def plot(reports: dict[str, dict[str, Any]], path: Path) -> None:
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / fig.get_figheight()))
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+#: labels longer than this are split before the metric, onto a second line
+_LABEL_WIDTH = 48
+
+
+def _bar_labels(rows: list[tuple[str, str, float]]) -> list[str]:
+    """A bar's label: the implementation, and the metric when the panel has several; long
+    ones on two lines (a label wider than the figure's margin would be cut off)."""
+    import textwrap
+
+    metrics = {m for m, _, _ in rows}
+    labels = []
+    for metric, impl, _ in rows:
+        label = impl if len(metrics) == 1 else f"{impl}  [{metric}]"
+        if len(label) > _LABEL_WIDTH:
+            parts = [impl] if len(metrics) == 1 else [impl, f"[{metric}]"]
+            lines = [ln for part in parts for ln in textwrap.wrap(part, _LABEL_WIDTH)]
+            label = "\n".join(lines)
+        labels.append(label)
+    return labels
 
 
 def _bar_colour(impl: str, metric: str) -> str:

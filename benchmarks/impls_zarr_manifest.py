@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
@@ -125,8 +126,9 @@ def build_b(data: Any) -> dict[str, Any]:
     return {"build+combine": build, "write kerchunk JSON": write}
 
 
-def many_refs(data: Any) -> dict[str, Any]:
-    """Scenario C: 1M references written as a manifest store, opened, read."""
+def many_refs(data: Any, unsharded_opt_in: bool = True) -> dict[str, Any]:
+    """Scenario C: 1M references written as a manifest store, opened, read (with
+    ``unsharded_opt_in``, also read under the fused pipeline without virtual shards)."""
     import zarr
 
     import zarr_manifest as zm
@@ -173,13 +175,14 @@ def many_refs(data: Any) -> dict[str, Any]:
                 return open_array(shard_bytes)[...]
 
         # the default path first, then the opt-ins
-        phases["full read"] = Phase(lambda: full({}), repeats=1, warmup=False)
+        phases["full read"] = Phase(lambda: full({}), repeats=1, warmup=False, peak_rss=True)
         phases["full read (opt-in: fused pipeline)"] = Phase(
-            lambda: full(FUSED), repeats=1, warmup=False
+            lambda: full(FUSED), repeats=1, warmup=False, peak_rss=True
         )
-        phases["full read (opt-in: fused, virtual_shard_bytes=None)"] = Phase(
-            lambda: full(FUSED, None), repeats=1, warmup=False
-        )
+        if unsharded_opt_in:
+            phases["full read (opt-in: fused, virtual_shard_bytes=None)"] = Phase(
+                lambda: full(FUSED, None), repeats=1, warmup=False, peak_rss=True
+            )
     return phases
 
 
@@ -222,6 +225,7 @@ IMPLEMENTATIONS["R"]["zarr-manifest (opt-in: concurrency 64)"] = read_r(64)
 IMPLEMENTATIONS["B"]["zarr-manifest"] = build_b
 IMPLEMENTATIONS["C"]["zarr-manifest"] = many_refs
 IMPLEMENTATIONS["C100k"]["zarr-manifest"] = many_refs
+IMPLEMENTATIONS["C1M"]["zarr-manifest"] = functools.partial(many_refs, unsharded_opt_in=False)
 IMPLEMENTATIONS["random"]["zarr-manifest, default"] = random_reader(AUTO)
 IMPLEMENTATIONS["random"]["zarr-manifest (opt-in: fused pipeline; auto virtual shards)"] = (
     random_reader(AUTO, FUSED)

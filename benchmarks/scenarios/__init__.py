@@ -10,6 +10,7 @@ SCENARIO_MODULES = (
     "scenarios.b_scale",
     "scenarios.c_many_refs",
     "scenarios.c100k_reads",
+    "scenarios.c1m_reads",
     "scenarios.f_from_arrays",
     "scenarios.random_reads",
 )

@@ -146,8 +146,9 @@ def _one_shot(data: ManyRefs, fn: Any) -> Phase:
 
 
 def _full_read(fn: Any) -> Phase:
-    """A full read: once, no warm-up (at full size it takes minutes for some peers)."""
-    return Phase(fn, repeats=1, warmup=False)
+    """A full read: once, no warm-up (at full size it takes minutes for some peers), with
+    the process's peak RSS during it."""
+    return Phase(fn, repeats=1, warmup=False, peak_rss=True)
 
 
 # --------------------------------------------------------------------------- kerchunk

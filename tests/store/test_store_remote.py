@@ -412,3 +412,31 @@ async def test_a_bad_neighbour_in_the_readahead_block_does_not_break_a_chunk(
     assert results[0].to_bytes() == _chunk_bytes("15.14")
     assert isinstance(results[1], ShortReadError) and "a/c/15/15" in str(results[1])
     assert results[2].to_bytes() == _chunk_bytes("0.0")
+
+
+async def test_readahead_keeps_a_fetched_block_without_copying_it() -> None:
+    """A block fetched on its own is cached as the read's own buffer (chunks are handed to
+    zarr as slices of it); a block that is part of a larger merged read is copied out, so
+    that the cache's bound counts every byte it keeps alive."""
+    from types import SimpleNamespace
+
+    from zarr_manifest.store._readahead import BlockCache
+
+    alone = bytes(range(256)) * 16
+    merged = bytes(range(256)) * 32
+
+    class Batcher:
+        async def read(self, source: Any, start: int, end: int, key: str) -> memoryview:
+            if start == 0:
+                return memoryview(alone)
+            return memoryview(merged)[start - 4096 : end - 4096]
+
+    cache = BlockCache(1 << 20)
+    source: Any = SimpleNamespace(url="http://host/f.bin", store=None)
+    first = await cache.get((0, 0, 4096), Batcher(), source, "a/c/0")
+    assert first.obj is alone
+    part = await cache.get((0, 4096, 6144), Batcher(), source, "a/c/1")
+    assert bytes(part) == merged[:2048]
+    assert memoryview(part.obj).nbytes == 2048
+    # served from the cache the second time
+    assert (await cache.get((0, 0, 4096), Batcher(), source, "a/c/0")).obj is alone

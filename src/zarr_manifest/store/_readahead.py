@@ -78,10 +78,12 @@ class BlockCache:
 
     def __init__(self, limit: int):
         self._limit = limit
-        self._data: dict[tuple[Any, ...], bytes] = {}
+        # blocks as the read-only views the fetch module returns: a chunk is handed to zarr
+        # as a slice of its block (no copy of the block, nor of each chunk)
+        self._data: dict[tuple[Any, ...], memoryview] = {}
         self._size = 0
         # Fetches in flight, per event loop (a task belongs to one loop).
-        self._pending: dict[tuple[Any, ...], asyncio.Task[bytes]] = {}
+        self._pending: dict[tuple[Any, ...], asyncio.Task[memoryview]] = {}
         self._lock = threading.Lock()
 
     def clear(self) -> None:
@@ -103,7 +105,7 @@ class BlockCache:
 
     async def get(
         self, block: tuple[int, int, int], batcher: RangeBatcher, source: Source, key: str
-    ) -> bytes:
+    ) -> memoryview:
         ident = (source.url, id(source.store), block[1], block[2])
         loop = asyncio.get_running_loop()
         with self._lock:
@@ -120,7 +122,7 @@ class BlockCache:
         batcher: RangeBatcher,
         source: Source,
         key: str,
-    ) -> asyncio.Task[bytes]:
+    ) -> asyncio.Task[memoryview]:
         with self._lock:
             pending_key = (*ident, id(loop))
             task = self._pending.get(pending_key)
@@ -140,19 +142,23 @@ class BlockCache:
         batcher: RangeBatcher,
         source: Source,
         key: str,
-    ) -> bytes:
+    ) -> memoryview:
         try:
-            data = bytes(await batcher.read(source, ident[2], ident[3], key=key))
+            data = await batcher.read(source, ident[2], ident[3], key=key)
+            if data.obj is not None and memoryview(data.obj).nbytes != data.nbytes:
+                # part of a larger (merged) read: keep only the block, so that the cache's
+                # bound counts all the memory it holds
+                data = memoryview(bytes(data))
         finally:
             with self._lock:
                 self._pending.pop(pending_key, None)
         with self._lock:
             if ident not in self._data:
                 self._data[ident] = data
-                self._size += len(data)
+                self._size += data.nbytes
             while self._size > self._limit and len(self._data) > 1:
                 old = next(iter(self._data))
-                self._size -= len(self._data.pop(old))
+                self._size -= self._data.pop(old).nbytes
         return data
 
 
