@@ -255,6 +255,10 @@ def _fill_shard_sync(
         check_local_extent(sources[pid], int(ends[last]), key=shard.chunk_keys(chunks)[last])
     out = _shard_buffer(size, shard)
     for pid, (starts, ends, positions, chunks) in reads.items():
+        if _read_strided_into(
+            sources[pid], starts, ends, positions, out, max_gap_bytes, max_request_bytes
+        ):
+            continue
         read_ranges_into_sync(
             sources[pid],
             starts,
@@ -267,6 +271,57 @@ def _fill_shard_sync(
         )
     _place_index(out, shard.layout, index_part)
     return out
+
+
+#: a strided read (`_read_strided_into`) pays off from this many ranges on
+_STRIDED_MIN_RANGES = 8
+
+
+def _read_strided_into(
+    source: Source,
+    starts: np.ndarray,
+    ends: np.ndarray,
+    positions: np.ndarray,
+    out: np.ndarray,
+    max_gap_bytes: int,
+    max_request_bytes: int,
+) -> bool:
+    """Read equally long, equally spaced ranges laid end to end in ``out`` (the records of
+    a netCDF-3 record variable: one slab every ``recsize`` bytes) as one request and one
+    strided copy, instead of a slice and a copy per range.  False: the ranges are not so
+    (or the one read failed; the caller then reads them range by range, which names the
+    chunk that fails)."""
+    n = len(starts)
+    if n < _STRIDED_MIN_RANGES:
+        return False
+    length = int(ends[0] - starts[0])
+    stride = int(starts[1] - starts[0])
+    span = (n - 1) * stride + length
+    if (
+        length <= 0
+        or stride < length
+        or stride - length > max(max_gap_bytes, 0)
+        or span > max_request_bytes
+    ):
+        return False
+    steps = np.arange(n, dtype=np.int64)
+    first, at = int(starts[0]), int(positions[0])
+    if not (
+        np.array_equal(starts, first + steps * stride)
+        and np.array_equal(ends - starts, np.full(n, length))
+        and np.array_equal(positions, at + steps * length)
+    ):
+        return False
+    try:
+        data = read_range_sync(source, first, first + span)
+    except ZarrManifestError:
+        return False
+    raw = np.frombuffer(data, dtype=np.uint8)
+    if raw.size != span:
+        return False
+    rows = np.lib.stride_tricks.as_strided(raw, shape=(n, length), strides=(stride, 1))
+    out[at : at + n * length].reshape(n, length)[...] = rows
+    return True
 
 
 def _shard_buffer(size: int, shard: Shard) -> np.ndarray:
