@@ -721,3 +721,38 @@ def test_truncated_records_name_the_missing_record(tmp_path: Path) -> None:
 def _open_named(store: ManifestStore, name: str, pipeline: dict[str, Any] | None = None) -> Any:
     with zarr.config.set(pipeline or {}):
         return zarr.open_array(store, path=name, mode="r")
+
+
+@pytest.mark.parametrize("pipeline", PIPELINES)
+def test_remote_record_slabs_read_as_one_range_per_shard(
+    clean_range_server: RangeServer,
+    serve_bytes: Callable[..., str],
+    tmp_path: Path,
+    pipeline: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from zarr_manifest.store import _shard_view
+
+    path = tmp_path / "radar.nc"
+    expected = _write_records(path)
+    rel = serve_bytes(path.read_bytes(), "radar.nc")
+    group = zm.open_virtual(
+        clean_range_server.url_for(rel), client_options={"allow_http": True}, load=()
+    )
+    store = ManifestStore(
+        group, allowed_prefixes=[clean_range_server.url + "/"], virtual_shard_bytes=1 << 30
+    )
+    asked: list[int] = []
+    read_ranges = _shard_view.read_ranges_async
+
+    async def counting(source: Any, starts: Any, ends: Any, **kwargs: Any) -> Any:
+        asked.append(len(starts))
+        return await read_ranges(source, starts, ends, **kwargs)
+
+    monkeypatch.setattr(_shard_view, "read_ranges_async", counting)
+    for name, values in expected.items():
+        asked.clear()
+        clean_range_server.reset_counters()
+        np.testing.assert_array_equal(_open_named(store, name, pipeline)[...], values)
+        assert clean_range_server.request_count(rel, "GET") == 1, name
+        assert asked == [1], name  # the span, not 300 ranges sliced one by one
