@@ -10,6 +10,10 @@ referenced in place with the ``bytes`` codec (``endian: big``):
   record ``r`` at ``begin + r * recsize``; each slab is a chunk (or several, as above) —
   except when it is the only record variable: then ``recsize`` is its slab, the records are
   one contiguous block, and chunks span many records like a non-record variable's rows.
+  Several records cannot share a chunk otherwise: a chunk is one byte range, and no Zarr
+  codec takes every ``recsize``-th slab out of one.  So `open_virtual` loads the record
+  variables of a few bytes per record by default (`zarr_manifest.builders.has_tiny_rows`);
+  loaded record variables are read together, only their slabs, in coalesced requests.
 
 The header is parsed here with `struct`/numpy, following the NetCDF Classic Format
 Specification (NUG appendix "File Format Specifications").
