@@ -537,3 +537,20 @@ def test_only_small_arrays_of_tiny_chunks_are_loaded(
         ds.createDimension("t", None)
         ds.createVariable("v", "f4", ("t",))[:] = np.arange(100.0)
     assert isinstance(zm.open_virtual(single)["v"], ManifestArray)
+
+
+def test_tiny_record_variables_combine_along_the_records(tmp_path: Path) -> None:
+    # build's default load: the first file's choice, applied to every file
+    import zarr_manifest as zm
+
+    paths = [tmp_path / "a.nc", tmp_path / "b.nc"]
+    for i, path in enumerate(paths):
+        _write_radar(path, nrays=100 + 50 * i)
+    group = zm.build(paths, concat_dim="time")
+    assert isinstance(group["azimuth"], InlineArray)
+    assert isinstance(group["reflectivity"], ManifestArray)
+    parts = [_raw_scipy(p) for p in paths]
+    zg = _open(group)
+    for name in (*_TINY, "reflectivity", "velocity"):
+        expected = np.concatenate([part[name] for part in parts])
+        np.testing.assert_array_equal(zg[name][...], expected, err_msg=name)
