@@ -70,3 +70,15 @@ def test_default_load_keeps_the_users_drop(tmp_path: Path) -> None:
     group = zm.open_virtual(path, drop=["time_bnds"])
     assert sorted(group.arrays) == ["air", "time", "y"]
     assert isinstance(group["time"], InlineArray)
+
+
+def test_rows_that_follow_each_other_stay_referenced(tmp_path: Path) -> None:
+    # one row per chunk, but in file order: a merged read serves them, nothing to load
+    import h5py
+
+    path = tmp_path / "rows.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("series", data=np.arange(50, dtype="f4"), chunks=(1,))
+    group = zm.open_virtual(path)
+    assert isinstance(group["series"], ManifestArray)
+    assert not builders_module.has_tiny_rows(group["series"])

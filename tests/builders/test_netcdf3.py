@@ -386,3 +386,171 @@ def test_header_larger_than_the_first_read(tmp_path: Path) -> None:
     assert len(group.arrays) == 70
     zg = _open(group)
     np.testing.assert_array_equal(zg["var_with_a_long_name_0069"][...], [69, -69])
+
+
+def _write_radar(path: Path, nrays: int = 300, ngates: int = 40) -> None:
+    """A CfRadial-like file written by xarray with its defaults (scipy engine): per-ray
+    variables of a few bytes per record beside per-ray moments of a few hundred bytes."""
+    xr = pytest.importorskip("xarray")
+    rng = np.random.default_rng(7)
+    ds = xr.Dataset(
+        {
+            "azimuth": ("time", (np.arange(nrays) * 1.2 % 360).astype("f4")),
+            "elevation": ("time", rng.uniform(0, 20, nrays).astype("f4")),
+            "flag": ("time", rng.integers(-100, 100, nrays).astype("i1")),
+            "ray_name": ("time", np.array([f"ray{i}" for i in range(nrays)], "S6")),
+            "n_samples": ("time", rng.integers(0, 2**31, nrays).astype("i4")),
+            "reflectivity": (("time", "range"), rng.integers(-999, 999, (nrays, ngates), "i2")),
+            "velocity": (("time", "range"), rng.normal(size=(nrays, ngates)).astype("f4")),
+        },
+        coords={"time": np.arange(nrays) * 0.1, "range": np.arange(ngates) * 150.0},
+    )
+    ds["reflectivity"].attrs["_FillValue"] = np.int16(-9999)
+    ds.to_netcdf(path, engine="scipy", unlimited_dims=["time"])
+
+
+_TINY = {"azimuth", "elevation", "flag", "ray_name", "n_samples"}
+
+
+def _raw_scipy(path: Path) -> dict[str, np.ndarray]:
+    with scipy.io.netcdf_file(path, "r", mmap=False) as f:
+        return {name: var[...].copy() for name, var in f.variables.items()}
+
+
+def test_tiny_record_variables_are_loaded_by_default(tmp_path: Path) -> None:
+    # 12 of the 17 record variables of Py-ART's CfRadial sample are a few bytes per ray:
+    # one reference per record made ~80,000 references, each larger than its bytes
+    import zarr_manifest as zm
+
+    path = tmp_path / "radar.nc"
+    _write_radar(path)
+    with scipy.io.netcdf_file(path, "r", mmap=False) as f:
+        assert sum(v.isrec for v in f.variables.values()) == 8  # interleaved records
+    group = zm.open_virtual(path)
+    for name in _TINY | {"time", "range"}:
+        assert isinstance(group[name], InlineArray), name
+    for name in ("reflectivity", "velocity"):  # 80 and 160 bytes a record: referenced
+        assert isinstance(group[name], ManifestArray), name
+        assert len(group[name].manifest) == 300
+    expected = _raw_scipy(path)
+    zg = _open(group)
+    for name, values in expected.items():
+        np.testing.assert_array_equal(zg[name][...], values, err_msg=name)
+    # load=() keeps everything referenced, one chunk per record
+    referenced = zm.open_virtual(path, load=())
+    assert all(isinstance(a, ManifestArray) for a in referenced.arrays.values())
+    assert len(referenced["azimuth"].manifest) == 300
+    zg = _open(referenced)
+    for name in _TINY:
+        np.testing.assert_array_equal(zg[name][...], expected[name], err_msg=name)
+
+
+def test_tiny_record_variables_through_the_engine(tmp_path: Path) -> None:
+    xr = pytest.importorskip("xarray")
+    import zarr_manifest as zm
+
+    path = tmp_path / "radar.nc"
+    _write_radar(path)
+    zm.open_virtual(path).to_store(tmp_path / "radar.manifest")
+    with (
+        xr.open_dataset(path, engine="netcdf4") as expected,
+        xr.open_dataset(
+            tmp_path / "radar.manifest", engine="manifest", allowed_prefixes=[str(tmp_path)]
+        ) as got,
+    ):
+        xr.testing.assert_equal(got.load(), expected.load())
+
+
+def test_loading_record_variables_reads_only_their_slabs_together(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # loading read the span of all records once per variable: 5 loaded variables of a
+    # file of large records read the file 5 times
+    from zarr_manifest.builders import _source
+
+    path = tmp_path / "radar.nc"
+    _write_radar(path, nrays=200, ngates=20_000)  # records of 120 kB: slabs far apart
+    reads: list[int] = []
+    original = _source.Source.open
+
+    class Counting:
+        def __init__(self, f: object) -> None:
+            self._f = f
+
+        def __enter__(self) -> Counting:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            self._f.close()  # type: ignore[attr-defined]
+
+        def seek(self, pos: int) -> None:
+            self._f.seek(pos)  # type: ignore[attr-defined]
+
+        def read(self, n: int) -> bytes:
+            reads.append(n)
+            return self._f.read(n)  # type: ignore[attr-defined,no-any-return]
+
+    monkeypatch.setattr(_source.Source, "open", lambda self: Counting(original(self)))
+    group = build_netcdf3(path, load=sorted(_TINY))
+    # one request per record (the slabs of a record are neighbours), none of the moments
+    assert len(reads) == 200
+    assert sum(reads) < 200 * 64
+    expected = _raw_scipy(path)
+    for name in _TINY:
+        assert isinstance(group[name], InlineArray)
+        np.testing.assert_array_equal(group[name].data, expected[name], err_msg=name)
+
+
+def test_loaded_records_missing_from_a_truncated_file_read_as_fill(tmp_path: Path) -> None:
+    path = tmp_path / "cut.nc"
+    with netCDF4.Dataset(path, "w", format="NETCDF3_CLASSIC") as ds:
+        ds.createDimension("t", None)
+        ds.createVariable("a", "f8", ("t",))[:] = np.arange(6.0)
+        ds.createVariable("b", "i2", ("t",), fill_value=-5)[:] = np.arange(6) * 2
+    size = path.stat().st_size
+    path.write_bytes(path.read_bytes()[: size - 16])  # record 5 gone, and b of record 4
+    referenced = _open(build_netcdf3(path))
+    loaded = build_netcdf3(path, load=["a", "b"])
+    fill = 9.969209968386869e36
+    np.testing.assert_array_equal(loaded["a"].data, [0, 1, 2, 3, 4, fill])
+    np.testing.assert_array_equal(loaded["b"].data, [0, 2, 4, 6, -5, -5])
+    for name in ("a", "b"):
+        np.testing.assert_array_equal(referenced[name][...], loaded[name].data, err_msg=name)
+
+
+def test_only_small_arrays_of_tiny_chunks_are_loaded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import zarr_manifest as zm
+    import zarr_manifest.builders as builders_module
+
+    path = tmp_path / "radar.nc"
+    _write_radar(path)
+    # azimuth (1,200 bytes) is above a bound of 1,000 bytes; flag (300) is below
+    monkeypatch.setattr(builders_module, "ROW_CHUNKS_LOAD_MAX_BYTES", 1000)
+    group = zm.open_virtual(path)
+    assert isinstance(group["flag"], InlineArray)
+    assert isinstance(group["azimuth"], ManifestArray)
+    # the only record variable is one contiguous chunk (or a few): referenced
+    single = tmp_path / "single.nc"
+    with netCDF4.Dataset(single, "w", format="NETCDF3_CLASSIC") as ds:
+        ds.createDimension("t", None)
+        ds.createVariable("v", "f4", ("t",))[:] = np.arange(100.0)
+    assert isinstance(zm.open_virtual(single)["v"], ManifestArray)
+
+
+def test_tiny_record_variables_combine_along_the_records(tmp_path: Path) -> None:
+    # build's default load: the first file's choice, applied to every file
+    import zarr_manifest as zm
+
+    paths = [tmp_path / "a.nc", tmp_path / "b.nc"]
+    for i, path in enumerate(paths):
+        _write_radar(path, nrays=100 + 50 * i)
+    group = zm.build(paths, concat_dim="time")
+    assert isinstance(group["azimuth"], InlineArray)
+    assert isinstance(group["reflectivity"], ManifestArray)
+    parts = [_raw_scipy(p) for p in paths]
+    zg = _open(group)
+    for name in (*_TINY, "reflectivity", "velocity"):
+        expected = np.concatenate([part[name] for part in parts])
+        np.testing.assert_array_equal(zg[name][...], expected, err_msg=name)

@@ -645,3 +645,116 @@ def test_threads_read_shards_concurrently(h5: tuple[Path, np.ndarray]) -> None:
         results = list(pool.map(lambda box: array[box], boxes))
     for box, got in zip(boxes, results, strict=True):
         np.testing.assert_array_equal(got, expected[box])
+
+
+# ---- netCDF-3 records: equally spaced slabs -------------------------------------------
+
+
+def _write_records(path: Path, nrec: int = 300) -> dict[str, np.ndarray]:
+    """A netCDF-3 file (scipy, xarray's defaults) of interleaved record variables; what
+    scipy reads back."""
+    import scipy.io
+
+    rng = np.random.default_rng(3)
+    ds = xr.Dataset(
+        {
+            "refl": (("time", "gate"), rng.integers(-999, 999, (nrec, 37), "i2")),
+            "vel": (("time", "gate"), rng.normal(size=(nrec, 37)).astype("f4")),
+        },
+        coords={"time": np.arange(nrec) * 0.5},
+    )
+    ds.to_netcdf(path, engine="scipy", unlimited_dims=["time"])
+    with scipy.io.netcdf_file(path, "r", mmap=False) as f:
+        return {name: f.variables[name][...].copy() for name in ("refl", "vel")}
+
+
+@pytest.mark.parametrize("pipeline", PIPELINES)
+def test_record_slabs_read_as_one_range_per_shard(
+    tmp_path: Path, pipeline: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # each record's slab was a range of its own, sliced and copied one by one
+    from zarr_manifest.store import _shard_view
+
+    path = tmp_path / "radar.nc"
+    expected = _write_records(path)
+    group = zm.open_virtual(path)
+    assert len(group["refl"].manifest) == 300  # one chunk per record
+    reads: list[tuple[int, int]] = []
+    read_range = _shard_view.read_range_sync
+
+    def counting(source: Any, start: int, end: int, **kwargs: Any) -> Any:
+        reads.append((start, end))
+        return read_range(source, start, end, **kwargs)
+
+    monkeypatch.setattr(_shard_view, "read_range_sync", counting)
+    monkeypatch.setattr(_shard_view, "read_ranges_into_sync", None)  # not range by range
+    for name, values in expected.items():
+        # 3 shards of 100 records
+        store = ManifestStore(group, virtual_shard_bytes=100 * 37 * values.itemsize)
+        reads.clear()
+        with zarr.config.set(pipeline):
+            array = zarr.open_array(store, path=name, mode="r")
+            assert array.shards == (100, 37)
+            np.testing.assert_array_equal(array[...], values, err_msg=name)
+        # one span of 100 records per shard (shards may be read in any order)
+        entries = group[name].manifest
+        spans = [
+            (entries[f"{r}.0"]["offset"], entries[f"{r + 99}.0"]["offset"] + values[0].nbytes)
+            for r in (0, 100, 200)
+        ]
+        assert sorted(reads) == spans, name
+
+
+def test_truncated_records_name_the_missing_record(tmp_path: Path) -> None:
+    path = tmp_path / "radar.nc"
+    _write_records(path)
+    group = zm.open_virtual(path, fingerprints=False)
+    size = path.stat().st_size
+    with open(path, "r+b") as f:
+        f.truncate(size - 100)  # the last record's vel slab, 148 bytes, is cut
+    store = ManifestStore(group, virtual_shard_bytes=1 << 20)
+    with pytest.raises(ShortReadError, match=r"vel/c/299/0 \(in shard 'vel/c/0/0'\)"):
+        _open_named(store, "vel", FUSED)[...]
+    np.testing.assert_array_equal(
+        _open_named(store, "refl", FUSED)[...], _open_named(store, "refl")[...]
+    )
+
+
+def _open_named(store: ManifestStore, name: str, pipeline: dict[str, Any] | None = None) -> Any:
+    with zarr.config.set(pipeline or {}):
+        return zarr.open_array(store, path=name, mode="r")
+
+
+@pytest.mark.parametrize("pipeline", PIPELINES)
+def test_remote_record_slabs_read_as_one_range_per_shard(
+    clean_range_server: RangeServer,
+    serve_bytes: Callable[..., str],
+    tmp_path: Path,
+    pipeline: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from zarr_manifest.store import _shard_view
+
+    path = tmp_path / "radar.nc"
+    expected = _write_records(path)
+    rel = serve_bytes(path.read_bytes(), "radar.nc")
+    group = zm.open_virtual(
+        clean_range_server.url_for(rel), client_options={"allow_http": True}, load=()
+    )
+    store = ManifestStore(
+        group, allowed_prefixes=[clean_range_server.url + "/"], virtual_shard_bytes=1 << 30
+    )
+    asked: list[int] = []
+    read_ranges = _shard_view.read_ranges_async
+
+    async def counting(source: Any, starts: Any, ends: Any, **kwargs: Any) -> Any:
+        asked.append(len(starts))
+        return await read_ranges(source, starts, ends, **kwargs)
+
+    monkeypatch.setattr(_shard_view, "read_ranges_async", counting)
+    for name, values in expected.items():
+        asked.clear()
+        clean_range_server.reset_counters()
+        np.testing.assert_array_equal(_open_named(store, name, pipeline)[...], values)
+        assert clean_range_server.request_count(rel, "GET") == 1, name
+        assert asked == [1], name  # the span, not 300 ranges sliced one by one

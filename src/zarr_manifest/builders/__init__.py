@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import math
 import os
 from collections.abc import Callable, Collection, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import numpy as np
 import obstore.exceptions
+from zarr.core.metadata.v3 import RegularChunkGridMetadata
 
 from zarr_manifest._extras import extras_explained
 from zarr_manifest.array import InlineArray, ManifestArray
@@ -32,6 +35,7 @@ __all__ = [
     "BUILDERS",
     "FORMATS",
     "default_load",
+    "has_tiny_rows",
     "detect_format",
     "get_builder",
     "open_virtual",
@@ -292,11 +296,20 @@ def _with_arrays(
     return group.replace(arrays={**group.arrays, **here}, groups=groups)
 
 
+#: `default_load` also loads uncompressed arrays stored one row per chunk (a netCDF-3 record
+#: variable of several) of at most this many bytes in all ...
+ROW_CHUNKS_LOAD_MAX_BYTES = 1 << 20
+#: ... and at most this many bytes a row: each reference takes more room than the bytes it
+#: points at, and each chunk is a read of its own (zarr spends 20-150 us on each)
+ROW_CHUNK_MAX_BYTES = 64
+
+
 def default_load(group: ManifestGroup) -> tuple[str, ...]:
     """What `open_virtual` loads by default: the paths of the referenced dimension
     coordinates (1-D arrays named like their dimension) and of the CF bounds variables
     they name (``time_bnds``: small, and their numbers mean what the coordinate's units say,
-    which may differ from file to file)."""
+    which may differ from file to file), and of the arrays of tiny rows (`has_tiny_rows`).
+    """
     paths = []
     for path, node in group.walk():
         if not isinstance(node, ManifestArray):
@@ -310,7 +323,41 @@ def default_load(group: ManifestGroup) -> tuple[str, ...]:
                 target = prefix + bounds
                 if target in group and isinstance(group[target], ManifestArray):
                     paths.append(target)
+        elif has_tiny_rows(node):
+            paths.append(path)
     return tuple(dict.fromkeys(paths))
+
+
+def has_tiny_rows(array: ManifestArray) -> bool:
+    """Whether `default_load` loads an array for its tiny, scattered chunks.
+
+    That is: stored uncompressed (the ``bytes`` codec alone, so loading it is a plain
+    read), one row per chunk (chunks of shape ``(1, *shape[1:])``, more than one), of at
+    most `ROW_CHUNK_MAX_BYTES` a row and `ROW_CHUNKS_LOAD_MAX_BYTES` in all, no row's bytes
+    following the previous row's in the file -- a netCDF-3 record variable beside others
+    (a radar's per-ray azimuth), whose records are interleaved with theirs.  Rows that
+    follow each other are read in one request anyway; scattered ones are a read each.
+    """
+    shape = array.shape
+    grid = array.metadata.chunk_grid
+    itemsize = array.dtype.itemsize
+    if not isinstance(grid, RegularChunkGridMetadata) or not shape or shape[0] < 2:
+        return False
+    if tuple(grid.chunk_shape) != (1, *shape[1:]):
+        return False
+    if array.dtype.hasobject or not itemsize or len(array.codecs) != 1:
+        return False
+    if array.codecs[0].to_dict().get("name") != "bytes":
+        return False
+    row = math.prod(shape[1:]) * itemsize
+    if row > ROW_CHUNK_MAX_BYTES or row * shape[0] > ROW_CHUNKS_LOAD_MAX_BYTES:
+        return False
+    manifest = array.manifest
+    ids = manifest.path_ids.reshape(-1)
+    offsets = manifest.offsets.reshape(-1).astype(np.int64)
+    ends = offsets + manifest.lengths.reshape(-1).astype(np.int64)
+    follows = (ids[1:] == ids[:-1]) & (ids[1:] >= 0) & (offsets[1:] == ends[:-1])
+    return not bool(follows.any())
 
 
 def _fingerprint(source: Source) -> Fingerprint | None:

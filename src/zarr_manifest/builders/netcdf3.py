@@ -10,6 +10,10 @@ referenced in place with the ``bytes`` codec (``endian: big``):
   record ``r`` at ``begin + r * recsize``; each slab is a chunk (or several, as above) —
   except when it is the only record variable: then ``recsize`` is its slab, the records are
   one contiguous block, and chunks span many records like a non-record variable's rows.
+  Several records cannot share a chunk otherwise: a chunk is one byte range, and no Zarr
+  codec takes every ``recsize``-th slab out of one.  So `open_virtual` loads the record
+  variables of a few bytes per record by default (`zarr_manifest.builders.has_tiny_rows`);
+  loaded record variables are read together, only their slabs, in coalesced requests.
 
 The header is parsed here with `struct`/numpy, following the NetCDF Classic Format
 Specification (NUG appendix "File Format Specifications").
@@ -579,29 +583,102 @@ def _chunks_for_metadata(shape: tuple[int, ...], chunks: tuple[int, ...]) -> tup
     return tuple(max(c, 1) for c in chunks) if shape else ()
 
 
+#: Loading record variables: slabs at most this far apart in the file are read in one request
+#: (the bytes between are read and dropped) ...
+_LOAD_GAP_BYTES = 64 * 1024
+#: ... of at most this many bytes (a longer slab is read alone).
+_LOAD_REQUEST_BYTES = 16 * 2**20
+
+
 def _load(source: Source, layout: _Layout) -> np.ndarray:
-    """A variable's values, read from the file (native byte order)."""
-    itemsize = layout.dtype.itemsize
-    if layout.is_record:
-        numrecs = layout.shape[0]
-        slab = math.prod(layout.shape[1:]) * itemsize
-        if numrecs == 0 or slab == 0:
-            return np.zeros(layout.shape, dtype=layout.dtype.newbyteorder("="))
-        span = (numrecs - 1) * layout.record_stride + slab
-        raw = np.frombuffer(source.read_range(layout.begin, span), dtype=np.uint8)
-        if raw.size < span:
-            raise BuildError(f"{source.url}: the file ends inside the records of the variable")
-        rows = np.lib.stride_tricks.as_strided(
-            raw, shape=(numrecs, slab), strides=(layout.record_stride, 1), writeable=False
-        )
-        data = np.ascontiguousarray(rows).view(layout.dtype).reshape(layout.shape)
-    else:
-        nbytes = math.prod(layout.shape) * itemsize
-        raw_bytes = source.read_range(layout.begin, nbytes)
-        if len(raw_bytes) < nbytes:
-            raise BuildError(f"{source.url}: the file ends inside the data of a variable")
-        data = np.frombuffer(raw_bytes, dtype=layout.dtype).reshape(layout.shape)
+    """A non-record variable's values, read from the file (native byte order)."""
+    nbytes = math.prod(layout.shape) * layout.dtype.itemsize
+    raw_bytes = source.read_range(layout.begin, nbytes)
+    if len(raw_bytes) < nbytes:
+        raise BuildError(f"{source.url}: the file ends inside the data of a variable")
+    data = np.frombuffer(raw_bytes, dtype=layout.dtype).reshape(layout.shape)
     return data.astype(layout.dtype.newbyteorder("="))
+
+
+def _coalesce(starts: np.ndarray, ends: np.ndarray, gap: int, limit: int) -> list[tuple[int, int]]:
+    """Byte ranges (sorted by start) merged into requests: ranges at most ``gap`` apart join
+    one request of at most ``limit`` bytes; overlapping ranges always share one."""
+    if starts.size == 0:
+        return []
+    reach = np.maximum.accumulate(ends)  # how far the ranges so far extend
+    heads = np.flatnonzero(np.r_[True, starts[1:] - reach[:-1] > gap]).tolist()
+    out = []
+    for a, b in zip(heads, [*heads[1:], starts.size], strict=True):
+        while a < b:
+            j = a + int(np.searchsorted(reach[a:b], starts[a] + limit, side="right"))
+            j = max(j, a + 1)
+            while j < b and starts[j] < reach[j - 1]:
+                j += 1  # a range overlapping the request goes in it
+            out.append((int(starts[a]), int(reach[j - 1])))
+            a = j
+    return out
+
+
+def _load_records(
+    source: Source, layouts: dict[str, _Layout], file_size: int
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The values of record variables (native byte order) and which records the file holds.
+
+    Only the variables' own slabs are read, all variables in one pass over the records,
+    in coalesced requests (`_LOAD_GAP_BYTES`, `_LOAD_REQUEST_BYTES`): loading a few bytes
+    per record from a file of large records does not read the whole file once per
+    variable.  A record past the end of a file cut short is not held (the caller fills it
+    with the fill value, as a reference to it would read).
+    """
+    slabs: dict[str, tuple[int, np.ndarray, int]] = {}  # name -> (slab, starts, records held)
+    raws: dict[str, np.ndarray] = {}
+    for name, layout in layouts.items():
+        numrecs = layout.shape[0]
+        slab = math.prod(layout.shape[1:]) * layout.dtype.itemsize
+        starts = layout.begin + np.arange(numrecs, dtype=np.int64) * layout.record_stride
+        # records lie in file order: those held are a prefix
+        held = int(np.searchsorted(starts + slab, file_size, side="right")) if slab else numrecs
+        slabs[name] = (slab, starts, held)
+        raws[name] = np.zeros((numrecs, slab), dtype=np.uint8)
+    wanted = [(s[1][: s[2]], s[0]) for s in slabs.values() if s[0] and s[2]]
+    if wanted:
+        all_starts = np.concatenate([st for st, _ in wanted])
+        all_ends = np.concatenate([st + slab for st, slab in wanted])
+        order = np.argsort(all_starts, kind="stable")
+        requests = _coalesce(
+            all_starts[order], all_ends[order], _LOAD_GAP_BYTES, _LOAD_REQUEST_BYTES
+        )
+        with source.open() as f:
+            for lo, hi in requests:
+                f.seek(lo)
+                buf = f.read(hi - lo)
+                if len(buf) < hi - lo:
+                    raise BuildError(
+                        f"{source.url}: the file ends at byte {lo + len(buf)}, inside the "
+                        f"records of a variable (the file may have changed while read)"
+                    )
+                raw = np.frombuffer(buf, dtype=np.uint8)
+                for name, (slab, starts, held) in slabs.items():
+                    # the records whose slab starts in this request lie wholly inside it
+                    r0 = int(np.searchsorted(starts[:held], lo, side="left"))
+                    r1 = int(np.searchsorted(starts[:held], hi, side="left"))
+                    if r1 <= r0 or not slab:
+                        continue
+                    first = int(starts[r0]) - lo
+                    assert int(starts[r1 - 1]) + slab <= hi
+                    raws[name][r0:r1] = np.lib.stride_tricks.as_strided(
+                        raw[first:],
+                        shape=(r1 - r0, slab),
+                        strides=(layouts[name].record_stride, 1),
+                        writeable=False,
+                    )
+    out = {}
+    for name, layout in layouts.items():
+        slab, _, held = slabs[name]
+        data = raws[name].view(layout.dtype).reshape(layout.shape)
+        present = np.arange(layout.shape[0]) < held
+        out[name] = (data.astype(layout.dtype.newbyteorder("=")), present)
+    return out
 
 
 def build_netcdf3(
@@ -657,6 +734,11 @@ def build_netcdf3(
         raise BuildError(f"{source.url}: no variable(s) {unknown} in the file (drop/load)")
     layouts, _ = _layouts(header, source)
     file_size = source.size()
+    records = _load_records(
+        source,
+        {n: layouts[n] for n in load if n not in drop and layouts[n].is_record},
+        file_size,
+    )
     arrays: dict[str, ManifestArray | InlineArray] = {}
     for var in header.variables:
         if var.name in drop:
@@ -670,7 +752,13 @@ def build_netcdf3(
                 _chunks_for_metadata(layout.shape, layout.shape),
                 source.url,
             )
-            arrays[var.name] = InlineArray(metadata, _load(source, layout))
+            if layout.is_record:
+                data, present = records[var.name]
+                # records the file lacks read as the fill value, as their references would
+                data[~present] = metadata.fill_value
+            else:
+                data = _load(source, layout)
+            arrays[var.name] = InlineArray(metadata, data)
             continue
         chunks, manifest = _manifest(layout, target_chunk_bytes, file_size, source.url)
         metadata = _array_metadata(

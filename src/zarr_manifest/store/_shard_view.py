@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import operator
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, overload
+from typing import TYPE_CHECKING, Any, NamedTuple, overload
 
 import numpy as np
 from zarr.abc.store import ByteRequest
@@ -162,10 +162,22 @@ async def read_shard_async(
             )
         return _verify_checksums(shard, byte_range, filled)
 
-    async def read_source(pid: int, plan: tuple[np.ndarray, ...]) -> list[memoryview]:
-        starts, ends, _, chunks = plan
-        return await read_ranges_async(
-            await shard.source_async(pid),
+    async def read_source(pid: int, plan: tuple[np.ndarray, ...]) -> Any:
+        starts, ends, positions, chunks = plan
+        source = await shard.source_async(pid)
+        strided = _strided_span(starts, ends, positions, max_gap_bytes, max_request_bytes)
+        if strided is not None:
+            try:
+                (data,) = await read_ranges_async(
+                    source, [strided.first], [strided.first + strided.span]
+                )
+            except ZarrManifestError:
+                pass  # read range by range below, which names the chunk that fails
+            else:
+                if len(data) == strided.span:
+                    return strided, data
+        return None, await read_ranges_async(
+            source,
             starts,
             ends,
             keys=shard.chunk_keys(chunks),
@@ -179,8 +191,11 @@ async def read_shard_async(
     # sources hold fails with ShortReadError without reserving anything.
     out = _shard_buffer(size, shard)
     view = memoryview(out)
-    for (_, _, positions, _), views in zip(reads.values(), fetched, strict=True):
-        for p, v in zip(positions.tolist(), views, strict=True):
+    for (_, _, positions, _), (strided, got) in zip(reads.values(), fetched, strict=True):
+        if strided is not None:
+            _copy_strided(out, got, strided)
+            continue
+        for p, v in zip(positions.tolist(), got, strict=True):
             view[p : p + len(v)] = v
     _place_index(out, shard.layout, index_part)
     return _verify_checksums(shard, byte_range, out)
@@ -269,6 +284,10 @@ def _fill_shard_sync(
         check_local_extent(sources[pid], int(ends[last]), key=shard.chunk_keys(chunks)[last])
     out = _shard_buffer(size, shard)
     for pid, (starts, ends, positions, chunks) in reads.items():
+        if _read_strided_into(
+            sources[pid], starts, ends, positions, out, max_gap_bytes, max_request_bytes
+        ):
+            continue
         read_ranges_into_sync(
             sources[pid],
             starts,
@@ -281,6 +300,93 @@ def _fill_shard_sync(
         )
     _place_index(out, shard.layout, index_part)
     return out
+
+
+#: a strided read (`_strided_span`) pays off from this many ranges on
+_STRIDED_MIN_RANGES = 8
+
+
+class _Strided(NamedTuple):
+    """Ranges of one source that are ``rows`` slabs of ``length`` bytes every ``stride``
+    bytes from ``first``, laid end to end in the shard from ``at``."""
+
+    first: int
+    span: int
+    stride: int
+    length: int
+    rows: int
+    at: int
+
+
+def _strided_span(
+    starts: np.ndarray,
+    ends: np.ndarray,
+    positions: np.ndarray,
+    max_gap_bytes: int,
+    max_request_bytes: int,
+) -> _Strided | None:
+    """The ranges as `_Strided` when they are equally long, equally spaced (gaps within
+    ``max_gap_bytes``, the whole span within ``max_request_bytes``) and laid end to end in
+    the shard -- the records of a netCDF-3 record variable, one slab every ``recsize``
+    bytes -- so they can be read as one request and one strided copy instead of a slice
+    and a copy each.  None: they are not so."""
+    n = len(starts)
+    if n < _STRIDED_MIN_RANGES:
+        return None
+    length = int(ends[0] - starts[0])
+    stride = int(starts[1] - starts[0])
+    span = (n - 1) * stride + length
+    if (
+        length <= 0
+        or stride < length
+        or stride - length > max(max_gap_bytes, 0)
+        or span > max_request_bytes
+    ):
+        return None
+    steps = np.arange(n, dtype=np.int64)
+    first, at = int(starts[0]), int(positions[0])
+    if not (
+        np.array_equal(starts, first + steps * stride)
+        and np.array_equal(ends - starts, np.full(n, length))
+        and np.array_equal(positions, at + steps * length)
+    ):
+        return None
+    return _Strided(first, span, stride, length, n, at)
+
+
+def _copy_strided(out: np.ndarray, data: Any, plan: _Strided) -> bool:
+    """Copy the slabs of a span read for ``plan`` into the shard buffer (False: the read
+    came back short, and nothing was copied)."""
+    raw = np.frombuffer(data, dtype=np.uint8)
+    if raw.size != plan.span:
+        return False
+    rows = np.lib.stride_tricks.as_strided(
+        raw, shape=(plan.rows, plan.length), strides=(plan.stride, 1), writeable=False
+    )
+    out[plan.at : plan.at + plan.rows * plan.length].reshape(plan.rows, plan.length)[...] = rows
+    return True
+
+
+def _read_strided_into(
+    source: Source,
+    starts: np.ndarray,
+    ends: np.ndarray,
+    positions: np.ndarray,
+    out: np.ndarray,
+    max_gap_bytes: int,
+    max_request_bytes: int,
+) -> bool:
+    """Read strided ranges (`_strided_span`) into ``out`` as one request.  False: they
+    are not strided, or the one read failed; the caller then reads them range by range,
+    which names the chunk that fails."""
+    plan = _strided_span(starts, ends, positions, max_gap_bytes, max_request_bytes)
+    if plan is None:
+        return False
+    try:
+        data = read_range_sync(source, plan.first, plan.first + plan.span)
+    except ZarrManifestError:
+        return False
+    return _copy_strided(out, data, plan)
 
 
 def _shard_buffer(size: int, shard: Shard) -> np.ndarray:
