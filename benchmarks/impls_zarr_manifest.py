@@ -39,7 +39,9 @@ def _store_dir_a(data: Any) -> Iterator[Path]:
 
 
 def read_a_path(
-    config: dict[str, Any] | None, shard_bytes: int | str | None = AUTO
+    config: dict[str, Any] | None,
+    shard_bytes: int | str | None = AUTO,
+    merged_bytes: int | str | None = AUTO,
 ) -> Callable[[Any], Iterator[Callable[[], np.ndarray]]]:
     """Scenario A as a user runs it: ``zarr.open_array(ManifestStore(path))[...]`` on a
     manifest store on disk, under zarr config ``config`` (None: zarr's default)."""
@@ -56,7 +58,10 @@ def read_a_path(
                 # the store is made in the timed call, as a user's script does
                 with zarr.config.set(config or {}):
                     store = zm.ManifestStore(
-                        path, allowed_prefixes=allowed, virtual_shard_bytes=shard_bytes
+                        path,
+                        allowed_prefixes=allowed,
+                        virtual_shard_bytes=shard_bytes,
+                        merged_chunk_bytes=merged_bytes,
                     )
                     return zarr.open_array(store, path=data.dataset, mode="r")[...]
 
@@ -154,9 +159,14 @@ def many_refs(data: Any) -> dict[str, Any]:
         zm.ManifestGroup(arrays={"data": zm.ManifestArray(meta, manifest)}).to_store(out)
         return out
 
-    def open_array(shard_bytes: int | str | None = AUTO) -> Any:
+    def open_array(
+        shard_bytes: int | str | None = AUTO, merged_bytes: int | str | None = AUTO
+    ) -> Any:
         store = zm.ManifestStore(
-            out, allowed_prefixes=[str(data.directory)], virtual_shard_bytes=shard_bytes
+            out,
+            allowed_prefixes=[str(data.directory)],
+            virtual_shard_bytes=shard_bytes,
+            merged_chunk_bytes=merged_bytes,
         )
         return zarr.open_array(store, path="data", mode="r")
 
@@ -168,12 +178,19 @@ def many_refs(data: Any) -> dict[str, Any]:
     }
     if data.full_read:
 
-        def full(config: dict[str, Any], shard_bytes: int | str | None = AUTO) -> Any:
+        def full(
+            config: dict[str, Any],
+            shard_bytes: int | str | None = AUTO,
+            merged_bytes: int | str | None = AUTO,
+        ) -> Any:
             with zarr.config.set(config):
-                return open_array(shard_bytes)[...]
+                return open_array(shard_bytes, merged_bytes)[...]
 
         # the default path first, then the opt-ins
         phases["full read"] = Phase(lambda: full({}), repeats=1, warmup=False)
+        phases["full read (opt-out: merged_chunk_bytes=None)"] = Phase(
+            lambda: full({}, AUTO, None), repeats=1, warmup=False
+        )
         phases["full read (opt-in: fused pipeline)"] = Phase(
             lambda: full(FUSED), repeats=1, warmup=False
         )
@@ -184,7 +201,9 @@ def many_refs(data: Any) -> dict[str, Any]:
 
 
 def random_reader(
-    shard_bytes: int | str | None, config: dict[str, Any] | None = None
+    shard_bytes: int | str | None,
+    config: dict[str, Any] | None = None,
+    merged_bytes: int | str | None = AUTO,
 ) -> Callable[[Any], Callable[[Any], np.ndarray]]:
     """Random single-chunk reads through ManifestStore, opened under zarr config ``config``
     (None: zarr's default)."""
@@ -194,7 +213,9 @@ def random_reader(
 
         import zarr_manifest as zm
 
-        store = zm.ManifestStore(_group_a(data), virtual_shard_bytes=shard_bytes)
+        store = zm.ManifestStore(
+            _group_a(data), virtual_shard_bytes=shard_bytes, merged_chunk_bytes=merged_bytes
+        )
         with zarr.config.set(config or {}):
             array = zarr.open_array(store, path=data.dataset, mode="r")
 
@@ -209,6 +230,9 @@ def random_reader(
 
 # Names: "default" is what a user gets without options; "(opt-in: ...)" names the knob.
 IMPLEMENTATIONS["A"]["zarr-manifest: zarr.open(ManifestStore(path)), default"] = read_a_path(None)
+IMPLEMENTATIONS["A"]["zarr-manifest (opt-out: merged_chunk_bytes=None)"] = read_a_path(
+    None, AUTO, None
+)
 IMPLEMENTATIONS["A"]["zarr-manifest: xarray engine=manifest .load(), default"] = read_a_xarray
 IMPLEMENTATIONS["A"]["zarr-manifest (opt-in: fused pipeline; auto virtual shards)"] = read_a_path(
     FUSED
@@ -223,6 +247,9 @@ IMPLEMENTATIONS["B"]["zarr-manifest"] = build_b
 IMPLEMENTATIONS["C"]["zarr-manifest"] = many_refs
 IMPLEMENTATIONS["C100k"]["zarr-manifest"] = many_refs
 IMPLEMENTATIONS["random"]["zarr-manifest, default"] = random_reader(AUTO)
+IMPLEMENTATIONS["random"]["zarr-manifest (opt-out: merged_chunk_bytes=None)"] = random_reader(
+    AUTO, None, None
+)
 IMPLEMENTATIONS["random"]["zarr-manifest (opt-in: fused pipeline; auto virtual shards)"] = (
     random_reader(AUTO, FUSED)
 )
