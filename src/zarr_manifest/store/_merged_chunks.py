@@ -38,6 +38,7 @@ from zarr_manifest.errors import ChunkReadError, ZarrManifestError
 from zarr_manifest.store._byte_ranges import request_bounds
 from zarr_manifest.store.fetch import (
     LOCAL_INLINE_MAX_BYTES,
+    read_local_ranges_into,
     read_range_sync,
     read_ranges_async,
     read_ranges_into_sync,
@@ -49,9 +50,9 @@ if TYPE_CHECKING:
 
     from zarr_manifest.store._nodes import LoadedNode
     from zarr_manifest.store._references import CheckedSources
-    from zarr_manifest.store.sources import Source
 
 __all__ = [
+    "AUTO_MERGED_CHUNKS",
     "AUTO_MERGED_CHUNK_BYTES",
     "AUTO_MERGED_DECODES",
     "MergedChunk",
@@ -61,14 +62,14 @@ __all__ = [
     "read_merged_sync",
 ]
 
-#: ``merged_chunk_bytes="auto"``: the most decoded bytes of a merged chunk of an array
-#: stored uncompressed (a random read of one chunk then reads and copies this much)
-AUTO_MERGED_CHUNK_BYTES = 256 << 10
+#: ``merged_chunk_bytes="auto"``: the most decoded bytes of a merged chunk, and the most
+#: chunks in one.  A random read of one chunk reads (and decodes) all of a merged chunk's:
+#: measured on scenario A (16 KiB chunks), 4 of them cost a random read ~10 % more than
+#: the plain view and make a full read ~3x faster (benchmarks/README.md, "Merged chunks")
+AUTO_MERGED_CHUNK_BYTES = 64 << 10
+AUTO_MERGED_CHUNKS = 64
 #: and the most chunks merged when each costs a decode in the store (a compressed array)
 AUTO_MERGED_DECODES = 4
-#: never more chunks than this in one merged chunk (the store plans their reads in numpy,
-#: but a merged chunk of a million 4-byte chunks would still cost a random read dearly)
-MAX_CHUNKS_PER_MERGE = 4096
 #: up to this many chunks, a merged chunk's reads are planned in plain Python
 _FEW_ROWS = 32
 #: chunks smaller than this are read through a plan in numpy however few they are (they
@@ -186,12 +187,13 @@ def chunks_per_merge(
     """How many chunks a merged chunk holds along the first axis (None: do not merge).
 
     Up to ``target_bytes`` of decoded data and `MAX_CHUNKS_PER_MERGE` chunks (with
-    ``auto``, a compressed array at most `AUTO_MERGED_DECODES`: each costs a decode on
-    any read), balanced so that the last merged chunk is about as full as the others.
+    ``auto``, at most `AUTO_MERGED_CHUNKS`, and for a compressed array
+    `AUTO_MERGED_DECODES`: each costs a decode on any read), balanced so that the last
+    merged chunk is about as full as the others.
     """
     most = min(max(target_bytes, 0) // max(chunk_bytes, 1), MAX_CHUNKS_PER_MERGE)
-    if auto and not raw:
-        most = min(most, AUTO_MERGED_DECODES)
+    if auto:
+        most = min(most, AUTO_MERGED_CHUNKS if raw else AUTO_MERGED_DECODES)
     most = min(most, grid_rows)
     if most < 2:
         return None
@@ -220,6 +222,7 @@ class MergedChunk:
     """A merged-chunk key resolved to the chunks it is made of."""
 
     __slots__ = (
+        "entries",
         "ids",
         "key",
         "layout",
@@ -242,7 +245,15 @@ class MergedChunk:
         self.origin = (index[0] * layout.count, *index[1:])
         #: the entries of its chunks (fewer than ``count`` past the grid's edge)
         self.ids, self.offsets, self.lengths = node.column(self.origin, layout.count)
-        self.missing = not bool((self.ids >= 0).any())
+        #: for a few large chunks: ``(path id, offset, length)`` of each, as Python ints
+        #: (numpy's fixed cost per call would be most of reading them)
+        self.entries: list[tuple[int, int, int]] | None = None
+        if len(self.ids) <= _FEW_ROWS and layout.chunk_bytes >= _SMALL_CHUNK_BYTES:
+            ids = self.ids.tolist()
+            self.entries = list(zip(ids, self.offsets.tolist(), self.lengths.tolist()))  # noqa: B905
+            self.missing = not ids or max(ids) < 0
+        else:
+            self.missing = not bool((self.ids >= 0).any())
         self.length = layout.merged_bytes
 
     def chunk_key(self, row: int) -> str:
@@ -337,8 +348,8 @@ def _new_merged(chunk: MergedChunk) -> np.ndarray:
 
 def _assemble_sync(chunk: MergedChunk, max_gap: int, max_request: int) -> np.ndarray:
     """Read (and decode) every chunk of a merged chunk into a new array."""
-    if chunk.ids.size <= _FEW_ROWS and chunk.layout.chunk_bytes >= _SMALL_CHUNK_BYTES:
-        return _assemble_few_sync(chunk)
+    if chunk.entries is not None:
+        return _assemble_few_sync(chunk, chunk.entries)
     layout = chunk.layout
     out = _new_merged(chunk)
     for pid, rows in _plan(chunk).items():
@@ -381,37 +392,50 @@ def _assemble_sync(chunk: MergedChunk, max_gap: int, max_request: int) -> np.nda
     return out
 
 
-def _assemble_few_sync(chunk: MergedChunk) -> np.ndarray:
-    """`_assemble_sync` for a few chunks: one read each, planned in plain Python (the
-    chunks of a merged chunk lie far apart in a file written in C order; numpy's fixed
-    cost per call would exceed the reads)."""
+def _assemble_few_sync(chunk: MergedChunk, entries: list[tuple[int, int, int]]) -> np.ndarray:
+    """`_assemble_sync` for a few large chunks, in plain Python: the chunks of a merged
+    chunk lie far apart in a file written in C order, so each is one read (straight into
+    its place, for chunks stored raw in a local file)."""
     layout = chunk.layout
     size = layout.chunk_bytes
     out = np.empty((layout.count, *layout.chunk_shape), dtype=layout.dtype)
-    flat = memoryview(out.reshape(-1).view(np.uint8))
-    ids = chunk.ids.tolist()
-    out[len(ids) :] = layout.fill  # past the grid's edge
-    entries = zip(ids, chunk.offsets.tolist(), chunk.lengths.tolist(), strict=True)
-    sources: dict[int, Source] = {}
-    for row, (pid, start, length) in enumerate(entries):
+    flat = out.data.cast("B")
+    if len(entries) < layout.count:
+        out[len(entries) :] = layout.fill  # past the grid's edge
+    rows_of: dict[int, list[int]] = {}
+    for row, (pid, _, length) in enumerate(entries):
         if pid < 0:
             out[row] = layout.fill
             continue
         if layout.raw and length != size:
             _check_raw_lengths(chunk, np.array([row]))
-        source = sources.get(pid)
-        if source is None:
-            source = sources[pid] = chunk.sources.get(chunk.node, pid, chunk.key)
-        try:
-            # the chunk's key takes longer to make than the read: made on failure only
-            data = read_range_sync(source, start, start + length)
-        except ZarrManifestError:
-            data = read_range_sync(source, start, start + length, key=chunk.chunk_key(row))
-        if layout.raw:
-            _verify(chunk, row, pid, data)
-            flat[row * size : (row + 1) * size] = data
-        else:
-            _decode_into(chunk, out, pid, np.array([row]), [data])
+        rows_of.setdefault(pid, []).append(row)
+    for pid, rows in rows_of.items():
+        source = chunk.sources.get(chunk.node, pid, chunk.key)
+        starts = [entries[row][1] for row in rows]
+        ends = [start + entries[row][2] for start, row in zip(starts, rows, strict=True)]
+        if layout.raw and source.local_path is not None:
+            positions = [row * size for row in rows]
+            try:
+                # the chunks' keys take longer to make than the reads: made on failure only
+                read_local_ranges_into(source, starts, ends, flat, positions, None)
+            except ZarrManifestError:
+                keys = chunk.chunk_keys(np.array(rows))
+                read_local_ranges_into(source, starts, ends, flat, positions, keys)
+            for row in rows:
+                _verify(chunk, row, pid, flat[row * size : (row + 1) * size])
+            continue
+        for row, start, end in zip(rows, starts, ends, strict=True):
+            try:
+                # the chunk's key takes longer to make than the read: made on failure only
+                data = read_range_sync(source, start, end)
+            except ZarrManifestError:
+                data = read_range_sync(source, start, end, key=chunk.chunk_key(row))
+            if layout.raw:
+                _verify(chunk, row, pid, data)
+                flat[row * size : (row + 1) * size] = data
+            else:
+                _decode_into(chunk, out, pid, np.array([row]), [data])
     return out
 
 
@@ -432,10 +456,13 @@ def _decode_into(
             ) from exc
 
 
-def _result(chunk: MergedChunk, out: np.ndarray, byte_range: ByteRequest | None) -> np.ndarray:
-    flat = out.reshape(-1).view(np.uint8)
+def _result(chunk: MergedChunk, out: np.ndarray, byte_range: ByteRequest | None) -> memoryview:
+    """The requested bytes of a merged chunk assembled in ``out``."""
+    flat = out.data.cast("B")
+    if byte_range is None:
+        return flat
     lo, hi = request_bounds(chunk.length, byte_range, chunk.key)
-    return flat if (lo, hi) == (0, len(flat)) else flat[lo:hi]
+    return flat[lo:hi]
 
 
 def read_merged_sync(
@@ -444,7 +471,7 @@ def read_merged_sync(
     *,
     max_gap_bytes: int,
     max_request_bytes: int,
-) -> np.ndarray | None:
+) -> memoryview | None:
     """A merged chunk's bytes (or a byte range of them); None when it holds no chunk."""
     if chunk.missing:
         return None
@@ -459,21 +486,25 @@ async def read_merged_async(
     *,
     max_gap_bytes: int,
     max_request_bytes: int,
-) -> np.ndarray | None:
+) -> memoryview | None:
     """`read_merged_sync` on the event loop: local sources inline when small (else in a
     thread, as zlib and friends release the GIL), remote ones fetched concurrently."""
     if chunk.missing:
         return None
     request_bounds(chunk.length, byte_range, chunk.key)
-    plan = _plan(chunk)
     registry = chunk.sources.registry
-    if all(chunk.node.source(pid, registry, chunk.key).local_path is not None for pid in plan):
+    if chunk.entries is not None:
+        pids: Any = {e[0] for e in chunk.entries if e[0] >= 0}
+    else:
+        pids = plan = _plan(chunk)
+    if all(chunk.node.source(pid, registry, chunk.key).local_path is not None for pid in pids):
         # checked (``verify``) as they are read, in `_assemble_sync`
         if chunk.layout.raw and chunk.length <= LOCAL_INLINE_MAX_BYTES:
             out = _assemble_sync(chunk, max_gap_bytes, max_request_bytes)
         else:
             out = await asyncio.to_thread(_assemble_sync, chunk, max_gap_bytes, max_request_bytes)
         return _result(chunk, out, byte_range)
+    plan = _plan(chunk)
     sources = {pid: await chunk.sources.get_async(chunk.node, pid, chunk.key) for pid in plan}
 
     layout = chunk.layout
