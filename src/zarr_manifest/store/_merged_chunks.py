@@ -70,6 +70,9 @@ AUTO_MERGED_CHUNK_BYTES = 64 << 10
 AUTO_MERGED_CHUNKS = 64
 #: and the most chunks merged when each costs a decode in the store (a compressed array)
 AUTO_MERGED_DECODES = 4
+#: never more chunks than this in one merged chunk (the store plans their reads in numpy,
+#: but a merged chunk of a million 4-byte chunks would still cost a random read dearly)
+MAX_CHUNKS_PER_MERGE = 4096
 #: up to this many chunks, a merged chunk's reads are planned in plain Python
 _FEW_ROWS = 32
 #: chunks smaller than this are read through a plan in numpy however few they are (they

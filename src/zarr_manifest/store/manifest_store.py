@@ -137,9 +137,9 @@ class ManifestStore(Store):
         array's own codecs) and zarr sees ``k`` times fewer.  The values read are the
         same.  ``"auto"`` (the default): when zarr's configured pipeline is its default
         one (not ``FusedCodecPipeline``, for which virtual shards are shown), merged
-        chunks of up to 64 KiB (and 64 chunks) for arrays stored uncompressed, and of at most 4 chunks
-        for compressed ones.  An int: always (for arrays not shown as shards), up to that
-        many bytes.  None or 0: never.  Only arrays with a regular grid, a numeric or bool
+        chunks of up to 64 KiB (and 64 chunks) for arrays stored uncompressed, and of at
+        most 4 chunks for compressed ones.  An int: always (for arrays not shown as
+        shards), up to that many bytes.  None or 0: never.  Only arrays with a regular grid, a numeric or bool
         data type and 2+ chunks along the first axis are merged.  See "Merged chunks" in
         the README.
     manifest_cache_bytes
