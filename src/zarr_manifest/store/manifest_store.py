@@ -139,9 +139,9 @@ class ManifestStore(Store):
         one (not ``FusedCodecPipeline``, for which virtual shards are shown), merged
         chunks of up to 64 KiB (and 64 chunks) for arrays stored uncompressed, and of at
         most 4 chunks for compressed ones.  An int: always (for arrays not shown as
-        shards), up to that many bytes.  None or 0: never.  Only arrays with a regular grid, a numeric or bool
-        data type and 2+ chunks along the first axis are merged.  See "Merged chunks" in
-        the README.
+        shards), up to that many bytes.  None or 0: never.  Only arrays with a regular
+        grid, a numeric or bool data type and 2+ chunks along the first axis are merged.
+        See "Merged chunks" in the README.
     manifest_cache_bytes
         A bound on the parsed manifests (and regions of split manifests) the store keeps
         in memory, by their size there (default 1 GiB).  The least recently used are
