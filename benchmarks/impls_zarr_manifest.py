@@ -19,6 +19,8 @@ FUSED = a_full_read.FUSED_PIPELINE
 SHARD_BYTES = 4 << 20
 #: the store's default: virtual shards when zarr's pipeline reads them in bulk
 AUTO = "auto"
+#: the store's default ``merged_chunk_bytes`` (off)
+MERGED_DEFAULT = None
 
 
 def _group_a(data: Any) -> Any:
@@ -41,7 +43,7 @@ def _store_dir_a(data: Any) -> Iterator[Path]:
 def read_a_path(
     config: dict[str, Any] | None,
     shard_bytes: int | str | None = AUTO,
-    merged_bytes: int | str | None = AUTO,
+    merged_bytes: int | str | None = MERGED_DEFAULT,
 ) -> Callable[[Any], Iterator[Callable[[], np.ndarray]]]:
     """Scenario A as a user runs it: ``zarr.open_array(ManifestStore(path))[...]`` on a
     manifest store on disk, under zarr config ``config`` (None: zarr's default)."""
@@ -160,7 +162,7 @@ def many_refs(data: Any) -> dict[str, Any]:
         return out
 
     def open_array(
-        shard_bytes: int | str | None = AUTO, merged_bytes: int | str | None = AUTO
+        shard_bytes: int | str | None = AUTO, merged_bytes: int | str | None = MERGED_DEFAULT
     ) -> Any:
         store = zm.ManifestStore(
             out,
@@ -181,15 +183,15 @@ def many_refs(data: Any) -> dict[str, Any]:
         def full(
             config: dict[str, Any],
             shard_bytes: int | str | None = AUTO,
-            merged_bytes: int | str | None = AUTO,
+            merged_bytes: int | str | None = MERGED_DEFAULT,
         ) -> Any:
             with zarr.config.set(config):
                 return open_array(shard_bytes, merged_bytes)[...]
 
         # the default path first, then the opt-ins
         phases["full read"] = Phase(lambda: full({}), repeats=1, warmup=False)
-        phases["full read (opt-out: merged_chunk_bytes=None)"] = Phase(
-            lambda: full({}, AUTO, None), repeats=1, warmup=False
+        phases["full read (opt-in: merged_chunk_bytes='auto')"] = Phase(
+            lambda: full({}, AUTO, AUTO), repeats=1, warmup=False
         )
         phases["full read (opt-in: fused pipeline)"] = Phase(
             lambda: full(FUSED), repeats=1, warmup=False
@@ -203,7 +205,7 @@ def many_refs(data: Any) -> dict[str, Any]:
 def random_reader(
     shard_bytes: int | str | None,
     config: dict[str, Any] | None = None,
-    merged_bytes: int | str | None = AUTO,
+    merged_bytes: int | str | None = MERGED_DEFAULT,
 ) -> Callable[[Any], Callable[[Any], np.ndarray]]:
     """Random single-chunk reads through ManifestStore, opened under zarr config ``config``
     (None: zarr's default)."""
@@ -230,8 +232,8 @@ def random_reader(
 
 # Names: "default" is what a user gets without options; "(opt-in: ...)" names the knob.
 IMPLEMENTATIONS["A"]["zarr-manifest: zarr.open(ManifestStore(path)), default"] = read_a_path(None)
-IMPLEMENTATIONS["A"]["zarr-manifest (opt-out: merged_chunk_bytes=None)"] = read_a_path(
-    None, AUTO, None
+IMPLEMENTATIONS["A"]["zarr-manifest (opt-in: merged_chunk_bytes='auto')"] = read_a_path(
+    None, AUTO, AUTO
 )
 IMPLEMENTATIONS["A"]["zarr-manifest: xarray engine=manifest .load(), default"] = read_a_xarray
 IMPLEMENTATIONS["A"]["zarr-manifest (opt-in: fused pipeline; auto virtual shards)"] = read_a_path(
@@ -247,8 +249,8 @@ IMPLEMENTATIONS["B"]["zarr-manifest"] = build_b
 IMPLEMENTATIONS["C"]["zarr-manifest"] = many_refs
 IMPLEMENTATIONS["C100k"]["zarr-manifest"] = many_refs
 IMPLEMENTATIONS["random"]["zarr-manifest, default"] = random_reader(AUTO)
-IMPLEMENTATIONS["random"]["zarr-manifest (opt-out: merged_chunk_bytes=None)"] = random_reader(
-    AUTO, None, None
+IMPLEMENTATIONS["random"]["zarr-manifest (opt-in: merged_chunk_bytes='auto')"] = random_reader(
+    AUTO, None, AUTO
 )
 IMPLEMENTATIONS["random"]["zarr-manifest (opt-in: fused pipeline; auto virtual shards)"] = (
     random_reader(AUTO, FUSED)

@@ -64,10 +64,11 @@ __all__ = [
 
 #: ``merged_chunk_bytes="auto"``: the most decoded bytes of a merged chunk, and the most
 #: chunks in one.  A random read of one chunk reads (and decodes) all of a merged chunk's:
-#: measured on scenario A (16 KiB chunks), 4 of them cost a random read ~10 % more than
-#: the plain view and make a full read ~3x faster (benchmarks/README.md, "Merged chunks")
+#: measured, 4 chunks of 16 KiB (scenario A) or 16 of 4 bytes (C100k) cost a random read
+#: ~10 % more than the plain view and make a full read 3x and 8x faster
+#: (benchmarks/README.md, "Merged chunks")
 AUTO_MERGED_CHUNK_BYTES = 64 << 10
-AUTO_MERGED_CHUNKS = 64
+AUTO_MERGED_CHUNKS = 16
 #: and the most chunks merged when each costs a decode in the store (a compressed array)
 AUTO_MERGED_DECODES = 4
 #: never more chunks than this in one merged chunk (the store plans their reads in numpy,
@@ -75,9 +76,6 @@ AUTO_MERGED_DECODES = 4
 MAX_CHUNKS_PER_MERGE = 4096
 #: up to this many chunks, a merged chunk's reads are planned in plain Python
 _FEW_ROWS = 32
-#: chunks smaller than this are read through a plan in numpy however few they are (they
-#: often lie near one another: one read and a gather)
-_SMALL_CHUNK_BYTES = 4096
 #: chunks stored raw whose bytes lie within this span of a file are read in one request
 _GATHER_SPAN_BYTES = 1 << 20
 #: numpy kinds of the fixed-size data types merged: bool, integers, floats, complex
@@ -248,10 +246,10 @@ class MergedChunk:
         self.origin = (index[0] * layout.count, *index[1:])
         #: the entries of its chunks (fewer than ``count`` past the grid's edge)
         self.ids, self.offsets, self.lengths = node.column(self.origin, layout.count)
-        #: for a few large chunks: ``(path id, offset, length)`` of each, as Python ints
-        #: (numpy's fixed cost per call would be most of reading them)
+        #: for a few chunks: ``(path id, offset, length)`` of each, as Python ints (numpy's
+        #: fixed cost per call would be most of reading them)
         self.entries: list[tuple[int, int, int]] | None = None
-        if len(self.ids) <= _FEW_ROWS and layout.chunk_bytes >= _SMALL_CHUNK_BYTES:
+        if len(self.ids) <= _FEW_ROWS:
             ids = self.ids.tolist()
             self.entries = list(zip(ids, self.offsets.tolist(), self.lengths.tolist()))  # noqa: B905
             self.missing = not ids or max(ids) < 0
@@ -396,9 +394,9 @@ def _assemble_sync(chunk: MergedChunk, max_gap: int, max_request: int) -> np.nda
 
 
 def _assemble_few_sync(chunk: MergedChunk, entries: list[tuple[int, int, int]]) -> np.ndarray:
-    """`_assemble_sync` for a few large chunks, in plain Python: the chunks of a merged
-    chunk lie far apart in a file written in C order, so each is one read (straight into
-    its place, for chunks stored raw in a local file)."""
+    """`_assemble_sync` for a few chunks, in plain Python: the chunks of a merged chunk
+    lie far apart in a file written in C order, so each is one read (straight into its
+    place, for chunks stored raw in a local file)."""
     layout = chunk.layout
     size = layout.chunk_bytes
     out = np.empty((layout.count, *layout.chunk_shape), dtype=layout.dtype)

@@ -131,17 +131,18 @@ class ManifestStore(Store):
         sharded, with a rectilinear grid, or whose shard would hold one chunk are shown as
         they are.  See "Virtual shards" in the README.
     merged_chunk_bytes
-        Whether to show a virtual array not shown with virtual shards with its chunks
-        merged along the first axis, ``k`` at a time, up to about this many decoded bytes
-        per merged chunk, with codecs ``[bytes]``: the store decodes the chunks (with the
-        array's own codecs) and zarr sees ``k`` times fewer.  The values read are the
-        same.  ``"auto"`` (the default): when zarr's configured pipeline is its default
-        one (not ``FusedCodecPipeline``, for which virtual shards are shown), merged
-        chunks of up to 64 KiB (and 64 chunks) for arrays stored uncompressed, and of at
-        most 4 chunks for compressed ones.  An int: always (for arrays not shown as
-        shards), up to that many bytes.  None or 0: never.  Only arrays with a regular
-        grid, a numeric or bool data type and 2+ chunks along the first axis are merged.
-        See "Merged chunks" in the README.
+        Whether to show a virtual array (not shown as shards) with its chunks merged along
+        the first axis, ``k`` at a time, up to about this many decoded bytes per merged
+        chunk, with codecs ``[bytes]``: the store decodes the chunks (with the array's own
+        codecs, checksums checked) and zarr sees ``k`` times fewer, which speeds up full
+        reads under zarr's default codec pipeline.  The values read are the same; a read
+        of one chunk reads its whole merged chunk.  None (the default) or 0: never.
+        ``"auto"``: only when zarr's configured pipeline, at the time the array is first
+        opened, is not ``FusedCodecPipeline``, with merged chunks of up to 64 KiB and 16
+        chunks for arrays stored uncompressed, and of at most 4 chunks for compressed
+        ones.  An int: always, up to that many bytes.  Only arrays with a regular grid, a
+        numeric or bool data type and 2+ chunks along the first axis are merged.  See
+        "Merged chunks" in the README.
     manifest_cache_bytes
         A bound on the parsed manifests (and regions of split manifests) the store keeps
         in memory, by their size there (default 1 GiB).  The least recently used are
@@ -212,7 +213,7 @@ class ManifestStore(Store):
         base_url: str | None = None,
         verify: VerifyMode = "once",
         virtual_shard_bytes: int | Literal["auto"] | None = "auto",
-        merged_chunk_bytes: int | Literal["auto"] | None = "auto",
+        merged_chunk_bytes: int | Literal["auto"] | None = None,
         manifest_cache_bytes: int = DEFAULT_MANIFEST_CACHE_BYTES,
         max_chunk_bytes: int = DEFAULT_MAX_CHUNK_BYTES,
         storage_options: StorageOptions | None = None,
