@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import orjson
 from zarr.abc.store import ByteRequest
-from zarr.codecs import BytesCodec
+from zarr.codecs import BytesCodec, ShardingCodec
 from zarr.core.array_spec import ArrayConfig, ArraySpec
 from zarr.core.buffer import default_buffer_prototype
 from zarr.core.chunk_utils import ChunkTransform, evolve_codecs
@@ -154,8 +154,8 @@ def merged_layout(
     """The merged view of an array, or None when it is not eligible or not worth it.
 
     Eligible: a regular chunk grid of 1+ dimensions, a fixed-size numeric or bool data
-    type, codecs zarr can run synchronously, and at least 2 chunks to merge along the
-    first axis.  See `chunks_per_merge` for how many.
+    type, codecs zarr can run synchronously (not sharding), and at least 2 chunks to merge
+    along the first axis.  See `chunks_per_merge` for how many.
     """
     grid = metadata.chunk_grid
     if not isinstance(grid, RegularChunkGridMetadata) or not metadata.shape:
@@ -169,6 +169,8 @@ def merged_layout(
     if native.kind == "b" and native.itemsize != 1:
         return None
     codecs = list(metadata.codecs)
+    if any(isinstance(codec, ShardingCodec) for codec in codecs):
+        return None  # its chunks are shards: zarr reads them in parts, merged or not
     raw = len(codecs) == 1 and isinstance(codecs[0], BytesCodec)
     # raw: the source's byte order, its bytes served as they are; else little-endian
     dtype = native if raw or native.itemsize == 1 else native.newbyteorder("<")
