@@ -139,7 +139,7 @@ class ManifestStore(Store):
         of one chunk reads its whole merged chunk.  None (the default) or 0: never.
         ``"auto"``: only when zarr's configured pipeline, at the time the array is first
         opened, is not ``FusedCodecPipeline``, with merged chunks of up to 64 KiB and 16
-        chunks for arrays stored uncompressed, and of at most 4 chunks for compressed
+        chunks for arrays stored uncompressed, and of at most 2 chunks for compressed
         ones.  An int: always, up to that many bytes.  Only arrays with a regular grid, a
         numeric or bool data type and 2+ chunks along the first axis are merged.  See
         "Merged chunks" in the README.
