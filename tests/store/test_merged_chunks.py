@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import pickle
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ from zarr_manifest import (
     ShortReadError,
 )
 from zarr_manifest.store._merged_chunks import chunks_per_merge
+from zarr_manifest.testing import RangeServer
 
 PROTO = default_buffer_prototype()
 FUSED = {"codec_pipeline.path": "zarr.core.codec_pipeline.FusedCodecPipeline"}
@@ -351,6 +353,45 @@ def test_on_disk_store(tmp_path: Path) -> None:
     array = zarr.open_group(store, mode="r")["v"]
     assert array.chunks == (8, 16, 16)  # compressed: 2 chunks merged
     np.testing.assert_array_equal(array[...], expected)
+
+
+@pytest.mark.parametrize("split", [False, True], ids=["single", "split"])
+def test_split_manifest_on_disk(tmp_path: Path, split: bool) -> None:
+    path = tmp_path / "a.h5"
+    expected = _write_h5(path, sparse=True)
+    root = tmp_path / "m.zarr"
+    # regions of 3 x 3 x 2 chunks do not line up with merged chunks of 2 rows
+    zm.open_virtual(str(path)).to_store(
+        root, split_above=0 if split else None, region_shape=(3, 3, 2) if split else None
+    )
+    assert (root / "v" / "manifest").is_dir() == split
+    store = ManifestStore(root, allowed_prefixes=[str(tmp_path)], merged_chunk_bytes=2 << 12)
+    array = _open(store)
+    assert array.chunks == (8, 16, 16)
+    np.testing.assert_array_equal(array[...], expected)
+    np.testing.assert_array_equal(array[3:9, 20:30], expected[3:9, 20:30])
+
+
+def test_remote_source(
+    clean_range_server: RangeServer, serve_bytes: Callable[..., str], tmp_path: Path
+) -> None:
+    """Remote sources: each merged chunk's chunks fetched concurrently, then decoded."""
+    path = tmp_path / "a.h5"
+    expected = _write_h5(path, compression="gzip", fillvalue=2, sparse=True)
+    raw_path = tmp_path / "b.h5"
+    raw = _write_h5(raw_path)
+    for name, values in (("a.h5", expected), ("b.h5", raw)):
+        rel = serve_bytes((tmp_path / name).read_bytes(), name)
+        group = zm.open_virtual(
+            clean_range_server.url_for(rel), client_options={"allow_http": True}
+        )
+        store = ManifestStore(
+            group, allowed_prefixes=[clean_range_server.url + "/"], merged_chunk_bytes=1 << 20
+        )
+        array = _open(store)
+        assert array.chunks == (16, 16, 16)
+        np.testing.assert_array_equal(array[...], values)
+        np.testing.assert_array_equal(array[3:9, 20:30], values[3:9, 20:30])
 
 
 # ---- errors: never wrong values ---------------------------------------------------------------
