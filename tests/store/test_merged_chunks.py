@@ -95,6 +95,8 @@ def _selections(shape: tuple[int, ...]) -> list[tuple[Any, ...]]:
         (4, 1000, 64 << 10, True, True, 16),  # auto: at most 16 chunks
         (4096, 1000, 64 << 10, False, True, 2),  # auto, compressed: 2 decodes
         (4, 4096 * 100, 1 << 30, True, False, 4096),  # never more than MAX_CHUNKS_PER_MERGE
+        (100 << 20, 10, 1 << 40, True, False, 2),  # nor more than MAX_MERGED_BYTES
+        (200 << 20, 10, 1 << 40, True, False, None),
     ],
 )
 def test_chunks_per_merge(

@@ -75,6 +75,9 @@ AUTO_MERGED_DECODES = 2
 #: never more chunks than this in one merged chunk (the store plans their reads in numpy,
 #: but a merged chunk of a million 4-byte chunks would still cost a random read dearly)
 MAX_CHUNKS_PER_MERGE = 4096
+#: and never more decoded bytes than this, whatever ``merged_chunk_bytes`` asks (the store
+#: holds a merged chunk whole, zarr a copy of it)
+MAX_MERGED_BYTES = 256 << 20
 #: up to this many chunks, a merged chunk's reads are planned in plain Python
 _FEW_ROWS = 32
 #: chunks stored raw whose bytes lie within this span of a file are read in one request
@@ -190,12 +193,14 @@ def chunks_per_merge(
 ) -> int | None:
     """How many chunks a merged chunk holds along the first axis (None: do not merge).
 
-    Up to ``target_bytes`` of decoded data and `MAX_CHUNKS_PER_MERGE` chunks (with
+    Up to ``target_bytes`` (at most `MAX_MERGED_BYTES`) of decoded data and
+    `MAX_CHUNKS_PER_MERGE` chunks (with
     ``auto``, at most `AUTO_MERGED_CHUNKS`, and for a compressed array
     `AUTO_MERGED_DECODES`: each costs a decode on any read), balanced so that the last
     merged chunk is about as full as the others.
     """
-    most = min(max(target_bytes, 0) // max(chunk_bytes, 1), MAX_CHUNKS_PER_MERGE)
+    target_bytes = min(max(target_bytes, 0), MAX_MERGED_BYTES)
+    most = min(target_bytes // max(chunk_bytes, 1), MAX_CHUNKS_PER_MERGE)
     if auto:
         most = min(most, AUTO_MERGED_CHUNKS if raw else AUTO_MERGED_DECODES)
     most = min(most, grid_rows)
