@@ -13,15 +13,18 @@ value's bytes for a chunk the manifest does not hold or that lies past the array
 The values zarr reads are the same; the keys, the chunk shape and the codecs differ.
 
 An array stored uncompressed (codecs ``[bytes]``) is merged by reading its chunks' bytes
-end to end, one coalesced read per source: nearly free.  A compressed one costs a decode
-per chunk in the store, on the read of any of them, so fewer are merged (see
-`chunks_per_merge`).
+into place (one read per chunk, or one read of the span that small chunks lie in), without
+decoding.  A compressed one costs a decode per chunk in the store, on the read of any of
+them, so fewer are merged (see `chunks_per_merge`).  A read of one chunk reads its whole
+merged chunk: the view is an opt-in for bulk reads (benchmarks/README.md, "Merged chunks").
+
+This module: which arrays are eligible and how many chunks merge (`merged_layout`), the
+rewritten metadata document, and the read of a merged chunk.
 """
 
 from __future__ import annotations
 
 import asyncio
-import operator
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -259,7 +262,8 @@ class MergedChunk:
         self.entries: list[tuple[int, int, int]] | None = None
         if len(self.ids) <= _FEW_ROWS:
             ids = self.ids.tolist()
-            self.entries = list(zip(ids, self.offsets.tolist(), self.lengths.tolist()))  # noqa: B905
+            offsets, lengths = self.offsets.tolist(), self.lengths.tolist()
+            self.entries = list(zip(ids, offsets, lengths, strict=True))
             self.missing = not ids or max(ids) < 0
         else:
             self.missing = not bool((self.ids >= 0).any())
@@ -273,6 +277,7 @@ class MergedChunk:
         return f"{key} (in merged chunk {self.key!r})"
 
     def chunk_keys(self, rows: np.ndarray) -> _RowKeys:
+        """`chunk_key` of each of ``rows``, made only when one is looked at."""
         return _RowKeys(self, rows)
 
 
@@ -557,8 +562,3 @@ def per_merged(present: np.ndarray, count: int) -> np.ndarray:
     pad = [(0, -rows % count)] + [(0, 0)] * (present.ndim - 1)
     grouped = np.pad(present, pad).reshape(-1, count, *present.shape[1:])
     return grouped.any(axis=1)
-
-
-def merged_index(index: tuple[int, ...], count: int) -> tuple[int, ...]:
-    """The merged chunk holding chunk ``index``."""
-    return (operator.floordiv(index[0], count), *index[1:])
