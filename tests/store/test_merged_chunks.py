@@ -180,6 +180,25 @@ def test_other_dimensions(tmp_path: Path, shape: tuple[int, ...], chunks: tuple[
         np.testing.assert_array_equal(array[sel], expected[sel])
 
 
+@pytest.mark.parametrize(
+    ("shape", "chunks", "sparse"),
+    [((1001,), (10,), True), ((300, 1024), (1, 64), False), ((300, 1024), (1, 64), True)],
+    ids=["near-one-another", "far-apart", "far-apart-sparse"],
+)
+def test_many_raw_chunks_per_merged_chunk(
+    tmp_path: Path, shape: tuple[int, ...], chunks: tuple[int, ...], sparse: bool
+) -> None:
+    """More chunks than are read one by one: small raw chunks near one another are read as
+    one span and gathered, others read into place (coalesced)."""
+    path = tmp_path / "a.h5"
+    expected = _write_h5(path, shape, chunks, sparse=sparse, dtype="<i4", fillvalue=-1)
+    array = _open(ManifestStore(zm.open_virtual(str(path)), merged_chunk_bytes=1 << 20))
+    assert array.chunks[0] > 32 * chunks[0]
+    np.testing.assert_array_equal(array[...], expected)
+    for sel in _selections(shape):
+        np.testing.assert_array_equal(array[sel], expected[sel])
+
+
 def test_netcdf_written_by_xarray(tmp_path: Path) -> None:
     """A netCDF4 file with xarray's defaults plus zlib, a fill value and a time axis: read
     through zarr.open_group and xr.open_zarr, equal to what netCDF4 reads."""
