@@ -364,16 +364,53 @@ async def _listed(store: ManifestStore, prefix: str) -> list[str]:
     return [k async for k in store.list_prefix(prefix)]
 
 
-def test_on_disk_store(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "options",
+    [{"compression": "gzip"}, {"dtype": ">f8"}, {"dtype": ">i2"}],
+    ids=["zlib", "big-endian-f8", "big-endian-i2"],
+)
+def test_on_disk_store(tmp_path: Path, options: dict[str, Any]) -> None:
+    """Read back from disk, a big-endian array's data type comes in the machine's byte order
+    and only its bytes codec says "big": the raw merged chunk must be served as big."""
     path = tmp_path / "a.h5"
-    expected = _write_h5(path, compression="gzip")
+    expected = _write_h5(path, **options)
     zm.open_virtual(str(path)).to_store(tmp_path / "m")
     store = ManifestStore(
-        tmp_path / "m", allowed_prefixes=[str(tmp_path)], merged_chunk_bytes="auto"
+        tmp_path / "m", allowed_prefixes=[str(tmp_path)], merged_chunk_bytes=1 << 20
     )
     array = zarr.open_group(store, mode="r")["v"]
-    assert array.chunks == (8, 16, 16)  # compressed: 2 chunks merged
+    assert array.chunks[0] > CHUNKS[0]  # merged
     np.testing.assert_array_equal(array[...], expected)
+    np.testing.assert_array_equal(array[3:11, 2], expected[3:11, 2])
+
+
+def test_netcdf3_record_variables(tmp_path: Path) -> None:
+    """netCDF-3 is big-endian throughout; tiny record variables, one chunk a record, merged
+    many to a chunk, equal to what scipy reads."""
+    from scipy.io import netcdf_file
+
+    n = 500
+    rng = np.random.default_rng(5)
+    values = {
+        "azimuth": rng.uniform(0, 360, n).astype("f4"),
+        "count": rng.integers(-30000, 30000, n).astype("i2"),
+        "gate": rng.normal(size=(n, 7)).astype("f8"),
+    }
+    path = tmp_path / "records.nc"
+    with netcdf_file(path, "w") as f:
+        f.createDimension("time", None)
+        f.createDimension("range", 7)
+        for name, data in values.items():
+            dims = ("time", "range") if data.ndim == 2 else ("time",)
+            f.createVariable(name, data.dtype, dims)[:] = data
+    group = zm.open_virtual(str(path), load=())
+    store = ManifestStore(group, merged_chunk_bytes=1 << 16)
+    opened = zarr.open_group(store, mode="r")
+    for name, data in values.items():
+        array = opened[name]
+        assert array.chunks[0] > 1, name  # one record a chunk in the file, merged here
+        np.testing.assert_array_equal(array[...], data, err_msg=name)
+        np.testing.assert_array_equal(array[17:301:3], data[17:301:3], err_msg=name)
 
 
 @pytest.mark.parametrize("split", [False, True], ids=["single", "split"])

@@ -179,8 +179,16 @@ def merged_layout(
     if any(isinstance(codec, ShardingCodec) for codec in codecs):
         return None  # its chunks are shards: zarr reads them in parts, merged or not
     raw = len(codecs) == 1 and isinstance(codecs[0], BytesCodec)
-    # raw: the source's byte order, its bytes served as they are; else little-endian
-    dtype = native if raw or native.itemsize == 1 else native.newbyteorder("<")
+    # raw: the source's byte order, its bytes served as they are; else little-endian.  The
+    # source's order is its bytes codec's: the data type's own byte order is whatever the
+    # metadata object was made with (a document read from JSON has the machine's)
+    if native.itemsize == 1:
+        dtype = native
+    elif raw:
+        endian = getattr(codecs[0], "endian", None)
+        dtype = native.newbyteorder(">" if str(getattr(endian, "value", endian)) == "big" else "<")
+    else:
+        dtype = native.newbyteorder("<")
     chunk_bytes = int(np.prod(grid.chunk_shape, dtype=np.int64)) * native.itemsize
     count = chunks_per_merge(chunk_bytes, int(grid_shape[0]), target_bytes, raw=raw, auto=auto)
     if count is None:
