@@ -20,6 +20,8 @@ FUSED = a_full_read.FUSED_PIPELINE
 SHARD_BYTES = 4 << 20
 #: the store's default: virtual shards when zarr's pipeline reads them in bulk
 AUTO = "auto"
+#: the store's default ``merged_chunk_bytes`` (off)
+MERGED_DEFAULT = None
 
 
 def _group_a(data: Any) -> Any:
@@ -40,7 +42,9 @@ def _store_dir_a(data: Any) -> Iterator[Path]:
 
 
 def read_a_path(
-    config: dict[str, Any] | None, shard_bytes: int | str | None = AUTO
+    config: dict[str, Any] | None,
+    shard_bytes: int | str | None = AUTO,
+    merged_bytes: int | str | None = MERGED_DEFAULT,
 ) -> Callable[[Any], Iterator[Callable[[], np.ndarray]]]:
     """Scenario A as a user runs it: ``zarr.open_array(ManifestStore(path))[...]`` on a
     manifest store on disk, under zarr config ``config`` (None: zarr's default)."""
@@ -57,7 +61,10 @@ def read_a_path(
                 # the store is made in the timed call, as a user's script does
                 with zarr.config.set(config or {}):
                     store = zm.ManifestStore(
-                        path, allowed_prefixes=allowed, virtual_shard_bytes=shard_bytes
+                        path,
+                        allowed_prefixes=allowed,
+                        virtual_shard_bytes=shard_bytes,
+                        merged_chunk_bytes=merged_bytes,
                     )
                     return zarr.open_array(store, path=data.dataset, mode="r")[...]
 
@@ -156,9 +163,14 @@ def many_refs(data: Any, unsharded_opt_in: bool = True) -> dict[str, Any]:
         zm.ManifestGroup(arrays={"data": zm.ManifestArray(meta, manifest)}).to_store(out)
         return out
 
-    def open_array(shard_bytes: int | str | None = AUTO) -> Any:
+    def open_array(
+        shard_bytes: int | str | None = AUTO, merged_bytes: int | str | None = MERGED_DEFAULT
+    ) -> Any:
         store = zm.ManifestStore(
-            out, allowed_prefixes=[str(data.directory)], virtual_shard_bytes=shard_bytes
+            out,
+            allowed_prefixes=[str(data.directory)],
+            virtual_shard_bytes=shard_bytes,
+            merged_chunk_bytes=merged_bytes,
         )
         return zarr.open_array(store, path="data", mode="r")
 
@@ -170,12 +182,19 @@ def many_refs(data: Any, unsharded_opt_in: bool = True) -> dict[str, Any]:
     }
     if data.full_read:
 
-        def full(config: dict[str, Any], shard_bytes: int | str | None = AUTO) -> Any:
+        def full(
+            config: dict[str, Any],
+            shard_bytes: int | str | None = AUTO,
+            merged_bytes: int | str | None = MERGED_DEFAULT,
+        ) -> Any:
             with zarr.config.set(config):
-                return open_array(shard_bytes)[...]
+                return open_array(shard_bytes, merged_bytes)[...]
 
         # the default path first, then the opt-ins
         phases["full read"] = Phase(lambda: full({}), repeats=1, warmup=False, peak_rss=True)
+        phases["full read (opt-in: merged_chunk_bytes='auto')"] = Phase(
+            lambda: full({}, AUTO, AUTO), repeats=1, warmup=False, peak_rss=True
+        )
         phases["full read (opt-in: fused pipeline)"] = Phase(
             lambda: full(FUSED), repeats=1, warmup=False, peak_rss=True
         )
@@ -187,7 +206,9 @@ def many_refs(data: Any, unsharded_opt_in: bool = True) -> dict[str, Any]:
 
 
 def random_reader(
-    shard_bytes: int | str | None, config: dict[str, Any] | None = None
+    shard_bytes: int | str | None,
+    config: dict[str, Any] | None = None,
+    merged_bytes: int | str | None = MERGED_DEFAULT,
 ) -> Callable[[Any], Callable[[Any], np.ndarray]]:
     """Random single-chunk reads through ManifestStore, opened under zarr config ``config``
     (None: zarr's default)."""
@@ -197,7 +218,9 @@ def random_reader(
 
         import zarr_manifest as zm
 
-        store = zm.ManifestStore(_group_a(data), virtual_shard_bytes=shard_bytes)
+        store = zm.ManifestStore(
+            _group_a(data), virtual_shard_bytes=shard_bytes, merged_chunk_bytes=merged_bytes
+        )
         with zarr.config.set(config or {}):
             array = zarr.open_array(store, path=data.dataset, mode="r")
 
@@ -212,6 +235,9 @@ def random_reader(
 
 # Names: "default" is what a user gets without options; "(opt-in: ...)" names the knob.
 IMPLEMENTATIONS["A"]["zarr-manifest: zarr.open(ManifestStore(path)), default"] = read_a_path(None)
+IMPLEMENTATIONS["A"]["zarr-manifest (opt-in: merged_chunk_bytes='auto')"] = read_a_path(
+    None, AUTO, AUTO
+)
 IMPLEMENTATIONS["A"]["zarr-manifest: xarray engine=manifest .load(), default"] = read_a_xarray
 IMPLEMENTATIONS["A"]["zarr-manifest (opt-in: fused pipeline; auto virtual shards)"] = read_a_path(
     FUSED
@@ -227,6 +253,9 @@ IMPLEMENTATIONS["C"]["zarr-manifest"] = many_refs
 IMPLEMENTATIONS["C100k"]["zarr-manifest"] = many_refs
 IMPLEMENTATIONS["C1M"]["zarr-manifest"] = functools.partial(many_refs, unsharded_opt_in=False)
 IMPLEMENTATIONS["random"]["zarr-manifest, default"] = random_reader(AUTO)
+IMPLEMENTATIONS["random"]["zarr-manifest (opt-in: merged_chunk_bytes='auto')"] = random_reader(
+    AUTO, None, AUTO
+)
 IMPLEMENTATIONS["random"]["zarr-manifest (opt-in: fused pipeline; auto virtual shards)"] = (
     random_reader(AUTO, FUSED)
 )

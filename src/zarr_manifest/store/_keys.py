@@ -1,6 +1,7 @@
 """Chunk keys: what a store key names.  `KeyRouter` keeps the nodes a store has loaded and
-resolves a key to a chunk of a virtual array, a shard of one shown with virtual shards,
-served metadata bytes, a hidden object, or an ordinary object of the root storage."""
+resolves a key to a chunk of a virtual array, a shard of one shown with virtual shards, a
+merged chunk of one shown merged, served metadata bytes, a hidden object, or an ordinary
+object of the root storage."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Literal
 
+from zarr_manifest.store._merged_chunks import AUTO_MERGED_CHUNK_BYTES, MergedChunk
 from zarr_manifest.store._nodes import ZARR_JSON, LoadedNode
 from zarr_manifest.store._references import CheckedSources, Chunk
 from zarr_manifest.store._shard_view import Shard
@@ -33,8 +35,11 @@ __all__ = [
 #: virtual array's directory, an invalid key)
 HIDDEN = object()
 
-#: a routed key: a chunk, a shard, served bytes, HIDDEN, or None (an ordinary object)
-Target = Chunk | Shard | bytes | object | None
+#: a routed key: a chunk, a shard, a merged chunk, served bytes, HIDDEN, or None (an
+#: ordinary object)
+Target = Chunk | Shard | MergedChunk | bytes | object | None
+#: how an array is shown: as stored, as virtual shards, or with merged chunks
+View = Literal["plain", "shards", "merged"]
 
 
 class KeyRouter:
@@ -49,6 +54,9 @@ class KeyRouter:
     shard_bytes
         The store's ``virtual_shard_bytes`` (None or 0: arrays are shown as they are;
         ``"auto"``: as shards of `AUTO_SHARD_BYTES` when that helps, see `adopt`).
+    merged_bytes
+        The store's ``merged_chunk_bytes`` (None or 0: never merged; ``"auto"``: merged
+        up to `AUTO_MERGED_CHUNK_BYTES` when zarr's pipeline is not a bulk one).
     """
 
     def __init__(
@@ -56,10 +64,12 @@ class KeyRouter:
         load: Callable[[str], LoadedNode | None],
         sources: CheckedSources,
         shard_bytes: int | Literal["auto"] | None,
+        merged_bytes: int | Literal["auto"] | None = None,
     ) -> None:
         self._load = load
         self._sources = sources
         self._shard_bytes = shard_bytes
+        self._merged_bytes = merged_bytes
         self._lock = threading.RLock()
         self.nodes: dict[str, LoadedNode | None] = {}
         #: whether the store shows one snapshot's version (spec 16): then a zarr.json
@@ -69,11 +79,11 @@ class KeyRouter:
         self._chunk_prefixes: dict[str, LoadedNode] = {}
         # with "auto": arrays adopted but not yet looked up, whose view is not chosen yet
         self._undecided: set[str] = set()
-        #: with "auto": the view chosen per array path (True: shards), and views to take
-        #: instead of choosing (a pickled or forked copy of the store keeps the original's:
-        #: the zarr arrays it serves were opened with them)
-        self.chosen: dict[str, bool] = {}
-        self.inherited: dict[str, bool] = {}
+        #: with "auto": the view chosen per array path, and views to take instead of
+        #: choosing (a pickled or forked copy of the store keeps the original's: the zarr
+        #: arrays it serves were opened with them)
+        self.chosen: dict[str, View] = {}
+        self.inherited: dict[str, View] = {}
 
     def route(self, key: str) -> Target:
         """What ``key`` is (see the module docstring); the fast path first."""
@@ -101,11 +111,16 @@ class KeyRouter:
         index = node.decode(rest)
         if index is None:
             return HIDDEN
+        return self._target(node, index, key)
+
+    def _target(self, node: LoadedNode, index: tuple[int, ...], key: str) -> Target:
         if node.shards is not None:
             return Shard(self._sources, node, index, key)
+        if node.merged is not None:
+            return MergedChunk(self._sources, node, index, key)
         return Chunk(self._sources, node, index, key)
 
-    def _fast_chunk(self, key: str) -> Chunk | Shard | None:
+    def _fast_chunk(self, key: str) -> Target:
         """The chunk a key names, for the common case ``<array>/c/i/j...`` of an array
         already seen; None sends the key the general way."""
         cut = key.find("/c/")
@@ -118,9 +133,7 @@ class KeyRouter:
         index = node.decode(key[cut + 1 :])
         if index is None:
             return None
-        if node.shards is not None:
-            return Shard(self._sources, node, index, key)
-        return Chunk(self._sources, node, index, key)
+        return self._target(node, index, key)
 
     def owner(self, key: str) -> LoadedNode | None:
         """The array whose directory holds ``key``, if any (first array from the root)."""
@@ -170,37 +183,64 @@ class KeyRouter:
         node.decoder = key_decoder(encoding, len(node.metadata.shape))
         if node.manifest_key is None:
             return
-        if self._shard_bytes == "auto":
+        if "auto" in (self._shard_bytes, self._merged_bytes):
             # chosen on the first look-up (`node`), not now: an in-memory group's arrays
             # are adopted when the store is made, before zarr's pipeline is configured
             self._undecided.add(node.path)
             return
-        if self._shard_bytes:
-            node.present_as_shards(self._shard_bytes)
+        self._present(node, "shards" if self._shard_bytes else "merged")
         self._enable_fast_path(node)
 
     def _choose_view(self, path: str) -> None:
-        """``virtual_shard_bytes="auto"``: show the array at ``path`` as shards if zarr's
-        configured pipeline reads them in bulk.  Chosen once, when zarr first opens the
-        array (or a listing first looks at it): keys must name the same objects for the
-        store's lifetime."""
+        """``"auto"``: show the array at ``path`` as shards if zarr's configured pipeline
+        reads them in bulk, else with merged chunks (see `_merged_chunks`).  Chosen once,
+        when zarr first opens the array (or a listing first looks at it): keys must name
+        the same objects for the store's lifetime."""
         with self._lock:
             if path not in self._undecided:
                 return
             node = self.nodes[path]
             assert node is not None
-            wanted = self.inherited.get(path)
-            if wanted is None or wanted:
-                # a sparse array is shown as shards whatever the pipeline: its absent
-                # shards are filled by zarr in one go (see `sparse_chunks_per_shard`)
-                node.present_as_shards(
-                    AUTO_SHARD_BYTES,
-                    max_chunk_bytes=AUTO_MAX_CHUNK_BYTES,
-                    sparse_only=wanted is None and not bulk_shard_pipeline(),
-                )
-            self.chosen[path] = node.shards is not None
+            wanted: View | Literal["sparse"] | bool | None = self.inherited.get(path)
+            if wanted is None:
+                bulk = bulk_shard_pipeline()
+                if self._shard_bytes == "auto":
+                    wanted = "shards" if bulk else "sparse"
+                elif self._shard_bytes:
+                    wanted = "shards"
+                else:
+                    wanted = "plain" if bulk and self._merged_bytes == "auto" else "merged"
+            self._present(node, wanted)
+            # what it is shown as (a view it is not eligible for is the plain one)
+            self.chosen[path] = "shards" if node.shards else "merged" if node.merged else "plain"
             self._enable_fast_path(node)
             self._undecided.discard(path)
+
+    def _present(self, node: LoadedNode, view: View | Literal["sparse"] | bool) -> None:
+        """Show ``node`` as ``view`` if it is eligible for it (an array not eligible for
+        shards may still be merged); True and False are the views of older pickles.
+        ``"sparse"``: shards if the array is sparse, else merged."""
+        if view == "sparse":
+            # a sparse array is shown as shards whatever the pipeline: zarr fills its absent
+            # shards in one go each (see `sparse_chunks_per_shard`)
+            node.present_as_shards(
+                AUTO_SHARD_BYTES, max_chunk_bytes=AUTO_MAX_CHUNK_BYTES, sparse_only=True
+            )
+            if node.shards is not None:
+                return
+            view = "merged"
+        if view in ("shards", True):
+            if self._shard_bytes == "auto":
+                node.present_as_shards(AUTO_SHARD_BYTES, max_chunk_bytes=AUTO_MAX_CHUNK_BYTES)
+            elif self._shard_bytes:
+                node.present_as_shards(self._shard_bytes)
+            if node.shards is not None or not isinstance(self._merged_bytes, int):
+                return
+        if view in ("shards", "merged", True) and self._merged_bytes:
+            if self._merged_bytes == "auto":
+                node.present_merged(AUTO_MERGED_CHUNK_BYTES, auto=True)
+            else:
+                node.present_merged(self._merged_bytes, auto=False)
 
     def _enable_fast_path(self, node: LoadedNode) -> None:
         encoding = node.metadata.chunk_key_encoding

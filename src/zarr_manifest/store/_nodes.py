@@ -35,6 +35,12 @@ from zarr_manifest.format.split import (
 from zarr_manifest.format.transformer import parse_array_document, parse_node_document
 from zarr_manifest.manifest import MAX_GRID_CELLS, MAX_GRID_DIMS, ChunkManifest
 from zarr_manifest.store._manifest_cache import ManifestCache
+from zarr_manifest.store._merged_chunks import (
+    MergedLayout,
+    merged_document,
+    merged_layout,
+    per_merged,
+)
 from zarr_manifest.store._readahead import plan_blocks
 from zarr_manifest.store._references import reference_urls, resolve_paths
 from zarr_manifest.store._virtual_shards import (
@@ -176,6 +182,7 @@ class LoadedNode:
         "fingerprints",
         "is_array",
         "manifest_key",
+        "merged",
         "metadata",
         "path",
         "served",
@@ -247,6 +254,8 @@ class LoadedNode:
         # a sparse array's shards: whether each holds a stored chunk
         self._held_shards: np.ndarray | None = None
         self._stored: np.ndarray | None = None
+        # merged chunks: how the array is shown merged along its first axis
+        self.merged: MergedLayout | None = None
 
     def path_key(self, name: str) -> str:
         return f"{self.path}/{name}" if self.path else name
@@ -325,6 +334,18 @@ class LoadedNode:
             return bool(held[index])
         return self.shard_layout(index).present
 
+    def present_merged(self, target_bytes: int, *, auto: bool) -> None:
+        """Show this array with chunks merged along its first axis (see `_merged_chunks`
+        and `ManifestStore`'s ``merged_chunk_bytes``), if it is eligible."""
+        if self.shards is not None:
+            return
+        layout = merged_layout(
+            self.metadata, chunk_grid_shape(self.metadata), target_bytes, auto=auto
+        )
+        if layout is not None:
+            self.served = merged_document(self.served, layout)
+            self.merged = layout
+
     def shard_layout(self, index: tuple[int, ...]) -> ShardLayout:
         """The byte layout of shard ``index`` (kept for the last few shards: zarr asks for a
         shard's index and then for its chunks)."""
@@ -389,9 +410,31 @@ class LoadedNode:
             lengths[dst] = region.lengths[src]
         return ids, offsets, lengths
 
+    def column(
+        self, origin: tuple[int, ...], count: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Path ids, offsets and lengths of up to ``count`` chunks from ``origin`` along the
+        first axis, 1-D (fewer at the grid's edge; views of a whole manifest's columns)."""
+        if self.split is not None:
+            shape = (count,) + (1,) * (len(origin) - 1)
+            ids, offsets, lengths = self.block(origin, shape)
+            return ids.reshape(-1), offsets.reshape(-1), lengths.reshape(-1)
+        manifest = self.manifest
+        grid = manifest.shape_chunk_grid
+        if not all(map(operator.lt, origin, grid)):
+            return _EMPTY_COLUMN
+        cells: tuple[Any, ...] = (slice(origin[0], origin[0] + count), *origin[1:])
+        # the stored (maybe narrowed) columns sliced first: converting a whole column
+        # would copy every entry of the manifest on every read
+        return (
+            manifest.path_ids[cells],
+            manifest._offsets[cells].astype(np.uint64, copy=False),
+            manifest._lengths[cells].astype(np.uint64, copy=False),
+        )
+
     def stored_bytes(self) -> int:
         """Bytes of every key `chunk_items` lists."""
-        if self.shards is None:
+        if self.shards is None and self.merged is None:
             return int(self.manifest.lengths.sum(dtype=np.uint64))
         return sum(n for _, n in self.chunk_items())
 
@@ -616,12 +659,15 @@ class LoadedNode:
 
     def chunk_items(self) -> Iterator[tuple[str, int]]:
         """(store key, length) of every chunk present in the manifest, in C order (with
-        virtual shards: of every shard holding a chunk)."""
+        virtual shards: of every shard holding a chunk; merged: of every merged chunk)."""
         manifest = self.manifest
         present = manifest.path_ids >= 0
         sizes = manifest.lengths
         if self.shards is not None:
             present, sizes = per_shard(present, sizes, self.shards)
+        elif self.merged is not None:
+            present = per_merged(present, self.merged.count)
+            sizes = np.full(present.shape, self.merged.merged_bytes, dtype=np.uint64)
         flat = np.flatnonzero(present.reshape(-1))
         lengths = sizes.reshape(-1)[flat].tolist()
         encoding = self.metadata.chunk_key_encoding
@@ -700,6 +746,7 @@ class Region:
 
 
 _ABSENT = (-1, 0, 0)
+_EMPTY_COLUMN = (np.zeros(0, np.int64), np.zeros(0, np.uint64), np.zeros(0, np.uint64))
 #: shard layouts a node keeps (zarr reads a shard's index, then its chunks)
 _SHARD_LAYOUTS_KEPT = 64
 #: and at most this many bytes of their indexes (the newest is kept whatever its size)

@@ -72,6 +72,7 @@ __all__ = [
     "check_local_extent",
     "close_local_files",
     "plan_coalesced",
+    "read_local_ranges_into",
     "read_range_sync",
     "read_ranges_async",
     "read_ranges_into_sync",
@@ -1085,7 +1086,9 @@ def _read_local_into(
     positions: list[int],
     keys: Sequence[str | None] | None,
 ) -> None:
-    """preadv each range into its place in ``view`` (see `read_ranges_into_sync`)."""
+    """preadv each range into its place in ``view`` (see `read_ranges_into_sync`): one
+    descriptor, no copy, no planning (``read_local_ranges_into`` for callers whose ranges
+    are few, long and far apart, as Python lists)."""
     first_key = keys[0] if keys else None
     with _open_local(source, starts[0], ends[0], first_key) as f:
         for i, (a, b, p) in enumerate(zip(starts, ends, positions, strict=True)):
@@ -1104,6 +1107,9 @@ def _read_local_into(
             if got != want:
                 key = keys[i] if keys is not None else None
                 raise _range_error(source, None, a, b, key, req=(a, b), got=got)
+
+
+read_local_ranges_into = _read_local_into
 
 
 def read_range_sync(source: Source, start: int, end: int, *, key: str | None = None) -> Any:

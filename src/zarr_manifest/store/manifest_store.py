@@ -47,6 +47,7 @@ from zarr_manifest.store._in_memory import group_source_urls, memory_objects
 from zarr_manifest.store._keys import HIDDEN, KeyRouter, Target
 from zarr_manifest.store._listing import dir_names, keys_under, listed_objects, virtual_arrays
 from zarr_manifest.store._manifest_cache import DEFAULT_MANIFEST_CACHE_BYTES, ManifestCache
+from zarr_manifest.store._merged_chunks import MergedChunk, read_merged_async, read_merged_sync
 from zarr_manifest.store._nodes import ZARR_JSON, LoadedNode, load_node
 from zarr_manifest.store._readahead import Readahead
 from zarr_manifest.store._references import (
@@ -133,6 +134,19 @@ class ManifestStore(Store):
         not split) gets shards, smaller, sized so that most hold no chunk, with ``"auto"``
         under any pipeline: zarr then fills the absent ones in one go each (see
         `sparse_read`).  See "Virtual shards" in the README.
+    merged_chunk_bytes
+        Whether to show a virtual array (not shown as shards) with its chunks merged along
+        the first axis, ``k`` at a time, up to about this many decoded bytes per merged
+        chunk, with codecs ``[bytes]``: the store decodes the chunks (with the array's own
+        codecs, checksums checked) and zarr sees ``k`` times fewer, which speeds up full
+        reads under zarr's default codec pipeline.  The values read are the same; a read
+        of one chunk reads its whole merged chunk.  None (the default) or 0: never.
+        ``"auto"``: only when zarr's configured pipeline, at the time the array is first
+        opened, is not ``FusedCodecPipeline``, with merged chunks of up to 64 KiB and 16
+        chunks for arrays stored uncompressed, and of at most 2 chunks for compressed
+        ones.  An int: always, up to that many bytes.  Only arrays with a regular grid, a
+        numeric or bool data type and 2+ chunks along the first axis are merged.  See
+        "Merged chunks" in the README.
     manifest_cache_bytes
         A bound on the parsed manifests (and regions of split manifests) the store keeps
         in memory, by their size there (default 1 GiB).  The least recently used are
@@ -203,6 +217,7 @@ class ManifestStore(Store):
         base_url: str | None = None,
         verify: VerifyMode = "once",
         virtual_shard_bytes: int | Literal["auto"] | None = "auto",
+        merged_chunk_bytes: int | Literal["auto"] | None = None,
         manifest_cache_bytes: int = DEFAULT_MANIFEST_CACHE_BYTES,
         max_chunk_bytes: int = DEFAULT_MAX_CHUNK_BYTES,
         storage_options: StorageOptions | None = None,
@@ -211,15 +226,8 @@ class ManifestStore(Store):
     ) -> None:
         if not read_only:
             raise ValueError(f"{type(self).__name__} is read-only; read_only=False is not possible")
-        if virtual_shard_bytes not in (None, "auto") and (
-            isinstance(virtual_shard_bytes, bool)
-            or not isinstance(virtual_shard_bytes, int)
-            or virtual_shard_bytes < 0
-        ):
-            raise ValueError(
-                "virtual_shard_bytes must be 'auto', an int >= 0 or None (0 and None: off), "
-                f"got {virtual_shard_bytes!r}"
-            )
+        _check_view_option("virtual_shard_bytes", virtual_shard_bytes)
+        _check_view_option("merged_chunk_bytes", merged_chunk_bytes)
         _check_size_option("manifest_cache_bytes", manifest_cache_bytes, minimum=0)
         _check_size_option("max_chunk_bytes", max_chunk_bytes, minimum=1)
         check_compat(compat)
@@ -246,6 +254,7 @@ class ManifestStore(Store):
             "base_url": base_url,
             "verify": verify,
             "virtual_shard_bytes": virtual_shard_bytes,
+            "merged_chunk_bytes": merged_chunk_bytes,
             "manifest_cache_bytes": manifest_cache_bytes,
             "max_chunk_bytes": max_chunk_bytes,
             "storage_options": storage_options,
@@ -267,7 +276,9 @@ class ManifestStore(Store):
             prefetch_blocks=prefetch_blocks,
             cache_bytes=cache_bytes,
         )
-        self._router = KeyRouter(self._load_node, self._sources, virtual_shard_bytes)
+        self._router = KeyRouter(
+            self._load_node, self._sources, virtual_shard_bytes, merged_chunk_bytes
+        )
         # node path -> key of its document's immutable copy, from the store's snapshot
         self._snapshot: dict[str, str] | None = None
         if isinstance(root, ManifestGroup):
@@ -359,6 +370,7 @@ class ManifestStore(Store):
         if (
             not isinstance(value, ManifestStore)
             or self._shard_bytes != value._shard_bytes
+            or self._args["merged_chunk_bytes"] != value._args["merged_chunk_bytes"]
             or self._compat != value._compat
         ):
             return False
@@ -418,6 +430,13 @@ class ManifestStore(Store):
                 max_gap_bytes=self._max_gap,
                 max_request_bytes=self._max_request,
                 max_bytes=self._max_chunk,
+            )
+        elif isinstance(target, MergedChunk):
+            data = await read_merged_async(
+                target,
+                byte_range,
+                max_gap_bytes=self._max_gap,
+                max_request_bytes=self._max_request,
             )
         elif isinstance(target, bytes):
             data = slice_bytes(target, byte_range, key)
@@ -481,7 +500,7 @@ class ManifestStore(Store):
         """Whether ``key`` exists (chunks: per the manifest, without I/O)."""
         self._rebuild_after_fork()
         target = self._route(key)
-        if isinstance(target, Chunk | Shard):
+        if isinstance(target, Chunk | Shard | MergedChunk):
             return not target.missing
         if isinstance(target, bytes):
             return True
@@ -534,7 +553,7 @@ class ManifestStore(Store):
         """Size of a value: chunk sizes come from the manifest, without I/O."""
         self._rebuild_after_fork()
         target = self._route(key)
-        if isinstance(target, Chunk | Shard):
+        if isinstance(target, Chunk | Shard | MergedChunk):
             if target.missing:
                 raise FileNotFoundError(key)
             return target.length
@@ -590,6 +609,13 @@ class ManifestStore(Store):
                 max_gap_bytes=self._max_gap,
                 max_request_bytes=self._max_request,
                 max_bytes=self._max_chunk,
+            )
+        elif isinstance(target, MergedChunk):
+            data = read_merged_sync(
+                target,
+                byte_range,
+                max_gap_bytes=self._max_gap,
+                max_request_bytes=self._max_request,
             )
         elif isinstance(target, bytes):
             data = slice_bytes(target, byte_range, key)
@@ -685,6 +711,16 @@ class ManifestStore(Store):
 
     def _fingerprint_urls(self, fingerprints: Any, base: str, where: str | None) -> Any:
         return fingerprint_urls(fingerprints, base, where, self._verifier)
+
+
+def _check_view_option(name: str, value: object) -> None:
+    """Refuse a view option that is not "auto", an int >= 0 or None (ValueError)."""
+    if value not in (None, "auto") and (
+        isinstance(value, bool) or not isinstance(value, int) or value < 0
+    ):
+        raise ValueError(
+            f"{name} must be 'auto', an int >= 0 or None (0 and None: off), got {value!r}"
+        )
 
 
 def _check_size_option(name: str, value: object, *, minimum: int) -> None:
