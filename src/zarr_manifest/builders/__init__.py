@@ -43,15 +43,15 @@ __all__ = [
 ]
 
 #: Format name -> where its builder lives: candidate ``(module, function)`` pairs, first found
-#: wins (TIFF, FITS and GRIB go through kerchunk's scanners unless a module of their own exists).
+#: wins.
 BUILDERS: dict[str, tuple[tuple[str, str], ...]] = {
     "hdf5": (("hdf5", "build_hdf5"),),
     "netcdf3": (("netcdf3", "build_netcdf3"),),
     "kerchunk": (("kerchunk", "build_kerchunk"),),
     "zarr": (("zarr", "build_zarr"),),
-    "tiff": (("tiff", "build_tiff"), ("kerchunk", "build_tiff")),
-    "fits": (("fits", "build_fits"), ("kerchunk", "build_fits")),
-    "grib": (("grib", "build_grib"), ("kerchunk", "build_grib")),
+    "tiff": (("tiff", "build_tiff"),),
+    "fits": (("fits", "build_fits"),),
+    "grib": (("grib", "build_grib"),),
     "envi": (("envi", "build_envi"),),
     "hdf4": (("hdf4", "build_hdf4"),),
     "dmrpp": (("dmrpp", "build_dmrpp"),),
