@@ -88,12 +88,24 @@ class Package:
     installed
         The import name, when the installed package itself ships the files (``--installed``
         and the CI subset read them from site-packages, no download).
+    keep
+        fnmatch patterns of members collected whatever their bytes: files without magic
+        that a corpus file needs beside it (ENVI data files, a DMR++ sidecar's data file,
+        the keys of a Zarr store).
+    stores
+        fnmatch patterns of the directories (archive paths) that are each one corpus entry
+        of a directory format (a Zarr store); default: the outermost store directories.
+    version
+        A pinned version (``"2.18.7"``), when the newest release no longer ships the files.
     """
 
     name: str
     kind: str
     members: tuple[str, ...] = ("*",)
     installed: str | None = None
+    keep: tuple[str, ...] = ()
+    stores: tuple[str, ...] = ()
+    version: str | None = None
 
 
 PACKAGES: list[Package] = [
@@ -114,8 +126,29 @@ PACKAGES: list[Package] = [
     Package("tifffile", "sdist", ("*/tests/*", "*/data/*")),
     Package("imagecodecs", "sdist", ("*/tests/*",)),
     Package("pillow", "sdist", ("*/Tests/images/*",)),
-    # NASA's MOD14 granule and a synthetic HDF4 file (the wheel's HDF4 test data)
-    Package("virtualizarr", "wheel", ("*/tests/data/*.hdf4",), installed="virtualizarr"),
+    # NASA's MOD14 granule and a synthetic HDF4 file (the wheel's HDF4 test data), and
+    # GDAL's ENVI test images (bsq/bil/bip, a gzip-compressed one)
+    Package(
+        "virtualizarr",
+        "wheel",
+        ("*/tests/data/*.hdf4", "*/tests/data/envi/*"),
+        installed="virtualizarr",
+        keep=("*/tests/data/envi/*",),
+    ),
+    # ENVI: a Specim FENIX camera's radiometric calibration images (bil, float32)
+    Package("hylite", "sdist", ("*/calibration_data/*",), keep=("*/calibration_data/*",)),
+    # DMR++ sidecars (OPeNDAP's build_dmrpp) -- pydap ships them without their data files
+    Package("pydap", "sdist", ("*/tests/data/dmrs/*",), keep=("*/tests/data/dmrs/*",)),
+    # Zarr v2 stores: zarr-python 2's backward-compatibility fixture (every codec and
+    # dtype zarr 2 wrote; flat and nested chunk keys); zarr 3's sdist has none
+    Package(
+        "zarr",
+        "sdist",
+        ("*/fixture/*",),
+        keep=("*/fixture/*",),
+        stores=("*/fixture/*",),
+        version="2.18.7",
+    ),
     Package("pygrib", "sdist", ("*/sampledata/*", "*/test/*")),
     Package("iris-sample-data", "sdist", ("*/sample_data/*",)),
 ]
@@ -144,6 +177,9 @@ class Format:
     readable
         Optional: a quick check that the format's library can read a file at all (raises
         when it cannot), used on files ``open_virtual`` refuses; default: ``reference``.
+    directory
+        For a format whose inputs are directories (a Zarr store): True for such a
+        directory.  Its ``magic`` is then never true.
     """
 
     name: str
@@ -151,6 +187,7 @@ class Format:
     reference: Callable[[Path], dict[str, Any]]
     features: Callable[[Path], set[str]] | None = None
     readable: Callable[[Path], Any] | None = None
+    directory: Callable[[Path], bool] | None = None
 
 
 FORMATS: dict[str, Format] = {}
@@ -408,6 +445,34 @@ from hdf4_format import hdf4_features, hdf4_magic, hdf4_reference  # noqa: E402
 
 register(Format("hdf4", magic=hdf4_magic, reference=hdf4_reference, features=hdf4_features))
 
+from envi_format import envi_features, envi_magic, envi_reference  # noqa: E402
+
+register(Format("envi", magic=envi_magic, reference=envi_reference, features=envi_features))
+
+from dmrpp_format import dmrpp_data_file, dmrpp_features, dmrpp_magic  # noqa: E402
+
+register(
+    Format(
+        "dmrpp",
+        magic=dmrpp_magic,
+        # the data file, read by h5py: the document's chunk list is what is under test
+        reference=lambda path: _hdf5_reference(dmrpp_data_file(path)),
+        features=dmrpp_features,
+    )
+)
+
+from zarr_format import is_zarr_store, zarr_features, zarr_reference  # noqa: E402
+
+register(
+    Format(
+        "zarr",
+        magic=lambda head: False,
+        reference=zarr_reference,
+        features=zarr_features,
+        directory=is_zarr_store,
+    )
+)
+
 
 # --------------------------------------------------------------------------------------------
 # comparison
@@ -542,7 +607,9 @@ def evaluate(fmt_name: str, path: str, package: str) -> Result:
             warnings.simplefilter("ignore")
             reference = fmt.reference(file)
     except Exception as e:
-        result.status, result.reason = "skipped", f"reference library: {_short(e)}"
+        # ours is not checked; what open_virtual did is said (a crash stays visible)
+        ours = crashed or "built, not checked"
+        result.status, result.reason = "skipped", f"reference library: {_short(e)} ({ours})"
         return result
     if group is None:
         result.reason = crashed or "open_virtual: no group"
@@ -653,7 +720,10 @@ class Worker:
 
 
 def detect(path: Path) -> str | None:
-    """The corpus format of a file from its first bytes, or None."""
+    """The corpus format of a file from its first bytes (of a directory: the directory
+    format it is), or None."""
+    if path.is_dir():
+        return next((f.name for f in FORMATS.values() if f.directory and f.directory(path)), None)
     try:
         with open(path, "rb") as f:
             head = f.read(1024)
@@ -691,12 +761,13 @@ def _download(pkg: Package, cache: Path, retry: bool = False) -> Path | None:
     # the sdist of this package only: its build dependencies may come as wheels
     cmd += ["--no-binary", pkg.name] if pkg.kind == "sdist" else []
     cmd += ["--only-binary", ":all:"] if pkg.kind == "wheel" else []
-    proc = subprocess.run([*cmd, pkg.name], capture_output=True, text=True, timeout=600)
+    spec = f"{pkg.name}=={pkg.version}" if pkg.version else pkg.name
+    proc = subprocess.run([*cmd, spec], capture_output=True, text=True, timeout=600)
     if proc.returncode != 0 and pkg.kind == "sdist":
         # pip prepares an sdist's metadata, which for netCDF4 or tables needs C headers;
         # the archive itself is all we need, so fetch it from the index pip uses
         try:
-            _sdist_from_index(pkg.name, dest)
+            _sdist_from_index(pkg.name, dest, pkg.version)
         except Exception as e:
             proc.stderr += f"\nfrom the index: {_short(e)}"
         else:
@@ -718,8 +789,9 @@ def _index_url() -> str:
     return (url or "https://pypi.org/simple").rstrip("/")
 
 
-def _sdist_from_index(name: str, dest: Path) -> Path:
-    """Download the newest release's sdist of ``name`` into ``dest`` without building it.
+def _sdist_from_index(name: str, dest: Path, pinned: str | None = None) -> Path:
+    """Download the newest release's sdist of ``name`` (or release ``pinned``) into ``dest``
+    without building it.
 
     One request for the project's page of the simple index (PEP 691 JSON), one for the
     archive, whose sha256 is checked against the index.
@@ -743,7 +815,7 @@ def _sdist_from_index(name: str, dest: Path) -> Path:
             continue
         with contextlib.suppress(ValueError):
             version = parse_sdist_filename(f["filename"])[1]
-            if not version.is_prerelease:
+            if (str(version) == pinned) if pinned else not version.is_prerelease:
                 candidates.append((version, f))
     if not candidates:
         raise FileNotFoundError(f"{page}: no sdist")
@@ -791,13 +863,14 @@ def collect_package(pkg: Package, cache: Path, retry: bool = False) -> list[tupl
                 continue
             data = read()
             head = data[:1024]
-            if not any(f.magic(head) for f in FORMATS.values()):
+            kept = any(fnmatch.fnmatch(name, pat) for pat in pkg.keep)
+            if not kept and not any(f.magic(head) for f in FORMATS.values()):
                 continue
             dest = root / name
             dest.parent.mkdir(parents=True, exist_ok=True)
             dest.write_bytes(data)
         stamp.write_text(time.strftime("%Y-%m-%d %H:%M:%S") + "\n" + wanted)
-    return _scan(root)
+    return _scan(root, pkg.stores)
 
 
 def collect_installed(pkg: Package) -> list[tuple[str, Path]]:
@@ -822,12 +895,25 @@ def collect_installed(pkg: Package) -> list[tuple[str, Path]]:
     return out
 
 
-def _scan(root: Path) -> list[tuple[str, Path]]:
-    return [
-        (fmt, p)
-        for p in sorted(root.rglob("*"))
-        if p.is_file() and not p.name.startswith(".") and (fmt := detect(p)) is not None
-    ]
+def _scan(root: Path, stores: tuple[str, ...] = ()) -> list[tuple[str, Path]]:
+    """The corpus files under ``root``: files by their magic bytes, and directories of a
+    directory format (the outermost ones, or those matching ``stores``) whose contents are
+    then not looked at one by one."""
+    out: list[tuple[str, Path]] = []
+    entries: list[Path] = []
+    for p in sorted(root.rglob("*")):
+        if any(p.is_relative_to(e) for e in entries):
+            continue  # inside a store: its keys are not corpus files
+        if p.is_dir():
+            rel = p.relative_to(root).as_posix()
+            if stores and not any(fnmatch.fnmatch(rel, pat) for pat in stores):
+                continue
+            if (fmt := detect(p)) is not None:
+                entries.append(p)
+                out.append((fmt, p))
+        elif not p.name.startswith(".") and (fmt := detect(p)) is not None:
+            out.append((fmt, p))
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -1000,12 +1086,21 @@ def gather(
             if fmt not in formats:
                 continue
             # the same file shipped twice (two packages, or two folders) counts once
-            key = fmt.encode() + path.read_bytes()[:4096] + str(path.stat().st_size).encode()
+            key = fmt.encode() + _fingerprint(path)
             if key in seen:
                 continue
             seen.add(key)
             files.append((pkg.name, fmt, path))
     return files
+
+
+def _fingerprint(path: Path) -> bytes:
+    """The first bytes and size of a file; of a directory, its listing and sizes."""
+    if path.is_dir():
+        return json.dumps(
+            sorted((p.relative_to(path).as_posix(), p.stat().st_size) for p in path.rglob("*"))
+        ).encode()
+    return path.read_bytes()[:4096] + str(path.stat().st_size).encode()
 
 
 def main(argv: list[str] | None = None) -> int:
