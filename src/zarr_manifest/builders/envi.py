@@ -20,10 +20,10 @@ full chunk's bytes).  Small images are one chunk per band (bsq) or one chunk.
 
 A whole-file gzip image (``file compression = 1``) is one gzip chunk.  Refused with
 `UnsupportedError` (the message names the header and the field): file types other than
-`RAW_FILE_TYPES` (spectral libraries, TIFF...), frame offsets, unknown data types, interleaves or byte
-orders, and an offset inside a compressed file.  Header fields other than the layout are
-the array's attributes (``{a, b}`` lists as lists, numbers as numbers;
-``description`` and ``coordinate system string`` as text).
+`RAW_FILE_TYPES` (spectral libraries, TIFF...), frame offsets, unknown data types,
+interleaves or byte orders, and an offset inside a compressed file.  Header fields other
+than the layout are the array's attributes (``{a, b}`` lists as lists, numbers as
+numbers; ``description`` and ``coordinate system string`` as text).
 """
 
 from __future__ import annotations
