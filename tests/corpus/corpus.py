@@ -180,6 +180,16 @@ class Format:
     directory
         For a format whose inputs are directories (a Zarr store): True for such a
         directory.  Its ``magic`` is then never true.
+    derive
+        For a format no package ships (kerchunk references): ``(file, its format, folder)
+        -> the input made from it`` in that folder; every corpus file of a format in
+        ``derived_from`` is then also an entry of this format, checked against the file's
+        own library.  Its ``magic`` is then never true.
+    derived_from
+        The formats whose files ``derive`` takes.
+    holds
+        For a derived format: the array paths the made input holds (an array its maker
+        left out is not ours to read: it is listed, not counted wrong).
     """
 
     name: str
@@ -188,6 +198,9 @@ class Format:
     features: Callable[[Path], set[str]] | None = None
     readable: Callable[[Path], Any] | None = None
     directory: Callable[[Path], bool] | None = None
+    derive: Callable[[Path, str, Path], Path] | None = None
+    derived_from: tuple[str, ...] = ()
+    holds: Callable[[Path], set[str]] | None = None
 
 
 FORMATS: dict[str, Format] = {}
@@ -461,7 +474,7 @@ register(
     )
 )
 
-from zarr_format import is_zarr_store, zarr_features, zarr_reference  # noqa: E402
+from zarr_format import is_zarr_store, zarr_features, zarr_reference, zip_store  # noqa: E402
 
 register(
     Format(
@@ -470,6 +483,28 @@ register(
         reference=zarr_reference,
         features=zarr_features,
         directory=is_zarr_store,
+    )
+)
+register(
+    Format(
+        "zip",
+        magic=lambda head: False,
+        reference=lambda path: {},  # unused: entries are checked by their source format
+        derive=zip_store,
+        derived_from=("zarr",),
+    )
+)
+
+from kerchunk_format import KERCHUNK_SOURCES, kerchunk_arrays, kerchunk_refs  # noqa: E402
+
+register(
+    Format(
+        "kerchunk",
+        magic=lambda head: False,
+        reference=lambda path: {},  # unused: entries are checked by their source format
+        derive=kerchunk_refs,
+        derived_from=KERCHUNK_SOURCES,
+        holds=kerchunk_arrays,
     )
 )
 
@@ -570,42 +605,61 @@ def _short(e: BaseException) -> str:
 
 
 def evaluate(fmt_name: str, path: str, package: str) -> Result:
-    """Run one file through open_virtual -> to_store -> ManifestStore and compare."""
+    """Run one file through open_virtual -> to_store -> ManifestStore and compare (for a
+    derived format: the input made from the file, compared with the file's library)."""
+    fmt = FORMATS[fmt_name]
+    file = Path(path)
+    if fmt.derive is None:
+        return _evaluate(fmt, file, file, fmt, package)
+    source = FORMATS[detect(file) or ""]
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                made = fmt.derive(file, source.name, Path(tmp))
+        except Exception as e:
+            return Result(package, path, fmt_name, "skipped", f"made by: {_short(e)}")
+        result = _evaluate(fmt, made, file, source, package)
+        result.features = [f"from:{source.name}"]
+        return result
+
+
+def _evaluate(fmt: Format, opened: Path, file: Path, truth: Format, package: str) -> Result:
+    """``opened`` (a ``fmt`` input) read virtually, compared with ``truth``'s reading of
+    ``file`` (the same path but for derived formats)."""
     import zarr
 
     import zarr_manifest as zm
     from zarr_manifest.array import InlineArray
 
-    fmt = FORMATS[fmt_name]
-    file = Path(path)
-    result = Result(package, path, fmt_name, "crash")
-    if fmt.features is not None:
+    result = Result(package, str(file), fmt.name, "crash")
+    if truth.features is not None:
         with contextlib.suppress(Exception):
-            result.features = sorted(fmt.features(file))
+            result.features = sorted(truth.features(file))
     # ours first: a refusal needs no reference (cfgrib takes minutes on some files)
     start = time.perf_counter()
     group, crashed = None, None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            group = zm.open_virtual(file, format=fmt_name)
+            group = zm.open_virtual(opened, format=fmt.name)
     except zm.BuildError as e:
         result.status, result.reason = "refused", _short(e)
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                (fmt.readable or fmt.reference)(file)
+                (truth.readable or truth.reference)(file)
         except Exception as why:
             # its own library cannot read it either (a FITS header without data ...)
             result.status, result.reason = "skipped", f"reference library: {_short(why)}"
         return result
     except Exception as e:
         crashed = f"open_virtual: {_short(e)}"
-    opened = time.perf_counter() - start
+    elapsed = time.perf_counter() - start
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            reference = fmt.reference(file)
+            reference = truth.reference(file)
     except Exception as e:
         # ours is not checked; what open_virtual did is said (a crash stays visible)
         ours = crashed or "built, not checked"
@@ -614,7 +668,7 @@ def evaluate(fmt_name: str, path: str, package: str) -> Result:
     if group is None:
         result.reason = crashed or "open_virtual: no group"
         return result
-    start = time.perf_counter() - opened
+    start = time.perf_counter() - elapsed
     nodes = [n for _, n in group.walk() if not isinstance(n, zm.ManifestGroup)]
     result.arrays = len(nodes)
     result.inline = sum(isinstance(n, InlineArray) for n in nodes)
@@ -633,6 +687,18 @@ def evaluate(fmt_name: str, path: str, package: str) -> Result:
             result.reason = f"to_store/open: {_short(e)}"
             return result
         problems: list[str] = []
+        held = fmt.holds(opened) if fmt.holds is not None else None
+        left_out = [
+            n
+            for n, r in reference.items()
+            if r is not None and held is not None and n not in held and n not in ours
+        ]
+        for name in left_out:
+            del reference[name]
+        if left_out and not any(r is not None for r in reference.values()):
+            result.status = "skipped"
+            result.reason = f"made by: its maker left out every array ({len(left_out)})"
+            return result
         for name, ref in reference.items():
             if ref is None:
                 continue
@@ -660,6 +726,10 @@ def evaluate(fmt_name: str, path: str, package: str) -> Result:
         result.status, result.reason = "wrong", "; ".join(problems)[:300]
     else:
         result.status = "right"
+    if left_out:
+        result.reason = (result.reason + "; " if result.reason else "") + (
+            f"left out by its maker: {', '.join(left_out)}"[:200]
+        )
     return result
 
 
@@ -1080,8 +1150,10 @@ def gather(
 ) -> list[tuple[str, str, Path]]:
     files: list[tuple[str, str, Path]] = []
     seen: set[bytes] = set()
+    derived = [f for f in FORMATS.values() if f.derive is not None and f.name in formats]
     for pkg in packages:
         found = collect_installed(pkg) if installed else collect_package(pkg, cache, retry)
+        found += [(d.name, p) for fmt, p in found for d in derived if fmt in d.derived_from]
         for fmt, path in found:
             if fmt not in formats:
                 continue

@@ -11,6 +11,10 @@ its metadata keys (``zarr.json``, ``.zgroup``, ``.zarray``).  The reference open
 zarr-python directly (no manifest), so what is under test is the chunk references
 ``open_virtual`` makes of the store's objects.  A store whose root is an array is one array
 named after the directory (as ``open_virtual`` names it).
+
+Zipped stores: no package ships one, so each store is also copied, key by key, into a zip
+by zarr-python's own ``ZipStore`` with its defaults (`zip_store`, the derived format
+``zip``), and that archive is read virtually and compared with the directory store.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["is_zarr_store", "zarr_features", "zarr_reference"]
+__all__ = ["is_zarr_store", "zarr_features", "zarr_reference", "zip_store"]
 
 _METADATA_KEYS = ("zarr.json", ".zgroup", ".zarray")
 
@@ -81,4 +85,29 @@ def zarr_features(path: Path) -> set[str]:
         else:
             for codec in meta.codecs:  # type: ignore[union-attr]
                 out.add(f"codec:{type(codec).__name__}")
+    return out
+
+
+def zip_store(path: Path, source_format: str, out_dir: Path) -> Path:
+    """The store ``path`` copied into ``out_dir/<name>.zip`` by zarr's ``ZipStore``
+    (its defaults: members stored uncompressed)."""
+    from zarr.core.buffer import default_buffer_prototype
+    from zarr.core.sync import sync
+    from zarr.storage import LocalStore, ZipStore
+
+    if source_format != "zarr":
+        raise ValueError(f"zipped stores are made of Zarr stores, not {source_format} files")
+    # the name a store whose root is an array gives that array (``.zip`` is dropped)
+    out = out_dir / f"{path.name}.zip"
+
+    async def copy() -> None:
+        src = LocalStore(path, read_only=True)
+        dst = ZipStore(out, mode="w")
+        async for key in src.list():
+            value = await src.get(key, prototype=default_buffer_prototype())
+            if value is not None:
+                await dst.set(key, value)
+        dst.close()
+
+    sync(copy())
     return out
