@@ -2,10 +2,13 @@
 
 No package ships kerchunk references next to the files they point into, so the corpus
 makes them the way a user does: kerchunk's scanner for the format, with its default
-settings (``SingleHdf5ToZarr`` for HDF5/netCDF-4, ``NetCDF3ToZarr`` for netCDF-3), written
-as JSON into a temporary folder.  ``open_virtual(refs, format="kerchunk")`` is then
-compared with the *source file's* own library (h5py, netCDF4), not with kerchunk's reading:
-what a user gets must be the file's values.  A file kerchunk cannot scan is skipped (its
+settings (``SingleHdf5ToZarr`` for HDF5/netCDF-4, ``NetCDF3ToZarr`` for netCDF-3), and
+for TIFF tifffile's ``write_fsspec(zarr_format=3)`` (references whose keys are Zarr v3
+``zarr.json`` documents, codecs named as imagecodecs-zarr registers them; series named as
+the TIFF builder names them), written as JSON into a temporary folder.
+``open_virtual(refs, format="kerchunk")`` is then compared with the *source file's* own
+library (h5py, netCDF4, tifffile), not with kerchunk's reading: what a user gets must be
+the file's values.  A file kerchunk cannot scan is skipped (its
 scanner is not under test), and so is an array its references leave out (kerchunk skips
 datasets with filters it does not know, such as Blosc, without an error): listed, not
 counted wrong.  Where ours differs from the file, kerchunk's own reading of its references
@@ -29,7 +32,7 @@ from typing import Any
 __all__ = ["KERCHUNK_SOURCES", "kerchunk_arrays", "kerchunk_reading", "kerchunk_refs"]
 
 #: The corpus formats whose files kerchunk scans.
-KERCHUNK_SOURCES = ("hdf5", "netcdf3")
+KERCHUNK_SOURCES = ("hdf5", "netcdf3", "tiff")
 
 
 def kerchunk_refs(path: Path, source_format: str, out_dir: Path) -> Path:
@@ -56,6 +59,8 @@ def kerchunk_refs(path: Path, source_format: str, out_dir: Path) -> Path:
         from kerchunk.netCDF3 import NetCDF3ToZarr
 
         refs = NetCDF3ToZarr(str(path)).translate()
+    elif source_format == "tiff":
+        refs = _tifffile_v3_refs(path)
     else:
         raise ValueError(f"kerchunk references of {source_format} files are not made here")
     out = out_dir / "refs.json"
@@ -63,23 +68,49 @@ def kerchunk_refs(path: Path, source_format: str, out_dir: Path) -> Path:
     return out
 
 
+def _tifffile_v3_refs(path: Path) -> dict[str, Any]:
+    """tifffile's Zarr v3 references of every series (``data`` or ``series_<i>``)."""
+    import io
+
+    import tifffile
+
+    refs: dict[str, Any] = {"zarr.json": json.dumps({"zarr_format": 3, "node_type": "group"})}
+    with tifffile.TiffFile(path) as tif:
+        series = list(tif.series)
+        for i, s in enumerate(series):
+            name = "data" if len(series) == 1 else f"series_{i}"
+            with s.aszarr() as store:
+                buf = io.StringIO()
+                store.write_fsspec(buf, url=str(path.parent), groupname=name, zarr_format=3)
+            part = json.loads(buf.getvalue())
+            part.pop("zarr.json", None)
+            refs.update(part)
+    return refs
+
+
 def kerchunk_arrays(refs_path: Path) -> set[str]:
-    """The array paths kerchunk's references in ``refs_path`` hold (``<path>/.zarray``)."""
+    """The array paths the references in ``refs_path`` hold (``<path>/.zarray``, or a
+    ``<path>/zarr.json`` whose node is an array)."""
     doc = json.loads(refs_path.read_text())
     refs = doc.get("refs", doc)
-    return {k[: -len("/.zarray")] for k in refs if k.endswith("/.zarray")} | (
-        {""} if ".zarray" in refs else set()
-    )
+    out = set()
+    for key, value in refs.items():
+        path, _, leaf = key.rpartition("/")
+        if leaf == ".zarray" or (
+            leaf == "zarr.json" and json.loads(value).get("node_type") == "array"
+        ):
+            out.add(path)
+    return out
 
 
 def kerchunk_reading(refs_path: Path, names: list[str]) -> dict[str, Any]:
     """The arrays ``names`` as kerchunk's own stack reads ``refs_path``: fsspec's
-    ``ReferenceFileSystem`` under zarr-python (Zarr v2 metadata)."""
+    ``ReferenceFileSystem`` under zarr-python."""
     import fsspec
     import numpy as np
     import zarr
     from zarr.storage import FsspecStore
 
     fs = fsspec.filesystem("reference", fo=str(refs_path), asynchronous=True)
-    root = zarr.open_group(FsspecStore(fs, read_only=True, path=""), mode="r", zarr_format=2)
+    root = zarr.open_group(FsspecStore(fs, read_only=True, path=""), mode="r")
     return {name: np.asarray(root[name][...]) for name in names}
