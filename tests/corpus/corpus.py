@@ -29,7 +29,10 @@ Adding a format
 One `Format` entry in `FORMATS` (via `register`): how its files are recognised (``magic``),
 how the reference library reads them (``reference``: array path -> numpy values, named the way
 ``open_virtual`` names them), and optionally which features a file uses (``features``, for the
-support matrix).  Adding a package is one `Package` entry in `PACKAGES`.
+support matrix).  Adding a package is one `Package` entry in `PACKAGES`.  A format whose
+inputs are directories (Zarr stores) says so with ``directory``; one no package ships
+(kerchunk references, zipped stores) is *derived*: ``derive`` makes its input from each
+corpus file of the formats it names, and the file's own library is the reference.
 
 The parent process never imports zarr-manifest: each file is evaluated in a worker process
 that is killed and replaced when a file exceeds ``--timeout`` (a hanging parser cannot stall
