@@ -30,7 +30,6 @@ sent for it, or it is written into a manifest.
 
 from __future__ import annotations
 
-import math
 import os
 import warnings
 from collections.abc import Collection, Iterable, Mapping
@@ -58,6 +57,7 @@ from zarr_manifest.builders._kerchunk_references import (
     references_parts,
     with_generated,
 )
+from zarr_manifest.builders._raw_chunks import check_raw_lengths
 from zarr_manifest.builders._source import Source, open_source
 from zarr_manifest.builders.codecs import (
     v2_codecs_to_v3,
@@ -508,44 +508,8 @@ def _build_array(
         array = ManifestArray(v3, manifest)
     except ValueError as e:
         raise BuildError(f"{location}: array {name!r}: {e}") from e
-    _check_raw_lengths(array, paths, lengths, f"{location}: array {name!r}")
+    check_raw_lengths(array, paths, lengths, f"{location}: array {name!r}")
     return array
-
-
-def _check_raw_lengths(
-    array: ManifestArray, paths: np.ndarray, lengths: np.ndarray, where: str
-) -> None:
-    """Refuse (`BuildError`) a raw array (codecs: ``transpose`` then ``bytes`` only, a
-    fixed-size dtype, a regular grid) with a reference whose length is not its chunk's
-    size: zarr could never decode it (tifffile writes such references for a malformed
-    ``RowsPerStrip``), so the error is given now, naming the chunk, not at read time."""
-    from zarr.codecs import BytesCodec, TransposeCodec
-    from zarr.core.metadata.v3 import RegularChunkGridMetadata
-
-    meta = array.metadata
-    codecs = list(meta.codecs)
-    if (
-        not codecs
-        or not isinstance(codecs[-1], BytesCodec)
-        or not all(isinstance(c, TransposeCodec) for c in codecs[:-1])
-        or not isinstance(meta.chunk_grid, RegularChunkGridMetadata)
-    ):
-        return
-    try:
-        itemsize = meta.data_type.to_native_dtype().itemsize
-    except Exception:  # a data type numpy has no fixed size for
-        return
-    if meta.data_type.to_native_dtype().kind in "OTU" or itemsize == 0:
-        return
-    expected = math.prod(meta.chunk_grid.chunk_shape) * itemsize
-    bad = np.flatnonzero((paths.reshape(-1) != "") & (lengths.reshape(-1) != expected))
-    if bad.size:
-        index = np.unravel_index(int(bad[0]), paths.shape)
-        raise BuildError(
-            f"{where}: chunk {'.'.join(map(str, index))} is referenced with "
-            f"{int(lengths.reshape(-1)[bad[0]])} bytes, but uncompressed it holds "
-            f"{expected} ({len(bad)} such chunk(s)); zarr cannot decode it"
-        )
 
 
 def _parse_json_references(
