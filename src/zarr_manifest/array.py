@@ -6,6 +6,7 @@ chunk-manifest storage transformer, which belongs to the on-disk form only.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import functools
 import math
@@ -91,7 +92,9 @@ def parse_array_metadata(metadata: ArrayV3Metadata | Mapping[str, Any]) -> Array
     if isinstance(metadata, ArrayV3Metadata):
         meta = metadata
     elif isinstance(metadata, Mapping):
-        doc = {"zarr_format": 3, "node_type": "array", **metadata}
+        # a deep copy: codecs may decode their configuration in place (imagecodecs-zarr's
+        # JPEG turns its base64 "tables" into bytes); the caller's mapping stays JSON
+        doc = copy.deepcopy({"zarr_format": 3, "node_type": "array", **metadata})
         check_chunk_edges(doc)
         try:
             # the rectilinear-grid gate is zarr's to apply when it opens an array

@@ -131,6 +131,25 @@ def test_gzip_file(tmp_path: Path) -> None:
     np.testing.assert_array_equal(_read(build_envi(hdr, load=["data"])), expected)
 
 
+def test_classification_image_written_by_spectral(tmp_path: Path) -> None:
+    """spectral's ``save_classification`` writes ``file type = ENVI Classification``: a raw
+    image of class numbers, read like any other."""
+    classes = np.random.default_rng(3).integers(0, 4, size=(6, 5)).astype("u1")
+    hdr = tmp_path / "classes.hdr"
+    envi.save_classification(str(hdr), classes, force=True, class_names=list("abcd"))
+    assert parse_envi_header(hdr.read_text())["file type"] == "ENVI Classification"
+    np.testing.assert_array_equal(_read(open_virtual(hdr)), _spectral(hdr))
+
+
+def test_bare_envi_file_type_is_a_raw_image(tmp_path: Path) -> None:
+    """Specim's recorder writes ``file type = ENVI`` (hylite's FENIX calibration images):
+    spectral reads it as a raw image, so does the builder."""
+    data = np.random.default_rng(4).normal(size=(2, 5, 3)).astype("f4")
+    hdr = _save(tmp_path, data, interleave="bil")
+    hdr.write_text(hdr.read_text().replace("file type = ENVI Standard", "file type = ENVI"))
+    np.testing.assert_array_equal(_read(open_virtual(hdr)), _spectral(hdr))
+
+
 def test_refusals_name_the_header(tmp_path: Path) -> None:
     data = np.zeros((2, 3, 1), dtype="f4")
     hdr = _save(tmp_path, data)
@@ -140,6 +159,7 @@ def test_refusals_name_the_header(tmp_path: Path) -> None:
         ("data type = 4", "data type = 7"),
         ("byte order = 0", "byte order = 2"),
         ("file type = ENVI Standard", "file type = ENVI Spectral Library"),
+        ("file type = ENVI Standard", "file type = TIFF"),
     ]:
         hdr.write_text(text.replace(bad, error))
         with pytest.raises(UnsupportedError, match=r"image\.hdr"):

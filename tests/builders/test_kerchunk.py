@@ -534,3 +534,34 @@ def test_fill_values_are_masked_as_xarray_masks_the_original(tmp_path: Path) -> 
                 )
     # the translator's default (the TIFF and FITS builders' path) leaves fill_value alone
     assert "_FillValue" not in from_kerchunk_refs(_h5_refs(nc4))["t"].attributes
+
+
+def test_uncompressed_chunk_of_the_wrong_length_is_refused_at_build(tmp_path: Path) -> None:
+    """tifffile references the strips of a TIFF whose ``StripByteCounts`` are too short
+    (like Pillow's ``tiff_overflow_rows_per_strip.tif``) as they are: uncompressed chunks
+    zarr can never decode.  Refused when built, naming the chunk (was a ``ValueError:
+    cannot reshape`` on read)."""
+    import io
+
+    import tifffile
+
+    data = np.arange(3 * 32 * 20, dtype="u1").reshape(3, 32, 20)
+    path = tmp_path / "rows.tif"
+    tifffile.imwrite(path, data, rowsperstrip=32, planarconfig="separate", photometric="rgb")
+    with tifffile.TiffFile(path, mode="r+") as tif:
+        tif.pages[0].tags["StripByteCounts"].overwrite([200, 200, 200])
+    with tifffile.TiffFile(path) as tif, tif.series[0].aszarr() as store:
+        buf = io.StringIO()
+        store.write_fsspec(buf, url=str(tmp_path), groupname="data")
+    refs = tmp_path / "refs.json"
+    refs.write_text(buf.getvalue())
+    with pytest.raises(BuildError, match=r"'data': chunk 0\.0\.0 is referenced with 200 bytes"):
+        build_kerchunk(refs, allowed_prefixes=[str(tmp_path)])
+    # the same file with its true byte counts reads like tifffile
+    tifffile.imwrite(path, data, rowsperstrip=32, planarconfig="separate", photometric="rgb")
+    with tifffile.TiffFile(path) as tif, tif.series[0].aszarr() as store:
+        buf = io.StringIO()
+        store.write_fsspec(buf, url=str(tmp_path), groupname="data")
+    refs.write_text(buf.getvalue())
+    group = build_kerchunk(refs, allowed_prefixes=[str(tmp_path)])
+    assert isinstance(group["data"], ManifestArray)

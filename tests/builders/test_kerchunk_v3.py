@@ -165,3 +165,37 @@ def test_references_of_a_zarr_v3_store(tmp_path: Path, version: int) -> None:
 )
 def test_version_0_references_are_sniffed(head: bytes, expected: str | None) -> None:
     assert sniff(head) == expected
+
+
+def test_tifffile_v3_references_with_jpeg_tables_read_like_tifffile(tmp_path: Path) -> None:
+    """tifffile's ``write_fsspec(zarr_format=3)`` of a JPEG TIFF whose strips share a
+    ``JPEGTables`` tag (what libtiff, here through Pillow, writes) names its codec
+    ``imagecodecs_jpeg`` with base64 ``tables``; zarr's codec (imagecodecs-zarr) decodes
+    them into bytes inside the configuration it is given, which must not leak into the
+    zarr.json the store serves (it used to: ``TypeError: Type is not JSON serializable``)."""
+    import importlib.metadata
+    import io
+
+    tifffile = pytest.importorskip("tifffile")
+    image = pytest.importorskip("PIL.Image")
+    if not any(
+        e.name == "imagecodecs_jpeg" for e in importlib.metadata.entry_points(group="zarr.codecs")
+    ):
+        pytest.skip("zarr needs imagecodecs-zarr's codec entry points (the test extra)")
+    data = np.random.default_rng(5).integers(0, 255, (48, 64, 3), dtype="u1")
+    path = tmp_path / "rgb.tif"
+    image.fromarray(data).save(path, compression="jpeg")
+    with tifffile.TiffFile(path) as tif, tif.series[0].aszarr() as store:
+        assert tif.pages[0].jpegtables is not None
+        buf = io.StringIO()
+        store.write_fsspec(buf, url=str(tmp_path), groupname="data", zarr_format=3)
+    refs = tmp_path / "refs.json"
+    refs.write_text(buf.getvalue())
+    codec = json.loads(json.loads(buf.getvalue())["data/zarr.json"])["codecs"][-1]
+    assert codec["name"] == "imagecodecs_jpeg" and codec["configuration"]["tables"]
+    group = zm.open_virtual(refs, allowed_prefixes=[str(tmp_path)])
+    group.to_store(tmp_path / "store")
+    store = ManifestStore(tmp_path / "store", allowed_prefixes=[str(tmp_path)])
+    root = zarr.open_group(store, mode="r")
+    arrays = dict(root.members())  # listing serves every node's zarr.json
+    np.testing.assert_array_equal(arrays["data"][...], tifffile.imread(path))

@@ -3,6 +3,8 @@ references, read back through ManifestStore and compared with each format's own 
 
 from __future__ import annotations
 
+import json
+import math
 import warnings
 from pathlib import Path
 
@@ -92,10 +94,57 @@ def test_pyramid_and_geotiff_metadata(tmp_path: Path) -> None:
     assert list(only["data"].arrays) == ["0"]
 
 
-def test_incomplete_strips_are_loaded_with_a_warning(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("shape", "options"),
+    [
+        ((40, 50), {}),
+        ((40, 50, 3), {"photometric": "rgb"}),
+        ((3, 40, 50), {"photometric": "rgb", "planarconfig": "separate"}),
+        ((4, 40, 50), {"photometric": "minisblack"}),  # 4 pages, one series
+        ((2, 3, 40, 50), {"photometric": "minisblack", "metadata": {"axes": "TZYX"}}),
+    ],
+)
+def test_short_last_strip_uncompressed_is_referenced(
+    tmp_path: Path, shape: tuple[int, ...], options: dict[str, object]
+) -> None:
+    """``ImageLength`` not a multiple of ``RowsPerStrip`` (40 rows, 16 per strip: the last
+    strip holds 8), legitimate TIFF: referenced, never loaded, refused or short-read."""
+    data = np.arange(math.prod(shape), dtype="<u2").reshape(shape)
+    path = tmp_path / "short_last_strip.tif"
+    tifffile.imwrite(path, data, rowsperstrip=16, **options)
+    with tifffile.TiffFile(path) as tif:
+        page = tif.pages[0]
+        assert page.rowsperstrip == 16 and page.databytecounts[-1] < page.databytecounts[0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # no "cannot be referenced; loading"
+        group = build_tiff(path)
+    assert isinstance(group["data"], ManifestArray)
+    np.testing.assert_array_equal(_open(group)["data"][...], tifffile.imread(path))
+
+
+def test_short_last_strip_image_is_cut_into_whole_row_chunks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Referenced as one byte range, a large image is cut into regular chunks of whole
+    rows (a divisor of the height), not kept as one huge chunk."""
+    from zarr_manifest.builders import tiff
+
+    data = np.arange(2 * 35 * 50, dtype="<u2").reshape(2, 35, 50)
+    path = tmp_path / "pages.tif"
+    tifffile.imwrite(path, data, rowsperstrip=16, photometric="minisblack")
+    monkeypatch.setattr(tiff, "CONTIGUOUS_CHUNK_BYTES", 8 * 50 * 2)  # 8 rows at most
+    group = build_tiff(path)
+    assert group["data"].metadata.chunk_grid.chunk_shape == (1, 7, 50)  # 7 divides 35
+    np.testing.assert_array_equal(_open(group)["data"][...], data)
+
+
+def test_short_last_strip_compressed_is_loaded_with_a_warning(tmp_path: Path) -> None:
+    """A compressed short last strip decodes to fewer rows than a chunk: no Zarr codec
+    pads it, so the series is loaded (tifffile's default strips for zlib: 40 rows, 16 a
+    strip here)."""
     data = np.arange(40 * 50, dtype="<u2").reshape(40, 50)
     path = tmp_path / "incomplete.tif"
-    tifffile.imwrite(path, data, rowsperstrip=16)  # 40 rows: the last strip holds 8
+    tifffile.imwrite(path, data, rowsperstrip=16, compression="zlib")
     with pytest.warns(UserWarning, match="cannot be referenced"):
         group = build_tiff(path)
     assert isinstance(group["data"], InlineArray)

@@ -29,7 +29,10 @@ Adding a format
 One `Format` entry in `FORMATS` (via `register`): how its files are recognised (``magic``),
 how the reference library reads them (``reference``: array path -> numpy values, named the way
 ``open_virtual`` names them), and optionally which features a file uses (``features``, for the
-support matrix).  Adding a package is one `Package` entry in `PACKAGES`.
+support matrix).  Adding a package is one `Package` entry in `PACKAGES`.  A format whose
+inputs are directories (Zarr stores) says so with ``directory``; one no package ships
+(kerchunk references, zipped stores) is *derived*: ``derive`` makes its input from each
+corpus file of the formats it names, and the file's own library is the reference.
 
 The parent process never imports zarr-manifest: each file is evaluated in a worker process
 that is killed and replaced when a file exceeds ``--timeout`` (a hanging parser cannot stall
@@ -88,12 +91,24 @@ class Package:
     installed
         The import name, when the installed package itself ships the files (``--installed``
         and the CI subset read them from site-packages, no download).
+    keep
+        fnmatch patterns of members collected whatever their bytes: files without magic
+        that a corpus file needs beside it (ENVI data files, a DMR++ sidecar's data file,
+        the keys of a Zarr store).
+    stores
+        fnmatch patterns of the directories (archive paths) that are each one corpus entry
+        of a directory format (a Zarr store); default: the outermost store directories.
+    version
+        A pinned version (``"2.18.7"``), when the newest release no longer ships the files.
     """
 
     name: str
     kind: str
     members: tuple[str, ...] = ("*",)
     installed: str | None = None
+    keep: tuple[str, ...] = ()
+    stores: tuple[str, ...] = ()
+    version: str | None = None
 
 
 PACKAGES: list[Package] = [
@@ -114,8 +129,29 @@ PACKAGES: list[Package] = [
     Package("tifffile", "sdist", ("*/tests/*", "*/data/*")),
     Package("imagecodecs", "sdist", ("*/tests/*",)),
     Package("pillow", "sdist", ("*/Tests/images/*",)),
-    # NASA's MOD14 granule and a synthetic HDF4 file (the wheel's HDF4 test data)
-    Package("virtualizarr", "wheel", ("*/tests/data/*.hdf4",), installed="virtualizarr"),
+    # NASA's MOD14 granule and a synthetic HDF4 file (the wheel's HDF4 test data), and
+    # GDAL's ENVI test images (bsq/bil/bip, a gzip-compressed one)
+    Package(
+        "virtualizarr",
+        "wheel",
+        ("*/tests/data/*.hdf4", "*/tests/data/envi/*"),
+        installed="virtualizarr",
+        keep=("*/tests/data/envi/*",),
+    ),
+    # ENVI: a Specim FENIX camera's radiometric calibration images (bil, float32)
+    Package("hylite", "sdist", ("*/calibration_data/*",), keep=("*/calibration_data/*",)),
+    # DMR++ sidecars (OPeNDAP's build_dmrpp) -- pydap ships them without their data files
+    Package("pydap", "sdist", ("*/tests/data/dmrs/*",), keep=("*/tests/data/dmrs/*",)),
+    # Zarr v2 stores: zarr-python 2's backward-compatibility fixture (every codec and
+    # dtype zarr 2 wrote; flat and nested chunk keys); zarr 3's sdist has none
+    Package(
+        "zarr",
+        "sdist",
+        ("*/fixture/*",),
+        keep=("*/fixture/*",),
+        stores=("*/fixture/*",),
+        version="2.18.7",
+    ),
     Package("pygrib", "sdist", ("*/sampledata/*", "*/test/*")),
     Package("iris-sample-data", "sdist", ("*/sample_data/*",)),
 ]
@@ -144,6 +180,23 @@ class Format:
     readable
         Optional: a quick check that the format's library can read a file at all (raises
         when it cannot), used on files ``open_virtual`` refuses; default: ``reference``.
+    directory
+        For a format whose inputs are directories (a Zarr store): True for such a
+        directory.  Its ``magic`` is then never true.
+    derive
+        For a format no package ships (kerchunk references): ``(file, its format, folder)
+        -> the input made from it`` in that folder; every corpus file of a format in
+        ``derived_from`` is then also an entry of this format, checked against the file's
+        own library.  Its ``magic`` is then never true.
+    derived_from
+        The formats whose files ``derive`` takes.
+    holds
+        For a derived format: the array paths the made input holds (an array its maker
+        left out is not ours to read: it is listed, not counted wrong).
+    maker_reading
+        For a derived format: ``(made input, array paths) -> values`` as the maker's own
+        stack reads the input.  Where ours differs from the file but equals this, the made
+        input itself is wrong: skipped with that reason, not counted against us.
     """
 
     name: str
@@ -151,6 +204,11 @@ class Format:
     reference: Callable[[Path], dict[str, Any]]
     features: Callable[[Path], set[str]] | None = None
     readable: Callable[[Path], Any] | None = None
+    directory: Callable[[Path], bool] | None = None
+    derive: Callable[[Path, str, Path], Path] | None = None
+    derived_from: tuple[str, ...] = ()
+    holds: Callable[[Path], set[str]] | None = None
+    maker_reading: Callable[[Path, list[str]], dict[str, Any]] | None = None
 
 
 FORMATS: dict[str, Format] = {}
@@ -408,6 +466,62 @@ from hdf4_format import hdf4_features, hdf4_magic, hdf4_reference  # noqa: E402
 
 register(Format("hdf4", magic=hdf4_magic, reference=hdf4_reference, features=hdf4_features))
 
+from envi_format import envi_features, envi_magic, envi_reference  # noqa: E402
+
+register(Format("envi", magic=envi_magic, reference=envi_reference, features=envi_features))
+
+from dmrpp_format import dmrpp_data_file, dmrpp_features, dmrpp_magic  # noqa: E402
+
+register(
+    Format(
+        "dmrpp",
+        magic=dmrpp_magic,
+        # the data file, read by h5py: the document's chunk list is what is under test
+        reference=lambda path: _hdf5_reference(dmrpp_data_file(path)),
+        features=dmrpp_features,
+    )
+)
+
+from zarr_format import is_zarr_store, zarr_features, zarr_reference, zip_store  # noqa: E402
+
+register(
+    Format(
+        "zarr",
+        magic=lambda head: False,
+        reference=zarr_reference,
+        features=zarr_features,
+        directory=is_zarr_store,
+    )
+)
+register(
+    Format(
+        "zip",
+        magic=lambda head: False,
+        reference=lambda path: {},  # unused: entries are checked by their source format
+        derive=zip_store,
+        derived_from=("zarr",),
+    )
+)
+
+from kerchunk_format import (  # noqa: E402
+    KERCHUNK_SOURCES,
+    kerchunk_arrays,
+    kerchunk_reading,
+    kerchunk_refs,
+)
+
+register(
+    Format(
+        "kerchunk",
+        magic=lambda head: False,
+        reference=lambda path: {},  # unused: entries are checked by their source format
+        derive=kerchunk_refs,
+        derived_from=KERCHUNK_SOURCES,
+        holds=kerchunk_arrays,
+        maker_reading=kerchunk_reading,
+    )
+)
+
 
 # --------------------------------------------------------------------------------------------
 # comparison
@@ -505,49 +619,73 @@ def _short(e: BaseException) -> str:
 
 
 def evaluate(fmt_name: str, path: str, package: str) -> Result:
-    """Run one file through open_virtual -> to_store -> ManifestStore and compare."""
+    """Run one file through open_virtual -> to_store -> ManifestStore and compare (for a
+    derived format: the input made from the file, compared with the file's library)."""
+    fmt = FORMATS[fmt_name]
+    file = Path(path)
+    if fmt.derive is None:
+        return _evaluate(fmt, file, file, fmt, package)
+    source = FORMATS[detect(file) or ""]
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                made = fmt.derive(file, source.name, Path(tmp))
+        except Exception as e:
+            return Result(package, path, fmt_name, "skipped", f"made by: {_short(e)}")
+        result = _evaluate(fmt, made, file, source, package)
+        result.features = [f"from:{source.name}"]
+        return result
+
+
+def _evaluate(fmt: Format, opened: Path, file: Path, truth: Format, package: str) -> Result:
+    """``opened`` (a ``fmt`` input) read virtually, compared with ``truth``'s reading of
+    ``file`` (the same path but for derived formats)."""
     import zarr
 
     import zarr_manifest as zm
     from zarr_manifest.array import InlineArray
 
-    fmt = FORMATS[fmt_name]
-    file = Path(path)
-    result = Result(package, path, fmt_name, "crash")
-    if fmt.features is not None:
+    result = Result(package, str(file), fmt.name, "crash")
+    if truth.features is not None:
         with contextlib.suppress(Exception):
-            result.features = sorted(fmt.features(file))
+            result.features = sorted(truth.features(file))
     # ours first: a refusal needs no reference (cfgrib takes minutes on some files)
     start = time.perf_counter()
     group, crashed = None, None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            group = zm.open_virtual(file, format=fmt_name)
+            # references made in a temporary folder point at the corpus file
+            refs = fmt.name == "kerchunk" and opened != file
+            extra = {"allowed_prefixes": [str(file.parent)]} if refs else {}
+            group = zm.open_virtual(opened, format=fmt.name, **extra)
     except zm.BuildError as e:
         result.status, result.reason = "refused", _short(e)
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                (fmt.readable or fmt.reference)(file)
+                (truth.readable or truth.reference)(file)
         except Exception as why:
             # its own library cannot read it either (a FITS header without data ...)
             result.status, result.reason = "skipped", f"reference library: {_short(why)}"
         return result
     except Exception as e:
         crashed = f"open_virtual: {_short(e)}"
-    opened = time.perf_counter() - start
+    elapsed = time.perf_counter() - start
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            reference = fmt.reference(file)
+            reference = truth.reference(file)
     except Exception as e:
-        result.status, result.reason = "skipped", f"reference library: {_short(e)}"
+        # ours is not checked; what open_virtual did is said (a crash stays visible)
+        ours = crashed or "built, not checked"
+        result.status, result.reason = "skipped", f"reference library: {_short(e)} ({ours})"
         return result
     if group is None:
         result.reason = crashed or "open_virtual: no group"
         return result
-    start = time.perf_counter() - opened
+    start = time.perf_counter() - elapsed
     nodes = [n for _, n in group.walk() if not isinstance(n, zm.ManifestGroup)]
     result.arrays = len(nodes)
     result.inline = sum(isinstance(n, InlineArray) for n in nodes)
@@ -555,7 +693,7 @@ def evaluate(fmt_name: str, path: str, package: str) -> Result:
         try:
             out = Path(tmp) / "store"
             group.to_store(out)
-            store = zm.ManifestStore(out, allowed_prefixes=[str(file.parent)])
+            store = zm.ManifestStore(out, allowed_prefixes=[str(file.parent), str(opened.parent)])
             root = zarr.open_group(store, mode="r")
             ours = {
                 name: node
@@ -566,6 +704,19 @@ def evaluate(fmt_name: str, path: str, package: str) -> Result:
             result.reason = f"to_store/open: {_short(e)}"
             return result
         problems: list[str] = []
+        differ: dict[str, Any] = {}  # our values of the arrays that differ
+        held = fmt.holds(opened) if fmt.holds is not None else None
+        left_out = [
+            n
+            for n, r in reference.items()
+            if r is not None and held is not None and n not in held and n not in ours
+        ]
+        for name in left_out:
+            del reference[name]
+        if left_out and not any(r is not None for r in reference.values()):
+            result.status = "skipped"
+            result.reason = f"made by: its maker left out every array ({len(left_out)})"
+            return result
         for name, ref in reference.items():
             if ref is None:
                 continue
@@ -588,11 +739,28 @@ def evaluate(fmt_name: str, path: str, package: str) -> Result:
             why = compare(values, ref, name)
             if why:
                 problems.append(why)
+                differ[name] = values
     result.seconds = time.perf_counter() - start
+    if problems and differ and fmt.maker_reading is not None:
+        try:
+            theirs = fmt.maker_reading(opened, list(differ))
+            made_wrong = all(compare(differ[n], theirs[n], n) is None for n in differ)
+        except Exception:
+            made_wrong = False
+        if made_wrong and len(differ) == len(problems):
+            result.status = "skipped"
+            result.reason = (
+                "made wrong: its maker reads the same values; " + "; ".join(problems)[:250]
+            )
+            return result
     if problems:
         result.status, result.reason = "wrong", "; ".join(problems)[:300]
     else:
         result.status = "right"
+    if left_out:
+        result.reason = (result.reason + "; " if result.reason else "") + (
+            f"left out by its maker: {', '.join(left_out)}"[:200]
+        )
     return result
 
 
@@ -653,7 +821,10 @@ class Worker:
 
 
 def detect(path: Path) -> str | None:
-    """The corpus format of a file from its first bytes, or None."""
+    """The corpus format of a file from its first bytes (of a directory: the directory
+    format it is), or None."""
+    if path.is_dir():
+        return next((f.name for f in FORMATS.values() if f.directory and f.directory(path)), None)
     try:
         with open(path, "rb") as f:
             head = f.read(1024)
@@ -691,12 +862,13 @@ def _download(pkg: Package, cache: Path, retry: bool = False) -> Path | None:
     # the sdist of this package only: its build dependencies may come as wheels
     cmd += ["--no-binary", pkg.name] if pkg.kind == "sdist" else []
     cmd += ["--only-binary", ":all:"] if pkg.kind == "wheel" else []
-    proc = subprocess.run([*cmd, pkg.name], capture_output=True, text=True, timeout=600)
+    spec = f"{pkg.name}=={pkg.version}" if pkg.version else pkg.name
+    proc = subprocess.run([*cmd, spec], capture_output=True, text=True, timeout=600)
     if proc.returncode != 0 and pkg.kind == "sdist":
         # pip prepares an sdist's metadata, which for netCDF4 or tables needs C headers;
         # the archive itself is all we need, so fetch it from the index pip uses
         try:
-            _sdist_from_index(pkg.name, dest)
+            _sdist_from_index(pkg.name, dest, pkg.version)
         except Exception as e:
             proc.stderr += f"\nfrom the index: {_short(e)}"
         else:
@@ -718,8 +890,9 @@ def _index_url() -> str:
     return (url or "https://pypi.org/simple").rstrip("/")
 
 
-def _sdist_from_index(name: str, dest: Path) -> Path:
-    """Download the newest release's sdist of ``name`` into ``dest`` without building it.
+def _sdist_from_index(name: str, dest: Path, pinned: str | None = None) -> Path:
+    """Download the newest release's sdist of ``name`` (or release ``pinned``) into ``dest``
+    without building it.
 
     One request for the project's page of the simple index (PEP 691 JSON), one for the
     archive, whose sha256 is checked against the index.
@@ -743,7 +916,7 @@ def _sdist_from_index(name: str, dest: Path) -> Path:
             continue
         with contextlib.suppress(ValueError):
             version = parse_sdist_filename(f["filename"])[1]
-            if not version.is_prerelease:
+            if (str(version) == pinned) if pinned else not version.is_prerelease:
                 candidates.append((version, f))
     if not candidates:
         raise FileNotFoundError(f"{page}: no sdist")
@@ -791,13 +964,14 @@ def collect_package(pkg: Package, cache: Path, retry: bool = False) -> list[tupl
                 continue
             data = read()
             head = data[:1024]
-            if not any(f.magic(head) for f in FORMATS.values()):
+            kept = any(fnmatch.fnmatch(name, pat) for pat in pkg.keep)
+            if not kept and not any(f.magic(head) for f in FORMATS.values()):
                 continue
             dest = root / name
             dest.parent.mkdir(parents=True, exist_ok=True)
             dest.write_bytes(data)
         stamp.write_text(time.strftime("%Y-%m-%d %H:%M:%S") + "\n" + wanted)
-    return _scan(root)
+    return _scan(root, pkg.stores)
 
 
 def collect_installed(pkg: Package) -> list[tuple[str, Path]]:
@@ -822,12 +996,25 @@ def collect_installed(pkg: Package) -> list[tuple[str, Path]]:
     return out
 
 
-def _scan(root: Path) -> list[tuple[str, Path]]:
-    return [
-        (fmt, p)
-        for p in sorted(root.rglob("*"))
-        if p.is_file() and not p.name.startswith(".") and (fmt := detect(p)) is not None
-    ]
+def _scan(root: Path, stores: tuple[str, ...] = ()) -> list[tuple[str, Path]]:
+    """The corpus files under ``root``: files by their magic bytes, and directories of a
+    directory format (the outermost ones, or those matching ``stores``) whose contents are
+    then not looked at one by one."""
+    out: list[tuple[str, Path]] = []
+    entries: list[Path] = []
+    for p in sorted(root.rglob("*")):
+        if any(p.is_relative_to(e) for e in entries):
+            continue  # inside a store: its keys are not corpus files
+        if p.is_dir():
+            rel = p.relative_to(root).as_posix()
+            if stores and not any(fnmatch.fnmatch(rel, pat) for pat in stores):
+                continue
+            if (fmt := detect(p)) is not None:
+                entries.append(p)
+                out.append((fmt, p))
+        elif not p.name.startswith(".") and (fmt := detect(p)) is not None:
+            out.append((fmt, p))
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -994,18 +1181,29 @@ def gather(
 ) -> list[tuple[str, str, Path]]:
     files: list[tuple[str, str, Path]] = []
     seen: set[bytes] = set()
+    derived = [f for f in FORMATS.values() if f.derive is not None and f.name in formats]
     for pkg in packages:
         found = collect_installed(pkg) if installed else collect_package(pkg, cache, retry)
+        found += [(d.name, p) for fmt, p in found for d in derived if fmt in d.derived_from]
         for fmt, path in found:
             if fmt not in formats:
                 continue
             # the same file shipped twice (two packages, or two folders) counts once
-            key = fmt.encode() + path.read_bytes()[:4096] + str(path.stat().st_size).encode()
+            key = fmt.encode() + _fingerprint(path)
             if key in seen:
                 continue
             seen.add(key)
             files.append((pkg.name, fmt, path))
     return files
+
+
+def _fingerprint(path: Path) -> bytes:
+    """The first bytes and size of a file; of a directory, its listing and sizes."""
+    if path.is_dir():
+        return json.dumps(
+            sorted((p.relative_to(path).as_posix(), p.stat().st_size) for p in path.rglob("*"))
+        ).encode()
+    return path.read_bytes()[:4096] + str(path.stat().st_size).encode()
 
 
 def main(argv: list[str] | None = None) -> int:

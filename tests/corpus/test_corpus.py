@@ -8,10 +8,12 @@ run over downloaded packages is ``./dev.sh corpus``.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
-from corpus import PACKAGES, collect_installed, compare, evaluate
+from corpus import PACKAGES, _scan, collect_installed, compare, detect, evaluate
 
 #: Files that do not read right yet: display path -> why (strict xfail).
 KNOWN: dict[str, str] = {}
@@ -67,3 +69,26 @@ def test_compare_finds_every_kind_of_difference() -> None:
     table = np.array([(1, 2.5)], dtype=[("a", "i4"), ("b", "f8")])
     assert compare(table, {"a": np.array([1]), "b": np.array([2.5])}) is None
     assert "t.b" in (compare(table, {"a": np.array([1]), "b": np.array([3.0])}, "t") or "")
+
+
+def test_directory_stores_and_derived_formats(tmp_path: Path) -> None:
+    """A Zarr store written by zarr-python with its defaults is one corpus entry (its keys
+    are not looked at one by one), reads right, and so does zarr's zip of it; references
+    kerchunk makes of an h5py file read right too."""
+    import h5py
+    import zarr
+
+    root = tmp_path / "pkg"
+    store = root / "fixture" / "store.zarr"
+    group = zarr.open_group(store, mode="w", zarr_format=2)
+    group.create_array("a", shape=(7, 5), chunks=(3, 5), dtype="i4")[...] = np.arange(35).reshape(
+        7, 5
+    )
+    with h5py.File(root / "file.h5", "w") as f:
+        f["x"] = np.linspace(0, 1, 11)
+    found = _scan(root, ("*/store.zarr",))
+    assert found == [("hdf5", root / "file.h5"), ("zarr", store)], found
+    assert detect(store) == "zarr"
+    for fmt, path in [("zarr", store), ("zip", store), ("kerchunk", root / "file.h5")]:
+        result = evaluate(fmt, str(path), "pkg")
+        assert result.status == "right", (fmt, result.reason)

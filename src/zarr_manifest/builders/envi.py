@@ -19,11 +19,11 @@ interleaves: one band's lines for bsq (``(1, k, samples)``), all bands' lines fo
 full chunk's bytes).  Small images are one chunk per band (bsq) or one chunk.
 
 A whole-file gzip image (``file compression = 1``) is one gzip chunk.  Refused with
-`UnsupportedError` (the message names the header and the field): other file types
-(spectral libraries, TIFF...), frame offsets, unknown data types, interleaves or byte
-orders, and an offset inside a compressed file.  Header fields other than the layout are
-the array's attributes (``{a, b}`` lists as lists, numbers as numbers;
-``description`` and ``coordinate system string`` as text).
+`UnsupportedError` (the message names the header and the field): file types other than
+`RAW_FILE_TYPES` (spectral libraries, TIFF...), frame offsets, unknown data types,
+interleaves or byte orders, and an offset inside a compressed file.  Header fields other
+than the layout are the array's attributes (``{a, b}`` lists as lists, numbers as
+numbers; ``description`` and ``coordinate system string`` as text).
 """
 
 from __future__ import annotations
@@ -49,12 +49,19 @@ __all__ = [
     "DATA_EXTENSIONS",
     "DEFAULT_TARGET_CHUNK_BYTES",
     "ENVI_MAGIC",
+    "RAW_FILE_TYPES",
     "build_envi",
     "parse_envi_header",
 ]
 
 #: The first bytes of every ENVI header file.
 ENVI_MAGIC = b"ENVI"
+
+#: The ``file type`` values of a raw image: ENVI's own, its class images (spectral's
+#: ``save_classification`` writes them), and the bare "ENVI" that Specim's recorder writes.
+#: Other types (spectral libraries, or a header beside a TIFF, NITF...) are refused.
+RAW_FILE_TYPES = ("ENVI Standard", "ENVI Classification", "ENVI")
+_RAW_FILE_TYPES = {t.lower() for t in RAW_FILE_TYPES}
 
 #: Chunks (runs of whole lines) are kept below about this many bytes.
 DEFAULT_TARGET_CHUNK_BYTES = 16 * 2**20
@@ -221,9 +228,10 @@ def _layout(
     """(bands, lines, samples), stored dtype, interleave, header offset, gzip?"""
     where = header_url
     file_type = (_text(fields, "file type") or "ENVI Standard").strip()
-    if file_type.lower() != "envi standard":
+    if " ".join(file_type.lower().split()) not in _RAW_FILE_TYPES:
         raise UnsupportedError(
-            f"{where}: ENVI file type {file_type!r} is not a raw image ('ENVI Standard')"
+            f"{where}: ENVI file type {file_type!r} is not a raw image "
+            f"({', '.join(repr(t) for t in RAW_FILE_TYPES)})"
         )
     for key in ("major frame offsets", "minor frame offsets"):
         if key in fields and re.search(r"[1-9]", fields[key]):

@@ -57,6 +57,7 @@ from zarr_manifest.builders._kerchunk_references import (
     references_parts,
     with_generated,
 )
+from zarr_manifest.builders._raw_chunks import check_raw_lengths
 from zarr_manifest.builders._source import Source, open_source
 from zarr_manifest.builders.codecs import (
     v2_codecs_to_v3,
@@ -504,9 +505,11 @@ def _build_array(
         lengths.reshape(-1)[chunks.flat] = lens
     manifest = ChunkManifest.from_arrays(paths=paths, offsets=offsets, lengths=lengths)
     try:
-        return ManifestArray(v3, manifest)
+        array = ManifestArray(v3, manifest)
     except ValueError as e:
         raise BuildError(f"{location}: array {name!r}: {e}") from e
+    check_raw_lengths(array, paths, lengths, f"{location}: array {name!r}")
+    return array
 
 
 def _parse_json_references(

@@ -15,9 +15,11 @@ Layout of the result:
 - the file's metadata tifffile decodes (GeoTIFF keys, ImageJ, OME-XML, ...) are the root
   group's attributes, by kind (``{"geotiff_metadata": {...}}``).
 
-A series tifffile cannot express as references (an incomplete last strip, a compression,
-bit depth or fill order no Zarr codec reads) is loaded with tifffile and kept inline, with a
-warning, never dropped.
+A strip image whose last strip is short (``ImageLength`` not a multiple of
+``RowsPerStrip``) is referenced one chunk per page when its strips are uncompressed and
+contiguous.  A series tifffile cannot express as references (a short last strip that is
+compressed, a compression, bit depth or fill order no Zarr codec reads) is loaded with
+tifffile and kept inline, with a warning, never dropped.
 """
 
 from __future__ import annotations
@@ -89,12 +91,85 @@ def _file_metadata(tif: Any) -> dict[str, Any]:
 def _series_refs(series: Any, dir_path: str, name: str) -> dict[str, Any]:
     """kerchunk (version 0) references of one series under ``name``.
 
+    A strip image whose last strip is short (``ImageLength`` not a multiple of
+    ``RowsPerStrip``, legitimate TIFF) has no regular grid of strips; when its pages are
+    uncompressed and their strips contiguous (tifffile's ``is_final``), each page is one
+    byte range and is referenced as one chunk instead.
+
     Raises
     ------
     ValueError
         tifffile cannot express the series as references.
     """
-    with series.aszarr() as store:
+    import tifffile
+
+    try:
+        return _write_refs(series, dir_path, name, chunkmode=None)
+    except ValueError as e:
+        if "incomplete chunks" not in str(e):
+            raise
+        try:
+            refs = _write_refs(series, dir_path, name, chunkmode=tifffile.CHUNKMODE.PAGE)
+        except ValueError:
+            raise e from None  # compressed or scattered strips: the first reason stands
+        return _split_contiguous(refs)
+
+
+#: A contiguous uncompressed image referenced as one byte range is cut into chunks of
+#: about this many bytes (whole rows, a regular grid).
+CONTIGUOUS_CHUNK_BYTES = 16 * 2**20
+
+
+def _split_contiguous(refs: dict[str, Any], target: int | None = None) -> dict[str, Any]:
+    """``refs`` with the uncompressed C-order chunks of each array (pages, one byte range
+    each) cut into smaller contiguous ranges: sub-chunks ``(1, ..., 1, k, full, ...)`` of at
+    most ``target`` bytes where possible, ``k`` a divisor of its axis (every chunk, the last
+    too, stays whole: a regular grid)."""
+    target = CONTIGUOUS_CHUNK_BYTES if target is None else target
+    out = dict(refs)
+    for key, doc in refs.items():
+        if not key.endswith(".zarray"):
+            continue
+        meta = json.loads(doc)
+        prefix = key[: -len(".zarray")]
+        shape, chunks = [int(n) for n in meta["shape"]], [int(n) for n in meta["chunks"]]
+        itemsize = np.dtype(meta["dtype"]).itemsize
+        nbytes = math.prod(chunks) * itemsize
+        if (
+            meta.get("compressor")
+            or meta.get("filters")
+            or meta.get("order") != "C"
+            or not shape
+            or any(n % c for n, c in zip(shape, chunks, strict=True))
+            or nbytes <= target
+        ):
+            continue
+        grid = [n // c for n, c in zip(shape, chunks, strict=True)]
+        old = {".".join(map(str, i)): i for i in np.ndindex(*grid)}
+        if any(not isinstance(refs.get(prefix + k), list) for k in old):
+            continue  # a chunk missing or inline: left as it is
+        if any(refs[prefix + k][2] != nbytes for k in old):
+            continue
+        axis = next(
+            a for a in range(len(chunks)) if math.prod(chunks[a + 1 :]) * itemsize <= target
+        )
+        inner = math.prod(chunks[axis + 1 :]) * itemsize
+        k = max(
+            d for d in range(1, chunks[axis] + 1) if chunks[axis] % d == 0 and d * inner <= target
+        )
+        new = [1] * axis + [k] + chunks[axis + 1 :]
+        sub = [c // n for c, n in zip(chunks, new, strict=True)]
+        for name, index in old.items():
+            url, base, _ = out.pop(prefix + name)
+            for flat, within in enumerate(np.ndindex(*sub)):
+                at = [i * s + w for i, s, w in zip(index, sub, within, strict=True)]
+                out[prefix + ".".join(map(str, at))] = [url, base + flat * k * inner, k * inner]
+        out[key] = json.dumps({**meta, "chunks": new})
+    return out
+
+
+def _write_refs(series: Any, dir_path: str, name: str, chunkmode: Any) -> dict[str, Any]:
+    with series.aszarr(chunkmode=chunkmode) as store:
         buf = io.StringIO()
         store.write_fsspec(buf, url=dir_path, groupname=name)
     refs: dict[str, Any] = json.loads(buf.getvalue())

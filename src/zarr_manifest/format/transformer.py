@@ -25,6 +25,7 @@ stores written before the guard existed (without it) are still read.
 
 from __future__ import annotations
 
+import copy
 import posixpath
 import re
 from collections.abc import Mapping
@@ -246,7 +247,9 @@ def parse_array_document(doc: dict[str, Any], *, location: str) -> ArrayDocument
         # Parsing is not opening: the rectilinear-grid gate is zarr's to apply when it opens
         # the array, so a store this library wrote can always be read back here.
         with zarr.config.set({"array.rectilinear_chunks": True}):
-            metadata = ArrayV3Metadata.from_dict(visible)
+            # a copy: codecs may decode their configuration in place (imagecodecs-zarr's
+            # JPEG turns its base64 "tables" into bytes), and `visible` is served as JSON
+            metadata = ArrayV3Metadata.from_dict(copy.deepcopy(visible))
     except (ValueError, TypeError, KeyError, OverflowError) as e:
         # the mode would repair the codecs, not a byte-order-prefixed numpy dtype (">i4")
         repairable = manifest and str(doc.get("data_type", ""))[:1] not in "<>|="
