@@ -3,7 +3,6 @@ references, read back through ManifestStore and compared with each format's own 
 
 from __future__ import annotations
 
-import json
 import math
 import warnings
 from pathlib import Path
