@@ -276,8 +276,19 @@ def _load_defaults(
             and node.metadata.attributes == old.metadata.attributes
         ):
             return run(names)
-        arrays[path] = node
+        # loaded for its tiny rows: one chunk, not one object per row when written
+        arrays[path] = _in_one_chunk(node) if has_tiny_rows(old) else node
     return _with_arrays(built, arrays)
+
+
+def _in_one_chunk(array: InlineArray) -> InlineArray:
+    """``array`` with one chunk holding all its values (its codecs kept)."""
+    doc = array.metadata.to_dict()
+    doc["chunk_grid"] = {
+        "name": "regular",
+        "configuration": {"chunk_shape": [max(n, 1) for n in array.shape]},
+    }
+    return InlineArray(doc, array.data)
 
 
 def _with_arrays(
