@@ -71,25 +71,13 @@ def _gcs(bucket: str, prefix: str, options: dict[str, Any]) -> Any:
     import icechunk
 
     opts = _unprefixed(options, "google_")
-    client = dict(opts.pop("client_options", None) or {})
-    kwargs: dict[str, Any] = {}
-    for ours, theirs in (
+    credentials = (
         ("service_account_key", "service_account_key"),
         ("service_account", "service_account_file"),
         ("service_account_path", "service_account_file"),
         ("application_credentials", "application_credentials"),
-    ):
-        if ours in opts:
-            kwargs[theirs] = opts.pop(ours)
-    if _flag(opts.pop("skip_signature", False)):
-        kwargs["anonymous"] = True
-    config = {f"google_{k}" if k == "base_url" else k: str(v) for k, v in opts.items()}
-    opts.clear()
-    if _flag(client.pop("allow_http", False)):
-        config["allow_http"] = "true"
-    _refuse_rest("gs", opts, client)
-    if not kwargs:
-        kwargs["from_env"] = True
+    )
+    kwargs, config = _object_store_arguments("gs", opts, credentials, {"base_url": "google_"})
     return icechunk.gcs_storage(bucket=bucket, prefix=prefix or None, config=config, **kwargs)
 
 
@@ -97,34 +85,47 @@ def _azure(container: str, prefix: str, options: dict[str, Any]) -> Any:
     import icechunk
 
     opts = _unprefixed(_unprefixed(options, "azure_storage_"), "azure_")
-    client = dict(opts.pop("client_options", None) or {})
     account = opts.pop("account_name", None)
     if account is None:
         raise UnsupportedError(
             "an Icechunk repository on Azure needs storage_options['account_name']"
         )
-    kwargs: dict[str, Any] = {}
-    for ours, theirs in (
+    credentials = (
         ("account_key", "access_key"),
         ("access_key", "access_key"),
         ("sas_token", "sas_token"),
         ("token", "bearer_token"),
         ("bearer_token", "bearer_token"),
-    ):
-        if ours in opts:
-            kwargs[theirs] = opts.pop(ours)
-    if _flag(opts.pop("skip_signature", False)):
-        kwargs["anonymous"] = True
-    config = {f"azure_storage_{k}" if k == "endpoint" else k: str(v) for k, v in opts.items()}
-    opts.clear()
-    if _flag(client.pop("allow_http", False)):
-        config["allow_http"] = "true"
-    _refuse_rest("az", opts, client)
-    if not kwargs:
-        kwargs["from_env"] = True
+    )
+    kwargs, config = _object_store_arguments(
+        "az", opts, credentials, {"endpoint": "azure_storage_"}
+    )
     return icechunk.azure_storage(
         account=account, container=container, prefix=prefix, config=config or None, **kwargs
     )
+
+
+def _object_store_arguments(
+    scheme: str,
+    opts: dict[str, Any],
+    credentials: tuple[tuple[str, str], ...],
+    long_names: dict[str, str],
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """icechunk's arguments for a storage built on the object_store crate (GCS, Azure):
+    ``credentials`` (our key, its argument) taken out of ``opts``, the other keys passed on
+    as object_store config (those in ``long_names`` given that prefix, the spelling
+    icechunk's config parser wants)."""
+    client = dict(opts.pop("client_options", None) or {})
+    kwargs = {theirs: opts.pop(ours) for ours, theirs in credentials if ours in opts}
+    if _flag(opts.pop("skip_signature", False)):
+        kwargs["anonymous"] = True
+    config = {long_names.get(k, "") + k: str(v) for k, v in opts.items()}
+    if _flag(client.pop("allow_http", False)):
+        config["allow_http"] = "true"
+    _refuse_rest(scheme, {}, client)
+    if not kwargs:
+        kwargs["from_env"] = True  # obstore's default: credentials from the environment
+    return kwargs, config
 
 
 def _refuse_rest(scheme: str, options: Mapping[str, Any], client: Mapping[str, Any]) -> None:
