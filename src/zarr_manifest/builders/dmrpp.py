@@ -44,6 +44,7 @@ from zarr.core.dtype import get_data_type_from_native_dtype
 
 from zarr_manifest.array import InlineArray, ManifestArray
 from zarr_manifest.builders._chunk_reader import read_chunked
+from zarr_manifest.builders._phony_dims import PhonyDims
 from zarr_manifest.builders._source import Source, open_source
 from zarr_manifest.builders.codecs import hdf5_filters_to_codecs, xarray_fill_value_attribute
 from zarr_manifest.errors import BuildError, UnsupportedError
@@ -142,8 +143,7 @@ class _Dimensions:
 
     def __init__(self) -> None:
         self.sizes: dict[str, int] = {}
-        self._phony: dict[int, list[str]] = {}
-        self._count = 0
+        self._phony = PhonyDims()
 
     def declare(self, path: str, size: str | None, where: str) -> None:
         try:
@@ -152,9 +152,8 @@ class _Dimensions:
             raise BuildError(f"{where}: dimension {path!r} has size {size!r}") from None
 
     def of(self, var: ET.Element, group_path: str, where: str) -> tuple[list[str], list[int]]:
-        names: list[str] = []
+        names: list[str | None] = []  # None: unnamed, named below
         sizes: list[int] = []
-        used: dict[int, int] = {}
         for dim in var.findall(_D + "Dim"):
             ref = dim.get("name")
             if ref:
@@ -168,15 +167,11 @@ class _Dimensions:
                 size = int(dim.get("size", ""))
             except ValueError:
                 raise BuildError(f"{where}: a <Dim> without name or size") from None
-            k = used.get(size, 0)
-            used[size] = k + 1
-            phony = self._phony.setdefault(size, [])
-            if k == len(phony):
-                phony.append(f"phony_dim_{self._count}")
-                self._count += 1
-            names.append(phony[k])
+            names.append(None)
             sizes.append(size)
-        return names, sizes
+        unnamed = [size for name, size in zip(names, sizes, strict=True) if name is None]
+        phony = iter(self._phony.names(unnamed))
+        return [next(phony) if name is None else name for name in names], sizes
 
 
 class _Plan:

@@ -53,6 +53,7 @@ from zarr_manifest.builders._hdf5_headers import (
     describe_with_h5py,
     header_messages,
 )
+from zarr_manifest.builders._phony_dims import PhonyDims
 from zarr_manifest.builders._source import Source, open_source
 from zarr_manifest.builders.codecs import (
     bytes_codec,
@@ -127,31 +128,6 @@ def _open(source: Source) -> Iterator[HDF5File]:
 
 
 # ---- attribute values ------------------------------------------------------------------------
-
-
-class _PhonyDims:
-    """``phony_dim_N`` names for axes without dimension scales, one set per group.
-
-    An axis of length L takes the group's first phony dimension of length L that the same
-    dataset has not used yet, so one dataset never repeats a name (h5netcdf's scheme).
-    """
-
-    def __init__(self) -> None:
-        self._by_length: dict[int, list[str]] = {}
-        self._count = 0
-
-    def names(self, lengths: list[int]) -> list[str]:
-        used: dict[int, int] = {}
-        out = []
-        for length in lengths:
-            k = used.get(length, 0)
-            used[length] = k + 1
-            names = self._by_length.setdefault(length, [])
-            if k == len(names):
-                names.append(f"phony_dim_{self._count}")
-                self._count += 1
-            out.append(names[k])
-        return out
 
 
 # Parsed zarr objects reused across datasets: building them is most of the metadata cost.
@@ -334,7 +310,7 @@ class _Builder:
                     datasets.append(node)
             elif kind == "group":
                 subgroups.append(node)
-        phony = _PhonyDims()
+        phony = PhonyDims()
         described = []
         for node in datasets:
             try:
@@ -361,7 +337,7 @@ class _Builder:
         }
         return _Plan(datasets, groups, attributes)
 
-    def dimensions(self, node: _Node, shape: tuple[int, ...], phony: _PhonyDims) -> None:
+    def dimensions(self, node: _Node, shape: tuple[int, ...], phony: PhonyDims) -> None:
         """Set a dataset's dimension names (and netCDF-4 dimension ids).
 
         From netCDF-4 dimension ids (``_Netcdf4Coordinates``) when they all resolve, else
