@@ -32,6 +32,7 @@ from zarr.core.dtype import get_data_type_from_native_dtype
 from zarr.core.metadata.v3 import ArrayV3Metadata, RegularChunkGridMetadata, parse_codecs
 
 from zarr_manifest.array import InlineArray, ManifestArray
+from zarr_manifest.builders._auto_load import MAX_AUTO_LOAD_BYTES
 from zarr_manifest.builders._hdf5_attributes import (
     first_int,
     h5py_attributes,
@@ -69,10 +70,6 @@ __all__ = ["DEFAULT_SPLIT_CONTIGUOUS_BYTES", "MAX_AUTO_LOAD_BYTES", "build_hdf5"
 #: Uncompressed contiguous datasets larger than this are split into virtual chunks of about
 #: this many bytes along their leading axes.
 DEFAULT_SPLIT_CONTIGUOUS_BYTES = 4 * 1024 * 1024
-
-#: Datasets that cannot be referenced only because some chunks skipped a filter are loaded
-#: when at most this large (and refused with `UnsupportedError` when larger).
-MAX_AUTO_LOAD_BYTES = 64 * 1024 * 1024
 
 
 # Whether dataset descriptions may be decoded from object headers (tests turn it off to check

@@ -24,6 +24,7 @@ import obstore
 import orjson
 
 from zarr_manifest.array import InlineArray, ManifestArray, chunk_grid_shape, parse_array_metadata
+from zarr_manifest.builders._auto_load import MAX_AUTO_LOAD_BYTES
 from zarr_manifest.builders._source import Source
 from zarr_manifest.builders.codecs import (
     v2_codecs_to_v3,
@@ -389,12 +390,6 @@ def _metadata(node: _Node, url: str) -> dict[str, Any]:
         )
     doc.pop("storage_transformers", None)
     return doc
-
-
-#: Arrays that cannot be referenced are loaded on the builder's own initiative (no ``load=``)
-#: only when their values take at most this many bytes; larger ones are refused with
-#: `UnsupportedError`, so a small archive cannot make a build decompress gigabytes.
-MAX_AUTO_LOAD_BYTES = 64 * 1024 * 1024
 
 
 def _load(tree: ZarrTree, prefix: str, node: _Node, *, why: str | None = None) -> np.ndarray:
