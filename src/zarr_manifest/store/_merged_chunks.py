@@ -41,6 +41,7 @@ from zarr_manifest.errors import ChunkReadError, ZarrManifestError
 from zarr_manifest.store._byte_ranges import request_bounds
 from zarr_manifest.store.fetch import (
     LOCAL_INLINE_MAX_BYTES,
+    KeysOnDemand,
     read_local_ranges_into,
     read_range_sync,
     read_ranges_async,
@@ -284,27 +285,9 @@ class MergedChunk:
         key = node.path_key(node.metadata.chunk_key_encoding.encode_chunk_key(index))
         return f"{key} (in merged chunk {self.key!r})"
 
-    def chunk_keys(self, rows: np.ndarray) -> _RowKeys:
-        """`chunk_key` of each of ``rows``, made only when one is looked at."""
-        return _RowKeys(self, rows)
-
-
-class _RowKeys(Sequence[str]):
-    """Keys of some chunks of a merged chunk, made only if an error names one."""
-
-    __slots__ = ("_chunk", "_rows")
-
-    def __init__(self, chunk: MergedChunk, rows: np.ndarray):
-        self._chunk = chunk
-        self._rows = rows
-
-    def __len__(self) -> int:
-        return len(self._rows)
-
-    def __getitem__(self, i: Any) -> Any:
-        if isinstance(i, slice):
-            return [self[k] for k in range(*i.indices(len(self)))]
-        return self._chunk.chunk_key(int(self._rows[i]))
+    def chunk_keys(self, rows: np.ndarray) -> KeysOnDemand:
+        """`chunk_key` of each of ``rows``, made only if an error names one."""
+        return KeysOnDemand(self.chunk_key, rows)
 
 
 def _plan(chunk: MergedChunk) -> dict[int, np.ndarray]:

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import operator
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, NamedTuple, overload
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 from zarr.abc.store import ByteRequest
@@ -17,6 +16,7 @@ from zarr_manifest.store._references import check_chunk_size
 from zarr_manifest.store._virtual_shards import _ABSENT, ShardLayout
 from zarr_manifest.store.fetch import (
     LOCAL_INLINE_MAX_BYTES,
+    KeysOnDemand,
     check_local_extent,
     read_range_sync,
     read_ranges_async,
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from zarr_manifest.store._nodes import LoadedNode
     from zarr_manifest.store._references import CheckedSources
 
-__all__ = ["InnerChunkKeys", "Shard", "read_shard_async", "read_shard_sync"]
+__all__ = ["Shard", "read_shard_async", "read_shard_sync"]
 
 
 class Shard:
@@ -68,38 +68,20 @@ class Shard:
         """`source`, with a remote source's HEAD request off the event loop."""
         return await self.sources.get_async(self.node, pid, self.key)
 
-    def chunk_keys(self, flat: np.ndarray) -> InnerChunkKeys:
-        """Store keys (as the array is stored, unsharded) of inner chunks, by flat index in
-        the shard, made only if an error names one: the chunk that failed, and its shard."""
-        return InnerChunkKeys(self, flat)
-
-
-class InnerChunkKeys(Sequence[str]):
-    """The keys of some inner chunks of a shard, made on demand (see `Shard.chunk_keys`)."""
-
-    __slots__ = ("_flat", "_shard")
-
-    def __init__(self, shard: Shard, flat: np.ndarray):
-        self._shard = shard
-        self._flat = flat
-
-    def __len__(self) -> int:
-        return len(self._flat)
-
-    @overload
-    def __getitem__(self, i: int) -> str: ...
-    @overload
-    def __getitem__(self, i: slice) -> list[str]: ...
-    def __getitem__(self, i: int | slice) -> str | list[str]:
-        if isinstance(i, slice):
-            return [self[k] for k in range(*i.indices(len(self)))]
-        shard = self._shard
-        node = shard.node
+    def chunk_key(self, flat: int) -> str:
+        """The store key (as the array is stored, unsharded) of the inner chunk at flat
+        index ``flat`` in the shard, naming the shard too."""
+        node = self.node
         assert node.shards is not None
-        inner = np.unravel_index(int(self._flat[i]), node.shards)
-        index = tuple(o + int(k) for o, k in zip(shard.origin, inner, strict=True))
+        inner = np.unravel_index(flat, node.shards)
+        index = tuple(o + int(k) for o, k in zip(self.origin, inner, strict=True))
         key = node.path_key(node.metadata.chunk_key_encoding.encode_chunk_key(index))
-        return f"{key} (in shard {shard.key!r})"
+        return f"{key} (in shard {self.key!r})"
+
+    def chunk_keys(self, flat: np.ndarray) -> KeysOnDemand:
+        """`chunk_key` of inner chunks, by flat index in the shard, made only if an error
+        names one: the chunk that failed, and its shard."""
+        return KeysOnDemand(self.chunk_key, flat)
 
 
 #: what a planned read of a shard takes: its size, the ranges per path id, the index part

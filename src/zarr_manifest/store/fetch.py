@@ -41,9 +41,9 @@ import threading
 import time
 import weakref
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, overload
 
 import numpy as np
 import numpy.typing as npt
@@ -68,6 +68,7 @@ __all__ = [
     "LOCAL_INLINE_MAX_BYTES",
     "LOCAL_REVALIDATE_SECONDS",
     "CoalescedPlan",
+    "KeysOnDemand",
     "RangeBatcher",
     "check_local_extent",
     "close_local_files",
@@ -147,6 +148,29 @@ def _as_ranges(starts: npt.ArrayLike, ends: npt.ArrayLike) -> tuple[np.ndarray, 
     if s.shape != e.shape:
         raise ManifestError(f"{s.size} range starts but {e.size} range ends")
     return s, e
+
+
+class KeysOnDemand(Sequence[str]):
+    """The keys of some chunks, by index, made only when a failure names one: a read of
+    thousands of chunks (a virtual shard, a merged chunk) passes these instead of strings."""
+
+    __slots__ = ("_indices", "_key_of")
+
+    def __init__(self, key_of: Callable[[int], str], indices: np.ndarray):
+        self._key_of = key_of
+        self._indices = indices
+
+    def __len__(self) -> int:
+        return len(self._indices)
+
+    @overload
+    def __getitem__(self, i: int) -> str: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[str]: ...
+    def __getitem__(self, i: int | slice) -> str | list[str]:
+        if isinstance(i, slice):
+            return [self[k] for k in range(*i.indices(len(self)))]
+        return self._key_of(int(self._indices[i]))
 
 
 def _check_ranges(s: np.ndarray, e: np.ndarray, keys: Sequence[str | None] | None) -> None:
