@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 import orjson
 
+from zarr_manifest._pipelines import FUSED_PIPELINE
 from zarr_manifest.array import InlineArray, ManifestArray
 from zarr_manifest.builders._kerchunk_hierarchy import (
     ArrayNode,
@@ -328,8 +329,6 @@ def _v3_metadata(node: ArrayNode, location: str) -> dict[str, Any]:
 
 # ---- building arrays -----------------------------------------------------------------------
 
-_FUSED = "zarr.core.codec_pipeline.FusedCodecPipeline"
-
 
 def _load_array(
     node: ArrayNode,
@@ -393,7 +392,7 @@ def _load_array(
     try:
         # the fused pipeline decodes chunks without zarr's per-chunk coroutines and threads:
         # loading 6,646 four-byte records took seconds an array through the default one
-        with warnings.catch_warnings(), zarr.config.set({"codec_pipeline.path": _FUSED}):
+        with warnings.catch_warnings(), zarr.config.set({"codec_pipeline.path": FUSED_PIPELINE}):
             warnings.simplefilter("ignore")
             arr = zarr.open_array(store, mode="r", zarr_format=2 if node.zarr_format == 2 else 3)
             return np.asarray(arr[...])

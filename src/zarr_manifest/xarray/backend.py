@@ -28,6 +28,7 @@ from xarray.core.treenode import NodePath
 from xarray.core.utils import close_on_error
 from xarray.core.variable import Variable
 
+from zarr_manifest._pipelines import FUSED_PIPELINE
 from zarr_manifest.group import ManifestGroup
 from zarr_manifest.store import ManifestStore, SourceRegistry
 
@@ -40,9 +41,6 @@ __all__ = [
     "ManifestBackendEntrypoint",
     "open_manifest_store",
 ]
-
-#: zarr's synchronous, bulk codec pipeline; ManifestStore serves its ``get_sync`` calls
-FUSED_PIPELINE = "zarr.core.codec_pipeline.FusedCodecPipeline"
 
 _TRANSFORMER = "chunk-manifest-json"
 
